@@ -1,0 +1,62 @@
+# Thin wrapper over CMake. `make test` and `make demo` install missing packages first.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+CMAKE_ARGS ?=
+
+.PHONY: all build asan deps test test-release test-asan demo bench lint format fuzz fuzz-smoke soak clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+$(ASAN_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSOCKTAP_SANITIZE=ON $(CMAKE_ARGS)
+
+asan: $(ASAN_BUILD)/CMakeCache.txt
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+test: deps
+	$(MAKE) build asan
+	./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD)
+
+test-release: build
+	./scripts/run-tests.sh $(BUILD)
+
+test-asan: asan
+	./scripts/run-tests.sh $(ASAN_BUILD)
+
+demo: deps
+	$(MAKE) build
+	./scripts/demo.sh $(BUILD)
+
+bench: deps
+	$(MAKE) build
+	./bench/run.sh $(BUILD)
+
+lint:
+	./scripts/lint.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+fuzz: deps
+	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DSOCKTAP_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build-fuzz -j $(JOBS)
+
+fuzz-smoke: fuzz
+	./fuzz/smoke.sh build-fuzz
+
+soak: deps
+	$(MAKE) build asan
+	./tests/soak/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages socktap needs to build, test, demo and bench, skipping
+# what is already installed (idempotent; apt-get update only when something is missing).
+set -euo pipefail
+PKGS=(
+  build-essential cmake pkg-config clang libclang-rt-14-dev clang-format cppcheck
+  libevent-dev libssl-dev openssl libyaml-dev libpcap-dev libcmocka-dev
+  protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
+  python3 curl nghttp2-client nghttp2-server iperf3 tshark wireshark-common tcpdump
+  haproxy socat nginx wrk iproute2 procps
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+echo "deps: installing ${missing[*]}"
+SUDO=
+[[ $(id -u) -eq 0 ]] || SUDO=sudo
+$SUDO apt-get update
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,112 @@
+/* A YAML document as a tree of nodes that remember where they came from (line:col), plus the
+ * typed getters every config parser uses. All error messages have one shape:
+ *
+ *   FILE:LINE:COL: KEY.PATH: what was expected, got "what was there"
+ *
+ * e.g. `socktap.yaml:7:21: static_resources.listeners[0].address.socket_address.port_value:
+ * expected an integer 0..65535, got "http"`.
+ *
+ * Paths are built on the stack as a linked list (struct cfg_path), so parsers pass the path of
+ * the node they are looking at and never allocate for it. */
+#ifndef SOCKTAP_CONFIG_CFG_NODE_H
+#define SOCKTAP_CONFIG_CFG_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum cfg_node_type { CFG_SCALAR, CFG_MAP, CFG_SEQ };
+
+struct cfg_node;
+
+struct cfg_map_entry {
+    struct cfg_node *key; /* always a scalar */
+    struct cfg_node *value;
+};
+
+struct cfg_node {
+    enum cfg_node_type type;
+    unsigned line, col; /* 1-based position of the node's first character */
+    /* CFG_SCALAR: NUL-terminated text (may contain NULs before len for binary-ish input). */
+    char *str;
+    size_t len;
+    bool quoted; /* scalar was quoted ('x' or "x"): never null/bool/number by plain style */
+    /* CFG_MAP: n entries; CFG_SEQ: n items. */
+    size_t n;
+    struct cfg_map_entry *entries;
+    struct cfg_node **items;
+};
+
+/* A document: owns every node. */
+struct cfg_doc {
+    char *file; /* the name used in messages */
+    struct cfg_node *root;
+};
+
+/* Error sink: the first error wins; later ones are ignored so the message names the root cause. */
+struct cfg_err {
+    char msg[1024];
+    bool set;
+};
+
+/* One step of a key path: either a map key or a sequence index. */
+struct cfg_path {
+    const struct cfg_path *parent;
+    const char *key; /* NULL for an index step */
+    size_t index;
+};
+
+#define CFG_PATH_KEY(parent_, key_) ((struct cfg_path){.parent = (parent_), .key = (key_)})
+#define CFG_PATH_INDEX(parent_, i_) ((struct cfg_path){.parent = (parent_), .index = (i_)})
+
+/* Parses FILE (or, with cfg_doc_load_string, TEXT of LEN bytes named NAME) into *OUT.
+ * On error returns -EINVAL (syntax, duplicate keys, aliases, too deep) or -errno (I/O) and fills
+ * ERR. The caller owns *OUT and frees it with cfg_doc_free. Anchors/aliases are rejected
+ * (alias bombs); nesting deeper than 64 levels and scalars over 1 MiB are rejected. */
+int cfg_doc_load_file(const char *file, struct cfg_doc **out, struct cfg_err *err);
+int cfg_doc_load_string(const char *name, const char *text, size_t len, struct cfg_doc **out,
+                        struct cfg_err *err);
+void cfg_doc_free(struct cfg_doc *doc);
+
+/* Formats the path into BUF ("a.b[0].c"); returns BUF. */
+char *cfg_path_format(const struct cfg_path *path, char *buf, size_t size);
+
+/* Records an error at NODE (may be NULL: position unknown -> "FILE: path: msg"). Returns -EINVAL
+ * so parsers can `return cfg_error(...)`. DOC supplies the file name. */
+int cfg_error(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+              const struct cfg_path *path, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Short rendering of a node for "got ..." (scalar text in quotes, "a mapping", "a sequence"). */
+const char *cfg_node_describe(const struct cfg_node *node, char *buf, size_t size);
+
+/* Map lookup; NULL if NODE is not a map or has no such key. */
+const struct cfg_node *cfg_map_get(const struct cfg_node *node, const char *key);
+
+/* Fails (with the unknown key's own position and path) if NODE has a key not in ALLOWED
+ * (NULL-terminated). Also fails if NODE is not a map. */
+int cfg_check_keys(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                   const struct cfg_path *path, const char *const *allowed);
+
+/* Typed getters. Each takes the node itself (not the parent) and its path, checks the type and
+ * range, and returns 0 or -EINVAL with ERR filled. Strings point into the document (valid while
+ * it lives). */
+int cfg_expect_map(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                   const struct cfg_path *path);
+int cfg_expect_seq(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                   const struct cfg_path *path);
+int cfg_get_string(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                   const struct cfg_path *path, const char **out);
+int cfg_get_u64(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                const struct cfg_path *path, uint64_t min, uint64_t max, uint64_t *out);
+int cfg_get_bool(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                 const struct cfg_path *path, bool *out);
+/* Envoy durations: "1.5s", "250ms", "0s", also a bare number of seconds, and the proto3
+ * JSON object form {seconds: N, nanos: N}. Result in milliseconds. */
+int cfg_get_duration_ms(struct cfg_err *err, const struct cfg_doc *doc,
+                        const struct cfg_node *node, const struct cfg_path *path, uint64_t *out);
+/* One of NAMES (NULL-terminated); *OUT is the index. The message lists the accepted names. */
+int cfg_get_enum(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                 const struct cfg_path *path, const char *const *names, int *out);
+
+#endif

@@ -1,0 +1,83 @@
+/* socktap's typed configuration: the subset of Envoy's bootstrap (v2 and v3 shapes) that an L4
+ * capturing proxy needs. config_load() does all validation; the runtime trusts these structs. */
+#ifndef SOCKTAP_CONFIG_CONFIG_H
+#define SOCKTAP_CONFIG_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config/cfg_node.h"
+#include "transport/ts_registry.h"
+
+#define CFG_DEFAULT_BUFFER_LIMIT (1024u * 1024u)
+
+struct cfg_address {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char text[64];      /* "127.0.0.1:10000" or "[::1]:10000" */
+    char stat_name[64]; /* Envoy's stat form: "127.0.0.1_10000", "[::1]_10000" */
+};
+
+enum cfg_cluster_type { CFG_CLUSTER_STATIC, CFG_CLUSTER_STRICT_DNS, CFG_CLUSTER_LOGICAL_DNS };
+enum cfg_lb_policy { CFG_LB_ROUND_ROBIN, CFG_LB_RANDOM, CFG_LB_LEAST_REQUEST };
+
+struct cfg_cluster {
+    char *name;
+    uint64_t connect_timeout_ms; /* default 5000 (Envoy's default) */
+    enum cfg_cluster_type type;
+    enum cfg_lb_policy lb_policy;
+    struct cfg_address *hosts; /* resolved at load time (DNS types: getaddrinfo once) */
+    size_t nhosts;
+    uint32_t buffer_limit;    /* per_connection_buffer_limit_bytes, default 1 MiB */
+    uint32_t max_connections; /* circuit_breakers.thresholds[0].max_connections; 0 = none */
+    struct ts_config ts;      /* transport_socket (or v2 tls_context); default raw_buffer */
+};
+
+struct cfg_tcp_proxy {
+    char *stat_prefix;
+    char *cluster_name;
+    struct cfg_cluster *cluster; /* resolved; points into socktap_config.clusters */
+    uint64_t idle_timeout_ms;    /* default 1 hour as Envoy; 0 disables */
+};
+
+struct cfg_listener {
+    char *name;               /* defaults to the address text */
+    struct cfg_address addr;
+    uint32_t buffer_limit;    /* per_connection_buffer_limit_bytes, default 1 MiB */
+    uint32_t max_connections; /* 0 = no limit */
+    struct cfg_tcp_proxy tcp_proxy;
+    struct ts_config ts; /* filter_chains[0].transport_socket (or tls_context); default raw */
+};
+
+struct cfg_admin {
+    bool enabled;
+    struct cfg_address addr;
+};
+
+struct socktap_config {
+    struct cfg_doc *doc; /* kept: strings and ts configs may point into it */
+    struct cfg_listener *listeners;
+    size_t nlisteners;
+    struct cfg_cluster *clusters;
+    size_t nclusters;
+    struct cfg_admin admin;
+};
+
+/* Loads and validates FILE. On success *OUT is owned by the caller (config_free). On failure
+ * returns -EINVAL (or -errno for I/O) and ERR holds the one-line message with file:line:col and
+ * key path. Calls ts_registry_init() itself. */
+int config_load(const char *file, struct socktap_config **out, struct cfg_err *err);
+/* Same, from memory (tests, fuzzing); NAME appears in messages as the file name. */
+int config_load_string(const char *name, const char *text, size_t len,
+                       struct socktap_config **out, struct cfg_err *err);
+void config_free(struct socktap_config *cfg);
+
+/* Parses an Envoy address node {socket_address: {address, port_value, protocol?}} or a
+ * bare socket_address map (used by TLS/capture parsers too). */
+int cfg_parse_address(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                      const struct cfg_path *path, struct cfg_address *out);
+
+#endif

@@ -1,0 +1,32 @@
+/* Logging to stderr: "<time> [<level>][W<worker>][C<conn>] message".
+ * Why: operators grep by connection id; the capture file names carry the same id. */
+#ifndef SOCKTAP_CORE_LOG_H
+#define SOCKTAP_CORE_LOG_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum log_level { LOG_TRACE, LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_CRITICAL, LOG_OFF };
+
+/* Parses Envoy's level names (trace, debug, info, warning/warn, error, critical, off).
+ * Returns 0 and sets *out, or -EINVAL. */
+int log_level_parse(const char *name, enum log_level *out);
+void log_set_level(enum log_level level);
+bool log_enabled(enum log_level level);
+
+/* Worker index shown in log lines of the calling thread (-1: main thread). */
+void log_set_thread_worker(int worker);
+
+/* conn_id 0 means "no connection". Thread-safe: one write(2) per line. */
+void log_msg(enum log_level level, uint64_t conn_id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void log_vmsg(enum log_level level, uint64_t conn_id, const char *fmt, va_list ap);
+
+#define LOGT(cid, ...) do { if (log_enabled(LOG_TRACE)) log_msg(LOG_TRACE, (cid), __VA_ARGS__); } while (0)
+#define LOGD(cid, ...) do { if (log_enabled(LOG_DEBUG)) log_msg(LOG_DEBUG, (cid), __VA_ARGS__); } while (0)
+#define LOGI(cid, ...) log_msg(LOG_INFO, (cid), __VA_ARGS__)
+#define LOGW(cid, ...) log_msg(LOG_WARN, (cid), __VA_ARGS__)
+#define LOGE(cid, ...) log_msg(LOG_ERROR, (cid), __VA_ARGS__)
+
+#endif

@@ -1,0 +1,128 @@
+/* Registry is a flat array (names, kinds) built before workers start; values live in one
+ * int64 array per thread, so readers only ever load other threads' cells (relaxed). */
+#include "core/stats.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct stat_def {
+    char *name;
+    enum stat_kind kind;
+};
+
+static struct stat_def *g_defs;
+static size_t g_ndefs, g_cap;
+static int64_t **g_slots;
+static int g_nslots;
+static bool g_frozen;
+__thread int64_t *stats_tls;
+
+stat_id stats_register(const char *name, enum stat_kind kind)
+{
+    stat_id id;
+    if (stats_find(name, &id))
+        return id;
+    if (g_frozen)
+        abort();
+    if (g_ndefs == g_cap) {
+        g_cap = g_cap ? g_cap * 2 : 64;
+        g_defs = realloc(g_defs, g_cap * sizeof(*g_defs));
+        if (!g_defs)
+            abort();
+    }
+    g_defs[g_ndefs].name = strdup(name);
+    if (!g_defs[g_ndefs].name)
+        abort();
+    g_defs[g_ndefs].kind = kind;
+    return (stat_id)g_ndefs++;
+}
+
+stat_id stats_registerf(enum stat_kind kind, const char *fmt, ...)
+{
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof(name), fmt, ap);
+    va_end(ap);
+    return stats_register(name, kind);
+}
+
+int stats_freeze(int nthreads)
+{
+    g_nslots = nthreads + 1;
+    g_slots = calloc((size_t)g_nslots, sizeof(*g_slots));
+    if (!g_slots)
+        return -ENOMEM;
+    for (int i = 0; i < g_nslots; i++) {
+        g_slots[i] = calloc(g_ndefs ? g_ndefs : 1, sizeof(int64_t));
+        if (!g_slots[i])
+            return -ENOMEM;
+    }
+    g_frozen = true;
+    stats_bind_thread(nthreads);
+    return 0;
+}
+
+void stats_bind_thread(int slot)
+{
+    stats_tls = (g_slots && slot >= 0 && slot < g_nslots) ? g_slots[slot] : NULL;
+}
+
+int64_t stats_get(stat_id id)
+{
+    int64_t sum = 0;
+    if (!g_frozen || id >= g_ndefs)
+        return 0;
+    for (int i = 0; i < g_nslots; i++)
+        sum += __atomic_load_n(&g_slots[i][id], __ATOMIC_RELAXED);
+    return sum;
+}
+
+bool stats_find(const char *name, stat_id *out)
+{
+    for (size_t i = 0; i < g_ndefs; i++) {
+        if (strcmp(g_defs[i].name, name) == 0) {
+            *out = (stat_id)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+static int cmp_by_name(const void *a, const void *b)
+{
+    const struct stat_def *x = &g_defs[*(const stat_id *)a];
+    const struct stat_def *y = &g_defs[*(const stat_id *)b];
+    return strcmp(x->name, y->name);
+}
+
+void stats_dump(FILE *out)
+{
+    stat_id *order = malloc((g_ndefs ? g_ndefs : 1) * sizeof(*order));
+    if (!order)
+        return;
+    for (size_t i = 0; i < g_ndefs; i++)
+        order[i] = (stat_id)i;
+    qsort(order, g_ndefs, sizeof(*order), cmp_by_name);
+    for (size_t i = 0; i < g_ndefs; i++)
+        fprintf(out, "%s: %lld\n", g_defs[order[i]].name, (long long)stats_get(order[i]));
+    free(order);
+}
+
+void stats_reset(void)
+{
+    for (size_t i = 0; i < g_ndefs; i++)
+        free(g_defs[i].name);
+    free(g_defs);
+    g_defs = NULL;
+    g_ndefs = g_cap = 0;
+    for (int i = 0; i < g_nslots; i++)
+        free(g_slots[i]);
+    free(g_slots);
+    g_slots = NULL;
+    g_nslots = 0;
+    g_frozen = false;
+    stats_tls = NULL;
+}

@@ -1,0 +1,50 @@
+/* Counters and gauges, one array per thread, summed on read: the hot path is a plain
+ * (relaxed-atomic) add to thread-local memory, no lock, no shared cache line.
+ *
+ * All stats are registered on the main thread before workers start (config load time);
+ * registration after stats_freeze() is an error. Names are Envoy's ("cluster.x.upstream_cx_total"). */
+#ifndef SOCKTAP_CORE_STATS_H
+#define SOCKTAP_CORE_STATS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef uint32_t stat_id;
+
+enum stat_kind { STAT_COUNTER, STAT_GAUGE };
+
+/* Registers (or finds, if already registered) the stat NAME. NAME is copied.
+ * Returns its id. Aborts on allocation failure or after stats_freeze(). */
+stat_id stats_register(const char *name, enum stat_kind kind);
+/* printf-style convenience over stats_register. */
+stat_id stats_registerf(enum stat_kind kind, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Ends registration; allocates the per-thread arrays for NTHREADS threads (+1 for main). */
+int stats_freeze(int nthreads);
+/* Binds the calling thread to slot SLOT (0..nthreads-1); main thread uses slot nthreads. */
+void stats_bind_thread(int slot);
+
+extern __thread int64_t *stats_tls;
+
+static inline void stats_add(stat_id id, int64_t delta)
+{
+    if (stats_tls)
+        __atomic_store_n(&stats_tls[id], __atomic_load_n(&stats_tls[id], __ATOMIC_RELAXED) + delta,
+                         __ATOMIC_RELAXED);
+}
+static inline void stats_inc(stat_id id)
+{
+    stats_add(id, 1);
+}
+
+/* Sum of stat ID over all threads. */
+int64_t stats_get(stat_id id);
+/* Looks up a stat by name; returns false if unknown. */
+bool stats_find(const char *name, stat_id *out);
+/* Writes "name: value\n" for every stat, sorted by name (Envoy's /stats text form). */
+void stats_dump(FILE *out);
+/* Frees all (tests, shutdown). */
+void stats_reset(void);
+
+#endif

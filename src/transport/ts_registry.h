@@ -1,0 +1,54 @@
+/* Transport sockets are found by name (Envoy's names) in a registry; each kind brings its own
+ * config parser and its own constructor, so config/ knows nothing of TLS or capture and the
+ * capture socket can wrap "any registered socket" by asking the registry for its inner one. */
+#ifndef SOCKTAP_TRANSPORT_TS_REGISTRY_H
+#define SOCKTAP_TRANSPORT_TS_REGISTRY_H
+
+#include "config/cfg_node.h"
+#include "transport/transport_socket.h"
+
+struct ts_parse_ctx {
+    struct cfg_err *err;
+    const struct cfg_doc *doc;
+    enum ts_side side;      /* listener filter chain: DOWNSTREAM; cluster: UPSTREAM */
+    const char *owner_name; /* listener stat name ("127.0.0.1_10000") or cluster name, for stats */
+};
+
+struct ts_factory {
+    const char *const *names;     /* NULL-terminated; first is the canonical one */
+    const char *const *type_urls; /* accepted typed_config "@type" values; NULL-terminated */
+    /* Parses CONFIG: the `config:` map (v2) or the `typed_config:` map minus "@type" (v3);
+     * NULL when neither was given. Registers the kind's stats. On success *OUT_CFG is owned by
+     * the caller (freed with free_cfg). */
+    int (*parse)(struct ts_parse_ctx *ctx, const struct cfg_node *config,
+                 const struct cfg_path *path, void **out_cfg);
+    /* Builds a socket stack for one connection. On success the stack owns info->fd; on failure
+     * the fd is untouched (the caller closes it). CFG outlives every socket made from it. */
+    int (*create)(const void *cfg, const struct ts_conn_info *info, struct transport_socket **out);
+    void (*free_cfg)(void *cfg);
+};
+
+/* A parsed `transport_socket:`: which factory and its parsed config. Zeroed = none given. */
+struct ts_config {
+    const struct ts_factory *factory;
+    void *cfg;
+};
+
+/* Registers the built-in kinds (raw_buffer, tls, capture/tap when built). Idempotent. */
+void ts_registry_init(void);
+/* F must outlive the process (static const). */
+void ts_registry_add(const struct ts_factory *f);
+const struct ts_factory *ts_registry_find(const char *name);
+
+/* Parses NODE, a `transport_socket:` map {name, config | typed_config}. A missing name is an
+ * error; an unknown name lists the known ones; names of kinds compiled out say so. */
+int ts_config_parse(struct ts_parse_ctx *ctx, const struct cfg_node *node,
+                    const struct cfg_path *path, struct ts_config *out);
+/* Fills OUT with raw_buffer (the default when no transport_socket is configured). */
+void ts_config_default(struct ts_config *out);
+/* Creates a socket stack for a connection from a parsed config; see ts_factory.create. */
+int ts_config_create(const struct ts_config *cfg, const struct ts_conn_info *info,
+                     struct transport_socket **out);
+void ts_config_free(struct ts_config *cfg);
+
+#endif

@@ -1,0 +1,197 @@
+"""End-to-end test harness: real processes on loopback, free ports, cleanup by PID.
+
+Every test file is a unittest module run by CTest as `python3 test_x.py` with SOCKTAP_BUILD set
+to the build directory. Processes started through Procs are killed (by PID, then their process
+group) when the test ends, pass or fail.
+"""
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BUILD = os.environ.get("SOCKTAP_BUILD", os.path.join(ROOT, "build"))
+SOCKTAP = os.path.join(BUILD, "socktap")
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+
+
+def tool(name):
+    """Path of a built binary (socktap, capture2pcap, socktap-trace)."""
+    return os.path.join(BUILD, name)
+
+
+def free_port(host="127.0.0.1"):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, host="127.0.0.1", timeout=10.0, proc=None):
+    deadline = time.time() + timeout
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("process exited with %s before listening on %d" % (proc.returncode, port))
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.settimeout(0.2)
+            try:
+                s.connect((host, port))
+                return
+            except OSError:
+                time.sleep(0.05)
+    raise RuntimeError("nothing listening on %s:%d after %.1fs" % (host, port, timeout))
+
+
+def vm_status(pid, key):
+    """VmRSS/VmHWM etc. of PID in kB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+class Procs:
+    """Starts processes and kills every one of them, by PID, on close()."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, argv, log=None, **kw):
+        out = open(log, "wb") if log else subprocess.DEVNULL
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        p.log_path = log
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, timeout=10):
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, sig)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        return p.returncode
+
+    def close(self):
+        for p in reversed(self.procs):
+            self.stop(p)
+        self.procs = []
+
+
+class Socktap:
+    """A running socktap with a generated config."""
+
+    def __init__(self, procs, workdir, config, args=(), wait_ports=(), admin_port=None, env=None):
+        self.workdir = workdir
+        self.config_path = os.path.join(workdir, "socktap-%d.yaml" % time.time_ns())
+        with open(self.config_path, "w") as f:
+            f.write(config)
+        self.log = self.config_path + ".log"
+        e = dict(os.environ)
+        e.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        if env:
+            e.update(env)
+        self.procs = procs
+        self.proc = procs.start([SOCKTAP, "-c", self.config_path, *args], log=self.log, env=e)
+        self.pid = self.proc.pid
+        self.admin_port = admin_port
+        for port in wait_ports:
+            wait_port(port, proc=self.proc)
+        if admin_port:
+            wait_port(admin_port, proc=self.proc)
+
+    def stats(self):
+        """Admin /stats as a dict name -> int."""
+        body = urllib.request.urlopen("http://127.0.0.1:%d/stats" % self.admin_port, timeout=5).read()
+        out = {}
+        for line in body.decode().splitlines():
+            if ": " in line:
+                k, v = line.rsplit(": ", 1)
+                with contextlib.suppress(ValueError):
+                    out[k] = int(v)
+        return out
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        return self.procs.stop(self.proc, sig, timeout)
+
+    def logtext(self):
+        with open(self.log, "rb") as f:
+            return f.read().decode(errors="replace")
+
+
+def proxy_config(listen_port, upstream_port, admin_port=None, host="127.0.0.1", upstream_host="127.0.0.1",
+                 listener_extra="", cluster_extra="", proxy_extra="", listener_ts="", cluster_ts=""):
+    """A one-listener, one-cluster tcp_proxy config (v2 shapes). *_ts are YAML snippets for
+    transport_socket, already indented for their place (6 spaces in the filter chain, 4 in cluster)."""
+    admin = ""
+    if admin_port:
+        admin = "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n" % admin_port
+    return """static_resources:
+  listeners:
+  - name: ingress
+    address: {socket_address: {address: "%s", port_value: %d}}
+%s    filter_chains:
+    - filters:
+      - name: envoy.tcp_proxy
+        config:
+          stat_prefix: ingress_tcp
+          cluster: backend
+%s%s
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    type: STATIC
+    lb_policy: ROUND_ROBIN
+    hosts: [{socket_address: {address: "%s", port_value: %d}}]
+%s%s
+%s""" % (host, listen_port, listener_extra, proxy_extra, listener_ts, upstream_host, upstream_port,
+         cluster_extra, cluster_ts, admin)
+
+
+class E2ETest(unittest.TestCase):
+    """Base class: a temp dir and a Procs per test, cleaned up whatever happens."""
+
+    def setUp(self):
+        self.procs = Procs()
+        self.addCleanup(self.procs.close)
+        self.tmp = tempfile.mkdtemp(prefix="socktap-e2e-")
+
+    def tearDown(self):
+        # keep the temp dir on failure for debugging; CTest prints its path via the log
+        pass
+
+    def start_http_upstream(self, directory=None, host="127.0.0.1"):
+        port = free_port(host)
+        d = directory or self.tmp
+        p = self.procs.start([sys.executable, "-m", "http.server", "--bind", host, "--directory", d, str(port)])
+        wait_port(port, host=host, proc=p)
+        return port, p
+
+    def socktap(self, config, **kw):
+        return Socktap(self.procs, self.tmp, config, **kw)
+
+
+def main():
+    unittest.main(verbosity=2)
