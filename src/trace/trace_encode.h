@@ -1,0 +1,53 @@
+/* Streaming trace encoders: turn a connection and its events into the bytes of a trace file,
+ * piece by piece, so the capture socket can append each event to disk as it happens.
+ *
+ * Invariant (the point of socktap): for v2 PROTO_BINARY, begin() + event()* is at every step a
+ * valid serialized envoy.data.tap.v2alpha.Trace, byte-identical to what Envoy serializes at close
+ * for the same events (connection = field 1 first, then one `events` field 2 per event).
+ * PROTO_TEXT streams the same way (a valid text Trace after every event). v3 streaming writes
+ * one TraceWrapper{socket_streamed_trace_segment} per event (PROTO_BINARY_LENGTH_DELIMITED:
+ * varint length prefix each; PROTO_BINARY: concatenated, as Envoy does; JSON: one object each).
+ * v3 buffered mode keeps events in the encoder, bounded by max_buffered_rx/tx bytes (setting
+ * read_truncated/write_truncated as Envoy does), and emits one TraceWrapper{socket_buffered_trace}
+ * at end(). */
+#ifndef SOCKTAP_TRACE_TRACE_ENCODE_H
+#define SOCKTAP_TRACE_TRACE_ENCODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trace/trace.h"
+
+/* A growable byte buffer the encoders append to; the caller owns and drains it. */
+struct tbuf {
+    uint8_t *data;
+    size_t len, cap;
+};
+/* Ensures room for N more bytes. Returns 0 or -ENOMEM. */
+int tbuf_reserve(struct tbuf *b, size_t n);
+int tbuf_append(struct tbuf *b, const void *p, size_t n);
+void tbuf_free(struct tbuf *b);
+
+struct trace_enc_cfg {
+    enum trace_schema schema;
+    enum trace_format format;
+    bool streaming;           /* v3 only: streamed segments vs one buffered trace */
+    uint32_t max_buffered_rx; /* v3 buffered only (Envoy default 1024 each) */
+    uint32_t max_buffered_tx;
+};
+
+struct trace_enc;
+
+/* Creates an encoder for CONN (copied). *OUT is owned by the caller (trace_enc_free). */
+int trace_enc_new(const struct trace_enc_cfg *cfg, const struct trace_conn *conn,
+                  struct trace_enc **out);
+/* Appends the file's opening bytes to OUT (may be none). Call once, first. */
+int trace_enc_begin(struct trace_enc *enc, struct tbuf *out);
+/* Appends one event (EV->iov is read, not kept). Returns 0 or -errno. */
+int trace_enc_event(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out);
+/* Appends the closing bytes (v3 buffered: the whole trace). Call once, last. */
+int trace_enc_end(struct trace_enc *enc, struct tbuf *out);
+void trace_enc_free(struct trace_enc *enc);
+
+#endif

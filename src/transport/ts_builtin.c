@@ -1,0 +1,13 @@
+/* The built-in transport sockets. Each kind adds its one line here (strong references, so the
+ * static library keeps every factory). */
+#include "transport/raw.h"
+#include "transport/ts_registry.h"
+
+void ts_registry_init(void)
+{
+    static bool done;
+    if (done)
+        return;
+    done = true;
+    ts_registry_add(&raw_socket_factory);
+}
