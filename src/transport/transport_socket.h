@@ -54,7 +54,7 @@ struct ts_conn_info {
     struct sockaddr_storage local;  /* listener address (downstream) / our source (upstream) */
     struct sockaddr_storage remote; /* client (downstream) / upstream host (upstream) */
     socklen_t local_len, remote_len;
-    const char *owner_name; /* listener stat name or cluster name, for logs and stats */
+    const char *owner_name; /* owner's stats prefix: "listener.127.0.0.1_10000" / "cluster.backend" */
     void *worker;           /* opaque per-worker context (struct worker *) */
 };
 

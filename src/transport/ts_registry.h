@@ -11,7 +11,7 @@ struct ts_parse_ctx {
     struct cfg_err *err;
     const struct cfg_doc *doc;
     enum ts_side side;      /* listener filter chain: DOWNSTREAM; cluster: UPSTREAM */
-    const char *owner_name; /* listener stat name ("127.0.0.1_10000") or cluster name, for stats */
+    const char *owner_name; /* owner's stats prefix: "listener.127.0.0.1_10000" or "cluster.backend" */
 };
 
 struct ts_factory {
