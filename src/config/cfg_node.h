@@ -41,6 +41,9 @@ struct cfg_node {
 struct cfg_doc {
     char *file; /* the name used in messages */
     struct cfg_node *root;
+    /* Nodes derived after loading (cfg_map_without), freed with the document. */
+    struct cfg_node **views;
+    size_t nviews;
 };
 
 /* Error sink: the first error wins; later ones are ignored so the message names the root cause. */
@@ -103,8 +106,17 @@ int cfg_get_bool(struct cfg_err *err, const struct cfg_doc *doc, const struct cf
                  const struct cfg_path *path, bool *out);
 /* Envoy durations: "1.5s", "250ms", "0s", also a bare number of seconds, and the proto3
  * JSON object form {seconds: N, nanos: N}. Result in milliseconds. */
-int cfg_get_duration_ms(struct cfg_err *err, const struct cfg_doc *doc,
-                        const struct cfg_node *node, const struct cfg_path *path, uint64_t *out);
+int cfg_get_duration_ms(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                        const struct cfg_path *path, uint64_t *out);
+/* True for a plain null scalar ("", "~", "null"): YAML's "no value". NODE may be NULL (true). */
+bool cfg_node_is_null(const struct cfg_node *node);
+
+/* A view of map NODE without KEY (e.g. typed_config minus "@type"), owned by DOC and valid while
+ * it lives (DOC is logically const: only its list of views grows). Returns NODE itself when it
+ * has no such key, NULL on allocation failure. */
+const struct cfg_node *cfg_map_without(const struct cfg_doc *doc, const struct cfg_node *node,
+                                       const char *key);
+
 /* One of NAMES (NULL-terminated); *OUT is the index. The message lists the accepted names. */
 int cfg_get_enum(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
                  const struct cfg_path *path, const char *const *names, int *out);

@@ -1,0 +1,226 @@
+/* The transport-socket registry: Envoy names -> factories, and the parser of a
+ * `transport_socket:` map.
+ *
+ * Design: a small fixed array filled once on the main thread (ts_registry_init, before workers
+ * start) and only read afterwards, so lookups need no lock. Kinds that can be compiled out
+ * (capture/tap) are still known here by name so that a config using them gets "not available
+ * in this build" instead of a misleading "unknown transport socket". */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "transport/raw.h"
+#include "transport/ts_registry.h"
+
+#define TS_REGISTRY_MAX 16
+
+static const struct ts_factory *ts_factories[TS_REGISTRY_MAX];
+static size_t ts_nfactories;
+
+void ts_registry_add(const struct ts_factory *f)
+{
+    size_t i;
+    for (i = 0; i < ts_nfactories; i++)
+        if (ts_factories[i] == f)
+            return;
+    if (ts_nfactories == TS_REGISTRY_MAX) {
+        /* A programming error (too many built-in kinds), not a runtime condition. */
+        log_msg(LOG_CRITICAL, 0, "transport socket registry full (%d kinds)", TS_REGISTRY_MAX);
+        abort();
+    }
+    ts_factories[ts_nfactories++] = f;
+}
+
+const struct ts_factory *ts_registry_find(const char *name)
+{
+    size_t i;
+    if (!name)
+        return NULL;
+    for (i = 0; i < ts_nfactories; i++)
+        for (const char *const *n = ts_factories[i]->names; n && *n; n++)
+            if (!strcmp(*n, name))
+                return ts_factories[i];
+    return NULL;
+}
+
+#ifndef SOCKTAP_CAPTURE
+static bool ts_name_is_capture(const char *name)
+{
+    static const char *const names[] = {"envoy.transport_sockets.capture",
+                                        "envoy.transport_sockets.tap", "capture", "tap", NULL};
+    for (const char *const *n = names; *n; n++)
+        if (!strcmp(*n, name))
+            return true;
+    return false;
+}
+#endif
+
+static void ts_list_names(char *buf, size_t size)
+{
+    size_t pos = 0, i;
+    buf[0] = '\0';
+    for (i = 0; i < ts_nfactories; i++) {
+        for (const char *const *n = ts_factories[i]->names; n && *n; n++) {
+            int w = snprintf(buf + pos, size - pos, "%s%s", pos ? ", " : "", *n);
+            if (w < 0 || (size_t)w >= size - pos)
+                return;
+            pos += (size_t)w;
+        }
+    }
+}
+
+static void ts_list_urls(const struct ts_factory *f, char *buf, size_t size)
+{
+    size_t pos = 0;
+    buf[0] = '\0';
+    for (const char *const *u = f->type_urls; u && *u; u++) {
+        int w = snprintf(buf + pos, size - pos, "%s%s", pos ? ", " : "", *u);
+        if (w < 0 || (size_t)w >= size - pos)
+            return;
+        pos += (size_t)w;
+    }
+}
+
+static bool ts_url_accepted(const struct ts_factory *f, const char *url)
+{
+    for (const char *const *u = f->type_urls; u && *u; u++)
+        if (!strcmp(*u, url))
+            return true;
+    return false;
+}
+
+/* A kind without a parser takes no settings: an empty map is fine, anything else is a typo. */
+static int ts_factory_parse(struct ts_parse_ctx *ctx, const struct ts_factory *f, const char *name,
+                            const struct cfg_node *config, const struct cfg_path *path, void **out)
+{
+    *out = NULL;
+    if (f->parse)
+        return f->parse(ctx, config, path, out);
+    if (config && config->n) {
+        struct cfg_path kp = CFG_PATH_KEY(path, config->entries[0].key->str);
+        return cfg_error(ctx->err, ctx->doc, config->entries[0].key, &kp,
+                         "unknown key '%s' (transport socket '%s' takes no settings)",
+                         config->entries[0].key->str, name);
+    }
+    return 0;
+}
+
+int ts_config_parse(struct ts_parse_ctx *ctx, const struct cfg_node *node,
+                    const struct cfg_path *path, struct ts_config *out)
+{
+    static const char *const keys[] = {"name", "config", "typed_config", NULL};
+    struct cfg_path name_path = CFG_PATH_KEY(path, "name");
+    const struct cfg_node *name_node, *config, *typed;
+    const struct ts_factory *f;
+    const char *name;
+    char list[512];
+    void *parsed = NULL;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = cfg_check_keys(ctx->err, ctx->doc, node, path, keys);
+    if (rc)
+        return rc;
+    name_node = cfg_map_get(node, "name");
+    if (!name_node)
+        return cfg_error(ctx->err, ctx->doc, node, path, "missing required key 'name'");
+    rc = cfg_get_string(ctx->err, ctx->doc, name_node, &name_path, &name);
+    if (rc)
+        return rc;
+    f = ts_registry_find(name);
+    if (!f) {
+#ifndef SOCKTAP_CAPTURE
+        if (ts_name_is_capture(name))
+            return cfg_error(ctx->err, ctx->doc, name_node, &name_path,
+                             "transport socket '%s' is not available: socktap was built with "
+                             "-DSOCKTAP_CAPTURE=OFF",
+                             name);
+#endif
+        ts_list_names(list, sizeof(list));
+        return cfg_error(ctx->err, ctx->doc, name_node, &name_path,
+                         "unknown transport socket '%s' (registered: %s)", name, list);
+    }
+
+    config = cfg_map_get(node, "config");
+    typed = cfg_map_get(node, "typed_config");
+    if (config && typed) {
+        struct cfg_path tp = CFG_PATH_KEY(path, "typed_config");
+        return cfg_error(ctx->err, ctx->doc, typed, &tp,
+                         "give either 'config' (v2) or 'typed_config' (v3), not both");
+    }
+    if (config) {
+        struct cfg_path cp = CFG_PATH_KEY(path, "config");
+        /* `config:` with nothing after it is YAML null: the same as no config at all. */
+        if (cfg_node_is_null(config)) {
+            config = NULL;
+        } else {
+            rc = cfg_expect_map(ctx->err, ctx->doc, config, &cp);
+            if (rc)
+                return rc;
+        }
+        rc = ts_factory_parse(ctx, f, name, config, &cp, &parsed);
+    } else if (typed) {
+        struct cfg_path tp = CFG_PATH_KEY(path, "typed_config");
+        struct cfg_path up = CFG_PATH_KEY(&tp, "@type");
+        const struct cfg_node *url_node, *view;
+        const char *url;
+        rc = cfg_expect_map(ctx->err, ctx->doc, typed, &tp);
+        if (rc)
+            return rc;
+        url_node = cfg_map_get(typed, "@type");
+        if (!url_node)
+            return cfg_error(ctx->err, ctx->doc, typed, &tp, "missing required key '@type'");
+        rc = cfg_get_string(ctx->err, ctx->doc, url_node, &up, &url);
+        if (rc)
+            return rc;
+        if (!ts_url_accepted(f, url)) {
+            char got[128];
+            ts_list_urls(f, list, sizeof(list));
+            return cfg_error(ctx->err, ctx->doc, url_node, &up,
+                             "expected %s%s for transport socket '%s', got %s",
+                             f->type_urls && f->type_urls[0] && f->type_urls[1] ? "one of " : "",
+                             list, name, cfg_node_describe(url_node, got, sizeof(got)));
+        }
+        view = cfg_map_without(ctx->doc, typed, "@type");
+        if (!view)
+            return cfg_error(ctx->err, ctx->doc, typed, &tp, "out of memory"), -ENOMEM;
+        rc = ts_factory_parse(ctx, f, name, view, &tp, &parsed);
+    } else {
+        rc = ts_factory_parse(ctx, f, name, NULL, path, &parsed);
+    }
+    if (rc) {
+        /* A parser that failed without saying why would leave the user with nothing. */
+        if (!ctx->err->set)
+            cfg_error(ctx->err, ctx->doc, node, path, "invalid transport socket '%s' (%d)", name,
+                      rc);
+        return rc;
+    }
+    out->factory = f;
+    out->cfg = parsed;
+    return 0;
+}
+
+void ts_config_default(struct ts_config *out)
+{
+    out->factory = &raw_socket_factory;
+    out->cfg = NULL;
+}
+
+int ts_config_create(const struct ts_config *cfg, const struct ts_conn_info *info,
+                     struct transport_socket **out)
+{
+    const struct ts_factory *f = cfg && cfg->factory ? cfg->factory : &raw_socket_factory;
+    return f->create(cfg ? cfg->cfg : NULL, info, out);
+}
+
+void ts_config_free(struct ts_config *cfg)
+{
+    if (!cfg)
+        return;
+    if (cfg->factory && cfg->factory->free_cfg && cfg->cfg)
+        cfg->factory->free_cfg(cfg->cfg);
+    cfg->factory = NULL;
+    cfg->cfg = NULL;
+}
