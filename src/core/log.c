@@ -11,8 +11,8 @@
 static enum log_level g_level = LOG_INFO;
 static __thread int t_worker = -1;
 
-static const char *const level_names[] = {"trace", "debug", "info", "warning", "error",
-                                          "critical", "off"};
+static const char *const level_names[] = {"trace", "debug",    "info", "warning",
+                                          "error", "critical", "off"};
 
 int log_level_parse(const char *name, enum log_level *out)
 {

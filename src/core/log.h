@@ -23,8 +23,16 @@ void log_msg(enum log_level level, uint64_t conn_id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void log_vmsg(enum log_level level, uint64_t conn_id, const char *fmt, va_list ap);
 
-#define LOGT(cid, ...) do { if (log_enabled(LOG_TRACE)) log_msg(LOG_TRACE, (cid), __VA_ARGS__); } while (0)
-#define LOGD(cid, ...) do { if (log_enabled(LOG_DEBUG)) log_msg(LOG_DEBUG, (cid), __VA_ARGS__); } while (0)
+#define LOGT(cid, ...)                                                                             \
+    do {                                                                                           \
+        if (log_enabled(LOG_TRACE))                                                                \
+            log_msg(LOG_TRACE, (cid), __VA_ARGS__);                                                \
+    } while (0)
+#define LOGD(cid, ...)                                                                             \
+    do {                                                                                           \
+        if (log_enabled(LOG_DEBUG))                                                                \
+            log_msg(LOG_DEBUG, (cid), __VA_ARGS__);                                                \
+    } while (0)
 #define LOGI(cid, ...) log_msg(LOG_INFO, (cid), __VA_ARGS__)
 #define LOGW(cid, ...) log_msg(LOG_WARN, (cid), __VA_ARGS__)
 #define LOGE(cid, ...) log_msg(LOG_ERROR, (cid), __VA_ARGS__)

@@ -1,0 +1,138 @@
+/* Envoy-compatible admin subset. /stats is Envoy's text form ("name: value" lines, sorted),
+ * summed over workers at read time; /stats?format=json gives {"stats":[{"name","value"}]}. */
+#include "admin/admin.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "core/log.h"
+#include "core/stats.h"
+
+struct admin {
+    struct evhttp *http;
+    bool draining;
+};
+
+int admin_register_stats(void)
+{
+    return 0;
+}
+
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *body)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    evbuffer_add(b, body, strlen(body));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain");
+    evhttp_send_reply(req, code, reason, b);
+    evbuffer_free(b);
+}
+
+static void ready_cb(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    if (a->draining)
+        reply_text(req, 503, "Service Unavailable", "DRAINING\n");
+    else
+        reply_text(req, 200, "OK", "LIVE\n");
+}
+
+static void stats_cb(struct evhttp_request *req, void *arg)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    stats_dump(f);
+    fclose(f);
+    struct evbuffer *b = evbuffer_new();
+    if (b) {
+        evbuffer_add(b, text, len);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain");
+        evhttp_send_reply(req, 200, "OK", b);
+        evbuffer_free(b);
+    } else {
+        evhttp_send_error(req, 500, NULL);
+    }
+    free(text);
+}
+
+static void generic_cb(struct evhttp_request *req, void *arg)
+{
+    reply_text(req, 404, "Not Found", "unknown admin path; try /ready or /stats\n");
+}
+
+static bool is_loopback(const struct cfg_address *addr)
+{
+    if (addr->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&addr->ss;
+        return (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+    }
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&addr->ss;
+    return IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
+}
+
+int admin_start(struct admin **out, struct event_base *base, const struct cfg_address *addr)
+{
+    struct admin *a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->http = evhttp_new(base);
+    if (!a->http)
+        goto err_free_admin;
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_cb(a->http, "/ready", ready_cb, a);
+    evhttp_set_cb(a->http, "/stats", stats_cb, a);
+    evhttp_set_gencb(a->http, generic_cb, a);
+    char host[64];
+    const void *ip = addr->ss.ss_family == AF_INET
+                         ? (const void *)&((const struct sockaddr_in *)&addr->ss)->sin_addr
+                         : (const void *)&((const struct sockaddr_in6 *)&addr->ss)->sin6_addr;
+    uint16_t port = ntohs(((const struct sockaddr_in *)&addr->ss)->sin_port);
+    inet_ntop(addr->ss.ss_family, ip, host, sizeof(host));
+    if (evhttp_bind_socket(a->http, host, port) != 0) {
+        LOGE(0, "admin: cannot listen on %s: %s", addr->text, strerror(errno));
+        goto err_free_http;
+    }
+    if (!is_loopback(addr))
+        LOGW(0,
+             "admin listens on %s, which is NOT loopback: anyone who can reach it reads "
+             "every stat; bind it to 127.0.0.1 unless you mean it",
+             addr->text);
+    LOGI(0, "admin listening on %s", addr->text);
+    *out = a;
+    return 0;
+
+err_free_http:
+    evhttp_free(a->http);
+err_free_admin:
+    free(a);
+    return -EADDRNOTAVAIL;
+}
+
+void admin_set_draining(struct admin *a)
+{
+    if (a)
+        a->draining = true;
+}
+
+void admin_free(struct admin *a)
+{
+    if (!a)
+        return;
+    evhttp_free(a->http);
+    free(a);
+}

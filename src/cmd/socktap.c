@@ -1,0 +1,134 @@
+/* socktap: argument parsing and wiring only. Flags are Envoy's, so its users' habits work. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "core/log.h"
+#include "net/server.h"
+
+static void usage(FILE *f)
+{
+    fprintf(
+        f, "usage: socktap -c FILE [--concurrency N] [-l LEVEL] [--mode serve|validate]\n"
+           "               [--drain-time-s N] [--version] [--help]\n"
+           "\n"
+           "  -c, --config-path FILE   Envoy-style YAML config (static_resources, admin)\n"
+           "      --concurrency N      worker threads (default: number of cores)\n"
+           "  -l, --log-level LEVEL    trace|debug|info|warning|error|critical|off (default info)\n"
+           "      --mode MODE          serve (default) or validate: check the config and exit\n"
+           "      --drain-time-s N     on SIGTERM/SIGINT, let connections finish for N s "
+           "(default 5)\n"
+           "      --version            print the version\n");
+}
+
+static int parse_uint(const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config-path", required_argument, NULL, 'c'},
+        {"concurrency", required_argument, NULL, 'C'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"mode", required_argument, NULL, 'm'},
+        {"drain-time-s", required_argument, NULL, 'd'},
+        {"version", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL;
+    unsigned long concurrency = 0, drain = 5;
+    bool validate = false;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:l:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'C':
+            if (parse_uint(optarg, 1024, &concurrency) < 0 || concurrency == 0) {
+                fprintf(stderr, "socktap: --concurrency: expected 1..1024, got \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 'l': {
+            enum log_level lvl;
+            if (log_level_parse(optarg, &lvl) < 0) {
+                fprintf(stderr,
+                        "socktap: --log-level: expected trace, debug, info, warning, error, "
+                        "critical or off, got \"%s\"\n",
+                        optarg);
+                return 2;
+            }
+            log_set_level(lvl);
+            break;
+        }
+        case 'm':
+            if (strcmp(optarg, "validate") == 0) {
+                validate = true;
+            } else if (strcmp(optarg, "serve") != 0) {
+                fprintf(stderr, "socktap: --mode: expected serve or validate, got \"%s\"\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'd':
+            if (parse_uint(optarg, 86400, &drain) < 0) {
+                fprintf(stderr, "socktap: --drain-time-s: expected 0..86400, got \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 'v':
+            printf("socktap version %s\n", SOCKTAP_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!config_path || optind != argc) {
+        fprintf(stderr, "socktap: %s\n", !config_path ? "missing -c FILE" : "unexpected argument");
+        usage(stderr);
+        return 2;
+    }
+    struct cfg_err err = {0};
+    struct socktap_config *cfg = NULL;
+    if (config_load(config_path, &cfg, &err) < 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    if (validate) {
+        printf("configuration '%s' OK\n", config_path);
+        config_free(cfg);
+        return 0;
+    }
+    if (!concurrency) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        concurrency = n > 0 ? (unsigned long)n : 1;
+    }
+    struct server srv;
+    int rc = server_init(&srv, cfg, (int)concurrency, (unsigned)drain);
+    if (rc == 0)
+        rc = server_run(&srv);
+    else if (rc != -EADDRINUSE && rc != -EACCES && rc != -EADDRNOTAVAIL)
+        LOGE(0, "startup failed: %s", strerror(-rc));
+    server_free(&srv);
+    config_free(cfg);
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,382 @@
+/* Workers, listeners, signals and the drain.
+ *
+ * Worker event bases are created without locks (EVENT_BASE_FLAG_NOLOCK): nothing but the
+ * owning thread ever touches them. The main thread talks to workers through one eventfd each
+ * (and they answer through the main thread's eventfd), so no libevent call crosses threads.
+ * Listeners are bound on the main thread before the workers start, so a bad address fails the
+ * start-up with a message instead of a dead worker. EMFILE/ENFILE on accept pause that listener
+ * for ACCEPT_BACKOFF_MS instead of spinning on a readable listen socket. */
+#include "net/server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "admin/admin.h"
+#include "core/log.h"
+
+#define ACCEPT_BACKOFF_MS 100
+
+static uint64_t g_conn_id;
+
+uint64_t server_next_conn_id(void)
+{
+    return __atomic_add_fetch(&g_conn_id, 1, __ATOMIC_RELAXED);
+}
+
+struct listener_ctx {
+    struct worker *w;
+    size_t li;
+};
+
+static int g_main_efd = -1;
+
+static void notify_fd(int efd)
+{
+    uint64_t one = 1;
+    ssize_t n = write(efd, &one, sizeof(one));
+    (void)n;
+}
+
+static void register_stats(struct server *srv)
+{
+    struct socktap_config *cfg = srv->cfg;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const char *a = cfg->listeners[i].addr.stat_name;
+        const char *p = cfg->listeners[i].tcp_proxy.stat_prefix;
+        struct listener_stats *ls = &srv->lstats[i];
+        ls->cx_total = stats_registerf(STAT_COUNTER, "listener.%s.downstream_cx_total", a);
+        ls->cx_active = stats_registerf(STAT_GAUGE, "listener.%s.downstream_cx_active", a);
+        ls->cx_destroy = stats_registerf(STAT_COUNTER, "listener.%s.downstream_cx_destroy", a);
+        ls->cx_overflow = stats_registerf(STAT_COUNTER, "listener.%s.downstream_cx_overflow", a);
+        ls->tcp_cx_total = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_total", p);
+        ls->tcp_rx_bytes = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_rx_bytes_total", p);
+        ls->tcp_tx_bytes = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_tx_bytes_total", p);
+        ls->tcp_idle_timeout = stats_registerf(STAT_COUNTER, "tcp.%s.idle_timeout", p);
+        ls->tcp_no_route = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_no_route", p);
+    }
+    for (size_t i = 0; i < cfg->nclusters; i++) {
+        const char *n = cfg->clusters[i].name;
+        struct cluster_stats *cs = &srv->cstats[i];
+        cs->cx_total = stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_total", n);
+        cs->cx_active = stats_registerf(STAT_GAUGE, "cluster.%s.upstream_cx_active", n);
+        cs->cx_connect_fail =
+            stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_connect_fail", n);
+        cs->cx_connect_timeout =
+            stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_connect_timeout", n);
+        cs->cx_tx_bytes = stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_tx_bytes_total", n);
+        cs->cx_rx_bytes = stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_rx_bytes_total", n);
+        cs->cx_overflow = stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_overflow", n);
+        cs->cx_destroy_remote =
+            stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_destroy_remote", n);
+        cs->cx_destroy_local =
+            stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_destroy_local", n);
+    }
+}
+
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *addr,
+                      int len, void *arg)
+{
+    struct listener_ctx *lc = arg;
+    session_accept(lc->w, lc->li, fd, addr, len);
+}
+
+static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct listener_ctx *lc = arg;
+    if (!lc->w->draining && lc->w->listeners[lc->li])
+        evconnlistener_enable(lc->w->listeners[lc->li]);
+}
+
+static void accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+    struct listener_ctx *lc = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    static __thread time_t last_log;
+    time_t now = time(NULL);
+    if (now != last_log) {
+        last_log = now;
+        LOGW(0, "accept on %s failed: %s; pausing accepts for %d ms",
+             lc->w->srv->cfg->listeners[lc->li].addr.text, strerror(err), ACCEPT_BACKOFF_MS);
+    }
+    evconnlistener_disable(lev);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000};
+    evtimer_add(lc->w->accept_retry[lc->li], &tv);
+}
+
+static void worker_close_listeners(struct worker *w)
+{
+    for (size_t i = 0; i < w->srv->cfg->nlisteners; i++) {
+        if (w->listeners[i]) {
+            evconnlistener_free(w->listeners[i]);
+            w->listeners[i] = NULL;
+        }
+        if (w->accept_retry[i])
+            event_del(w->accept_retry[i]);
+    }
+}
+
+static void worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    uint64_t v;
+    ssize_t n = read(fd, &v, sizeof(v));
+    (void)n;
+    if (__atomic_load_n(&w->srv->draining, __ATOMIC_ACQUIRE) && !w->draining) {
+        w->draining = true;
+        worker_close_listeners(w);
+        LOGD(0, "draining %zu connections", w->nsessions);
+    }
+    if (__atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE) && w->nsessions) {
+        LOGI(0, "drain time over: closing %zu connections", w->nsessions);
+        session_close_all(w);
+    }
+    if (w->draining && w->nsessions == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static int worker_init(struct server *srv, struct worker *w, int index)
+{
+    struct socktap_config *cfg = srv->cfg;
+    w->index = index;
+    w->srv = srv;
+    w->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)(index + 1) * 0xbf58476d1ce4e5b9ull);
+    struct event_config *ec = event_config_new();
+    if (!ec)
+        return -ENOMEM;
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (!w->base)
+        return -ENOMEM;
+    w->listeners = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*w->listeners));
+    w->accept_retry = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*w->accept_retry));
+    w->lb = calloc(cfg->nclusters ? cfg->nclusters : 1, sizeof(*w->lb));
+    struct listener_ctx *lcs = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*lcs));
+    if (!w->listeners || !w->accept_retry || !w->lb || !lcs) {
+        free(lcs);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < cfg->nclusters; i++) {
+        w->lb[i].rr_next = (size_t)index;
+        w->lb[i].active =
+            calloc(cfg->clusters[i].nhosts ? cfg->clusters[i].nhosts : 1, sizeof(uint32_t));
+        if (!w->lb[i].active) {
+            free(lcs);
+            return -ENOMEM;
+        }
+    }
+    /* lcs lives as long as the listeners: freed with the worker via accept_retry[0]'s arg */
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct cfg_listener *l = &cfg->listeners[i];
+        lcs[i].w = w;
+        lcs[i].li = i;
+        w->accept_retry[i] = evtimer_new(w->base, accept_retry_cb, &lcs[i]);
+        w->listeners[i] =
+            evconnlistener_new_bind(w->base, accept_cb, &lcs[i],
+                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+                                        LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT,
+                                    4096, (const struct sockaddr *)&l->addr.ss, (int)l->addr.len);
+        if (!w->listeners[i] || !w->accept_retry[i]) {
+            int err = errno ? errno : ENOMEM;
+            LOGE(0, "cannot listen on %s: %s", l->addr.text, strerror(err));
+            if (i == 0)
+                free(lcs);
+            return -err;
+        }
+        evconnlistener_set_error_cb(w->listeners[i], accept_error_cb);
+    }
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0)
+        return -errno;
+    w->ctl_ev = event_new(w->base, efd, EV_READ | EV_PERSIST, worker_ctl_cb, w);
+    if (!w->ctl_ev) {
+        close(efd);
+        return -ENOMEM;
+    }
+    event_add(w->ctl_ev, NULL);
+    return 0;
+}
+
+int server_init(struct server *srv, struct socktap_config *cfg, int nworkers, unsigned drain_time_s)
+{
+    memset(srv, 0, sizeof(*srv));
+    srv->cfg = cfg;
+    srv->nworkers = nworkers;
+    srv->drain_time_s = drain_time_s;
+    srv->lstats = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*srv->lstats));
+    srv->cstats = calloc(cfg->nclusters ? cfg->nclusters : 1, sizeof(*srv->cstats));
+    srv->cluster_active = calloc(cfg->nclusters ? cfg->nclusters : 1, sizeof(int32_t));
+    srv->workers = calloc((size_t)nworkers, sizeof(*srv->workers));
+    if (!srv->lstats || !srv->cstats || !srv->cluster_active || !srv->workers)
+        return -ENOMEM;
+    register_stats(srv);
+    int rc = admin_register_stats();
+    if (rc < 0)
+        return rc;
+    rc = stats_freeze(nworkers);
+    if (rc < 0)
+        return rc;
+    srv->main_base = event_base_new();
+    if (!srv->main_base)
+        return -ENOMEM;
+    for (int i = 0; i < nworkers; i++) {
+        rc = worker_init(srv, &srv->workers[i], i);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    log_set_thread_worker(w->index);
+    stats_bind_thread(w->index);
+    event_base_dispatch(w->base);
+    notify_fd(g_main_efd);
+    return NULL;
+}
+
+static void server_notify_workers(struct server *srv)
+{
+    for (int i = 0; i < srv->nworkers; i++)
+        notify_fd(event_get_fd(srv->workers[i].ctl_ev));
+}
+
+static void drain_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    for (int i = 0; i < srv->nworkers; i++)
+        __atomic_store_n(&srv->workers[i].stopping, true, __ATOMIC_RELEASE);
+    server_notify_workers(srv);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *srv = arg;
+    if (srv->draining) {
+        LOGI(0, "second signal: closing all connections now");
+        drain_timer_cb(-1, 0, srv);
+        return;
+    }
+    LOGI(0, "caught %s: draining (up to %u s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+         srv->drain_time_s);
+    __atomic_store_n(&srv->draining, true, __ATOMIC_RELEASE);
+    admin_set_draining(srv->admin);
+    server_notify_workers(srv);
+    struct timeval tv = {.tv_sec = (time_t)srv->drain_time_s};
+    evtimer_add(srv->drain_timer, &tv);
+}
+
+static void worker_exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    uint64_t v = 0;
+    ssize_t n = read(fd, &v, sizeof(v));
+    if (n == (ssize_t)sizeof(v))
+        srv->workers_done += (int)v;
+    if (srv->workers_done >= srv->nworkers)
+        event_base_loopexit(srv->main_base, NULL);
+}
+
+int server_run(struct server *srv)
+{
+    int rc = 0;
+    signal(SIGPIPE, SIG_IGN);
+    g_main_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (g_main_efd < 0)
+        return -errno;
+    srv->worker_exit_ev =
+        event_new(srv->main_base, g_main_efd, EV_READ | EV_PERSIST, worker_exit_cb, srv);
+    srv->sigterm_ev = evsignal_new(srv->main_base, SIGTERM, signal_cb, srv);
+    srv->sigint_ev = evsignal_new(srv->main_base, SIGINT, signal_cb, srv);
+    srv->drain_timer = evtimer_new(srv->main_base, drain_timer_cb, srv);
+    if (!srv->worker_exit_ev || !srv->sigterm_ev || !srv->sigint_ev || !srv->drain_timer)
+        return -ENOMEM;
+    event_add(srv->worker_exit_ev, NULL);
+    event_add(srv->sigterm_ev, NULL);
+    event_add(srv->sigint_ev, NULL);
+    if (srv->cfg->admin.enabled) {
+        rc = admin_start(&srv->admin, srv->main_base, &srv->cfg->admin.addr);
+        if (rc < 0)
+            return rc;
+    }
+    int started = 0;
+    for (int i = 0; i < srv->nworkers; i++) {
+        rc = -pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]);
+        if (rc < 0)
+            break;
+        started++;
+    }
+    if (rc == 0) {
+        for (size_t i = 0; i < srv->cfg->nlisteners; i++)
+            LOGI(0, "listening on %s (%d workers)", srv->cfg->listeners[i].addr.text,
+                 srv->nworkers);
+        event_base_dispatch(srv->main_base);
+    } else {
+        __atomic_store_n(&srv->draining, true, __ATOMIC_RELEASE);
+        drain_timer_cb(-1, 0, srv);
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(srv->workers[i].thread, NULL);
+    LOGI(0, "stopped");
+    return rc;
+}
+
+void server_free(struct server *srv)
+{
+    for (int i = 0; srv->workers && i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        if (!w->base)
+            continue;
+        session_close_all(w);
+        void *lcs = NULL;
+        if (w->listeners)
+            worker_close_listeners(w);
+        for (size_t l = 0; w->accept_retry && l < srv->cfg->nlisteners; l++) {
+            if (w->accept_retry[l]) {
+                if (l == 0)
+                    lcs = event_get_callback_arg(w->accept_retry[l]);
+                event_free(w->accept_retry[l]);
+            }
+        }
+        free(lcs);
+        if (w->ctl_ev) {
+            close(event_get_fd(w->ctl_ev));
+            event_free(w->ctl_ev);
+        }
+        for (size_t c = 0; w->lb && c < srv->cfg->nclusters; c++)
+            free(w->lb[c].active);
+        free(w->lb);
+        free(w->listeners);
+        free(w->accept_retry);
+        event_base_free(w->base);
+    }
+    admin_free(srv->admin);
+    if (srv->worker_exit_ev)
+        event_free(srv->worker_exit_ev);
+    if (srv->sigterm_ev)
+        event_free(srv->sigterm_ev);
+    if (srv->sigint_ev)
+        event_free(srv->sigint_ev);
+    if (srv->drain_timer)
+        event_free(srv->drain_timer);
+    if (g_main_efd >= 0) {
+        close(g_main_efd);
+        g_main_efd = -1;
+    }
+    if (srv->main_base)
+        event_base_free(srv->main_base);
+    free(srv->workers);
+    free(srv->lstats);
+    free(srv->cstats);
+    free(srv->cluster_active);
+    stats_reset();
+}

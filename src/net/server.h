@@ -1,0 +1,86 @@
+/* The runtime: a main thread (signals, admin, drain timer) and N workers, each with its own
+ * event_base, its own SO_REUSEPORT listener socket per configured listener, and the sessions it
+ * accepted. Nothing is shared between workers on the hot path except the connection-id
+ * counter (one atomic add per accepted connection) and the per-cluster circuit-breaker gauge. */
+#ifndef SOCKTAP_NET_SERVER_H
+#define SOCKTAP_NET_SERVER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/stats.h"
+
+struct event_base;
+struct event;
+struct evconnlistener;
+struct session;
+
+struct listener_stats {
+    stat_id cx_total, cx_active, cx_destroy, cx_overflow;
+    stat_id tcp_cx_total, tcp_rx_bytes, tcp_tx_bytes, tcp_idle_timeout, tcp_no_route;
+};
+
+struct cluster_stats {
+    stat_id cx_total, cx_active, cx_connect_fail, cx_connect_timeout, cx_tx_bytes, cx_rx_bytes,
+        cx_overflow, cx_destroy_remote, cx_destroy_local;
+};
+
+/* Per-worker, per-cluster load-balancer state (no locks: owned by one worker). */
+struct lb_state {
+    size_t rr_next;
+    uint32_t *active; /* active connections per host, this worker */
+};
+
+struct worker {
+    int index;
+    pthread_t thread;
+    struct server *srv;
+    struct event_base *base;
+    struct evconnlistener **listeners; /* one per cfg listener */
+    struct event **accept_retry;       /* EMFILE back-off timers, one per listener */
+    struct event *ctl_ev;              /* wakes the worker for drain/stop commands */
+    struct lb_state *lb;               /* one per cluster */
+    struct session *sessions;          /* intrusive list of live sessions */
+    size_t nsessions;
+    bool draining, stopping;
+    uint64_t rng;
+};
+
+struct server {
+    struct socktap_config *cfg;
+    int nworkers;
+    struct worker *workers;
+    struct event_base *main_base;
+    struct listener_stats *lstats; /* one per listener */
+    struct cluster_stats *cstats;  /* one per cluster */
+    int32_t *cluster_active;       /* circuit breakers: live upstream connections per cluster */
+    unsigned drain_time_s;
+    int workers_done; /* main thread only */
+    struct event *drain_timer, *sigterm_ev, *sigint_ev, *worker_exit_ev;
+    struct admin *admin;
+    bool draining;
+};
+
+/* Builds the runtime for CFG (borrowed: must outlive the server). Registers stats, binds every
+ * listener in every worker (errors: -errno with a message logged naming the address). */
+int server_init(struct server *srv, struct socktap_config *cfg, int nworkers,
+                unsigned drain_time_s);
+/* Runs until SIGTERM/SIGINT + drain. Returns 0 on a clean stop. */
+int server_run(struct server *srv);
+void server_free(struct server *srv);
+
+/* Next process-wide connection id (starts at 1). Thread-safe. */
+uint64_t server_next_conn_id(void);
+
+/* Session entry point (session.c): takes ownership of FD accepted on listener LI. */
+void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *peer, int peer_len);
+/* Closes every session of W (forced stop at the end of the drain). */
+void session_close_all(struct worker *w);
+
+/* Host selection (cluster.c): returns the host index for cluster CI on worker W. */
+size_t cluster_pick_host(struct worker *w, size_t ci);
+
+#endif

@@ -1,0 +1,528 @@
+/* tcp_proxy sessions: a downstream connection, an upstream connection, and the relay between
+ * them.
+ *
+ * The relay is one set of functions parametrized by side (conn_read moves bytes from a conn
+ * into its peer's output buffer; conn_flush writes a conn's output buffer), as in nginx's
+ * ngx_stream_proxy_process(). Backpressure: a conn stops reading while its peer's pending
+ * output is at or above the peer's per_connection_buffer_limit_bytes and resumes once that
+ * output drains below half of it. Half-close travels per direction: EOF read from one side
+ * becomes end_stream on the other side's write once everything before it has been written.
+ * A session ends when both directions are done, on an error, a reset (propagated as a reset),
+ * a timeout, or a forced stop.
+ *
+ * Closing is safe by construction: libevent callbacks are the only entry points, each one runs
+ * to completion and ends in session_settle(), the single place that decides to free; nothing
+ * touches the session after it is freed. Events are level-triggered and added/removed only when
+ * the wanted set changes. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "core/log.h"
+#include "net/server.h"
+#include "transport/ts_registry.h"
+
+#define MIN_READ_CHUNK (16u * 1024u)
+
+enum side { DOWN = 0, UP = 1 };
+
+struct conn {
+    struct session *s;
+    enum side side;
+    int fd;
+    struct transport_socket *ts;
+    struct event *rev, *wev;
+    struct evbuffer *out; /* bytes waiting to be written to this conn */
+    uint32_t limit;
+    bool connected;
+    bool rev_on, wev_on;
+    bool read_paused; /* backpressure: peer's output is full */
+    bool read_eof;    /* peer of this socket ended its write half */
+    bool write_shut;  /* we ended our write half towards this socket */
+    bool dead;        /* fatal error seen: no more I/O */
+};
+
+struct session {
+    struct worker *w;
+    uint64_t id;
+    size_t li, ci, host;
+    struct conn c[2];
+    struct event *timer; /* connect timeout, then idle timeout */
+    uint64_t idle_ms;
+    struct timeval last_activity;
+    bool connecting;
+    bool finished;
+    bool up_counted; /* holds a slot in the cluster's active counts */
+    enum ts_close_type close_how[2];
+    struct session *prev, *next;
+};
+
+static const char *const side_name[2] = {"downstream", "upstream"};
+
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
+static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static struct conn *peer_of(struct conn *c)
+{
+    return &c->s->c[c->side == DOWN ? UP : DOWN];
+}
+
+static const struct listener_stats *lstats(const struct session *s)
+{
+    return &s->w->srv->lstats[s->li];
+}
+
+static const struct cluster_stats *cstats(const struct session *s)
+{
+    return &s->w->srv->cstats[s->ci];
+}
+
+static void touch(struct session *s)
+{
+    event_base_gettimeofday_cached(s->w->base, &s->last_activity);
+}
+
+/* Marks the session finished; session_settle() frees it at the end of the callback. */
+static void session_finish(struct session *s, enum ts_close_type down, enum ts_close_type up)
+{
+    if (s->finished)
+        return;
+    s->finished = true;
+    s->close_how[DOWN] = down;
+    s->close_how[UP] = up;
+}
+
+static void conn_update_events(struct conn *c)
+{
+    if (c->dead || !c->ts)
+        return;
+    struct conn *p = peer_of(c);
+    bool want_read = c->connected && !c->read_eof && !c->read_paused;
+    bool have_out = evbuffer_get_length(c->out) > 0 || (p->read_eof && !c->write_shut);
+    bool want_write = (c->connected && have_out && ts_is_ready(c->ts)) || ts_wants_write(c->ts) ||
+                      (c->side == UP && c->s->connecting);
+    if (want_read != c->rev_on) {
+        if (want_read)
+            event_add(c->rev, NULL);
+        else
+            event_del(c->rev);
+        c->rev_on = want_read;
+    }
+    if (want_write != c->wev_on) {
+        if (want_write)
+            event_add(c->wev, NULL);
+        else
+            event_del(c->wev);
+        c->wev_on = want_write;
+    }
+}
+
+static void conn_fail(struct conn *c, struct ts_io_result r, const char *op)
+{
+    struct session *s = c->s;
+    const char *why = ts_failure_reason(c->ts);
+    c->dead = true;
+    if (r.err == -ECONNRESET) {
+        LOGD(s->id, "%s reset by peer during %s", side_name[c->side], op);
+        /* the peer sees what we saw: a reset */
+        if (c->side == DOWN)
+            session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_RESET);
+        else
+            session_finish(s, TS_CLOSE_RESET, TS_CLOSE_NORMAL);
+    } else {
+        LOGD(s->id, "%s %s failed: %s", side_name[c->side], op, why ? why : "error");
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+    }
+    if (c->side == UP)
+        stats_inc(cstats(s)->cx_destroy_remote);
+}
+
+static void account(struct conn *c, size_t bytes, bool rx)
+{
+    struct session *s = c->s;
+    if (!bytes)
+        return;
+    if (c->side == DOWN) {
+        stats_add(rx ? lstats(s)->tcp_rx_bytes : lstats(s)->tcp_tx_bytes, (int64_t)bytes);
+    } else {
+        stats_add(rx ? cstats(s)->cx_rx_bytes : cstats(s)->cx_tx_bytes, (int64_t)bytes);
+    }
+    touch(s);
+}
+
+/* Writes C's pending output; after the last byte, ends C's write half if its peer has. */
+static void conn_flush(struct conn *c)
+{
+    struct conn *p = peer_of(c);
+    if (c->dead || !c->connected || c->write_shut || c->s->finished)
+        return;
+    size_t pending = evbuffer_get_length(c->out);
+    bool end = p->read_eof;
+    if (pending == 0 && !end && !ts_wants_write(c->ts))
+        return;
+    struct ts_io_result r = ts_do_write(c->ts, c->out, end);
+    account(c, r.bytes, false);
+    if (r.action == TS_CLOSE) {
+        conn_fail(c, r, "write");
+        return;
+    }
+    if (end && evbuffer_get_length(c->out) == 0 && ts_is_ready(c->ts)) {
+        c->write_shut = true;
+        LOGT(c->s->id, "%s write half closed", side_name[c->side]);
+    }
+    if (p->read_paused && evbuffer_get_length(c->out) < c->limit / 2) {
+        p->read_paused = false;
+        if (ts_has_pending(p->ts))
+            event_active(p->rev, EV_READ, 0);
+    }
+}
+
+/* Reads from C into its peer's output buffer, within the peer's limit. */
+static void conn_read(struct conn *c)
+{
+    struct conn *p = peer_of(c);
+    if (c->dead || c->read_eof || c->s->finished)
+        return;
+    size_t queued = evbuffer_get_length(p->out);
+    if (queued >= p->limit) {
+        c->read_paused = true;
+        return;
+    }
+    size_t max = p->limit - queued;
+    if (max < MIN_READ_CHUNK)
+        max = MIN_READ_CHUNK;
+    struct ts_io_result r = ts_do_read(c->ts, p->out, max);
+    account(c, r.bytes, true);
+    if (r.action == TS_CLOSE) {
+        conn_fail(c, r, "read");
+        return;
+    }
+    if (r.end_stream) {
+        c->read_eof = true;
+        LOGT(c->s->id, "%s read EOF", side_name[c->side]);
+    }
+    if (evbuffer_get_length(p->out) >= p->limit)
+        c->read_paused = true;
+    else if (!c->read_eof && ts_has_pending(c->ts))
+        event_active(c->rev, EV_READ, 0); /* TLS holds decrypted bytes the fd won't announce */
+}
+
+static void session_free(struct session *s)
+{
+    struct worker *w = s->w;
+    for (int i = 0; i < 2; i++) {
+        struct conn *c = &s->c[i];
+        if (c->rev)
+            event_free(c->rev);
+        if (c->wev)
+            event_free(c->wev);
+        if (c->ts) {
+            ts_close(c->ts, s->close_how[i]);
+            ts_destroy(c->ts);
+        } else if (c->fd >= 0) {
+            close(c->fd);
+        }
+        if (c->out)
+            evbuffer_free(c->out);
+    }
+    if (s->timer)
+        event_free(s->timer);
+    stats_add(lstats(s)->cx_active, -1);
+    stats_inc(lstats(s)->cx_destroy);
+    if (s->up_counted) {
+        stats_add(cstats(s)->cx_active, -1);
+        __atomic_fetch_sub(&w->srv->cluster_active[s->ci], 1, __ATOMIC_RELAXED);
+        w->lb[s->ci].active[s->host]--;
+    }
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        w->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    w->nsessions--;
+    LOGD(s->id, "closed");
+    free(s);
+    if (w->draining && w->nsessions == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+/* The one place that decides whether a session is over; called at the end of every callback.
+ * Returns true if S was freed. */
+static bool session_settle(struct session *s)
+{
+    if (!s->finished) {
+        bool down_to_up_done = s->c[DOWN].read_eof && s->c[UP].write_shut;
+        bool up_to_down_done = s->c[UP].read_eof && s->c[DOWN].write_shut;
+        if (down_to_up_done && up_to_down_done)
+            session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+    }
+    if (s->finished) {
+        session_free(s);
+        return true;
+    }
+    conn_update_events(&s->c[DOWN]);
+    conn_update_events(&s->c[UP]);
+    return false;
+}
+
+static void session_arm_idle(struct session *s)
+{
+    if (!s->idle_ms) {
+        event_del(s->timer);
+        return;
+    }
+    struct timeval tv = {.tv_sec = (time_t)(s->idle_ms / 1000),
+                         .tv_usec = (suseconds_t)(s->idle_ms % 1000) * 1000};
+    evtimer_add(s->timer, &tv);
+}
+
+static void upstream_connected(struct session *s)
+{
+    struct conn *u = &s->c[UP];
+    int soerr = 0;
+    socklen_t len = sizeof(soerr);
+    if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+        soerr = errno;
+    if (soerr == EINPROGRESS || soerr == EALREADY)
+        return;
+    s->connecting = false;
+    if (soerr) {
+        stats_inc(cstats(s)->cx_connect_fail);
+        LOGD(s->id, "upstream connect to %s failed: %s",
+             s->w->srv->cfg->clusters[s->ci].hosts[s->host].text, strerror(soerr));
+        u->dead = true;
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+        return;
+    }
+    u->connected = true;
+    touch(s);
+    session_arm_idle(s);
+    int rc = ts_on_connected(u->ts);
+    if (rc < 0) {
+        LOGD(s->id, "upstream transport failed to start: %s", strerror(-rc));
+        u->dead = true;
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+        return;
+    }
+    LOGD(s->id, "upstream connected to %s", s->w->srv->cfg->clusters[s->ci].hosts[s->host].text);
+}
+
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct session *s = c->s;
+    if (c->side == UP && s->connecting && (what & EV_WRITE)) {
+        upstream_connected(s);
+        if (s->finished || s->connecting) {
+            session_settle(s);
+            return;
+        }
+    }
+    if (what & EV_READ)
+        conn_read(c);
+    /* a read may complete a TLS handshake (unblocking writes) or fill the peer's buffer */
+    conn_flush(c);
+    conn_flush(peer_of(c));
+    session_settle(s);
+}
+
+static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    if (s->connecting) {
+        stats_inc(cstats(s)->cx_connect_timeout);
+        LOGD(s->id, "upstream connect timeout to %s",
+             s->w->srv->cfg->clusters[s->ci].hosts[s->host].text);
+        s->c[UP].dead = true;
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+        session_settle(s);
+        return;
+    }
+    struct timeval now, idle;
+    event_base_gettimeofday_cached(s->w->base, &now);
+    timersub(&now, &s->last_activity, &idle);
+    uint64_t idle_ms = (uint64_t)idle.tv_sec * 1000 + (uint64_t)idle.tv_usec / 1000;
+    if (idle_ms + 1 >= s->idle_ms) {
+        stats_inc(lstats(s)->tcp_idle_timeout);
+        LOGD(s->id, "idle timeout");
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+        session_settle(s);
+        return;
+    }
+    /* activity since arming: sleep for the rest only (no timer re-arm on the hot path) */
+    uint64_t rest = s->idle_ms - idle_ms;
+    struct timeval tv = {.tv_sec = (time_t)(rest / 1000),
+                         .tv_usec = (suseconds_t)(rest % 1000) * 1000};
+    evtimer_add(s->timer, &tv);
+}
+
+static int conn_setup(struct session *s, enum side side, int fd, uint32_t limit)
+{
+    struct conn *c = &s->c[side];
+    c->s = s;
+    c->side = side;
+    c->fd = fd;
+    c->limit = limit ? limit : CFG_DEFAULT_BUFFER_LIMIT;
+    c->out = evbuffer_new();
+    c->rev = event_new(s->w->base, fd, EV_READ | EV_PERSIST, conn_event_cb, c);
+    c->wev = event_new(s->w->base, fd, EV_WRITE | EV_PERSIST, conn_event_cb, c);
+    if (!c->out || !c->rev || !c->wev)
+        return -ENOMEM;
+    return 0;
+}
+
+static void fill_info(struct ts_conn_info *info, struct session *s, int fd, enum ts_side side,
+                      const char *owner)
+{
+    memset(info, 0, sizeof(*info));
+    info->conn_id = s->id;
+    info->fd = fd;
+    info->side = side;
+    info->local_len = sizeof(info->local);
+    if (getsockname(fd, (struct sockaddr *)&info->local, &info->local_len) < 0)
+        info->local_len = 0;
+    info->owner_name = owner;
+    info->worker = s->w;
+}
+
+static int upstream_start(struct session *s)
+{
+    struct server *srv = s->w->srv;
+    const struct cfg_cluster *cl = &srv->cfg->clusters[s->ci];
+    const struct cfg_address *host = &cl->hosts[s->host];
+    int fd = socket(host->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (const struct sockaddr *)&host->ss, host->len) < 0 && errno != EINPROGRESS) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    int rc = conn_setup(s, UP, fd, cl->buffer_limit);
+    if (rc < 0) {
+        close(fd);
+        s->c[UP].fd = -1;
+        return rc;
+    }
+    char owner[256];
+    snprintf(owner, sizeof(owner), "cluster.%s", cl->name);
+    struct ts_conn_info info;
+    fill_info(&info, s, fd, TS_SIDE_UPSTREAM, owner);
+    memcpy(&info.remote, &host->ss, host->len);
+    info.remote_len = host->len;
+    rc = ts_config_create(&cl->ts, &info, &s->c[UP].ts);
+    if (rc < 0)
+        return rc; /* fd still ours: session_free closes it */
+    s->connecting = true;
+    struct timeval tv = {.tv_sec = (time_t)(cl->connect_timeout_ms / 1000),
+                         .tv_usec = (suseconds_t)(cl->connect_timeout_ms % 1000) * 1000};
+    evtimer_add(s->timer, &tv);
+    return 0;
+}
+
+void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *peer, int peer_len)
+{
+    struct server *srv = w->srv;
+    const struct cfg_listener *l = &srv->cfg->listeners[li];
+    const struct cfg_cluster *cl = l->tcp_proxy.cluster;
+    size_t ci = (size_t)(cl - srv->cfg->clusters);
+    struct session *s = calloc(1, sizeof(*s));
+    if (!s) {
+        close(fd);
+        return;
+    }
+    s->w = w;
+    s->id = server_next_conn_id();
+    s->li = li;
+    s->ci = ci;
+    s->idle_ms = l->tcp_proxy.idle_timeout_ms;
+    s->c[DOWN].fd = fd;
+    s->c[UP].fd = -1;
+    s->next = w->sessions;
+    if (w->sessions)
+        w->sessions->prev = s;
+    w->sessions = s;
+    w->nsessions++;
+    stats_inc(srv->lstats[li].cx_total);
+    stats_add(srv->lstats[li].cx_active, 1);
+    stats_inc(srv->lstats[li].tcp_cx_total);
+    touch(s);
+
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    s->timer = evtimer_new(w->base, session_timer_cb, s);
+    int rc = s->timer ? conn_setup(s, DOWN, fd, l->buffer_limit) : -ENOMEM;
+    if (rc < 0)
+        goto err_finish;
+
+    char owner[128];
+    snprintf(owner, sizeof(owner), "listener.%s", l->addr.stat_name);
+    struct ts_conn_info info;
+    fill_info(&info, s, fd, TS_SIDE_DOWNSTREAM, owner);
+    if (peer_len > 0 && (size_t)peer_len <= sizeof(info.remote)) {
+        memcpy(&info.remote, peer, (size_t)peer_len);
+        info.remote_len = (socklen_t)peer_len;
+    }
+    rc = ts_config_create(&l->ts, &info, &s->c[DOWN].ts);
+    if (rc < 0) {
+        LOGW(s->id, "downstream transport socket failed: %s", strerror(-rc));
+        goto err_finish;
+    }
+    s->c[DOWN].connected = true;
+    char peer_text[64] = "?";
+    if (peer->sa_family == AF_INET)
+        evutil_inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, peer_text,
+                         sizeof(peer_text));
+    else if (peer->sa_family == AF_INET6)
+        evutil_inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, peer_text,
+                         sizeof(peer_text));
+    LOGD(s->id, "new connection from %s on %s", peer_text, l->addr.text);
+    rc = ts_on_connected(s->c[DOWN].ts);
+    if (rc < 0)
+        goto err_finish;
+
+    if (cl->max_connections && __atomic_load_n(&srv->cluster_active[ci], __ATOMIC_RELAXED) >=
+                                   (int32_t)cl->max_connections) {
+        stats_inc(srv->cstats[ci].cx_overflow);
+        LOGD(s->id, "cluster %s overflow (max_connections %u)", cl->name, cl->max_connections);
+        goto err_finish;
+    }
+    s->host = cluster_pick_host(w, ci);
+    __atomic_fetch_add(&srv->cluster_active[ci], 1, __ATOMIC_RELAXED);
+    w->lb[ci].active[s->host]++;
+    s->up_counted = true;
+    stats_inc(srv->cstats[ci].cx_total);
+    stats_add(srv->cstats[ci].cx_active, 1);
+    rc = upstream_start(s);
+    if (rc < 0) {
+        stats_inc(srv->cstats[ci].cx_connect_fail);
+        LOGD(s->id, "upstream connect to %s failed: %s", cl->hosts[s->host].text, strerror(-rc));
+        goto err_finish;
+    }
+    session_settle(s);
+    return;
+
+err_finish:
+    session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+    session_settle(s);
+}
+
+void session_close_all(struct worker *w)
+{
+    while (w->sessions) {
+        struct session *s = w->sessions;
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+        session_free(s);
+    }
+}
