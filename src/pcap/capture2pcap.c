@@ -1,0 +1,199 @@
+/* capture2pcap: trace files (any format socktap or Envoy writes) -> one pcap. Argument parsing
+ * only; the work is in pcap_convert.c (merge, flows) and pcap_frame.c (packets).
+ * Exit codes: 0 ok, 1 bad input (or output failure), 2 usage. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pcap/pcap_convert.h"
+
+#define C2P_EXIT_OK    0
+#define C2P_EXIT_INPUT 1
+#define C2P_EXIT_USAGE 2
+
+static void c2p_usage(FILE *f)
+{
+    fputs("usage: capture2pcap [options] INPUT... OUTPUT.pcap\n"
+          "Converts socktap/Envoy trace files (v2alpha Trace, v3 TraceWrapper; binary,\n"
+          "length-delimited, text, JSON) into one pcap, merging inputs by timestamp.\n"
+          "INPUT '-' reads stdin; OUTPUT '-' writes stdout (e.g. | tshark -r -).\n"
+          "\n"
+          "  --format FMT             force the input format (auto, v2-binary, v2-text,\n"
+          "                           v3-binary, v3-length-delimited, v3-text, v3-json)\n"
+          "  --connection-fields F    v3 binary Connection numbering: auto, new (1/2), old (2/3)\n"
+          "  --nanosecond             nanosecond timestamps (default microsecond)\n"
+          "  --mss N                  at most N payload bytes per TCP segment\n"
+          "  --tcp-handshake          synthesize SYN/SYN-ACK/ACK and FIN/ACK\n"
+          "  --snaplen N              cut frames to N bytes (default 262144)\n"
+          "  --no-ethernet            raw IP frames (LINKTYPE_RAW)\n"
+          "  --allow-truncated        a crash-cut trace is a warning, exit 0\n"
+          "  -q, --quiet              no summary on stderr\n"
+          "  -h, --help               this text\n"
+          "  --version                print the version\n"
+          "Exit: 0 ok, 1 bad input or output error, 2 usage.\n",
+          f);
+}
+
+/* Parses a decimal in [MIN, MAX]. Returns 0 or -EINVAL. */
+static int c2p_parse_u32(const char *s, unsigned long min, unsigned long max, uint32_t *out)
+{
+    char *end;
+    unsigned long v;
+
+    if (!s || !*s || *s == '-' || *s == '+')
+        return -EINVAL;
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -EINVAL;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+enum {
+    C2P_OPT_FORMAT = 256,
+    C2P_OPT_CONN_FIELDS,
+    C2P_OPT_NANO,
+    C2P_OPT_MSS,
+    C2P_OPT_HANDSHAKE,
+    C2P_OPT_SNAPLEN,
+    C2P_OPT_NO_ETH,
+    C2P_OPT_ALLOW_TRUNC,
+    C2P_OPT_VERSION,
+};
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"format", required_argument, NULL, C2P_OPT_FORMAT},
+        {"connection-fields", required_argument, NULL, C2P_OPT_CONN_FIELDS},
+        {"nanosecond", no_argument, NULL, C2P_OPT_NANO},
+        {"mss", required_argument, NULL, C2P_OPT_MSS},
+        {"tcp-handshake", no_argument, NULL, C2P_OPT_HANDSHAKE},
+        {"snaplen", required_argument, NULL, C2P_OPT_SNAPLEN},
+        {"no-ethernet", no_argument, NULL, C2P_OPT_NO_ETH},
+        {"allow-truncated", no_argument, NULL, C2P_OPT_ALLOW_TRUNC},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, C2P_OPT_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    struct pcap_convert_opts copts = {0};
+    struct pcap_writer_opts wopts = {.ethernet = true};
+    struct pcap_convert_stats st;
+    struct pcap_writer *w;
+    bool quiet = false;
+    char err[512];
+    uint32_t v;
+    int c, ret, nin, stdin_uses = 0;
+
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+        switch (c) {
+        case C2P_OPT_FORMAT:
+            if (trace_in_format_parse(optarg, &copts.format) != 0) {
+                fprintf(stderr, "capture2pcap: --format: unknown format '%s'\n", optarg);
+                return C2P_EXIT_USAGE;
+            }
+            break;
+        case C2P_OPT_CONN_FIELDS:
+            if (strcmp(optarg, "auto") == 0)
+                copts.conn_fields = TRACE_CONN_FIELDS_AUTO;
+            else if (strcmp(optarg, "new") == 0)
+                copts.conn_fields = TRACE_CONN_FIELDS_NEW;
+            else if (strcmp(optarg, "old") == 0)
+                copts.conn_fields = TRACE_CONN_FIELDS_OLD;
+            else {
+                fprintf(stderr,
+                        "capture2pcap: --connection-fields: expected auto, new or old, "
+                        "got '%s'\n",
+                        optarg);
+                return C2P_EXIT_USAGE;
+            }
+            break;
+        case C2P_OPT_NANO:
+            wopts.nanosecond = true;
+            break;
+        case C2P_OPT_MSS:
+            if (c2p_parse_u32(optarg, 1, 65535, &v) != 0) {
+                fprintf(stderr, "capture2pcap: --mss: expected 1..65535, got '%s'\n", optarg);
+                return C2P_EXIT_USAGE;
+            }
+            copts.flow.mss = v;
+            break;
+        case C2P_OPT_HANDSHAKE:
+            copts.flow.handshake = true;
+            break;
+        case C2P_OPT_SNAPLEN:
+            if (c2p_parse_u32(optarg, 1, 262144, &v) != 0) {
+                fprintf(stderr, "capture2pcap: --snaplen: expected 1..262144, got '%s'\n", optarg);
+                return C2P_EXIT_USAGE;
+            }
+            wopts.snaplen = v;
+            break;
+        case C2P_OPT_NO_ETH:
+            wopts.ethernet = false;
+            break;
+        case C2P_OPT_ALLOW_TRUNC:
+            copts.allow_truncated = true;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'h':
+            c2p_usage(stdout);
+            return C2P_EXIT_OK;
+        case C2P_OPT_VERSION:
+            printf("capture2pcap %s\n", SOCKTAP_VERSION);
+            return C2P_EXIT_OK;
+        default:
+            if (optopt)
+                fprintf(stderr, "capture2pcap: option -%c: unknown or missing its argument\n",
+                        optopt);
+            else
+                fprintf(stderr, "capture2pcap: %s: unknown option or missing its argument\n",
+                        argv[optind - 1]);
+            c2p_usage(stderr);
+            return C2P_EXIT_USAGE;
+        }
+    }
+    nin = argc - optind - 1;
+    if (nin < 1) {
+        fprintf(stderr, "capture2pcap: need at least one INPUT and an OUTPUT\n");
+        c2p_usage(stderr);
+        return C2P_EXIT_USAGE;
+    }
+    for (int i = optind; i < argc - 1; i++)
+        stdin_uses += strcmp(argv[i], "-") == 0;
+    if (stdin_uses > 1) {
+        fprintf(stderr, "capture2pcap: '-' (stdin) may be given only once as INPUT\n");
+        return C2P_EXIT_USAGE;
+    }
+
+    ret = pcap_writer_open(argv[argc - 1], &wopts, &w, err, sizeof(err));
+    if (ret) {
+        fprintf(stderr, "capture2pcap: error: %s\n", err);
+        return C2P_EXIT_INPUT;
+    }
+    ret = pcap_convert((const char *const *)&argv[optind], (size_t)nin, w, &copts, stderr, &st);
+    if (ret < 0) {
+        fprintf(stderr, "capture2pcap: error: %s: %s\n", argv[argc - 1], strerror(-ret));
+        pcap_writer_close(w);
+        return C2P_EXIT_INPUT;
+    }
+    uint64_t packets = pcap_writer_packets(w);
+    if (pcap_writer_close(w) != 0) {
+        fprintf(stderr, "capture2pcap: error: %s: write failed\n", argv[argc - 1]);
+        return C2P_EXIT_INPUT;
+    }
+    if (!quiet)
+        fprintf(stderr,
+                "capture2pcap: %llu connection(s), %llu event(s), %llu payload bytes -> %llu "
+                "packet(s)\n",
+                (unsigned long long)st.connections, (unsigned long long)st.events,
+                (unsigned long long)st.bytes, (unsigned long long)packets);
+    return ret == 0 ? C2P_EXIT_OK : C2P_EXIT_INPUT;
+}
