@@ -1,0 +1,217 @@
+/* Encoder tests: the streaming invariants checked against protoc itself (the reference
+ * serializer), with the project's .proto files. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "trace/trace_encode.h"
+
+static char tmpdir[] = "/tmp/st_trace_enc_XXXXXX";
+
+static void write_file(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+static uint8_t *read_file(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t cap = 1 << 20, len = 0;
+    uint8_t *buf = malloc(cap);
+    assert_non_null(buf);
+    size_t k;
+    while ((k = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += k;
+        if (len == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    fclose(f);
+    *n = len;
+    return buf;
+}
+
+static int protoc(const char *mode, const char *msg, const char *in, const char *out)
+{
+    char cmd[1024];
+    const char *proto = strstr(msg, "v2alpha") ? "envoy/data/tap/v2alpha/capture.proto"
+                                               : "envoy/data/tap/v3/wrapper.proto";
+    snprintf(cmd, sizeof(cmd), "%s -I%s -I/usr/include --%s=%s %s <%s >%s", ST_PROTOC, ST_PROTO_DIR,
+             mode, msg, proto, in, out);
+    return system(cmd);
+}
+
+/* Six events shaped like the Envoy fixture, payloads covering every byte value, split over
+ * several iovecs. */
+static uint8_t payload[5532];
+static struct iovec iovs[3];
+
+static struct trace_event make_event(int i)
+{
+    static const size_t lens[] = {103, 37, 9, 5532, 0, 256};
+    size_t len = lens[i];
+    iovs[0] = (struct iovec){payload, len / 3};
+    iovs[1] = (struct iovec){payload + len / 3, len / 3};
+    iovs[2] = (struct iovec){payload + 2 * (len / 3), len - 2 * (len / 3)};
+    return (struct trace_event){.sec = 1525207293 + i,
+                                .nsec = i == 2 ? 0 : 216737962 + i,
+                                .dir = (i % 2) ? TRACE_EV_WRITE : TRACE_EV_READ,
+                                .iov = iovs,
+                                .iovcnt = 3,
+                                .len = len,
+                                .end_stream = i == 5 || i == 4};
+}
+
+static const struct trace_conn conn = {
+    .id = 7,
+    .local = {.present = true, .address = "127.0.0.1", .port = 10000},
+    .remote = {.present = true, .address = "::1", .port = 53288},
+};
+
+static void encode_all(enum trace_schema schema, enum trace_format fmt, bool streaming,
+                       struct tbuf *out, size_t *bounds)
+{
+    struct trace_enc_cfg cfg = {.schema = schema,
+                                .format = fmt,
+                                .streaming = streaming,
+                                .max_buffered_rx = 1024,
+                                .max_buffered_tx = 1024};
+    struct trace_enc *enc;
+    assert_int_equal(trace_enc_new(&cfg, &conn, &enc), 0);
+    assert_int_equal(trace_enc_begin(enc, out), 0);
+    if (bounds)
+        bounds[0] = out->len;
+    for (int i = 0; i < 6; i++) {
+        struct trace_event ev = make_event(i);
+        assert_int_equal(trace_enc_event(enc, &ev, out), 0);
+        if (bounds)
+            bounds[i + 1] = out->len;
+    }
+    assert_int_equal(trace_enc_end(enc, out), 0);
+    trace_enc_free(enc);
+}
+
+/* protoc --encode of our text == our binary; protoc --decode of our binary == our text. */
+static void check_against_protoc(enum trace_schema schema, bool streaming, const char *msg)
+{
+    struct tbuf bin = {0}, txt = {0};
+    encode_all(schema, TRACE_FMT_PROTO_BINARY, streaming, &bin, NULL);
+    encode_all(schema, TRACE_FMT_PROTO_TEXT, streaming, &txt, NULL);
+    char pbin[256], ptxt[256], penc[256], pdec[256];
+    snprintf(pbin, sizeof(pbin), "%s/t.pb", tmpdir);
+    snprintf(ptxt, sizeof(ptxt), "%s/t.pb_text", tmpdir);
+    snprintf(penc, sizeof(penc), "%s/enc.pb", tmpdir);
+    snprintf(pdec, sizeof(pdec), "%s/dec.pb_text", tmpdir);
+    write_file(pbin, bin.data, bin.len);
+    write_file(ptxt, txt.data, txt.len);
+    assert_int_equal(protoc("encode", msg, ptxt, penc), 0);
+    assert_int_equal(protoc("decode", msg, pbin, pdec), 0);
+    size_t n;
+    uint8_t *enc = read_file(penc, &n);
+    assert_int_equal(n, bin.len);
+    assert_memory_equal(enc, bin.data, n);
+    free(enc);
+    uint8_t *dec = read_file(pdec, &n);
+    assert_int_equal(n, txt.len);
+    assert_memory_equal(dec, txt.data, n);
+    free(dec);
+    tbuf_free(&bin);
+    tbuf_free(&txt);
+}
+
+static void test_v2_matches_protoc(void **state)
+{
+    check_against_protoc(TRACE_SCHEMA_V2_CAPTURE, false, "envoy.data.tap.v2alpha.Trace");
+}
+
+static void test_v3_buffered_matches_protoc(void **state)
+{
+    check_against_protoc(TRACE_SCHEMA_V3_TAP, false, "envoy.data.tap.v3.TraceWrapper");
+}
+
+/* Every prefix that ends at an event boundary is a complete Trace that protoc decodes into
+ * exactly the text of the same prefix of events. */
+static void test_v2_every_prefix_is_a_trace(void **state)
+{
+    struct tbuf bin = {0}, txt = {0};
+    size_t bb[7], tb[7];
+    encode_all(TRACE_SCHEMA_V2_CAPTURE, TRACE_FMT_PROTO_BINARY, false, &bin, bb);
+    encode_all(TRACE_SCHEMA_V2_CAPTURE, TRACE_FMT_PROTO_TEXT, false, &txt, tb);
+    char pbin[256], pdec[256];
+    snprintf(pbin, sizeof(pbin), "%s/p.pb", tmpdir);
+    snprintf(pdec, sizeof(pdec), "%s/p.pb_text", tmpdir);
+    for (int i = 0; i < 7; i++) {
+        write_file(pbin, bin.data, bb[i]);
+        assert_int_equal(protoc("decode", "envoy.data.tap.v2alpha.Trace", pbin, pdec), 0);
+        size_t n;
+        uint8_t *dec = read_file(pdec, &n);
+        assert_int_equal(n, tb[i]);
+        assert_memory_equal(dec, txt.data, n);
+        free(dec);
+    }
+    tbuf_free(&bin);
+    tbuf_free(&txt);
+}
+
+/* Envoy's buffered limits: the event crossing max_buffered is cut and flagged, later events
+ * of that direction are dropped, and the trace says so. */
+static void test_v3_buffered_truncation(void **state)
+{
+    struct tbuf txt = {0};
+    encode_all(TRACE_SCHEMA_V3_TAP, TRACE_FMT_PROTO_TEXT, false, &txt, NULL);
+    assert_int_equal(tbuf_reserve(&txt, 1), 0);
+    txt.data[txt.len] = 0;
+    const char *s = (const char *)txt.data;
+    assert_non_null(strstr(s, "write_truncated: true\n"));
+    assert_null(strstr(s, "read_truncated: true\n")); /* reads: 103 + 9 + 0 + ... < 1024 */
+    assert_non_null(strstr(s, "truncated: true\n"));
+    tbuf_free(&txt);
+}
+
+static void test_format_extension(void **state)
+{
+    assert_string_equal(trace_format_extension(TRACE_FMT_PROTO_BINARY), ".pb");
+    assert_string_equal(trace_format_extension(TRACE_FMT_PROTO_TEXT), ".pb_text");
+    assert_string_equal(trace_format_extension(TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED),
+                        ".pb_length_delimited");
+    assert_string_equal(trace_format_extension(TRACE_FMT_JSON_BODY_AS_STRING), ".json");
+}
+
+static int setup(void **state)
+{
+    for (size_t i = 0; i < sizeof(payload); i++)
+        payload[i] = (uint8_t)(i * 7 + (i >> 8));
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+    return system(cmd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_v2_matches_protoc),
+        cmocka_unit_test(test_v3_buffered_matches_protoc),
+        cmocka_unit_test(test_v2_every_prefix_is_a_trace),
+        cmocka_unit_test(test_v3_buffered_truncation),
+        cmocka_unit_test(test_format_extension),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
