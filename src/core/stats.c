@@ -70,6 +70,11 @@ void stats_bind_thread(int slot)
     stats_tls = (g_slots && slot >= 0 && slot < g_nslots) ? g_slots[slot] : NULL;
 }
 
+void stats_bind_aux_thread(void)
+{
+    stats_bind_thread(g_nslots - 1);
+}
+
 int64_t stats_get(stat_id id)
 {
     int64_t sum = 0;

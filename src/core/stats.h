@@ -24,6 +24,9 @@ stat_id stats_registerf(enum stat_kind kind, const char *fmt, ...) __attribute__
 int stats_freeze(int nthreads);
 /* Binds the calling thread to slot SLOT (0..nthreads-1); main thread uses slot nthreads. */
 void stats_bind_thread(int slot);
+/* Binds a helper thread (the capture writer) to the main thread's slot. Only for stats the main
+ * thread never updates itself (each cell must have one writing thread). No-op before freeze. */
+void stats_bind_aux_thread(void);
 
 extern __thread int64_t *stats_tls;
 

@@ -1,0 +1,53 @@
+/* The capture and tap transport sockets: wrap any registered transport socket and record every
+ * byte that crosses it into a trace file per connection, streamed to disk (docs/capture.md).
+ *
+ * Two factories share one implementation:
+ *   capture (envoy.transport_sockets.capture, 2018): v2alpha Trace, PROTO_BINARY / PROTO_TEXT;
+ *   tap (envoy.transport_sockets.tap, v3 typed_config Tap): TraceWrapper, all five formats,
+ *        streaming or buffered (bounded by max_buffered_rx/tx_bytes).
+ * Stats (registered at parse time, per owner, Envoy-style):
+ *   <owner>.<capture|tap>.{files_opened, files_failed, events, events_dropped, bytes_written,
+ *   write_errors, truncated}, e.g. listener.127.0.0.1_10000.capture.files_opened. */
+#ifndef SOCKTAP_TRANSPORT_CAPTURE_H
+#define SOCKTAP_TRANSPORT_CAPTURE_H
+
+#include <stddef.h>
+
+#include "core/stats.h"
+#include "trace/trace_encode.h"
+#include "transport/ts_registry.h"
+
+#define CAPTURE_DEFAULT_MAX_BACKLOG (8u * 1024u * 1024u)
+#define CAPTURE_CHUNK_BYTES         (256u * 1024u)
+
+extern const struct ts_factory capture_socket_factory;
+extern const struct ts_factory tap_socket_factory;
+
+/* Registers both factories (the one line in ts_builtin.c). */
+void capture_register_factories(void);
+
+struct capture_stats {
+    stat_id files_opened, files_failed, events, events_dropped, bytes_written, write_errors,
+        truncated;
+};
+
+/* A parsed capture/tap config; owned by the registry's ts_config, freed by free_cfg. */
+struct capture_cfg {
+    const char *kind;  /* "capture" or "tap": stats and log prefix */
+    char *path_prefix; /* owned */
+    struct trace_enc_cfg enc;
+    size_t max_backlog; /* socktap extension `socktap_max_backlog_bytes`, default 8 MiB */
+    struct ts_config inner;
+    struct capture_stats stats;
+};
+
+/* Parsers, exposed for unit tests: CONFIG is the `config:` (capture) or `typed_config:` minus
+ * "@type" (tap) map, PATH its key path. On success *OUT is the caller's (capture_cfg_free). */
+int capture_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
+                      const struct cfg_path *path, void **out);
+int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
+                  const struct cfg_path *path, void **out);
+/* CFG may be NULL. */
+void capture_cfg_free(void *cfg);
+
+#endif

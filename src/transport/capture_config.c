@@ -1,0 +1,339 @@
+/* Config parsing for the capture (2018 `config:`) and tap (v3 `typed_config:`) forms. Both end
+ * in one struct capture_cfg; everything the socket needs is validated here, with the key path of
+ * the offending node, so the runtime never meets a bad value. Only what socktap implements is
+ * accepted: other tap matchers and sinks fail with "not supported" rather than being ignored,
+ * because a silently ignored matcher would capture traffic the operator meant to exclude. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "transport/capture.h"
+
+static const char *const v2_format_names[] = {"PROTO_BINARY", "PROTO_TEXT", NULL};
+static const enum trace_format v2_formats[] = {TRACE_FMT_PROTO_BINARY, TRACE_FMT_PROTO_TEXT};
+
+/* Envoy's OutputSink.Format order (JSON_BODY_AS_BYTES = 0 is the proto default). */
+static const char *const v3_format_names[] = {"JSON_BODY_AS_BYTES", "JSON_BODY_AS_STRING",
+                                              "PROTO_BINARY",       "PROTO_BINARY_LENGTH_DELIMITED",
+                                              "PROTO_TEXT",         NULL};
+static const enum trace_format v3_formats[] = {
+    TRACE_FMT_JSON_BODY_AS_BYTES, TRACE_FMT_JSON_BODY_AS_STRING, TRACE_FMT_PROTO_BINARY,
+    TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED, TRACE_FMT_PROTO_TEXT};
+
+void capture_cfg_free(void *p)
+{
+    struct capture_cfg *cfg = p;
+    if (!cfg)
+        return;
+    ts_config_free(&cfg->inner);
+    free(cfg->path_prefix);
+    free(cfg);
+}
+
+static void capture_register_stats(struct capture_cfg *cfg, const char *owner)
+{
+    const char *o = owner ? owner : "socktap";
+    struct capture_stats *s = &cfg->stats;
+    s->files_opened = stats_registerf(STAT_COUNTER, "%s.%s.files_opened", o, cfg->kind);
+    s->files_failed = stats_registerf(STAT_COUNTER, "%s.%s.files_failed", o, cfg->kind);
+    s->events = stats_registerf(STAT_COUNTER, "%s.%s.events", o, cfg->kind);
+    s->events_dropped = stats_registerf(STAT_COUNTER, "%s.%s.events_dropped", o, cfg->kind);
+    s->bytes_written = stats_registerf(STAT_COUNTER, "%s.%s.bytes_written", o, cfg->kind);
+    s->write_errors = stats_registerf(STAT_COUNTER, "%s.%s.write_errors", o, cfg->kind);
+    s->truncated = stats_registerf(STAT_COUNTER, "%s.%s.truncated", o, cfg->kind);
+}
+
+static int parse_path_prefix(struct ts_parse_ctx *ctx, const struct cfg_node *node,
+                             const struct cfg_path *path, struct capture_cfg *cfg)
+{
+    const char *s;
+    if (!node)
+        return cfg_error(ctx->err, ctx->doc, NULL, path, "path_prefix is required");
+    int rc = cfg_get_string(ctx->err, ctx->doc, node, path, &s);
+    if (rc)
+        return rc;
+    if (!*s)
+        return cfg_error(ctx->err, ctx->doc, node, path, "expected a non-empty path prefix");
+    cfg->path_prefix = strdup(s);
+    return cfg->path_prefix ? 0 : -ENOMEM;
+}
+
+/* The keys both forms share at their top level (the inner socket and socktap's backlog knob),
+ * then the stats: registered only for a config that parsed. */
+static int parse_common(struct ts_parse_ctx *ctx, const struct cfg_node *config,
+                        const struct cfg_path *path, struct capture_cfg *cfg)
+{
+    const struct cfg_node *n = cfg_map_get(config, "socktap_max_backlog_bytes");
+    if (n) {
+        struct cfg_path p = CFG_PATH_KEY(path, "socktap_max_backlog_bytes");
+        uint64_t v;
+        int rc = cfg_get_u64(ctx->err, ctx->doc, n, &p, CAPTURE_CHUNK_BYTES, 1ull << 40, &v);
+        if (rc)
+            return rc;
+        cfg->max_backlog = (size_t)v;
+    }
+    n = cfg_map_get(config, "transport_socket");
+    if (n && !cfg_node_is_null(n)) {
+        struct cfg_path p = CFG_PATH_KEY(path, "transport_socket");
+        int rc = ts_config_parse(ctx, n, &p, &cfg->inner);
+        if (rc)
+            return rc;
+    } else {
+        ts_config_default(&cfg->inner);
+    }
+    capture_register_stats(cfg, ctx->owner_name);
+    return 0;
+}
+
+static struct capture_cfg *capture_cfg_new(const char *kind, enum trace_schema schema)
+{
+    struct capture_cfg *cfg = calloc(1, sizeof(*cfg));
+    if (!cfg)
+        return NULL;
+    cfg->kind = kind;
+    cfg->enc.schema = schema;
+    cfg->enc.max_buffered_rx = 1024;
+    cfg->enc.max_buffered_tx = 1024;
+    cfg->max_backlog = CAPTURE_DEFAULT_MAX_BACKLOG;
+    return cfg;
+}
+
+int capture_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
+                      const struct cfg_path *path, void **out)
+{
+    static const char *const keys[] = {"file_sink", "transport_socket", "socktap_max_backlog_bytes",
+                                       NULL};
+    static const char *const sink_keys[] = {"path_prefix", "format", NULL};
+    int rc;
+    if (!config)
+        return cfg_error(ctx->err, ctx->doc, NULL, path,
+                         "the capture socket needs `config: {file_sink: {path_prefix: ...}}`");
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, config, path, keys)))
+        return rc;
+    struct capture_cfg *cfg = capture_cfg_new("capture", TRACE_SCHEMA_V2_CAPTURE);
+    if (!cfg)
+        return -ENOMEM;
+    cfg->enc.format = TRACE_FMT_PROTO_BINARY;
+
+    struct cfg_path sink_path = CFG_PATH_KEY(path, "file_sink");
+    const struct cfg_node *sink = cfg_map_get(config, "file_sink");
+    if (!sink) {
+        rc = cfg_error(ctx->err, ctx->doc, config, &sink_path, "file_sink is required");
+        goto err_free_cfg;
+    }
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, sink, &sink_path, sink_keys)))
+        goto err_free_cfg;
+    struct cfg_path prefix_path = CFG_PATH_KEY(&sink_path, "path_prefix");
+    if ((rc = parse_path_prefix(ctx, cfg_map_get(sink, "path_prefix"), &prefix_path, cfg)))
+        goto err_free_cfg;
+    const struct cfg_node *fmt = cfg_map_get(sink, "format");
+    if (fmt) {
+        struct cfg_path p = CFG_PATH_KEY(&sink_path, "format");
+        int idx;
+        if ((rc = cfg_get_enum(ctx->err, ctx->doc, fmt, &p, v2_format_names, &idx)))
+            goto err_free_cfg;
+        cfg->enc.format = v2_formats[idx];
+    }
+    if ((rc = parse_common(ctx, config, path, cfg)))
+        goto err_free_cfg;
+    *out = cfg;
+    return 0;
+
+err_free_cfg:
+    capture_cfg_free(cfg);
+    return rc;
+}
+
+/* `match: {any_match: true}` (v3) or `match_config:` (v2): the only matcher socktap has. */
+static int parse_match(struct ts_parse_ctx *ctx, const struct cfg_node *node,
+                       const struct cfg_path *path)
+{
+    static const char *const keys[] = {"any_match", NULL};
+    int rc = cfg_expect_map(ctx->err, ctx->doc, node, path);
+    if (rc)
+        return rc;
+    if (node->n != 1 || !cfg_map_get(node, "any_match")) {
+        const struct cfg_node *key = node->n ? node->entries[0].key : node;
+        struct cfg_path p = CFG_PATH_KEY(path, node->n ? node->entries[0].key->str : "any_match");
+        return cfg_error(ctx->err, ctx->doc, key, &p,
+                         "not supported: socktap's tap matches only `any_match: true`");
+    }
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, node, path, keys)))
+        return rc;
+    struct cfg_path p = CFG_PATH_KEY(path, "any_match");
+    const struct cfg_node *v = cfg_map_get(node, "any_match");
+    bool any;
+    if ((rc = cfg_get_bool(ctx->err, ctx->doc, v, &p, &any)))
+        return rc;
+    if (!any)
+        return cfg_error(ctx->err, ctx->doc, v, &p,
+                         "not supported: `any_match: false` would tap nothing; remove the tap");
+    return 0;
+}
+
+/* max_buffered_*_bytes: a plain integer or the wrapper form {value: N}. */
+static int parse_u32_wrapper(struct ts_parse_ctx *ctx, const struct cfg_node *node,
+                             const struct cfg_path *path, uint32_t *out)
+{
+    uint64_t v;
+    int rc;
+    if (node->type == CFG_MAP) {
+        static const char *const keys[] = {"value", NULL};
+        if ((rc = cfg_check_keys(ctx->err, ctx->doc, node, path, keys)))
+            return rc;
+        struct cfg_path p = CFG_PATH_KEY(path, "value");
+        node = cfg_map_get(node, "value");
+        if (!node)
+            return cfg_error(ctx->err, ctx->doc, NULL, &p, "value is required");
+        rc = cfg_get_u64(ctx->err, ctx->doc, node, &p, 0, UINT32_MAX, &v);
+    } else {
+        rc = cfg_get_u64(ctx->err, ctx->doc, node, path, 0, UINT32_MAX, &v);
+    }
+    if (rc)
+        return rc;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int parse_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sink,
+                      const struct cfg_path *path, struct capture_cfg *cfg)
+{
+    static const char *const keys[] = {"format",         "file_per_tap",   "streaming_admin",
+                                       "streaming_grpc", "buffered_admin", NULL};
+    static const char *const fpt_keys[] = {"path_prefix", NULL};
+    int rc;
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, sink, path, keys)))
+        return rc;
+    cfg->enc.format = TRACE_FMT_JSON_BODY_AS_BYTES;
+    const struct cfg_node *fmt = cfg_map_get(sink, "format");
+    if (fmt) {
+        struct cfg_path p = CFG_PATH_KEY(path, "format");
+        int idx;
+        if ((rc = cfg_get_enum(ctx->err, ctx->doc, fmt, &p, v3_format_names, &idx)))
+            return rc;
+        cfg->enc.format = v3_formats[idx];
+    }
+    for (size_t i = 0; i < sink->n; i++) {
+        const struct cfg_node *k = sink->entries[i].key;
+        if (strcmp(k->str, "format") != 0 && strcmp(k->str, "file_per_tap") != 0) {
+            struct cfg_path p = CFG_PATH_KEY(path, k->str);
+            return cfg_error(ctx->err, ctx->doc, k, &p,
+                             "not supported: socktap's tap writes `file_per_tap` sinks only");
+        }
+    }
+    struct cfg_path fpt_path = CFG_PATH_KEY(path, "file_per_tap");
+    const struct cfg_node *fpt = cfg_map_get(sink, "file_per_tap");
+    if (!fpt)
+        return cfg_error(ctx->err, ctx->doc, sink, &fpt_path, "file_per_tap is required");
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, fpt, &fpt_path, fpt_keys)))
+        return rc;
+    struct cfg_path prefix_path = CFG_PATH_KEY(&fpt_path, "path_prefix");
+    return parse_path_prefix(ctx, cfg_map_get(fpt, "path_prefix"), &prefix_path, cfg);
+}
+
+static int parse_output(struct ts_parse_ctx *ctx, const struct cfg_node *out_node,
+                        const struct cfg_path *path, struct capture_cfg *cfg)
+{
+    static const char *const keys[] = {"sinks", "streaming", "max_buffered_rx_bytes",
+                                       "max_buffered_tx_bytes", NULL};
+    int rc;
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, out_node, path, keys)))
+        return rc;
+    struct cfg_path sinks_path = CFG_PATH_KEY(path, "sinks");
+    const struct cfg_node *sinks = cfg_map_get(out_node, "sinks");
+    if (!sinks)
+        return cfg_error(ctx->err, ctx->doc, out_node, &sinks_path, "sinks is required");
+    if ((rc = cfg_expect_seq(ctx->err, ctx->doc, sinks, &sinks_path)))
+        return rc;
+    if (sinks->n != 1)
+        return cfg_error(ctx->err, ctx->doc, sinks, &sinks_path,
+                         "expected exactly one sink (as Envoy), got %zu", sinks->n);
+    struct cfg_path sink_path = CFG_PATH_INDEX(&sinks_path, 0);
+    if ((rc = parse_sink(ctx, sinks->items[0], &sink_path, cfg)))
+        return rc;
+    const struct cfg_node *n = cfg_map_get(out_node, "streaming");
+    if (n) {
+        struct cfg_path p = CFG_PATH_KEY(path, "streaming");
+        if ((rc = cfg_get_bool(ctx->err, ctx->doc, n, &p, &cfg->enc.streaming)))
+            return rc;
+    }
+    if ((n = cfg_map_get(out_node, "max_buffered_rx_bytes"))) {
+        struct cfg_path p = CFG_PATH_KEY(path, "max_buffered_rx_bytes");
+        if ((rc = parse_u32_wrapper(ctx, n, &p, &cfg->enc.max_buffered_rx)))
+            return rc;
+    }
+    if ((n = cfg_map_get(out_node, "max_buffered_tx_bytes"))) {
+        struct cfg_path p = CFG_PATH_KEY(path, "max_buffered_tx_bytes");
+        if ((rc = parse_u32_wrapper(ctx, n, &p, &cfg->enc.max_buffered_tx)))
+            return rc;
+    }
+    return 0;
+}
+
+int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
+                  const struct cfg_path *path, void **out)
+{
+    static const char *const keys[] = {"common_config", "transport_socket",
+                                       "socktap_max_backlog_bytes", NULL};
+    static const char *const common_keys[] = {"static_config", "admin_config", NULL};
+    static const char *const static_keys[] = {"match", "match_config", "output_config", NULL};
+    int rc;
+    if (!config)
+        return cfg_error(ctx->err, ctx->doc, NULL, path,
+                         "the tap socket needs `typed_config: {common_config: {static_config: "
+                         "...}}`");
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, config, path, keys)))
+        return rc;
+    struct capture_cfg *cfg = capture_cfg_new("tap", TRACE_SCHEMA_V3_TAP);
+    if (!cfg)
+        return -ENOMEM;
+
+    struct cfg_path common_path = CFG_PATH_KEY(path, "common_config");
+    const struct cfg_node *common = cfg_map_get(config, "common_config");
+    if (!common) {
+        rc = cfg_error(ctx->err, ctx->doc, config, &common_path, "common_config is required");
+        goto err_free_cfg;
+    }
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, common, &common_path, common_keys)))
+        goto err_free_cfg;
+    if (cfg_map_get(common, "admin_config")) {
+        struct cfg_path p = CFG_PATH_KEY(&common_path, "admin_config");
+        rc = cfg_error(ctx->err, ctx->doc, cfg_map_get(common, "admin_config"), &p,
+                       "not supported: socktap's tap takes a static_config only");
+        goto err_free_cfg;
+    }
+    struct cfg_path static_path = CFG_PATH_KEY(&common_path, "static_config");
+    const struct cfg_node *st = cfg_map_get(common, "static_config");
+    if (!st) {
+        rc = cfg_error(ctx->err, ctx->doc, common, &static_path, "static_config is required");
+        goto err_free_cfg;
+    }
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, st, &static_path, static_keys)))
+        goto err_free_cfg;
+    const char *match_key = cfg_map_get(st, "match") ? "match" : "match_config";
+    struct cfg_path match_path = CFG_PATH_KEY(&static_path, match_key);
+    const struct cfg_node *match = cfg_map_get(st, match_key);
+    if (!match) {
+        rc = cfg_error(ctx->err, ctx->doc, st, &match_path,
+                       "match is required (socktap supports `match: {any_match: true}`)");
+        goto err_free_cfg;
+    }
+    if ((rc = parse_match(ctx, match, &match_path)))
+        goto err_free_cfg;
+    struct cfg_path out_path = CFG_PATH_KEY(&static_path, "output_config");
+    const struct cfg_node *out_node = cfg_map_get(st, "output_config");
+    if (!out_node) {
+        rc = cfg_error(ctx->err, ctx->doc, st, &out_path, "output_config is required");
+        goto err_free_cfg;
+    }
+    if ((rc = parse_output(ctx, out_node, &out_path, cfg)))
+        goto err_free_cfg;
+    if ((rc = parse_common(ctx, config, path, cfg)))
+        goto err_free_cfg;
+    *out = cfg;
+    return 0;
+
+err_free_cfg:
+    capture_cfg_free(cfg);
+    return rc;
+}

@@ -1,0 +1,292 @@
+/* Trace file creation and the capture writer thread (see capture_disk.h for the contract).
+ *
+ * One process-wide writer thread drains one FIFO of jobs (a buffer for a file, or a file's
+ * close). Per-file order is the FIFO order, so a file's close always comes after its data and
+ * the writer can free it then. The per-file backlog is an atomic the worker checks without the
+ * lock; only pushing a job takes the mutex (once per 256 KiB in bulk flows, or per event when
+ * the disk is idle). Only whole submitted buffers reach write(2), and every buffer ends on an
+ * event boundary, so a file is a valid trace prefix after every write (a kill -9 inside a
+ * write(2) can still tear the last page-sized piece: the kernel stops copying on a fatal
+ * signal; the readers report where the tail is cut). */
+#include "transport/capture_disk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+#define CAPTURE_MAX_SUFFIX 999
+
+int capture_file_create(const char *path_prefix, uint64_t conn_id, const char *ext, char *path,
+                        size_t path_size, int *out_fd, bool *out_renamed)
+{
+    for (int suffix = 0; suffix <= CAPTURE_MAX_SUFFIX; suffix++) {
+        int n;
+        if (suffix == 0)
+            n = snprintf(path, path_size, "%s_%" PRIu64 "%s", path_prefix, conn_id, ext);
+        else
+            n = snprintf(path, path_size, "%s_%" PRIu64 ".%d%s", path_prefix, conn_id, suffix, ext);
+        if (n < 0 || (size_t)n >= path_size)
+            return -ENAMETOOLONG;
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            *out_fd = fd;
+            *out_renamed = suffix > 0;
+            return 0;
+        }
+        /* O_EXCL refuses existing files and symlinks (dangling ones too) with EEXIST; ELOOP
+         * is what some kernels report for a symlink under O_NOFOLLOW. Either way: next name. */
+        if (errno != EEXIST && errno != ELOOP)
+            return -errno;
+    }
+    return -EEXIST;
+}
+
+enum wjob_kind { WJOB_DATA, WJOB_CLOSE };
+
+struct wjob {
+    struct wjob *next;
+    enum wjob_kind kind;
+    struct capture_wfile *file;
+    void *data;
+    size_t len;
+};
+
+struct capture_wfile {
+    int fd;
+    uint64_t conn_id;
+    size_t max_backlog;
+    size_t backlog; /* atomic: bytes queued, not yet written */
+    bool failed;    /* atomic: set by the writer */
+    struct capture_wstats stats;
+    char path[];
+};
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* jobs queued or stop */
+    pthread_cond_t idle; /* queue empty and no job in progress */
+    struct wjob *head, *tail;
+    bool busy;
+    bool started, stop;
+    pthread_t thread;
+} g_writer = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .wake = PTHREAD_COND_INITIALIZER,
+    .idle = PTHREAD_COND_INITIALIZER,
+};
+
+static void writer_count(const struct capture_wfile *f, bool bytes, int64_t n)
+{
+    if (!f->stats.has_stats)
+        return;
+    if (!stats_tls)
+        stats_bind_aux_thread();
+    stats_add(bytes ? f->stats.bytes_written : f->stats.write_errors, n);
+}
+
+/* Writes all of DATA or fails the file (logged once: later jobs for it are dropped unlogged). */
+static void writer_write(struct capture_wfile *f, const uint8_t *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(f->fd, data + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int err = n < 0 ? errno : ENOSPC;
+            LOGE(f->conn_id, "capture: writing %s failed: %s; capture stopped (%zu bytes lost)",
+                 f->path, strerror(err), len - off);
+            writer_count(f, false, 1);
+            __atomic_store_n(&f->failed, true, __ATOMIC_RELEASE);
+            close(f->fd);
+            f->fd = -1;
+            return;
+        }
+        off += (size_t)n;
+        writer_count(f, true, n);
+    }
+}
+
+static void writer_run_job(struct wjob *job)
+{
+    struct capture_wfile *f = job->file;
+    if (job->kind == WJOB_CLOSE) {
+        if (f->fd >= 0 && close(f->fd) != 0) {
+            LOGE(f->conn_id, "capture: closing %s failed: %s", f->path, strerror(errno));
+            writer_count(f, false, 1);
+        }
+        free(f);
+    } else {
+        if (!__atomic_load_n(&f->failed, __ATOMIC_ACQUIRE))
+            writer_write(f, job->data, job->len);
+        __atomic_sub_fetch(&f->backlog, job->len, __ATOMIC_RELEASE);
+        free(job->data);
+    }
+    free(job);
+}
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    log_set_thread_worker(-1);
+    pthread_mutex_lock(&g_writer.lock);
+    for (;;) {
+        while (!g_writer.head && !g_writer.stop)
+            pthread_cond_wait(&g_writer.wake, &g_writer.lock);
+        struct wjob *job = g_writer.head;
+        if (!job)
+            break; /* stop requested and the queue is empty */
+        g_writer.head = job->next;
+        if (!g_writer.head)
+            g_writer.tail = NULL;
+        g_writer.busy = true;
+        pthread_mutex_unlock(&g_writer.lock);
+        writer_run_job(job);
+        pthread_mutex_lock(&g_writer.lock);
+        g_writer.busy = false;
+        if (!g_writer.head)
+            pthread_cond_broadcast(&g_writer.idle);
+    }
+    pthread_mutex_unlock(&g_writer.lock);
+    return NULL;
+}
+
+/* Called with the lock held. */
+static int writer_start_locked(void)
+{
+    if (g_writer.started)
+        return 0;
+    g_writer.stop = false;
+    int rc = pthread_create(&g_writer.thread, NULL, writer_main, NULL);
+    if (rc != 0)
+        return -rc;
+    g_writer.started = true;
+    static bool registered;
+    if (!registered) {
+        registered = true;
+        atexit(capture_writer_shutdown);
+    }
+    return 0;
+}
+
+static void writer_push(struct wjob *job)
+{
+    pthread_mutex_lock(&g_writer.lock);
+    job->next = NULL;
+    if (g_writer.tail)
+        g_writer.tail->next = job;
+    else
+        g_writer.head = job;
+    g_writer.tail = job;
+    pthread_cond_signal(&g_writer.wake);
+    pthread_mutex_unlock(&g_writer.lock);
+}
+
+int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_backlog,
+                      const struct capture_wstats *stats, struct capture_wfile **out)
+{
+    size_t plen = strlen(path) + 1;
+    struct capture_wfile *f = calloc(1, sizeof(*f) + plen);
+    if (!f)
+        return -ENOMEM;
+    pthread_mutex_lock(&g_writer.lock);
+    int rc = writer_start_locked();
+    pthread_mutex_unlock(&g_writer.lock);
+    if (rc) {
+        free(f);
+        return rc;
+    }
+    f->fd = fd;
+    f->conn_id = conn_id;
+    f->max_backlog = max_backlog;
+    f->stats = *stats;
+    memcpy(f->path, path, plen);
+    *out = f;
+    return 0;
+}
+
+int capture_wfile_submit(struct capture_wfile *f, void *data, size_t len)
+{
+    if (capture_wfile_failed(f)) {
+        free(data);
+        return -EIO;
+    }
+    /* Only this thread adds to the backlog, so check-then-add cannot overshoot. */
+    if (capture_wfile_backlog(f) + len > f->max_backlog) {
+        free(data);
+        return -ENOBUFS;
+    }
+    struct wjob *job = malloc(sizeof(*job));
+    if (!job) {
+        free(data);
+        return -ENOMEM;
+    }
+    *job = (struct wjob){.kind = WJOB_DATA, .file = f, .data = data, .len = len};
+    __atomic_add_fetch(&f->backlog, len, __ATOMIC_RELAXED);
+    writer_push(job);
+    return 0;
+}
+
+bool capture_wfile_idle(const struct capture_wfile *f)
+{
+    return capture_wfile_backlog(f) == 0;
+}
+
+bool capture_wfile_failed(const struct capture_wfile *f)
+{
+    return __atomic_load_n(&f->failed, __ATOMIC_ACQUIRE);
+}
+
+size_t capture_wfile_backlog(const struct capture_wfile *f)
+{
+    return __atomic_load_n(&f->backlog, __ATOMIC_ACQUIRE);
+}
+
+void capture_wfile_close(struct capture_wfile *f)
+{
+    if (!f)
+        return;
+    struct wjob *job = malloc(sizeof(*job));
+    if (!job) {
+        /* Cannot queue: wait for the writer to finish this file's jobs, then close here. */
+        capture_writer_sync();
+        if (f->fd >= 0)
+            close(f->fd);
+        free(f);
+        return;
+    }
+    *job = (struct wjob){.kind = WJOB_CLOSE, .file = f};
+    writer_push(job);
+}
+
+void capture_writer_sync(void)
+{
+    pthread_mutex_lock(&g_writer.lock);
+    while (g_writer.started && (g_writer.head || g_writer.busy))
+        pthread_cond_wait(&g_writer.idle, &g_writer.lock);
+    pthread_mutex_unlock(&g_writer.lock);
+}
+
+void capture_writer_shutdown(void)
+{
+    pthread_mutex_lock(&g_writer.lock);
+    if (!g_writer.started) {
+        pthread_mutex_unlock(&g_writer.lock);
+        return;
+    }
+    g_writer.stop = true;
+    pthread_cond_signal(&g_writer.wake);
+    pthread_mutex_unlock(&g_writer.lock);
+    pthread_join(g_writer.thread, NULL);
+    pthread_mutex_lock(&g_writer.lock);
+    g_writer.started = false;
+    g_writer.stop = false;
+    pthread_mutex_unlock(&g_writer.lock);
+}

@@ -1,0 +1,76 @@
+/* The capture socket's disk side: safe creation of trace files and one writer thread that
+ * takes their bytes off the relay's hot path.
+ *
+ * A worker encodes events into a per-file buffer and hands whole buffers (each ends on an event
+ * boundary) to the writer with capture_wfile_submit(); the writer does the write(2) calls. Each
+ * file's backlog (bytes handed over but not yet written) is bounded by its max_backlog; a submit
+ * that would exceed it is refused, and the caller stops that capture there, so the file stays a
+ * valid prefix and memory never grows with traffic. A write error stops the file the same way
+ * (logged once with the connection id, counted); the proxied connection never sees it.
+ *
+ * Rejected: a writer per worker (more threads than cores on small boxes, and the disk is one
+ * device anyway); writing from the worker with O_NONBLOCK (ignored for regular files). */
+#ifndef SOCKTAP_TRANSPORT_CAPTURE_DISK_H
+#define SOCKTAP_TRANSPORT_CAPTURE_DISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/stats.h"
+
+/* Creates a new trace file `<PATH_PREFIX>_<CONN_ID><EXT>` with open(O_WRONLY | O_CREAT | O_EXCL
+ * | O_NOFOLLOW | O_CLOEXEC, 0600). An existing file or symlink at that name is never opened,
+ * followed or changed: the next free name `<prefix>_<id>.1<ext>`, `.2`, ... (up to 999) is
+ * used instead. EXT includes its dot (".pb"). On success returns 0, *OUT_FD is owned by the
+ * caller and PATH (of PATH_SIZE bytes, caller's) holds the name used; *OUT_RENAMED says a
+ * suffix was needed. Returns -errno (-ENAMETOOLONG, -ENOENT, -EACCES, -ENOSPC, -EEXIST when
+ * every name is taken). No argument may be NULL. */
+int capture_file_create(const char *path_prefix, uint64_t conn_id, const char *ext, char *path,
+                        size_t path_size, int *out_fd, bool *out_renamed)
+    __attribute__((warn_unused_result, nonnull));
+
+/* Stats the writer thread updates for a file (ids registered at config time); a zeroed struct
+ * with has_stats false counts nothing (unit tests). */
+struct capture_wstats {
+    bool has_stats;
+    stat_id bytes_written, write_errors;
+};
+
+/* A file being written: shared by one capture socket (until capture_wfile_close) and the
+ * writer thread (which frees it after the close). */
+struct capture_wfile;
+
+/* Wraps FD (ownership passes to the writer on success; on failure FD is untouched). PATH is
+ * copied (for messages); STATS is copied. MAX_BACKLOG bounds the bytes queued and not yet
+ * written. Starts the writer thread on first use. Returns 0 or -errno. */
+int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_backlog,
+                      const struct capture_wstats *stats, struct capture_wfile **out)
+    __attribute__((warn_unused_result, nonnull));
+
+/* Hands DATA (LEN bytes, malloc'd; ownership passes to the writer in every case, it is freed
+ * even on error) to the writer. Returns 0, -ENOBUFS when the backlog would exceed max_backlog
+ * (the data is dropped: the caller stops capturing), -EIO when the file already failed, or
+ * -ENOMEM. Called by the owning socket's thread only. */
+int capture_wfile_submit(struct capture_wfile *f, void *data, size_t len)
+    __attribute__((warn_unused_result));
+
+/* True when everything submitted so far has been written (or dropped by a failure): the
+ * socket uses it to flush small buffers at once when the disk is idle. */
+bool capture_wfile_idle(const struct capture_wfile *f);
+/* True once a write to F failed (the writer logged and counted it). */
+bool capture_wfile_failed(const struct capture_wfile *f);
+/* Bytes queued and not yet written. */
+size_t capture_wfile_backlog(const struct capture_wfile *f);
+
+/* Queues the end of F: the writer writes what is queued, closes the fd and frees F. The caller
+ * must not use F afterwards. F may be NULL. */
+void capture_wfile_close(struct capture_wfile *f);
+
+/* Blocks until the writer has handled everything queued so far (tests, orderly shutdown). */
+void capture_writer_sync(void);
+/* Writes out everything queued, stops and joins the writer thread. Safe to call when it never
+ * started; registered with atexit() when it starts, so a normal exit loses no capture. */
+void capture_writer_shutdown(void);
+
+#endif
