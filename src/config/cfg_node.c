@@ -153,6 +153,15 @@ const char *cfg_node_describe(const struct cfg_node *node, char *buf, size_t siz
     buf_append(buf, size, &pos, "\"", 1);
     for (i = 0; i < limit; i++) {
         unsigned char c = (unsigned char)node->str[i];
+        /* Keep room for the longest escape and the closing `..."`. */
+        if (pos + 4 + 5 > size) {
+            limit = i;
+            while (limit > 0 && ((unsigned char)node->str[limit] & 0xC0) == 0x80)
+                limit--;
+            pos -= i - limit; /* drop a partial UTF-8 character already copied */
+            buf[pos] = '\0';
+            break;
+        }
         char esc[8];
         if (c == '"' || c == '\\') {
             esc[0] = '\\';
@@ -386,10 +395,18 @@ static int builder_yaml_error(struct builder *b, yaml_parser_t *parser)
     }
     line = (unsigned)parser->problem_mark.line + 1;
     col = (unsigned)parser->problem_mark.column + 1;
-    if (parser->context)
-        return err_set(b->err, b->file, line, col, NULL, "invalid YAML: %s %s (line %u:%u)",
+    /* libyaml's wording for a tab ("cannot start any token") hides the usual culprit. */
+    if (parser->problem_mark.index < b->len && b->text[parser->problem_mark.index] == '\t')
+        return err_set(b->err, b->file, line, col, NULL,
+                       "invalid YAML: tab character (YAML indentation must use spaces)");
+    if (parser->context && (parser->context_mark.line != parser->problem_mark.line ||
+                            parser->context_mark.column != parser->problem_mark.column))
+        return err_set(b->err, b->file, line, col, NULL, "invalid YAML: %s %s (started at %u:%u)",
                        problem, parser->context, (unsigned)parser->context_mark.line + 1,
                        (unsigned)parser->context_mark.column + 1);
+    if (parser->context)
+        return err_set(b->err, b->file, line, col, NULL, "invalid YAML: %s %s", problem,
+                       parser->context);
     return err_set(b->err, b->file, line, col, NULL, "invalid YAML: %s", problem);
 }
 
@@ -670,13 +687,16 @@ int cfg_check_keys(struct cfg_err *err, const struct cfg_doc *doc, const struct 
                 break;
         if (*a)
             continue;
+        struct cfg_path kp = CFG_PATH_KEY(path, key->str);
+        if (!allowed[0])
+            return cfg_error(err, doc, key, &kp, "unknown key '%s' (no settings are accepted here)",
+                             key->str);
         list[0] = '\0';
         for (a = allowed; *a; a++) {
             if (pos)
                 buf_append(list, sizeof(list), &pos, ", ", 2);
             buf_append(list, sizeof(list), &pos, *a, strlen(*a));
         }
-        struct cfg_path kp = CFG_PATH_KEY(path, key->str);
         return cfg_error(err, doc, key, &kp, "unknown key '%s' (expected one of: %s)", key->str,
                          list);
     }

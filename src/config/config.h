@@ -34,6 +34,7 @@ struct cfg_cluster {
     uint32_t buffer_limit;    /* per_connection_buffer_limit_bytes, default 1 MiB */
     uint32_t max_connections; /* circuit_breakers.thresholds[0].max_connections; 0 = none */
     struct ts_config ts;      /* transport_socket (or v2 tls_context); default raw_buffer */
+    char *owner_name;         /* "cluster.<name>": the stats prefix (owned, freed by config_free) */
 };
 
 struct cfg_tcp_proxy {
@@ -44,12 +45,14 @@ struct cfg_tcp_proxy {
 };
 
 struct cfg_listener {
-    char *name;               /* defaults to the address text */
+    char *name; /* defaults to the address text */
     struct cfg_address addr;
     uint32_t buffer_limit;    /* per_connection_buffer_limit_bytes, default 1 MiB */
-    uint32_t max_connections; /* 0 = no limit */
+    uint32_t max_connections; /* 0 = no limit; from an envoy.filters.network.connection_limit
+                                 filter placed before tcp_proxy (Envoy's per-chain limit) */
     struct cfg_tcp_proxy tcp_proxy;
     struct ts_config ts; /* filter_chains[0].transport_socket (or tls_context); default raw */
+    char *owner_name;    /* "listener.<addr.stat_name>": stats prefix (owned, config_free) */
 };
 
 struct cfg_admin {
@@ -71,8 +74,8 @@ struct socktap_config {
  * key path. Calls ts_registry_init() itself. */
 int config_load(const char *file, struct socktap_config **out, struct cfg_err *err);
 /* Same, from memory (tests, fuzzing); NAME appears in messages as the file name. */
-int config_load_string(const char *name, const char *text, size_t len,
-                       struct socktap_config **out, struct cfg_err *err);
+int config_load_string(const char *name, const char *text, size_t len, struct socktap_config **out,
+                       struct cfg_err *err);
 void config_free(struct socktap_config *cfg);
 
 /* Parses an Envoy address node {socket_address: {address, port_value, protocol?}} or a

@@ -1,0 +1,1101 @@
+/* Envoy bootstrap (v2 and v3 shapes) -> struct socktap_config.
+ *
+ * Design: one pass per object over the node tree, strict about keys (an unknown key is a typo
+ * the SRE wants to hear about, not a silently ignored setting), then cross checks (clusters
+ * named by tcp_proxy exist, names and addresses unique) that report the position of the second
+ * occurrence. Strings point into the kept document, so nothing is copied but owner names.
+ *
+ * Choices worth knowing:
+ * - DNS clusters resolve once at load, IPv4 preferred with IPv6 as fallback (Envoy's
+ *   V4_PREFERRED), unless dns_lookup_family says otherwise: "localhost" must reach a loopback
+ *   upstream bound to 127.0.0.1, which Envoy's AUTO (IPv6 first) would miss.
+ * - circuit_breakers default to no limit (Envoy defaults to 1024 connections): a capture proxy
+ *   should not start refusing traffic nobody asked it to limit.
+ * - HTTP-only circuit breaker thresholds (max_requests, ...) are accepted and ignored: they are
+ *   common in Envoy files and meaningless for tcp_proxy. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "transport/ts_registry.h"
+
+#define CFG_DEFAULT_CONNECT_TIMEOUT_MS 5000u
+#define CFG_DEFAULT_IDLE_TIMEOUT_MS    3600000u
+#define CFG_MAX_HOSTS                  1024u
+
+static const char *const tcp_proxy_names[] = {"envoy.filters.network.tcp_proxy", "envoy.tcp_proxy",
+                                              NULL};
+static const char *const tcp_proxy_urls[] = {
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+    "type.googleapis.com/envoy.config.filter.network.tcp_proxy.v2.TcpProxy", NULL};
+static const char *const conn_limit_names[] = {"envoy.filters.network.connection_limit", NULL};
+static const char *const conn_limit_urls[] = {
+    "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+    NULL};
+
+/* Positions kept while parsing, for the cross checks' messages. */
+struct cfg_state {
+    struct cfg_err *err;
+    const struct cfg_doc *doc;
+    struct socktap_config *cfg;
+    const struct cfg_node **listener_addr; /* per listener: its address node */
+    const struct cfg_node **listener_name; /* per listener: its name node, or NULL */
+    const struct cfg_node **cluster_name;  /* per cluster: its name node */
+};
+
+static bool str_in(const char *s, const char *const *list)
+{
+    for (; *list; list++)
+        if (!strcmp(s, *list))
+            return true;
+    return false;
+}
+
+static void join_names(const char *const *list, char *buf, size_t size)
+{
+    size_t pos = 0;
+    buf[0] = '\0';
+    for (; *list; list++) {
+        int w = snprintf(buf + pos, size - pos, "%s%s", pos ? ", " : "", *list);
+        if (w < 0 || (size_t)w >= size - pos)
+            return;
+        pos += (size_t)w;
+    }
+}
+
+static int get_u32(struct cfg_state *st, const struct cfg_node *node, const struct cfg_path *path,
+                   uint32_t min, uint32_t *out)
+{
+    uint64_t v;
+    int rc = cfg_get_u64(st->err, st->doc, node, path, min, UINT32_MAX, &v);
+    if (!rc)
+        *out = (uint32_t)v;
+    return rc;
+}
+
+/* Looks up a required key; the error names the map's position and the missing key. */
+static int require(struct cfg_state *st, const struct cfg_node *map, const struct cfg_path *path,
+                   const char *key, const struct cfg_node **out)
+{
+    *out = cfg_map_get(map, key);
+    if (*out)
+        return 0;
+    return cfg_error(st->err, st->doc, map, path, "missing required key '%s'", key);
+}
+
+/* Optional keys: absent leaves *OUT (the default) untouched. */
+static int opt_string(struct cfg_state *st, const struct cfg_node *map, const struct cfg_path *path,
+                      const char *key, const char **out)
+{
+    const struct cfg_node *n = cfg_map_get(map, key);
+    struct cfg_path kp = CFG_PATH_KEY(path, key);
+    return n ? cfg_get_string(st->err, st->doc, n, &kp, out) : 0;
+}
+
+static int opt_enum(struct cfg_state *st, const struct cfg_node *map, const struct cfg_path *path,
+                    const char *key, const char *const *names, int *out)
+{
+    const struct cfg_node *n = cfg_map_get(map, key);
+    struct cfg_path kp = CFG_PATH_KEY(path, key);
+    return n ? cfg_get_enum(st->err, st->doc, n, &kp, names, out) : 0;
+}
+
+static int opt_duration(struct cfg_state *st, const struct cfg_node *map,
+                        const struct cfg_path *path, const char *key, uint64_t *out)
+{
+    const struct cfg_node *n = cfg_map_get(map, key);
+    struct cfg_path kp = CFG_PATH_KEY(path, key);
+    return n ? cfg_get_duration_ms(st->err, st->doc, n, &kp, out) : 0;
+}
+
+static int opt_u32(struct cfg_state *st, const struct cfg_node *map, const struct cfg_path *path,
+                   const char *key, uint32_t min, uint32_t *out)
+{
+    const struct cfg_node *n = cfg_map_get(map, key);
+    struct cfg_path kp = CFG_PATH_KEY(path, key);
+    return n ? get_u32(st, n, &kp, min, out) : 0;
+}
+
+/* A required string; *NODE (may be NULL) receives its node for later messages. */
+static int req_string(struct cfg_state *st, const struct cfg_node *map, const struct cfg_path *path,
+                      const char *key, const char **out, const struct cfg_node **node)
+{
+    const struct cfg_node *n;
+    struct cfg_path kp = CFG_PATH_KEY(path, key);
+    int rc = require(st, map, path, key, &n);
+    if (rc)
+        return rc;
+    if (node)
+        *node = n;
+    return cfg_get_string(st->err, st->doc, n, &kp, out);
+}
+
+/* ---- addresses ---- */
+
+static void address_format(struct cfg_address *a)
+{
+    char ip[INET6_ADDRSTRLEN];
+    unsigned port;
+    if (a->ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->ss;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+        port = ntohs(s6->sin6_port);
+        snprintf(a->text, sizeof(a->text), "[%s]:%u", ip, port);
+        snprintf(a->stat_name, sizeof(a->stat_name), "[%s]_%u", ip, port);
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&a->ss;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        port = ntohs(s4->sin_port);
+        snprintf(a->text, sizeof(a->text), "%s:%u", ip, port);
+        snprintf(a->stat_name, sizeof(a->stat_name), "%s_%u", ip, port);
+    }
+}
+
+static void address_set(struct cfg_address *a, const struct sockaddr *sa, socklen_t len,
+                        uint16_t port)
+{
+    memset(a, 0, sizeof(*a));
+    memcpy(&a->ss, sa, len);
+    a->len = len;
+    if (sa->sa_family == AF_INET6)
+        ((struct sockaddr_in6 *)&a->ss)->sin6_port = htons(port);
+    else
+        ((struct sockaddr_in *)&a->ss)->sin_port = htons(port);
+    address_format(a);
+}
+
+static bool address_literal(const char *text, uint16_t port, struct cfg_address *out)
+{
+    struct sockaddr_in s4 = {.sin_family = AF_INET};
+    struct sockaddr_in6 s6 = {.sin6_family = AF_INET6};
+    if (inet_pton(AF_INET, text, &s4.sin_addr) == 1) {
+        address_set(out, (struct sockaddr *)&s4, sizeof(s4), port);
+        return true;
+    }
+    if (inet_pton(AF_INET6, text, &s6.sin6_addr) == 1) {
+        address_set(out, (struct sockaddr *)&s6, sizeof(s6), port);
+        return true;
+    }
+    return false;
+}
+
+static bool address_equal(const struct cfg_address *a, const struct cfg_address *b)
+{
+    return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
+}
+
+static uint16_t address_port(const struct cfg_address *a)
+{
+    if (a->ss.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+}
+
+/* The parts of a socket_address map. HOST_NODE/HOST are the `address:` value. */
+struct sock_addr_parts {
+    const struct cfg_node *host_node;
+    const char *host;
+    struct cfg_path host_path;
+    uint16_t port;
+};
+
+/* Accepts {socket_address: {...}} or the bare socket_address map; PATH_BUF receives the
+ * socket_address step so host errors carry the full path. */
+static int parse_socket_address(struct cfg_err *err, const struct cfg_doc *doc,
+                                const struct cfg_node *node, const struct cfg_path *path,
+                                struct cfg_path *sa_path, struct sock_addr_parts *out)
+{
+    static const char *const outer_keys[] = {"socket_address", NULL};
+    static const char *const keys[] = {"address", "port_value", "protocol", NULL};
+    static const char *const protocols[] = {"TCP", NULL};
+    const struct cfg_node *sa = node, *n;
+    struct cfg_path pp;
+    uint64_t port;
+    int proto, rc;
+
+    rc = cfg_expect_map(err, doc, node, path);
+    if (rc)
+        return rc;
+    *sa_path = *path;
+    if (!cfg_map_get(node, "address") && !cfg_map_get(node, "port_value")) {
+        rc = cfg_check_keys(err, doc, node, path, outer_keys);
+        if (rc)
+            return rc;
+        sa = cfg_map_get(node, "socket_address");
+        if (!sa)
+            return cfg_error(err, doc, node, path, "missing required key 'socket_address'");
+        *sa_path = CFG_PATH_KEY(path, "socket_address");
+    }
+    rc = cfg_check_keys(err, doc, sa, sa_path, keys);
+    if (rc)
+        return rc;
+    out->host_node = cfg_map_get(sa, "address");
+    if (!out->host_node)
+        return cfg_error(err, doc, sa, sa_path, "missing required key 'address'");
+    out->host_path = CFG_PATH_KEY(sa_path, "address");
+    rc = cfg_get_string(err, doc, out->host_node, &out->host_path, &out->host);
+    if (rc)
+        return rc;
+    n = cfg_map_get(sa, "port_value");
+    if (!n)
+        return cfg_error(err, doc, sa, sa_path, "missing required key 'port_value'");
+    pp = CFG_PATH_KEY(sa_path, "port_value");
+    rc = cfg_get_u64(err, doc, n, &pp, 0, 65535, &port);
+    if (rc)
+        return rc;
+    out->port = (uint16_t)port;
+    n = cfg_map_get(sa, "protocol");
+    if (n) {
+        pp = CFG_PATH_KEY(sa_path, "protocol");
+        rc = cfg_get_enum(err, doc, n, &pp, protocols, &proto);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int cfg_parse_address(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                      const struct cfg_path *path, struct cfg_address *out)
+{
+    struct sock_addr_parts parts;
+    struct cfg_path sa_path;
+    char got[128];
+    int rc = parse_socket_address(err, doc, node, path, &sa_path, &parts);
+    if (rc)
+        return rc;
+    if (!address_literal(parts.host, parts.port, out))
+        return cfg_error(err, doc, parts.host_node, &parts.host_path,
+                         "expected an IPv4 or IPv6 address, got %s",
+                         cfg_node_describe(parts.host_node, got, sizeof(got)));
+    return 0;
+}
+
+/* ---- transport sockets ---- */
+
+/* The filter chain's or cluster's `transport_socket:` or v2 `tls_context:`; raw_buffer when
+ * neither is given. */
+static int parse_owner_ts(struct cfg_state *st, const struct cfg_node *owner,
+                          const struct cfg_path *path, enum ts_side side, const char *owner_name,
+                          struct ts_config *out)
+{
+    struct ts_parse_ctx ctx = {
+        .err = st->err, .doc = st->doc, .side = side, .owner_name = owner_name};
+    const struct cfg_node *ts = cfg_map_get(owner, "transport_socket");
+    const struct cfg_node *tls = cfg_map_get(owner, "tls_context");
+    struct cfg_path tsp = CFG_PATH_KEY(path, "transport_socket");
+    struct cfg_path tlsp = CFG_PATH_KEY(path, "tls_context");
+    const struct ts_factory *f;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (ts && tls)
+        return cfg_error(st->err, st->doc, tls, &tlsp,
+                         "give either 'transport_socket' or the v2 'tls_context', not both");
+    if (ts)
+        return ts_config_parse(&ctx, ts, &tsp, out);
+    if (!tls) {
+        ts_config_default(out);
+        return 0;
+    }
+    f = ts_registry_find("tls");
+    if (!f || !f->parse)
+        return cfg_error(st->err, st->doc, tls, &tlsp,
+                         "tls_context needs the TLS transport socket, which this build lacks");
+    rc = cfg_expect_map(st->err, st->doc, tls, &tlsp);
+    if (rc)
+        return rc;
+    rc = f->parse(&ctx, tls, &tlsp, &out->cfg);
+    if (rc) {
+        if (!st->err->set)
+            cfg_error(st->err, st->doc, tls, &tlsp, "invalid tls_context (%d)", rc);
+        return rc;
+    }
+    out->factory = f;
+    return 0;
+}
+
+/* ---- listeners ---- */
+
+/* A filter's settings: `config:` (v2) or `typed_config:` (v3, "@type" checked and removed). */
+static int filter_settings(struct cfg_state *st, const struct cfg_node *filter,
+                           const struct cfg_path *path, const char *const *urls,
+                           const struct cfg_node **out, struct cfg_path *out_path)
+{
+    static const char *const keys[] = {"name", "config", "typed_config", NULL};
+    const struct cfg_node *config, *typed, *url_node;
+    char want[512], got[128];
+    const char *url;
+    int rc;
+
+    rc = cfg_check_keys(st->err, st->doc, filter, path, keys);
+    if (rc)
+        return rc;
+    config = cfg_map_get(filter, "config");
+    typed = cfg_map_get(filter, "typed_config");
+    if (config && typed) {
+        *out_path = CFG_PATH_KEY(path, "typed_config");
+        return cfg_error(st->err, st->doc, typed, out_path,
+                         "give either 'config' (v2) or 'typed_config' (v3), not both");
+    }
+    if (config) {
+        *out_path = CFG_PATH_KEY(path, "config");
+        *out = config;
+        return cfg_expect_map(st->err, st->doc, config, out_path);
+    }
+    if (!typed)
+        return cfg_error(st->err, st->doc, filter, path,
+                         "missing required key 'typed_config' (or the v2 'config')");
+    *out_path = CFG_PATH_KEY(path, "typed_config");
+    rc = cfg_expect_map(st->err, st->doc, typed, out_path);
+    if (rc)
+        return rc;
+    url_node = cfg_map_get(typed, "@type");
+    if (!url_node)
+        return cfg_error(st->err, st->doc, typed, out_path, "missing required key '@type'");
+    {
+        struct cfg_path up = CFG_PATH_KEY(out_path, "@type");
+        rc = cfg_get_string(st->err, st->doc, url_node, &up, &url);
+        if (rc)
+            return rc;
+        if (!str_in(url, urls)) {
+            join_names(urls, want, sizeof(want));
+            return cfg_error(st->err, st->doc, url_node, &up, "expected %s%s, got %s",
+                             urls[1] ? "one of " : "", want,
+                             cfg_node_describe(url_node, got, sizeof(got)));
+        }
+    }
+    *out = cfg_map_without(st->doc, typed, "@type");
+    if (!*out)
+        return cfg_error(st->err, st->doc, typed, out_path, "out of memory"), -ENOMEM;
+    return 0;
+}
+
+/* Clusters are parsed before listeners, so the reference is checked here, with its path. */
+static int resolve_cluster(struct cfg_state *st, const struct cfg_node *node,
+                           const struct cfg_path *path, struct cfg_tcp_proxy *out)
+{
+    struct socktap_config *cfg = st->cfg;
+    char list[512];
+    size_t i, pos = 0;
+    for (i = 0; i < cfg->nclusters; i++)
+        if (!strcmp(cfg->clusters[i].name, out->cluster_name)) {
+            out->cluster = &cfg->clusters[i];
+            return 0;
+        }
+    list[0] = '\0';
+    for (i = 0; i < cfg->nclusters; i++) {
+        int w =
+            snprintf(list + pos, sizeof(list) - pos, "%s%s", i ? ", " : "", cfg->clusters[i].name);
+        if (w < 0 || (size_t)w >= sizeof(list) - pos)
+            break;
+        pos += (size_t)w;
+    }
+    return cfg_error(st->err, st->doc, node, path, "unknown cluster '%s' (defined clusters: %s)",
+                     out->cluster_name, cfg->nclusters ? list : "none");
+}
+
+static int parse_tcp_proxy(struct cfg_state *st, const struct cfg_node *config,
+                           const struct cfg_path *path, struct cfg_tcp_proxy *out)
+{
+    static const char *const keys[] = {"stat_prefix", "cluster", "idle_timeout", NULL};
+    struct cfg_path cp = CFG_PATH_KEY(path, "cluster");
+    const struct cfg_node *cluster;
+    const char *prefix, *name;
+    int rc;
+
+    if ((rc = cfg_check_keys(st->err, st->doc, config, path, keys)) ||
+        (rc = req_string(st, config, path, "stat_prefix", &prefix, NULL)) ||
+        (rc = req_string(st, config, path, "cluster", &name, &cluster)))
+        return rc;
+    out->stat_prefix = (char *)prefix;
+    out->cluster_name = (char *)name;
+    out->idle_timeout_ms = CFG_DEFAULT_IDLE_TIMEOUT_MS;
+    if ((rc = resolve_cluster(st, cluster, &cp, out)))
+        return rc;
+    return opt_duration(st, config, path, "idle_timeout", &out->idle_timeout_ms);
+}
+
+static int parse_conn_limit(struct cfg_state *st, const struct cfg_node *config,
+                            const struct cfg_path *path, uint32_t *out)
+{
+    static const char *const keys[] = {"stat_prefix", "max_connections", NULL};
+    const struct cfg_node *n;
+    const char *prefix;
+    int rc;
+    if ((rc = cfg_check_keys(st->err, st->doc, config, path, keys)) ||
+        (rc = req_string(st, config, path, "stat_prefix", &prefix, NULL)) ||
+        (rc = require(st, config, path, "max_connections", &n)))
+        return rc;
+    return opt_u32(st, config, path, "max_connections", 1, out);
+}
+
+/* filters: optional connection_limit filters, then exactly one tcp_proxy, last (Envoy requires
+ * the terminal filter last). */
+static int parse_filters(struct cfg_state *st, const struct cfg_node *filters,
+                         const struct cfg_path *path, struct cfg_listener *l)
+{
+    static const char *const supported[] = {"envoy.filters.network.tcp_proxy", "envoy.tcp_proxy",
+                                            "envoy.filters.network.connection_limit", NULL};
+    char list[256];
+    size_t i;
+    int rc = cfg_expect_seq(st->err, st->doc, filters, path);
+    if (rc)
+        return rc;
+    if (!filters->n)
+        return cfg_error(st->err, st->doc, filters, path,
+                         "expected a tcp_proxy filter, got an empty list");
+    for (i = 0; i < filters->n; i++) {
+        const struct cfg_node *f = filters->items[i], *name_node, *settings = NULL;
+        struct cfg_path fp = CFG_PATH_INDEX(path, i), np = CFG_PATH_KEY(&fp, "name"), sp;
+        const char *name;
+        rc = cfg_expect_map(st->err, st->doc, f, &fp);
+        if (rc)
+            return rc;
+        rc = require(st, f, &fp, "name", &name_node);
+        if (rc)
+            return rc;
+        rc = cfg_get_string(st->err, st->doc, name_node, &np, &name);
+        if (rc)
+            return rc;
+        if (str_in(name, tcp_proxy_names)) {
+            if (i + 1 != filters->n)
+                return cfg_error(st->err, st->doc, name_node, &np,
+                                 "tcp_proxy must be the last filter of the chain");
+            rc = filter_settings(st, f, &fp, tcp_proxy_urls, &settings, &sp);
+            if (rc)
+                return rc;
+            return parse_tcp_proxy(st, settings, &sp, &l->tcp_proxy);
+        }
+        if (str_in(name, conn_limit_names)) {
+            rc = filter_settings(st, f, &fp, conn_limit_urls, &settings, &sp);
+            if (rc)
+                return rc;
+            rc = parse_conn_limit(st, settings, &sp, &l->max_connections);
+            if (rc)
+                return rc;
+            continue;
+        }
+        join_names(supported, list, sizeof(list));
+        return cfg_error(st->err, st->doc, name_node, &np,
+                         "unsupported network filter '%s' (supported: %s)", name, list);
+    }
+    return cfg_error(st->err, st->doc, filters, path,
+                     "missing the tcp_proxy filter (envoy.filters.network.tcp_proxy)");
+}
+
+static int parse_filter_chain(struct cfg_state *st, const struct cfg_node *chain,
+                              const struct cfg_path *path, struct cfg_listener *l)
+{
+    static const char *const keys[] = {"filters", "transport_socket",   "tls_context",
+                                       "name",    "filter_chain_match", NULL};
+    const struct cfg_node *n;
+    struct cfg_path kp;
+    int rc = cfg_check_keys(st->err, st->doc, chain, path, keys);
+    if (rc)
+        return rc;
+    n = cfg_map_get(chain, "filter_chain_match");
+    if (n) {
+        kp = CFG_PATH_KEY(path, "filter_chain_match");
+        return cfg_error(st->err, st->doc, n, &kp,
+                         "filter_chain_match is not supported (one filter chain per listener)");
+    }
+    rc = opt_string(st, chain, path, "name", &(const char *){NULL});
+    if (rc)
+        return rc;
+    rc = require(st, chain, path, "filters", &n);
+    if (rc)
+        return rc;
+    kp = CFG_PATH_KEY(path, "filters");
+    rc = parse_filters(st, n, &kp, l);
+    if (rc)
+        return rc;
+    return parse_owner_ts(st, chain, path, TS_SIDE_DOWNSTREAM, l->owner_name, &l->ts);
+}
+
+static int parse_listener(struct cfg_state *st, size_t idx, const struct cfg_node *node,
+                          const struct cfg_path *path)
+{
+    static const char *const keys[] = {"name", "address", "per_connection_buffer_limit_bytes",
+                                       "filter_chains", NULL};
+    struct cfg_listener *l = &st->cfg->listeners[idx];
+    const struct cfg_node *n, *chains;
+    struct cfg_path kp;
+    size_t owner_len, i;
+    int rc;
+
+    rc = cfg_check_keys(st->err, st->doc, node, path, keys);
+    if (rc)
+        return rc;
+    rc = require(st, node, path, "address", &n);
+    if (rc)
+        return rc;
+    kp = CFG_PATH_KEY(path, "address");
+    rc = cfg_parse_address(st->err, st->doc, n, &kp, &l->addr);
+    if (rc)
+        return rc;
+    st->listener_addr[idx] = n;
+    for (i = 0; i < idx; i++)
+        if (address_port(&l->addr) && address_equal(&l->addr, &st->cfg->listeners[i].addr))
+            return cfg_error(st->err, st->doc, n, &kp,
+                             "duplicate listener address %s (first used at %u:%u)", l->addr.text,
+                             st->listener_addr[i]->line, st->listener_addr[i]->col);
+    owner_len = strlen("listener.") + strlen(l->addr.stat_name) + 1;
+    l->owner_name = malloc(owner_len);
+    if (!l->owner_name)
+        return cfg_error(st->err, st->doc, node, path, "out of memory"), -ENOMEM;
+    snprintf(l->owner_name, owner_len, "listener.%s", l->addr.stat_name);
+    l->name = l->addr.text;
+    n = cfg_map_get(node, "name");
+    if (n) {
+        const char *s;
+        kp = CFG_PATH_KEY(path, "name");
+        rc = cfg_get_string(st->err, st->doc, n, &kp, &s);
+        if (rc)
+            return rc;
+        l->name = (char *)s;
+        st->listener_name[idx] = n;
+        for (i = 0; i < idx; i++)
+            if (st->listener_name[i] && !strcmp(st->cfg->listeners[i].name, s))
+                return cfg_error(st->err, st->doc, n, &kp,
+                                 "duplicate listener name '%s' (first defined at %u:%u)", s,
+                                 st->listener_name[i]->line, st->listener_name[i]->col);
+    }
+    l->buffer_limit = CFG_DEFAULT_BUFFER_LIMIT;
+    rc = opt_u32(st, node, path, "per_connection_buffer_limit_bytes", 1, &l->buffer_limit);
+    if (rc)
+        return rc;
+    rc = require(st, node, path, "filter_chains", &chains);
+    if (rc)
+        return rc;
+    kp = CFG_PATH_KEY(path, "filter_chains");
+    rc = cfg_expect_seq(st->err, st->doc, chains, &kp);
+    if (rc)
+        return rc;
+    if (chains->n == 0)
+        return cfg_error(st->err, st->doc, chains, &kp,
+                         "expected one filter chain, got an empty list");
+    if (chains->n > 1) {
+        struct cfg_path cp = CFG_PATH_INDEX(&kp, 1);
+        return cfg_error(st->err, st->doc, chains->items[1], &cp,
+                         "only one filter chain is supported");
+    }
+    {
+        struct cfg_path cp = CFG_PATH_INDEX(&kp, 0);
+        return parse_filter_chain(st, chains->items[0], &cp, l);
+    }
+}
+
+/* ---- clusters ---- */
+
+enum dns_family { DNS_V4_PREFERRED, DNS_AUTO, DNS_V4_ONLY, DNS_V6_ONLY, DNS_ALL };
+
+/* Resolves one host of a DNS cluster, appending to C->hosts (capacity CAP). */
+static int resolve_host(struct cfg_state *st, struct cfg_cluster *c, size_t *cap,
+                        const struct sock_addr_parts *parts, enum dns_family family)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
+    int pass, gai, rc = 0;
+    size_t before = c->nhosts;
+
+    hints.ai_family = family == DNS_V4_ONLY   ? AF_INET
+                      : family == DNS_V6_ONLY ? AF_INET6
+                                              : AF_UNSPEC;
+    gai = getaddrinfo(parts->host, NULL, &hints, &res);
+    if (gai)
+        return cfg_error(st->err, st->doc, parts->host_node, &parts->host_path,
+                         "cannot resolve \"%s\": %s", parts->host, gai_strerror(gai));
+    /* Two passes give the preferred family first; LOGICAL_DNS and the *_PREFERRED/AUTO
+     * families keep only the first family that answered. */
+    for (pass = 0; pass < 2; pass++) {
+        int want = (family == DNS_AUTO) == (pass == 0) ? AF_INET6 : AF_INET;
+        if (family == DNS_V4_PREFERRED)
+            want = pass == 0 ? AF_INET : AF_INET6;
+        for (ai = res; ai; ai = ai->ai_next) {
+            size_t i;
+            struct cfg_address a;
+            if (ai->ai_family != want || ai->ai_addrlen > sizeof(a.ss))
+                continue;
+            address_set(&a, ai->ai_addr, ai->ai_addrlen, parts->port);
+            for (i = before; i < c->nhosts; i++)
+                if (address_equal(&c->hosts[i], &a))
+                    break;
+            if (i < c->nhosts)
+                continue;
+            if (c->nhosts == CFG_MAX_HOSTS) {
+                rc = cfg_error(st->err, st->doc, parts->host_node, &parts->host_path,
+                               "more than %u hosts", CFG_MAX_HOSTS);
+                goto free_res;
+            }
+            if (c->nhosts == *cap) {
+                size_t ncap = *cap ? *cap * 2 : 4;
+                struct cfg_address *h = realloc(c->hosts, ncap * sizeof(*h));
+                if (!h) {
+                    rc = -ENOMEM;
+                    cfg_error(st->err, st->doc, parts->host_node, &parts->host_path,
+                              "out of memory");
+                    goto free_res;
+                }
+                c->hosts = h;
+                *cap = ncap;
+            }
+            c->hosts[c->nhosts++] = a;
+            if (c->type == CFG_CLUSTER_LOGICAL_DNS)
+                goto free_res; /* done: one address */
+        }
+        if (c->nhosts > before && family != DNS_ALL)
+            break;
+    }
+    if (c->nhosts == before)
+        rc = cfg_error(st->err, st->doc, parts->host_node, &parts->host_path,
+                       "\"%s\" has no address of the requested family", parts->host);
+free_res:
+    freeaddrinfo(res);
+    return rc;
+}
+
+static int add_host(struct cfg_state *st, struct cfg_cluster *c, size_t *cap,
+                    const struct cfg_node *node, const struct cfg_path *path,
+                    enum dns_family family)
+{
+    struct sock_addr_parts parts;
+    struct cfg_path sa_path;
+    struct cfg_address a;
+    char got[128];
+    int rc = parse_socket_address(st->err, st->doc, node, path, &sa_path, &parts);
+    if (rc)
+        return rc;
+    if (c->type != CFG_CLUSTER_STATIC)
+        return resolve_host(st, c, cap, &parts, family);
+    if (!address_literal(parts.host, parts.port, &a))
+        return cfg_error(st->err, st->doc, parts.host_node, &parts.host_path,
+                         "expected an IPv4 or IPv6 address (host names need type: STRICT_DNS), "
+                         "got %s",
+                         cfg_node_describe(parts.host_node, got, sizeof(got)));
+    if (c->nhosts == CFG_MAX_HOSTS)
+        return cfg_error(st->err, st->doc, node, path, "more than %u hosts", CFG_MAX_HOSTS);
+    if (c->nhosts == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 4;
+        struct cfg_address *h = realloc(c->hosts, ncap * sizeof(*h));
+        if (!h)
+            return cfg_error(st->err, st->doc, node, path, "out of memory"), -ENOMEM;
+        c->hosts = h;
+        *cap = ncap;
+    }
+    c->hosts[c->nhosts++] = a;
+    return 0;
+}
+
+static int parse_load_assignment(struct cfg_state *st, struct cfg_cluster *c, size_t *cap,
+                                 const struct cfg_node *la, const struct cfg_path *path,
+                                 enum dns_family family)
+{
+    static const char *const la_keys[] = {"cluster_name", "endpoints", NULL};
+    static const char *const ep_keys[] = {"lb_endpoints", NULL};
+    static const char *const lbe_keys[] = {"endpoint", NULL};
+    static const char *const e_keys[] = {"address", NULL};
+    const struct cfg_node *eps;
+    struct cfg_path ep_path = CFG_PATH_KEY(path, "endpoints");
+    size_t i, j;
+    int rc = cfg_check_keys(st->err, st->doc, la, path, la_keys);
+    if (rc)
+        return rc;
+    rc = opt_string(st, la, path, "cluster_name", &(const char *){NULL});
+    if (rc)
+        return rc;
+    eps = cfg_map_get(la, "endpoints");
+    if (!eps)
+        return 0; /* "no hosts" is reported by the caller, at the cluster */
+    rc = cfg_expect_seq(st->err, st->doc, eps, &ep_path);
+    if (rc)
+        return rc;
+    for (i = 0; i < eps->n; i++) {
+        const struct cfg_node *lbes;
+        struct cfg_path ip = CFG_PATH_INDEX(&ep_path, i);
+        struct cfg_path lp = CFG_PATH_KEY(&ip, "lb_endpoints");
+        rc = cfg_check_keys(st->err, st->doc, eps->items[i], &ip, ep_keys);
+        if (rc)
+            return rc;
+        lbes = cfg_map_get(eps->items[i], "lb_endpoints");
+        if (!lbes)
+            continue;
+        rc = cfg_expect_seq(st->err, st->doc, lbes, &lp);
+        if (rc)
+            return rc;
+        for (j = 0; j < lbes->n; j++) {
+            const struct cfg_node *e, *addr;
+            struct cfg_path jp = CFG_PATH_INDEX(&lp, j), epp = CFG_PATH_KEY(&jp, "endpoint");
+            struct cfg_path ap = CFG_PATH_KEY(&epp, "address");
+            rc = cfg_check_keys(st->err, st->doc, lbes->items[j], &jp, lbe_keys);
+            if (rc)
+                return rc;
+            rc = require(st, lbes->items[j], &jp, "endpoint", &e);
+            if (rc)
+                return rc;
+            rc = cfg_check_keys(st->err, st->doc, e, &epp, e_keys);
+            if (rc)
+                return rc;
+            rc = require(st, e, &epp, "address", &addr);
+            if (rc)
+                return rc;
+            rc = add_host(st, c, cap, addr, &ap, family);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int parse_circuit_breakers(struct cfg_state *st, const struct cfg_node *cb,
+                                  const struct cfg_path *path, struct cfg_cluster *c)
+{
+    static const char *const keys[] = {"thresholds", NULL};
+    static const char *const t_keys[] = {"priority",     "max_connections", "max_pending_requests",
+                                         "max_requests", "max_retries",     NULL};
+    static const char *const priorities[] = {"DEFAULT", "HIGH", NULL};
+    struct cfg_path tp = CFG_PATH_KEY(path, "thresholds");
+    const struct cfg_node *ts;
+    size_t i;
+    int rc = cfg_check_keys(st->err, st->doc, cb, path, keys);
+    if (rc)
+        return rc;
+    ts = cfg_map_get(cb, "thresholds");
+    if (!ts)
+        return 0;
+    rc = cfg_expect_seq(st->err, st->doc, ts, &tp);
+    if (rc)
+        return rc;
+    for (i = 0; i < ts->n; i++) {
+        const struct cfg_node *t = ts->items[i];
+        struct cfg_path ip = CFG_PATH_INDEX(&tp, i);
+        int prio = 0;
+        uint32_t v;
+        rc = cfg_check_keys(st->err, st->doc, t, &ip, t_keys);
+        if (rc)
+            return rc;
+        rc = opt_enum(st, t, &ip, "priority", priorities, &prio);
+        if (rc)
+            return rc;
+        for (const char *const *k = t_keys + 1; *k; k++) {
+            v = 0;
+            rc = opt_u32(st, t, &ip, *k, 0, &v);
+            if (rc)
+                return rc;
+            /* Only DEFAULT applies: tcp_proxy has no notion of request priority. */
+            if (prio == 0 && !strcmp(*k, "max_connections"))
+                c->max_connections = v;
+        }
+    }
+    return 0;
+}
+
+static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node *node,
+                         const struct cfg_path *path)
+{
+    static const char *const keys[] = {"name",
+                                       "connect_timeout",
+                                       "type",
+                                       "lb_policy",
+                                       "hosts",
+                                       "load_assignment",
+                                       "per_connection_buffer_limit_bytes",
+                                       "transport_socket",
+                                       "tls_context",
+                                       "circuit_breakers",
+                                       "dns_lookup_family",
+                                       NULL};
+    static const char *const types[] = {"STATIC", "STRICT_DNS", "LOGICAL_DNS", NULL};
+    static const char *const policies[] = {"ROUND_ROBIN", "RANDOM", "LEAST_REQUEST", NULL};
+    static const char *const families[] = {"V4_PREFERRED", "AUTO", "V4_ONLY",
+                                           "V6_ONLY",      "ALL",  NULL};
+    struct cfg_cluster *c = &st->cfg->clusters[idx];
+    const struct cfg_node *n, *hosts, *la;
+    struct cfg_path kp;
+    size_t cap = 0, owner_len, i;
+    const char *s;
+    int rc, type = CFG_CLUSTER_STATIC, policy = CFG_LB_ROUND_ROBIN, family = DNS_V4_PREFERRED;
+
+    rc = cfg_check_keys(st->err, st->doc, node, path, keys);
+    if (rc)
+        return rc;
+    rc = req_string(st, node, path, "name", &s, &n);
+    if (rc)
+        return rc;
+    kp = CFG_PATH_KEY(path, "name");
+    c->name = (char *)s;
+    st->cluster_name[idx] = n;
+    for (i = 0; i < idx; i++)
+        if (!strcmp(st->cfg->clusters[i].name, s))
+            return cfg_error(st->err, st->doc, n, &kp,
+                             "duplicate cluster name '%s' (first defined at %u:%u)", s,
+                             st->cluster_name[i]->line, st->cluster_name[i]->col);
+    owner_len = strlen("cluster.") + strlen(s) + 1;
+    c->owner_name = malloc(owner_len);
+    if (!c->owner_name)
+        return cfg_error(st->err, st->doc, node, path, "out of memory"), -ENOMEM;
+    snprintf(c->owner_name, owner_len, "cluster.%s", s);
+
+    c->connect_timeout_ms = CFG_DEFAULT_CONNECT_TIMEOUT_MS;
+    n = cfg_map_get(node, "connect_timeout");
+    if (n) {
+        char got[128];
+        kp = CFG_PATH_KEY(path, "connect_timeout");
+        rc = cfg_get_duration_ms(st->err, st->doc, n, &kp, &c->connect_timeout_ms);
+        if (rc)
+            return rc;
+        if (!c->connect_timeout_ms)
+            return cfg_error(st->err, st->doc, n, &kp, "expected a duration greater than 0, got %s",
+                             cfg_node_describe(n, got, sizeof(got)));
+    }
+    c->buffer_limit = CFG_DEFAULT_BUFFER_LIMIT;
+    if ((rc = opt_enum(st, node, path, "type", types, &type)) ||
+        (rc = opt_enum(st, node, path, "lb_policy", policies, &policy)) ||
+        (rc = opt_enum(st, node, path, "dns_lookup_family", families, &family)) ||
+        (rc = opt_u32(st, node, path, "per_connection_buffer_limit_bytes", 1, &c->buffer_limit)))
+        return rc;
+    c->type = (enum cfg_cluster_type)type;
+    c->lb_policy = (enum cfg_lb_policy)policy;
+
+    hosts = cfg_map_get(node, "hosts");
+    la = cfg_map_get(node, "load_assignment");
+    if (hosts && la) {
+        kp = CFG_PATH_KEY(path, "load_assignment");
+        return cfg_error(st->err, st->doc, la, &kp,
+                         "give either 'hosts' (v2) or 'load_assignment' (v3), not both");
+    }
+    if (hosts) {
+        kp = CFG_PATH_KEY(path, "hosts");
+        rc = cfg_expect_seq(st->err, st->doc, hosts, &kp);
+        if (rc)
+            return rc;
+        for (i = 0; i < hosts->n; i++) {
+            struct cfg_path hp = CFG_PATH_INDEX(&kp, i);
+            rc = add_host(st, c, &cap, hosts->items[i], &hp, (enum dns_family)family);
+            if (rc)
+                return rc;
+        }
+    } else if (la) {
+        kp = CFG_PATH_KEY(path, "load_assignment");
+        rc = cfg_expect_map(st->err, st->doc, la, &kp);
+        if (rc)
+            return rc;
+        rc = parse_load_assignment(st, c, &cap, la, &kp, (enum dns_family)family);
+        if (rc)
+            return rc;
+    }
+    if (!c->nhosts)
+        return cfg_error(st->err, st->doc, node, path,
+                         "cluster '%s' has no hosts: give 'load_assignment' (v3) or 'hosts' (v2)",
+                         c->name);
+    if (c->type == CFG_CLUSTER_LOGICAL_DNS && c->nhosts > 1) {
+        kp = CFG_PATH_KEY(path, hosts ? "hosts" : "load_assignment");
+        return cfg_error(st->err, st->doc, hosts ? hosts : la, &kp,
+                         "LOGICAL_DNS clusters take exactly one host");
+    }
+    n = cfg_map_get(node, "circuit_breakers");
+    if (n) {
+        kp = CFG_PATH_KEY(path, "circuit_breakers");
+        rc = parse_circuit_breakers(st, n, &kp, c);
+        if (rc)
+            return rc;
+    }
+    return parse_owner_ts(st, node, path, TS_SIDE_UPSTREAM, c->owner_name, &c->ts);
+}
+
+/* ---- top level ---- */
+
+static int parse_admin(struct cfg_state *st, const struct cfg_node *admin,
+                       const struct cfg_path *path)
+{
+    static const char *const keys[] = {"address", "access_log_path", "profile_path", NULL};
+    const struct cfg_node *n;
+    struct cfg_path kp;
+    const char *s;
+    int rc = cfg_check_keys(st->err, st->doc, admin, path, keys);
+    if (rc)
+        return rc;
+    /* Paths are validated as strings and otherwise ignored: socktap's admin has no access
+     * log or profiler, but Envoy files carry them. */
+    for (const char *const *k = keys + 1; *k; k++)
+        if ((rc = opt_string(st, admin, path, *k, &s)))
+            return rc;
+    rc = require(st, admin, path, "address", &n);
+    if (rc)
+        return rc;
+    kp = CFG_PATH_KEY(path, "address");
+    rc = cfg_parse_address(st->err, st->doc, n, &kp, &st->cfg->admin.addr);
+    if (rc)
+        return rc;
+    st->cfg->admin.enabled = true;
+    for (size_t i = 0; i < st->cfg->nlisteners; i++)
+        if (address_port(&st->cfg->admin.addr) &&
+            address_equal(&st->cfg->admin.addr, &st->cfg->listeners[i].addr))
+            return cfg_error(st->err, st->doc, n, &kp,
+                             "admin address %s is also listener %zu's address",
+                             st->cfg->admin.addr.text, i);
+    return 0;
+}
+
+static int parse_list(struct cfg_state *st, const struct cfg_node *list,
+                      const struct cfg_path *path, size_t elem, void **arr, size_t *n,
+                      int (*parse_one)(struct cfg_state *, size_t, const struct cfg_node *,
+                                       const struct cfg_path *))
+{
+    size_t i;
+    int rc = cfg_expect_seq(st->err, st->doc, list, path);
+    if (rc)
+        return rc;
+    if (!list->n)
+        return 0;
+    *arr = calloc(list->n, elem);
+    if (!*arr)
+        return cfg_error(st->err, st->doc, list, path, "out of memory"), -ENOMEM;
+    *n = list->n;
+    for (i = 0; i < list->n; i++) {
+        struct cfg_path ip = CFG_PATH_INDEX(path, i);
+        rc = cfg_expect_map(st->err, st->doc, list->items[i], &ip);
+        if (rc)
+            return rc;
+        rc = parse_one(st, i, list->items[i], &ip);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int parse_static_resources(struct cfg_state *st, const struct cfg_node *sr,
+                                  const struct cfg_path *path)
+{
+    static const char *const keys[] = {"listeners", "clusters", NULL};
+    struct socktap_config *cfg = st->cfg;
+    const struct cfg_node *listeners, *clusters;
+    struct cfg_path lp = CFG_PATH_KEY(path, "listeners"), cp = CFG_PATH_KEY(path, "clusters");
+    int rc = cfg_check_keys(st->err, st->doc, sr, path, keys);
+    if (rc)
+        return rc;
+    listeners = cfg_map_get(sr, "listeners");
+    clusters = cfg_map_get(sr, "clusters");
+    if (clusters && !cfg_node_is_null(clusters)) {
+        if (clusters->type == CFG_SEQ) {
+            st->cluster_name = calloc(clusters->n + 1, sizeof(*st->cluster_name));
+            if (!st->cluster_name)
+                return cfg_error(st->err, st->doc, clusters, &cp, "out of memory"), -ENOMEM;
+        }
+        rc = parse_list(st, clusters, &cp, sizeof(*cfg->clusters), (void **)&cfg->clusters,
+                        &cfg->nclusters, parse_cluster);
+        if (rc)
+            return rc;
+    }
+    if (listeners && !cfg_node_is_null(listeners)) {
+        if (listeners->type == CFG_SEQ) {
+            st->listener_addr = calloc(listeners->n + 1, sizeof(*st->listener_addr));
+            st->listener_name = calloc(listeners->n + 1, sizeof(*st->listener_name));
+            if (!st->listener_addr || !st->listener_name)
+                return cfg_error(st->err, st->doc, listeners, &lp, "out of memory"), -ENOMEM;
+        }
+        rc = parse_list(st, listeners, &lp, sizeof(*cfg->listeners), (void **)&cfg->listeners,
+                        &cfg->nlisteners, parse_listener);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int parse_bootstrap(struct cfg_state *st)
+{
+    static const char *const keys[] = {"static_resources", "admin", "node", NULL};
+    const struct cfg_node *root = st->doc->root, *n;
+    struct cfg_path kp;
+    int rc;
+
+    if (!root)
+        return cfg_error(st->err, st->doc, NULL, NULL, "the configuration is empty");
+    rc = cfg_check_keys(st->err, st->doc, root, NULL, keys);
+    if (rc)
+        return rc;
+    /* Both parsers start with cfg_check_keys, which also insists on a mapping. */
+    n = cfg_map_get(root, "static_resources");
+    kp = CFG_PATH_KEY(NULL, "static_resources");
+    if (n && (rc = parse_static_resources(st, n, &kp)))
+        return rc;
+    n = cfg_map_get(root, "admin");
+    kp = CFG_PATH_KEY(NULL, "admin");
+    if (n && (rc = parse_admin(st, n, &kp)))
+        return rc;
+    /* node: identifies an Envoy to its control plane; socktap has none. Accepted as is. */
+    return 0;
+}
+
+void config_free(struct socktap_config *cfg)
+{
+    size_t i;
+    if (!cfg)
+        return;
+    for (i = 0; i < cfg->nlisteners; i++) {
+        ts_config_free(&cfg->listeners[i].ts);
+        free(cfg->listeners[i].owner_name);
+    }
+    free(cfg->listeners);
+    for (i = 0; i < cfg->nclusters; i++) {
+        ts_config_free(&cfg->clusters[i].ts);
+        free(cfg->clusters[i].owner_name);
+        free(cfg->clusters[i].hosts);
+    }
+    free(cfg->clusters);
+    cfg_doc_free(cfg->doc);
+    free(cfg);
+}
+
+static int config_from_doc(struct cfg_doc *doc, struct socktap_config **out, struct cfg_err *err)
+{
+    struct cfg_state st = {.err = err, .doc = doc};
+    int rc;
+
+    st.cfg = calloc(1, sizeof(*st.cfg));
+    if (!st.cfg) {
+        cfg_error(err, doc, NULL, NULL, "out of memory");
+        cfg_doc_free(doc);
+        return -ENOMEM;
+    }
+    st.cfg->doc = doc;
+    rc = parse_bootstrap(&st);
+    free(st.listener_addr);
+    free(st.listener_name);
+    free(st.cluster_name);
+    if (rc) {
+        if (!err->set)
+            cfg_error(err, doc, NULL, NULL, "invalid configuration (%d)", rc);
+        config_free(st.cfg);
+        return rc;
+    }
+    *out = st.cfg;
+    return 0;
+}
+
+int config_load_string(const char *name, const char *text, size_t len, struct socktap_config **out,
+                       struct cfg_err *err)
+{
+    struct cfg_doc *doc;
+    int rc;
+    *out = NULL;
+    ts_registry_init();
+    rc = cfg_doc_load_string(name, text, len, &doc, err);
+    if (rc)
+        return rc;
+    return config_from_doc(doc, out, err);
+}
+
+int config_load(const char *file, struct socktap_config **out, struct cfg_err *err)
+{
+    struct cfg_doc *doc;
+    int rc;
+    *out = NULL;
+    ts_registry_init();
+    rc = cfg_doc_load_file(file, &doc, err);
+    if (rc)
+        return rc;
+    return config_from_doc(doc, out, err);
+}
