@@ -142,7 +142,9 @@ static int tls_parse_certificate(struct tls_parse *p, const struct cfg_node *nod
         if (p->key_types[i] == type) {
             rc = cfg_error(p->err, p->doc, node, path,
                            "a second %s certificate: give at most one per key type",
-                           OBJ_nid2sn(type));
+                           type == EVP_PKEY_RSA  ? "RSA"
+                           : type == EVP_PKEY_EC ? "ECDSA"
+                                                 : OBJ_nid2sn(type));
             goto err_free_pkey;
         }
     }

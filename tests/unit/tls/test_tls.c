@@ -19,6 +19,7 @@
 #include <cmocka.h>
 #include <event2/buffer.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 
 #include "config/cfg_node.h"
@@ -454,19 +455,194 @@ static void test_upstream_verify(void **state)
     stats_reset();
 }
 
-static void test_upstream_resumption_and_keylog(void **state)
+static int peer_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                        const unsigned char *in, unsigned inlen, void *arg)
+{
+    static const unsigned char mine[] = "\x02h2";
+    (void)ssl;
+    (void)arg;
+    unsigned char *sel;
+    if (SSL_select_next_proto(&sel, outlen, mine, 3, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static void hex_sha256(const char *pem, char *out, size_t size)
+{
+    FILE *f = fopen(pem, "r");
+    assert_non_null(f);
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(x);
+    unsigned char md[32];
+    unsigned n = 0;
+    assert_int_equal(X509_digest(x, EVP_sha256(), md, &n), 1);
+    X509_free(x);
+    size_t o = 0;
+    for (unsigned i = 0; i < n && o + 4 < size; i++)
+        o += (size_t)snprintf(out + o, size - o, i ? ":%02X" : "%02X", md[i]);
+}
+
+static void test_upstream_resumption_alpn_keylog_hash(void **state)
 {
     (void)state;
     stats_reset();
     const char *klog = cert("keys.log");
+    char hash[128];
+    hex_sha256(cert("server.pem"), hash, sizeof(hash));
     struct tls_config *cfg = must_parse(TS_SIDE_UPSTREAM,
                                         "common_tls_context:\n"
                                         "  key_log: {path: %s}\n"
                                         "  alpn_protocols: [h2, http/1.1]\n"
                                         "  validation_context:\n"
                                         "    verify_certificate_hash: ['%s']\n",
-                                        klog, "00");
-    (void)cfg;
+                                        klog, hash);
+    struct tls_config *wrong = must_parse(TS_SIDE_UPSTREAM,
+                                          "common_tls_context:\n"
+                                          "  validation_context:\n"
+                                          "    verify_certificate_hash: ['%064d']\n",
+                                          0);
+    freeze_stats();
+    SSL_CTX *srv = peer_server_ctx(cert("server.pem"), cert("server.key"));
+    SSL_CTX_set_alpn_select_cb(srv, peer_alpn_cb, NULL);
+    for (int i = 0; i < 2; i++) {
+        struct rig r;
+        rig_start(&r, cfg, srv);
+        assert_int_equal(rig_handshake(&r).action, TS_KEEP_OPEN);
+        size_t alen = 0;
+        const char *alpn = tls_socket_alpn(r.ts, &alen);
+        assert_int_equal(alen, 2);
+        assert_memory_equal(alpn, "h2", 2);
+        rig_exchange(&r, 5000); /* TLS 1.3 tickets arrive after the handshake */
+        rig_end(&r);
+    }
+    assert_int_equal(counter("t.ssl.handshake"), 2);
+    assert_int_equal(counter("t.ssl.session_reused"), 1);
+
+    struct stat st;
+    assert_int_equal(stat(klog, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    char buf[8192];
+    FILE *f = fopen(klog, "r");
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "CLIENT_HANDSHAKE_TRAFFIC_SECRET "));
+    assert_non_null(strstr(buf, "CLIENT_TRAFFIC_SECRET_0 "));
+
+    struct rig r;
+    rig_start(&r, wrong, srv);
+    assert_int_equal(rig_handshake(&r).action, TS_CLOSE);
+    rig_end(&r);
+    assert_int_equal(counter("t.ssl.fail_verify_cert_hash"), 1);
+    SSL_CTX_free(srv);
+    tls_config_free(cfg);
+    tls_config_free(wrong);
+    stats_reset();
+}
+
+static void assert_contains(const char *msg, const char *part)
+{
+    if (!strstr(msg, part))
+        fail_msg("\"%s\" lacks \"%s\"", msg, part);
+}
+
+static void test_config_errors(void **state)
+{
+    (void)state;
+    stats_reset();
+    const char *m;
+    m = parse_error(TS_SIDE_DOWNSTREAM,
+                    "common_tls_context:\n"
+                    "  tls_certificates:\n"
+                    "  - certificate_chain: {filename: /nonexistent/c.pem}\n"
+                    "    private_key: {filename: %s}\n",
+                    cert("server.key"));
+    assert_contains(m, "tls.yaml:3:35: ");
+    assert_contains(m, "tls.common_tls_context.tls_certificates[0].certificate_chain.filename");
+    assert_contains(m, "No such file");
+
+    m = parse_error(TS_SIDE_DOWNSTREAM,
+                    "common_tls_context:\n"
+                    "  tls_certificates:\n"
+                    "  - certificate_chain: {filename: %s}\n"
+                    "    private_key: {filename: %s}\n",
+                    cert("server.pem"), cert("client.key"));
+    assert_contains(m, "tls.yaml:4:");
+    assert_contains(m, "private_key.filename: private key does not match");
+
+    m = parse_error(TS_SIDE_DOWNSTREAM,
+                    "common_tls_context:\n"
+                    "  tls_certificates:\n"
+                    "  - certificate_chain: {inline_string: \"-----BEGIN CERTIFICATE-----\\nxx\\n"
+                    "-----END CERTIFICATE-----\\n\"}\n"
+                    "    private_key: {filename: %s}\n",
+                    cert("server.key"));
+    assert_contains(m, "tls.yaml:3:");
+    assert_contains(m, "certificate_chain.inline_string: expected a PEM certificate chain");
+
+    m = parse_error(TS_SIDE_DOWNSTREAM, SERVER_YAML, cert("server.pem"), cert("server.key"),
+                    cert("client.pem"), cert("client.key"));
+    assert_contains(m, "tls_certificates[1]: a second RSA certificate");
+
+    m = parse_error(TS_SIDE_UPSTREAM, "allow_renegotiation: true\n");
+    assert_contains(m, "tls.yaml:1:22: tls.allow_renegotiation: renegotiation is not supported");
+
+    m = parse_error(TS_SIDE_DOWNSTREAM, "common_tls_context: {}\n");
+    assert_contains(m, "needs common_tls_context.tls_certificates");
+
+    m = parse_error(TS_SIDE_UPSTREAM,
+                    "common_tls_context:\n"
+                    "  tls_params:\n"
+                    "    cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256, NOPE-CIPHER]\n");
+    assert_contains(m, "tls.common_tls_context.tls_params.cipher_suites[1]: unknown cipher suite "
+                       "\"NOPE-CIPHER\"");
+
+    m = parse_error(TS_SIDE_UPSTREAM, "common_tls_context:\n"
+                                      "  tls_params: {tls_minimum_protocol_version: TLSv1_3,"
+                                      " tls_maximum_protocol_version: TLSv1_2}\n");
+    assert_contains(m, "tls_maximum_protocol_version: maximum below minimum");
+
+    m = parse_error(TS_SIDE_UPSTREAM, "common_tls_context:\n"
+                                      "  validation_context:\n"
+                                      "    verify_certificate_hash: [abc]\n");
+    assert_contains(m, "verify_certificate_hash[0]: expected a SHA-256");
+
+    m = parse_error(TS_SIDE_DOWNSTREAM, SERVER_YAML "require_client_certificate: true\n",
+                    cert("server.pem"), cert("server.key"), cert("server-ec.pem"),
+                    cert("server-ec.key"));
+    assert_contains(m, "require_client_certificate: needs");
+
+    m = parse_error(TS_SIDE_UPSTREAM, "common_tls_context: {bogus: 1}\n");
+    assert_contains(m, "bogus");
+
+    m = parse_error(TS_SIDE_UPSTREAM, "key_log: {path: /nonexistent/dir/k.log}\n");
+    assert_contains(m, "tls.key_log.path: cannot open key log");
+
+    /* The accepted shapes: v2 string ALPN, v3 lists, params, SAN matchers. */
+    struct tls_config *cfg =
+        must_parse(TS_SIDE_UPSTREAM,
+                   "'@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                   "UpstreamTlsContext\n"
+                   "sni: server.test\n"
+                   "allow_renegotiation: false\n"
+                   "common_tls_context:\n"
+                   "  alpn_protocols: h2,http/1.1\n"
+                   "  tls_params:\n"
+                   "    tls_minimum_protocol_version: TLSv1_2\n"
+                   "    tls_maximum_protocol_version: TLSv1_3\n"
+                   "    cipher_suites: [ECDHE-ECDSA-AES128-GCM-SHA256, TLS_AES_128_GCM_SHA256]\n"
+                   "    ecdh_curves: [X25519, P-256]\n"
+                   "  validation_context:\n"
+                   "    trusted_ca: {filename: %s}\n"
+                   "    match_subject_alt_names: [{suffix: .test}, {prefix: server}]\n",
+                   cert("ca.pem"));
+    assert_int_equal(cfg->alpn_len, 12);
+    assert_int_equal(cfg->nsans, 2);
+    assert_string_equal(cfg->sni, "server.test");
+    tls_config_free(cfg);
+    stats_reset();
 }
 
 static void test_mtls(void **state)
@@ -543,8 +719,8 @@ int main(void)
         cmocka_unit_test(test_upstream_verify),
         cmocka_unit_test(test_mtls),
         cmocka_unit_test(test_reset_is_econnreset),
+        cmocka_unit_test(test_upstream_resumption_alpn_keylog_hash),
+        cmocka_unit_test(test_config_errors),
     };
-    (void)test_upstream_resumption_and_keylog;
-    (void)parse_error;
     return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }
