@@ -1,0 +1,481 @@
+/* Config module: every accepted shape (v2 and v3), the getters, and the malformed-config table
+ * (bad_configs.inc), each broken file checked against its exact message and -EINVAL. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config/cfg_node.h"
+#include "config/config.h"
+#include "transport/raw.h"
+
+struct bad_config {
+    const char *name, *yaml, *expect;
+    bool prefix; /* the message ends with a list that grows as kinds register */
+};
+
+static const struct bad_config bad_configs[] = {
+#include "bad_configs.inc"
+};
+
+static struct socktap_config *load_ok(const char *yaml)
+{
+    struct cfg_err err = {0};
+    struct socktap_config *cfg = NULL;
+    int rc = config_load_string("t.yaml", yaml, strlen(yaml), &cfg, &err);
+    if (rc)
+        print_error("unexpected error: %s\n", err.msg);
+    assert_int_equal(rc, 0);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+static void expect_error(const char *name, const char *yaml, size_t len, const char *expect,
+                         bool prefix)
+{
+    struct cfg_err err = {0};
+    struct socktap_config *cfg = (struct socktap_config *)1;
+    int rc = config_load_string("t.yaml", yaml, len, &cfg, &err);
+    bool match = prefix ? !strncmp(err.msg, expect, strlen(expect)) : !strcmp(err.msg, expect);
+    if (rc != -EINVAL || !match)
+        print_error("case %s:\n  want: %s\n  got:  %s (rc %d)\n", name, expect, err.msg, rc);
+    assert_int_equal(rc, -EINVAL);
+    assert_null(cfg);
+    assert_true(match);
+}
+
+static void test_bad_config_table(void **state)
+{
+    size_t n = sizeof(bad_configs) / sizeof(bad_configs[0]);
+    assert_true(n >= 40);
+    for (size_t i = 0; i < n; i++)
+        expect_error(bad_configs[i].name, bad_configs[i].yaml, strlen(bad_configs[i].yaml),
+                     bad_configs[i].expect, bad_configs[i].prefix);
+}
+
+static void test_huge_scalar(void **state)
+{
+    static const char head[] = "static_resources:\n  clusters:\n  - name: ";
+    size_t n = 1024 * 1024 + 1, len = sizeof(head) - 1 + n + 1;
+    char *yaml = malloc(len + 1);
+    assert_non_null(yaml);
+    memcpy(yaml, head, sizeof(head) - 1);
+    memset(yaml + sizeof(head) - 1, 'a', n);
+    yaml[len - 1] = '\n';
+    yaml[len] = '\0';
+    expect_error("huge_scalar", yaml, len,
+                 "t.yaml:3:11: static_resources.clusters[0].name: scalar of 1048577 bytes exceeds "
+                 "the 1 MiB limit",
+                 false);
+    free(yaml);
+}
+
+/* A scalar just under the limit is fine for the parser (the config then rejects the name). */
+static void test_long_scalar_described_briefly(void **state)
+{
+    static const char head[] = "static_resources:\n  clusters:\n  - name: x\n    type: ";
+    size_t n = 100000, len = sizeof(head) - 1 + n + 1;
+    char *yaml = malloc(len + 1);
+    struct cfg_err err = {0};
+    struct socktap_config *cfg;
+    assert_non_null(yaml);
+    memcpy(yaml, head, sizeof(head) - 1);
+    memset(yaml + sizeof(head) - 1, 'T', n);
+    yaml[len - 1] = '\n';
+    yaml[len] = '\0';
+    assert_int_equal(config_load_string("t.yaml", yaml, len, &cfg, &err), -EINVAL);
+    assert_true(strlen(err.msg) < 300);
+    assert_non_null(strstr(err.msg, "TTTT...\""));
+    free(yaml);
+}
+
+static void test_billion_laughs(void **state)
+{
+    static const char yaml[] = "a: &a [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n"
+                               "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                               "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+                               "d: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n";
+    expect_error("billion_laughs", yaml, strlen(yaml),
+                 "t.yaml:1:4: a: YAML anchors (&a) are not supported", false);
+}
+
+static void test_missing_file(void **state)
+{
+    struct cfg_err err = {0};
+    struct socktap_config *cfg;
+    int rc = config_load("/nonexistent/socktap.yaml", &cfg, &err);
+    assert_int_equal(rc, -ENOENT);
+    assert_null(cfg);
+    assert_string_equal(err.msg,
+                        "/nonexistent/socktap.yaml: cannot open: No such file or directory");
+}
+
+static void test_file_name_in_message(void **state)
+{
+    static const char yaml[] = "static_resources:\n  clusters: 7\n";
+    char path[] = "/tmp/socktap-cfg-XXXXXX", expect[128];
+    struct cfg_err err = {0};
+    struct socktap_config *cfg;
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, yaml, sizeof(yaml) - 1), (ssize_t)(sizeof(yaml) - 1));
+    close(fd);
+    assert_int_equal(config_load(path, &cfg, &err), -EINVAL);
+    snprintf(expect, sizeof(expect),
+             "%s:2:13: static_resources.clusters: expected a sequence, got \"7\"", path);
+    assert_string_equal(err.msg, expect);
+    unlink(path);
+}
+
+static void test_v2_example(void **state)
+{
+    static const char yaml[] =
+        "static_resources:\n"
+        "  listeners:\n"
+        "  - name: ingress\n"
+        "    address: {socket_address: {address: 127.0.0.1, port_value: 10000}}\n"
+        "    per_connection_buffer_limit_bytes: 65536\n"
+        "    filter_chains:\n"
+        "    - filters:\n"
+        "      - name: envoy.tcp_proxy\n"
+        "        config:\n"
+        "          stat_prefix: ingress_tcp\n"
+        "          cluster: backend\n"
+        "          idle_timeout: 300s\n"
+        "      transport_socket: {name: raw_buffer}\n"
+        "  clusters:\n"
+        "  - name: backend\n"
+        "    connect_timeout: 0.25s\n"
+        "    type: STATIC\n"
+        "    lb_policy: RANDOM\n"
+        "    hosts: [{socket_address: {address: 127.0.0.1, port_value: 8080}},\n"
+        "            {socket_address: {address: 127.0.0.2, port_value: 8081, protocol: TCP}}]\n"
+        "    transport_socket: {name: envoy.transport_sockets.raw_buffer, config: {}}\n"
+        "admin:\n"
+        "  access_log_path: /dev/null\n"
+        "  profile_path: /tmp/prof\n"
+        "  address: {socket_address: {address: 127.0.0.1, port_value: 9901}}\n"
+        "node: {id: a, cluster: b}\n";
+    struct socktap_config *cfg = load_ok(yaml);
+    const struct cfg_listener *l = &cfg->listeners[0];
+    const struct cfg_cluster *c = &cfg->clusters[0];
+
+    assert_int_equal(cfg->nlisteners, 1);
+    assert_int_equal(cfg->nclusters, 1);
+    assert_string_equal(l->name, "ingress");
+    assert_string_equal(l->addr.text, "127.0.0.1:10000");
+    assert_string_equal(l->addr.stat_name, "127.0.0.1_10000");
+    assert_string_equal(l->owner_name, "listener.127.0.0.1_10000");
+    assert_int_equal(l->addr.ss.ss_family, AF_INET);
+    assert_int_equal(l->buffer_limit, 65536);
+    assert_int_equal(l->max_connections, 0);
+    assert_string_equal(l->tcp_proxy.stat_prefix, "ingress_tcp");
+    assert_string_equal(l->tcp_proxy.cluster_name, "backend");
+    assert_ptr_equal(l->tcp_proxy.cluster, c);
+    assert_int_equal(l->tcp_proxy.idle_timeout_ms, 300000);
+    assert_ptr_equal(l->ts.factory, &raw_socket_factory);
+
+    assert_string_equal(c->name, "backend");
+    assert_string_equal(c->owner_name, "cluster.backend");
+    assert_int_equal(c->connect_timeout_ms, 250);
+    assert_int_equal(c->type, CFG_CLUSTER_STATIC);
+    assert_int_equal(c->lb_policy, CFG_LB_RANDOM);
+    assert_int_equal(c->nhosts, 2);
+    assert_string_equal(c->hosts[0].text, "127.0.0.1:8080");
+    assert_string_equal(c->hosts[1].text, "127.0.0.2:8081");
+    assert_int_equal(c->buffer_limit, CFG_DEFAULT_BUFFER_LIMIT);
+    assert_ptr_equal(c->ts.factory, &raw_socket_factory);
+
+    assert_true(cfg->admin.enabled);
+    assert_string_equal(cfg->admin.addr.text, "127.0.0.1:9901");
+    config_free(cfg);
+}
+
+static void test_v3_typed_ipv6_load_assignment(void **state)
+{
+    static const char yaml[] =
+        "static_resources:\n"
+        "  listeners:\n"
+        "  - address:\n"
+        "      socket_address:\n"
+        "        address: \"::1\"\n"
+        "        port_value: 10000\n"
+        "    filter_chains:\n"
+        "    - name: main\n"
+        "      filters:\n"
+        "      - name: envoy.filters.network.connection_limit\n"
+        "        typed_config:\n"
+        "          \"@type\": type.googleapis.com/"
+        "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit\n"
+        "          stat_prefix: limit\n"
+        "          max_connections: 50\n"
+        "      - name: envoy.filters.network.tcp_proxy\n"
+        "        typed_config:\n"
+        "          \"@type\": type.googleapis.com/"
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n"
+        "          stat_prefix: v3\n"
+        "          cluster: up\n"
+        "          idle_timeout: 0s\n"
+        "      transport_socket:\n"
+        "        name: envoy.transport_sockets.raw_buffer\n"
+        "        typed_config:\n"
+        "          \"@type\": type.googleapis.com/"
+        "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer\n"
+        "  clusters:\n"
+        "  - name: up\n"
+        "    connect_timeout: {seconds: 2, nanos: 500000000}\n"
+        "    lb_policy: LEAST_REQUEST\n"
+        "    per_connection_buffer_limit_bytes: 32768\n"
+        "    circuit_breakers:\n"
+        "      thresholds:\n"
+        "      - {priority: HIGH, max_connections: 7}\n"
+        "      - {priority: DEFAULT, max_connections: 100, max_requests: 5}\n"
+        "    load_assignment:\n"
+        "      cluster_name: up\n"
+        "      endpoints:\n"
+        "      - lb_endpoints:\n"
+        "        - endpoint: {address: {socket_address: {address: \"::1\", port_value: 8080}}}\n"
+        "        - endpoint: {address: {socket_address: {address: 10.1.2.3, port_value: 80}}}\n"
+        "      - lb_endpoints:\n"
+        "        - endpoint: {address: {socket_address: {address: \"fe80::1\", port_value: 1}}}\n";
+    struct socktap_config *cfg = load_ok(yaml);
+    const struct cfg_listener *l = &cfg->listeners[0];
+    const struct cfg_cluster *c = &cfg->clusters[0];
+
+    assert_int_equal(l->addr.ss.ss_family, AF_INET6);
+    assert_string_equal(l->addr.text, "[::1]:10000");
+    assert_string_equal(l->addr.stat_name, "[::1]_10000");
+    assert_string_equal(l->name, "[::1]:10000"); /* default name: the address */
+    assert_int_equal(l->max_connections, 50);
+    assert_int_equal(l->buffer_limit, CFG_DEFAULT_BUFFER_LIMIT);
+    assert_string_equal(l->tcp_proxy.stat_prefix, "v3");
+    assert_int_equal(l->tcp_proxy.idle_timeout_ms, 0);
+    assert_ptr_equal(l->tcp_proxy.cluster, c);
+    assert_ptr_equal(l->ts.factory, &raw_socket_factory);
+    assert_int_equal(c->connect_timeout_ms, 2500);
+    assert_int_equal(c->lb_policy, CFG_LB_LEAST_REQUEST);
+    assert_int_equal(c->buffer_limit, 32768);
+    assert_int_equal(c->max_connections, 100);
+    assert_int_equal(c->nhosts, 3);
+    assert_string_equal(c->hosts[0].text, "[::1]:8080");
+    assert_string_equal(c->hosts[1].text, "10.1.2.3:80");
+    assert_string_equal(c->hosts[2].text, "[fe80::1]:1");
+    assert_false(cfg->admin.enabled);
+    config_free(cfg);
+}
+
+static void test_defaults(void **state)
+{
+    static const char yaml[] =
+        "static_resources:\n"
+        "  listeners:\n"
+        "  - address: {socket_address: {address: 0.0.0.0, port_value: 0}}\n"
+        "    filter_chains: [{filters: [{name: envoy.tcp_proxy, config: {stat_prefix: p, "
+        "cluster: c}}]}]\n"
+        "  - address: {socket_address: {address: 0.0.0.0, port_value: 0}}\n"
+        "    filter_chains: [{filters: [{name: envoy.tcp_proxy, config: {stat_prefix: q, "
+        "cluster: c}}]}]\n"
+        "  clusters:\n"
+        "  - name: c\n"
+        "    hosts: [{address: 127.0.0.1, port_value: 1}]\n";
+    struct socktap_config *cfg = load_ok(yaml);
+    assert_int_equal(cfg->nlisteners, 2); /* port 0 twice is not a duplicate: ephemeral */
+    assert_int_equal(cfg->listeners[0].tcp_proxy.idle_timeout_ms, 3600000);
+    assert_int_equal(cfg->clusters[0].connect_timeout_ms, 5000);
+    assert_int_equal(cfg->clusters[0].type, CFG_CLUSTER_STATIC);
+    assert_int_equal(cfg->clusters[0].lb_policy, CFG_LB_ROUND_ROBIN);
+    assert_int_equal(cfg->clusters[0].max_connections, 0);
+    assert_string_equal(cfg->clusters[0].hosts[0].text, "127.0.0.1:1");
+    assert_ptr_equal(cfg->clusters[0].ts.factory, &raw_socket_factory);
+    assert_null(cfg->clusters[0].ts.cfg);
+    config_free(cfg);
+}
+
+static void test_dns_clusters(void **state)
+{
+    static const char yaml[] =
+        "static_resources:\n"
+        "  clusters:\n"
+        "  - name: strict\n"
+        "    type: STRICT_DNS\n"
+        "    hosts: [{socket_address: {address: localhost, port_value: 8080}}]\n"
+        "  - name: logical\n"
+        "    type: LOGICAL_DNS\n"
+        "    dns_lookup_family: V4_ONLY\n"
+        "    load_assignment:\n"
+        "      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: "
+        "{address: localhost, port_value: 9}}}}]}]\n";
+    struct socktap_config *cfg = load_ok(yaml);
+    assert_int_equal(cfg->nclusters, 2);
+    assert_int_equal(cfg->clusters[0].type, CFG_CLUSTER_STRICT_DNS);
+    assert_true(cfg->clusters[0].nhosts >= 1);
+    /* IPv4 preferred, so a 127.0.0.1-bound upstream is reachable through "localhost". */
+    assert_string_equal(cfg->clusters[0].hosts[0].text, "127.0.0.1:8080");
+    assert_int_equal(cfg->clusters[1].type, CFG_CLUSTER_LOGICAL_DNS);
+    assert_int_equal(cfg->clusters[1].nhosts, 1);
+    assert_string_equal(cfg->clusters[1].hosts[0].text, "127.0.0.1:9");
+    config_free(cfg);
+}
+
+static void test_empty_static_resources(void **state)
+{
+    struct socktap_config *cfg = load_ok("static_resources: {}\nnode: {id: x}\n");
+    assert_int_equal(cfg->nlisteners, 0);
+    assert_int_equal(cfg->nclusters, 0);
+    config_free(cfg);
+}
+
+static void test_durations(void **state)
+{
+    static const struct {
+        const char *yaml;
+        uint64_t ms;
+    } cases[] = {
+        {"d: 1.5s", 1500},
+        {"d: 250ms", 250},
+        {"d: 0s", 0},
+        {"d: 300s", 300000},
+        {"d: \"10\"", 10000},
+        {"d: 2m", 120000},
+        {"d: 1h", 3600000},
+        {"d: 1us", 1},
+        {"d: 0.0001s", 1},
+        {"d: 0.25s", 250},
+        {"d: {seconds: 3}", 3000},
+        {"d: {nanos: 1}", 1},
+        {"d: {seconds: 1, nanos: 500000000}", 1500},
+        {"d: 1500000ns", 2},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cfg_err err = {0};
+        struct cfg_doc *doc;
+        struct cfg_path p = CFG_PATH_KEY(NULL, "d");
+        uint64_t ms = 12345;
+        assert_int_equal(
+            cfg_doc_load_string("d.yaml", cases[i].yaml, strlen(cases[i].yaml), &doc, &err), 0);
+        int rc = cfg_get_duration_ms(&err, doc, cfg_map_get(doc->root, "d"), &p, &ms);
+        if (rc || ms != cases[i].ms)
+            print_error("%s -> %d %s ms=%llu\n", cases[i].yaml, rc, err.msg,
+                        (unsigned long long)ms);
+        assert_int_equal(rc, 0);
+        assert_int_equal(ms, cases[i].ms);
+        cfg_doc_free(doc);
+    }
+}
+
+static void test_nodes_and_getters(void **state)
+{
+    static const char yaml[] = "a:\n"
+                               "  - x: 'quoted'\n"
+                               "    y: true\n"
+                               "  - \"a\\nb\\\"c\"\n"
+                               "b: ~\n"
+                               "c: 18446744073709551615\n"
+                               "d: 18446744073709551616\n";
+    struct cfg_err err = {0};
+    struct cfg_doc *doc;
+    char buf[128];
+    const char *s;
+    bool b;
+    uint64_t u;
+    int idx;
+    static const char *const names[] = {"quoted", "other", NULL};
+
+    assert_int_equal(cfg_doc_load_string("n.yaml", yaml, strlen(yaml), &doc, &err), 0);
+    const struct cfg_node *a = cfg_map_get(doc->root, "a");
+    assert_non_null(a);
+    assert_int_equal(a->type, CFG_SEQ);
+    assert_int_equal(a->line, 2);
+    assert_int_equal(a->col, 3);
+    const struct cfg_node *x = cfg_map_get(a->items[0], "x");
+    assert_int_equal(x->line, 2);
+    assert_int_equal(x->col, 8);
+    assert_true(x->quoted);
+
+    struct cfg_path pa = CFG_PATH_KEY(NULL, "a"), p0 = CFG_PATH_INDEX(&pa, 0);
+    struct cfg_path px = CFG_PATH_KEY(&p0, "x"), py = CFG_PATH_KEY(&p0, "y");
+    assert_string_equal(cfg_path_format(&px, buf, sizeof(buf)), "a[0].x");
+    assert_int_equal(cfg_get_string(&err, doc, x, &px, &s), 0);
+    assert_string_equal(s, "quoted");
+    assert_int_equal(cfg_get_enum(&err, doc, x, &px, names, &idx), 0);
+    assert_int_equal(idx, 0);
+    assert_int_equal(cfg_get_bool(&err, doc, cfg_map_get(a->items[0], "y"), &py, &b), 0);
+    assert_true(b);
+    assert_string_equal(cfg_node_describe(a->items[1], buf, sizeof(buf)), "\"a\\nb\\\"c\"");
+    assert_true(cfg_node_is_null(cfg_map_get(doc->root, "b")));
+    assert_false(cfg_node_is_null(x));
+
+    struct cfg_path pc = CFG_PATH_KEY(NULL, "c"), pd = CFG_PATH_KEY(NULL, "d");
+    assert_int_equal(cfg_get_u64(&err, doc, cfg_map_get(doc->root, "c"), &pc, 0, UINT64_MAX, &u),
+                     0);
+    assert_true(u == UINT64_MAX);
+    assert_false(err.set);
+    assert_int_equal(cfg_get_u64(&err, doc, cfg_map_get(doc->root, "d"), &pd, 0, UINT64_MAX, &u),
+                     -EINVAL);
+    assert_string_equal(
+        err.msg, "n.yaml:7:4: d: expected a non-negative integer, got \"18446744073709551616\"");
+    /* First error wins. */
+    assert_int_equal(cfg_get_bool(&err, doc, x, &px, &b), -EINVAL);
+    assert_non_null(strstr(err.msg, "n.yaml:7:4"));
+
+    static const char *const allowed[] = {"a", "b", "c", NULL};
+    struct cfg_err err2 = {0};
+    assert_int_equal(cfg_check_keys(&err2, doc, doc->root, NULL, allowed), -EINVAL);
+    assert_string_equal(err2.msg, "n.yaml:7:1: d: unknown key 'd' (expected one of: a, b, c)");
+
+    /* typed_config minus "@type": a view owned by the document. */
+    const struct cfg_node *view = cfg_map_without(doc, a->items[0], "x");
+    assert_non_null(view);
+    assert_int_equal(view->n, 1);
+    assert_null(cfg_map_get(view, "x"));
+    assert_non_null(cfg_map_get(view, "y"));
+    assert_ptr_equal(cfg_map_without(doc, a->items[0], "zzz"), a->items[0]);
+    cfg_doc_free(doc);
+}
+
+static void test_address_parser(void **state)
+{
+    static const char yaml[] = "a: {socket_address: {address: 192.0.2.1, port_value: 443}}\n"
+                               "b: {address: \"2001:db8::2\", port_value: 65535}\n";
+    struct cfg_err err = {0};
+    struct cfg_doc *doc;
+    struct cfg_address addr;
+    struct cfg_path pa = CFG_PATH_KEY(NULL, "a"), pb = CFG_PATH_KEY(NULL, "b");
+    assert_int_equal(cfg_doc_load_string("a.yaml", yaml, strlen(yaml), &doc, &err), 0);
+    assert_int_equal(cfg_parse_address(&err, doc, cfg_map_get(doc->root, "a"), &pa, &addr), 0);
+    assert_string_equal(addr.text, "192.0.2.1:443");
+    assert_int_equal(addr.len, sizeof(struct sockaddr_in));
+    assert_int_equal(cfg_parse_address(&err, doc, cfg_map_get(doc->root, "b"), &pb, &addr), 0);
+    assert_string_equal(addr.text, "[2001:db8::2]:65535");
+    assert_string_equal(addr.stat_name, "[2001:db8::2]_65535");
+    assert_int_equal(addr.len, sizeof(struct sockaddr_in6));
+    cfg_doc_free(doc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_config_table),
+        cmocka_unit_test(test_huge_scalar),
+        cmocka_unit_test(test_long_scalar_described_briefly),
+        cmocka_unit_test(test_billion_laughs),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_file_name_in_message),
+        cmocka_unit_test(test_v2_example),
+        cmocka_unit_test(test_v3_typed_ipv6_load_assignment),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_dns_clusters),
+        cmocka_unit_test(test_empty_static_resources),
+        cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_nodes_and_getters),
+        cmocka_unit_test(test_address_parser),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
