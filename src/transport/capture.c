@@ -274,7 +274,7 @@ static void capture_open(struct capture_socket *cs)
                                 .write_errors = cfg->stats.write_errors};
     if ((rc = trace_enc_new(&cfg->enc, &cs->conn, &cs->enc)))
         goto err_close_fd;
-    if ((rc = trace_enc_begin(cs->enc, &cs->buf)))
+    if ((rc = tbuf_reserve(&cs->buf, 256)) || (rc = trace_enc_begin(cs->enc, &cs->buf)))
         goto err_free_enc;
     if ((rc = capture_wfile_new(fd, cs->path, id, cfg->max_backlog, &ws, &cs->file)))
         goto err_free_enc;
@@ -315,7 +315,8 @@ static void capture_close(struct transport_socket *ts, enum ts_close_type how)
         return;
     if (cs->cfg->enc.schema == TRACE_SCHEMA_V3_TAP)
         capture_record(cs, TRACE_EV_CLOSED, NULL, 0, 0, false);
-    if (cs->capturing && trace_enc_end(cs->enc, &cs->buf) != 0)
+    /* Reserve first: a buffer just handed to the writer has no memory yet (data == NULL). */
+    if (cs->capturing && (tbuf_reserve(&cs->buf, 64) != 0 || trace_enc_end(cs->enc, &cs->buf) != 0))
         capture_stop(cs, "out of memory");
     capture_flush(cs);
     if (cs->capturing) {
