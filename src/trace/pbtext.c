@@ -555,9 +555,10 @@ static int text_set_value(struct pblex *lx, const ProtobufCFieldDescriptor *fd,
             rc = pblex_next(lx);
             rc = rc ?: pbtext_parse_body(lx, sub, close, &m);
         } else {
+            void *inner;
             m = pbmsg_new(sub);
-            rc = m ? pbfield_set_scalar(lx, &sub->fields[0], (uint8_t *)m + sub->fields[0].offset)
-                   : -ENOMEM;
+            rc = m ? pbfield_slot(m, &sub->fields[0], &inner) : -ENOMEM;
+            rc = rc ?: pbfield_set_scalar(lx, &sub->fields[0], inner);
         }
         *(ProtobufCMessage **)slot = m; /* set even on error, so free_unpacked frees it */
         return rc;

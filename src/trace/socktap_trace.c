@@ -5,16 +5,85 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "trace/trace_encode.h"
 #include "trace/trace_reader.h"
 
 static int usage(void)
 {
     fputs("usage: socktap-trace dump [--format F] [--connection-fields old|new] FILE\n"
           "       socktap-trace cat --direction read|write [--format F] FILE\n"
+          "       socktap-trace convert --to v2-binary|v2-text|v3-binary|v3-length-delimited|\n"
+          "                             v3-text|v3-json|v3-json-string [--buffered] FILE\n"
           "FILE '-' reads stdin. Formats: auto v2-binary v2-text v3-binary\n"
           "v3-length-delimited v3-text v3-json\n",
           stderr);
     return 2;
+}
+
+static int parse_to(const char *to, struct trace_enc_cfg *c)
+{
+    static const struct {
+        const char *name;
+        enum trace_schema schema;
+        enum trace_format format;
+    } tab[] = {
+        {"v2-binary", TRACE_SCHEMA_V2_CAPTURE, TRACE_FMT_PROTO_BINARY},
+        {"v2-text", TRACE_SCHEMA_V2_CAPTURE, TRACE_FMT_PROTO_TEXT},
+        {"v3-binary", TRACE_SCHEMA_V3_TAP, TRACE_FMT_PROTO_BINARY},
+        {"v3-length-delimited", TRACE_SCHEMA_V3_TAP, TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED},
+        {"v3-text", TRACE_SCHEMA_V3_TAP, TRACE_FMT_PROTO_TEXT},
+        {"v3-json", TRACE_SCHEMA_V3_TAP, TRACE_FMT_JSON_BODY_AS_BYTES},
+        {"v3-json-string", TRACE_SCHEMA_V3_TAP, TRACE_FMT_JSON_BODY_AS_STRING},
+    };
+    for (size_t i = 0; to && i < sizeof(tab) / sizeof(tab[0]); i++) {
+        if (strcmp(to, tab[i].name) == 0) {
+            c->schema = tab[i].schema;
+            c->format = tab[i].format;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+/* Re-encodes every event of R (one connection: the first one seen) to stdout. Buffered v3
+ * output holds the whole trace: a tool for tests and small traces. */
+static int convert_all(struct trace_reader *r, const struct trace_enc_cfg *cfg)
+{
+    struct trace_enc *enc = NULL;
+    struct tbuf out = {0};
+    struct trace_event ev;
+    const struct trace_conn *conn;
+    int rc;
+    while ((rc = trace_reader_next(r, &ev, &conn)) == 1) {
+        if (!enc) {
+            rc = trace_enc_new(cfg, conn, &enc);
+            rc = rc ?: trace_enc_begin(enc, &out);
+            if (rc)
+                break;
+        }
+        rc = trace_enc_event(enc, &ev, &out);
+        if (rc)
+            break;
+        if (out.len > 65536) {
+            if (fwrite(out.data, 1, out.len, stdout) != out.len) {
+                rc = -EIO;
+                break;
+            }
+            out.len = 0;
+        }
+    }
+    if (rc == 0 && !enc) {
+        struct trace_conn none = {0};
+        rc = trace_enc_new(cfg, &none, &enc);
+        rc = rc ?: trace_enc_begin(enc, &out);
+    }
+    if (rc == 0)
+        rc = trace_enc_end(enc, &out);
+    if (rc == 0 && fwrite(out.data, 1, out.len, stdout) != out.len)
+        rc = -EIO;
+    trace_enc_free(enc);
+    tbuf_free(&out);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -23,17 +92,22 @@ int main(int argc, char **argv)
         return usage();
     const char *cmd = argv[1];
     bool dump = strcmp(cmd, "dump") == 0;
-    if (!dump && strcmp(cmd, "cat") != 0)
+    bool convert = strcmp(cmd, "convert") == 0;
+    if (!dump && !convert && strcmp(cmd, "cat") != 0)
         return usage();
+    struct trace_enc_cfg ecfg = {.streaming = true};
+    const char *to = NULL;
     struct trace_reader_opts opts = {0};
     int dir = -1;
     static const struct option lopts[] = {{"format", required_argument, NULL, 'f'},
                                           {"direction", required_argument, NULL, 'd'},
                                           {"connection-fields", required_argument, NULL, 'c'},
+                                          {"to", required_argument, NULL, 't'},
+                                          {"buffered", no_argument, NULL, 'b'},
                                           {NULL, 0, NULL, 0}};
     int c;
     optind = 2;
-    while ((c = getopt_long(argc, argv, "f:d:c:", lopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "f:d:c:t:b", lopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             if (trace_in_format_parse(optarg, &opts.format)) {
@@ -57,11 +131,18 @@ int main(int argc, char **argv)
             else
                 return usage();
             break;
+        case 't':
+            to = optarg;
+            break;
+        case 'b':
+            ecfg.streaming = false;
+            ecfg.max_buffered_rx = ecfg.max_buffered_tx = UINT32_MAX;
+            break;
         default:
             return usage();
         }
     }
-    if (optind != argc - 1 || (!dump && dir < 0))
+    if (optind != argc - 1 || (!dump && !convert && dir < 0) || (convert && parse_to(to, &ecfg)))
         return usage();
     const char *path = argv[optind];
     struct trace_reader *r;
@@ -73,6 +154,10 @@ int main(int argc, char **argv)
     if (dump)
         trace_reader_set_echo(r, stdout);
     struct trace_event ev;
+    if (convert) {
+        rc = convert_all(r, &ecfg);
+        goto done;
+    }
     while ((rc = trace_reader_next(r, &ev, NULL)) == 1) {
         if (!dump && (int)ev.dir == dir && ev.len &&
             fwrite(ev.iov[0].iov_base, 1, ev.len, stdout) != ev.len) {
@@ -80,6 +165,7 @@ int main(int argc, char **argv)
             break;
         }
     }
+done:;
     int status = 0;
     if (rc < 0) {
         fprintf(stderr, "socktap-trace: %s\n", rc == -EIO ? strerror(EIO) : trace_reader_error(r));
