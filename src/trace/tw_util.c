@@ -225,6 +225,8 @@ int tw_str(struct tbuf *b, const char *s)
 
 int tw_indent(struct tbuf *b, int n)
 {
+    if (n <= 0)
+        return 0;
     int rc = tbuf_reserve(b, (size_t)n);
     if (rc)
         return rc;
