@@ -4,7 +4,7 @@
 # (its capture2pcap.py: decode events, one `od -Ax -tx1 -v` per event, all piped into
 # Wireshark's text2pcap) on a prefix of the same trace (ENVOY_MIB, default 64: Envoy's way
 # spawns one od per event, so a full GiB takes many minutes; MB/s is comparable either way).
-# Output goes to /dev/null for both, so disk speed is not measured; REPS runs, median printed.
+# Output goes to /dev/null (one extra row writes a file in $OUT, page cache included); REPS runs, median printed.
 # Knobs: MIB, ENVOY_MIB, EVENT_KIB (payload per event, default 16: text2pcap's packets must
 # stay under 64 KiB), REPS (default 3), KEEP=1 keeps the trace in $OUT.
 set -euo pipefail
@@ -86,7 +86,9 @@ run() { # run LABEL MIB CMD...: prints "LABEL MB/s peakRSS_KiB"
     shift 2
     local speeds=() rss=()
     for ((r = 0; r < REPS; r++)); do
-        s=$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -n1)
+        /usr/bin/time -o "$OUT/time" -f '%e %M' "$@" >/dev/null 2>"$OUT/stderr" ||
+            { echo "convert-bench: $label failed:" >&2; cat "$OUT/stderr" >&2; exit 1; }
+        s=$(tail -n1 "$OUT/time")
         speeds+=("$(awk -v m="$mib" -v t="${s% *}" 'BEGIN {printf "%.1f", m * 1.048576 / (t > 0 ? t : 0.001)}')")
         rss+=("${s#* }")
     done
@@ -101,5 +103,7 @@ export -f envoy_way
 printf 'capture2pcap conversion, %s runs each, median (MB = 10^6 bytes of trace)\n' "$REPS"
 run "capture2pcap ${MIB} MiB" "$MIB" "$C2P" -q "$OUT/big.pb" /dev/null
 run "capture2pcap --tcp-handshake --mss 1460" "$MIB" "$C2P" -q --tcp-handshake --mss 1460 "$OUT/big.pb" /dev/null
+run "capture2pcap ${MIB} MiB to a file" "$MIB" "$C2P" -q "$OUT/big.pb" "$OUT/out.pcap"
+rm -f "$OUT/out.pcap"
 run "capture2pcap ${ENVOY_MIB} MiB" "$ENVOY_MIB" "$C2P" -q "$OUT/small.pb" /dev/null
 run "envoy way (od|text2pcap) ${ENVOY_MIB} MiB" "$ENVOY_MIB" bash -c 'envoy_way "$0" /dev/null' "$OUT/small.pb"
