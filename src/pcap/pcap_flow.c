@@ -20,6 +20,18 @@ static bool pcap_flow_endpoint(struct pcap_endpoint *ep, const struct trace_addr
     return true;
 }
 
+/* Linux's default ephemeral range starts at 32768: a port there is almost surely a client's. */
+static bool pcap_flow_local_is_client(uint16_t local, uint16_t remote)
+{
+    bool le = local >= 32768, re = remote >= 32768;
+
+    if (le != re)
+        return le;
+    if (!le)
+        return local > remote;
+    return false; /* both ephemeral: a listener's trace (remote client) is the common case */
+}
+
 int pcap_flow_init(struct pcap_flow *f, const struct trace_conn *conn,
                    const struct pcap_flow_opts *opts, bool *defaulted)
 {
@@ -30,7 +42,7 @@ int pcap_flow_init(struct pcap_flow *f, const struct trace_conn *conn,
     dflt = pcap_flow_endpoint(&f->local, &conn->local, "127.0.0.1");
     dflt |= pcap_flow_endpoint(&f->remote, &conn->remote, "127.0.0.2");
     pcap_endpoint_unify(&f->local, &f->remote);
-    f->local_is_client = f->local.port > f->remote.port;
+    f->local_is_client = pcap_flow_local_is_client(f->local.port, f->remote.port);
     if (defaulted)
         *defaulted = dflt;
     return 0;

@@ -6,8 +6,9 @@
  * and split payloads at an MSS (events larger than one IP packet are always split).
  *
  * Which side opened the connection is not in a trace; with --tcp-handshake we guess by port:
- * the side with the lower port is the server (a listener's trace has the well-known port
- * local, a cluster trace has it remote). Ties: remote is the client (listener case). */
+ * a port in the ephemeral range (>= 32768) against one below it is the client; below it both,
+ * the higher port is the client; both ephemeral, the remote is (a listener's trace, the common
+ * case). A wrong guess only flips who sends the SYN: sequence numbers and data stay exact. */
 #ifndef SOCKTAP_PCAP_PCAP_FLOW_H
 #define SOCKTAP_PCAP_PCAP_FLOW_H
 
