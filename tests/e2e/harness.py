@@ -78,6 +78,8 @@ class Procs:
         out = open(log, "wb") if log else subprocess.DEVNULL
         p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
                              stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        if log:
+            out.close()  # the child holds its own copy
         p.log_path = log
         self.procs.append(p)
         return p
@@ -117,10 +119,23 @@ class Socktap:
         self.proc = procs.start([SOCKTAP, "-c", self.config_path, *args], log=self.log, env=e)
         self.pid = self.proc.pid
         self.admin_port = admin_port
+        # Readiness comes from the log, not from probing the proxy port: a probe is a real
+        # connection (it would open an upstream connection and count in the stats).
+        self.wait_log("listening on")
         for port in wait_ports:
             wait_port(port, proc=self.proc)
         if admin_port:
             wait_port(admin_port, proc=self.proc)
+
+    def wait_log(self, text, timeout=15.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if text in self.logtext():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError("socktap exited with %s: %s" % (self.proc.returncode, self.logtext()))
+            time.sleep(0.02)
+        raise RuntimeError("socktap did not log %r within %.0fs: %s" % (text, timeout, self.logtext()))
 
     def stats(self):
         """Admin /stats as a dict name -> int."""

@@ -38,6 +38,11 @@ def listen(host="127.0.0.1"):
 
 
 class RelayTest(E2ETest):
+    def listen(self, host="127.0.0.1"):
+        s = listen(host)
+        self.addCleanup(s.close)
+        return s
+
     def start_proxy(self, upstream_port, host="127.0.0.1", **kw):
         self.port = free_port(host)
         self.admin = free_port()
@@ -50,7 +55,6 @@ class RelayTest(E2ETest):
             f.write(b"hello through socktap\n" * 1000)
         up, _ = self.start_http_upstream()
         st = self.start_proxy(up)
-        wait_port(self.port)
         out = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}",
                               "http://127.0.0.1:%d/hello.txt" % self.port],
                              capture_output=True, timeout=30)
@@ -64,9 +68,8 @@ class RelayTest(E2ETest):
         self.assertGreater(stats["cluster.backend.upstream_cx_rx_bytes_total"], 22000)
 
     def test_ipv6(self):
-        up_sock = listen("::1")
+        up_sock = self.listen("::1")
         st = self.start_proxy(up_sock.getsockname()[1], host="::1")
-        wait_port(self.port, host="::1")
         t, res = serve_once(up_sock, lambda c: c.sendall(c.recv(100).upper()))
         c = socket.create_connection(("::1", self.port))
         c.sendall(b"ping over v6")
@@ -77,9 +80,8 @@ class RelayTest(E2ETest):
 
     def test_bulk_both_directions_sha256(self):
         size = int(os.environ.get("SOCKTAP_BULK_BYTES", 256 << 20))
-        up_sock = listen()
+        up_sock = self.listen()
         st = self.start_proxy(up_sock.getsockname()[1])
-        wait_port(self.port)
         down_data = os.urandom(1 << 20)
         up_data = os.urandom(1 << 20)
 
@@ -134,9 +136,8 @@ class RelayTest(E2ETest):
         del expect_down
 
     def test_half_close(self):
-        up_sock = listen()
+        up_sock = self.listen()
         st = self.start_proxy(up_sock.getsockname()[1])
-        wait_port(self.port)
 
         def upstream(conn):
             data = b""
@@ -163,10 +164,57 @@ class RelayTest(E2ETest):
         self.assertEqual(res["value"], b"request-body")
         self.assertEqual(reply, b"saw 12 bytes: " + b"ydob-tseuqer" * 100)
 
+    def test_slow_reader_memory_bounded(self):
+        """Upstream sends fast, the client reads slowly: backpressure must hold socktap's memory
+        to a few buffer limits, whatever the transfer size."""
+        size = int(os.environ.get("SOCKTAP_SLOW_BYTES", 1 << 30))
+        limit = 256 * 1024
+        up_sock = self.listen()
+        self.port = free_port()
+        self.admin = free_port()
+        extra = "    per_connection_buffer_limit_bytes: %d\n" % limit
+        cfg = proxy_config(self.port, up_sock.getsockname()[1], self.admin,
+                           listener_extra=extra, cluster_extra=extra)
+        # ASan's quarantine would otherwise keep freed buffers resident and hide the real bound
+        st = self.socktap(cfg, admin_port=self.admin,
+                          env={"ASAN_OPTIONS": "quarantine_size_mb=1:detect_leaks=1"})
+        chunk = os.urandom(1 << 20)
+
+        def upstream(conn):
+            for _ in range(size >> 20):
+                conn.sendall(chunk)
+            return True
+
+        t, res = serve_once(up_sock, upstream)
+        c = socket.create_connection(("127.0.0.1", self.port))
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        baseline = harness.vm_status(st.pid, "VmRSS")
+        h = __import__("hashlib").sha256()
+        got = 0
+        while got < size:
+            b = c.recv(256 * 1024)
+            if not b:
+                break
+            h.update(b)
+            got += len(b)
+            if got % (8 << 20) < len(b):
+                time.sleep(0.02)  # a slow reader: the proxy must stop reading upstream, not buffer
+        hwm = harness.vm_status(st.pid, "VmHWM")
+        c.close()
+        t.join(60)
+        exp = __import__("hashlib").sha256()
+        for _ in range(size >> 20):
+            exp.update(chunk)
+        self.assertEqual(got, size)
+        self.assertEqual(h.hexdigest(), exp.hexdigest())
+        print("slow reader: %d MiB relayed, baseline RSS %.1f MiB, VmHWM %.1f MiB, limit %d KiB"
+              % (size >> 20, baseline / 1024, hwm / 1024, limit >> 10))
+        self.assertLess(hwm - baseline, 16 * limit // 1024,
+                        "socktap grew by %d kB for a %d kB buffer limit" % (hwm - baseline, limit >> 10))
+
     def test_upstream_refused(self):
         dead = free_port()  # nothing listens there
         st = self.start_proxy(dead)
-        wait_port(self.port)
         c = socket.create_connection(("127.0.0.1", self.port))
         c.settimeout(10)
         try:
@@ -199,7 +247,6 @@ class RelayTest(E2ETest):
         self.admin = free_port()
         cfg = proxy_config(self.port, port, self.admin).replace("connect_timeout: 1s", "connect_timeout: 0.3s")
         st = self.socktap(cfg, admin_port=self.admin)
-        wait_port(self.port)
         c = socket.create_connection(("127.0.0.1", self.port))
         c.settimeout(10)
         t0 = time.time()
@@ -214,13 +261,12 @@ class RelayTest(E2ETest):
         blk.close()
 
     def test_idle_timeout(self):
-        up_sock = listen()
+        up_sock = self.listen()
         self.port = free_port()
         self.admin = free_port()
         cfg = proxy_config(self.port, up_sock.getsockname()[1], self.admin,
                            proxy_extra="          idle_timeout: 0.5s\n")
         st = self.socktap(cfg, admin_port=self.admin)
-        wait_port(self.port)
         t, res = serve_once(up_sock, lambda conn: conn.recv(10))
         c = socket.create_connection(("127.0.0.1", self.port))
         c.settimeout(10)
@@ -230,12 +276,11 @@ class RelayTest(E2ETest):
         self.assertEqual(st.stats()["tcp.ingress_tcp.idle_timeout"], 1)
 
     def test_sigterm_drain(self):
-        up_sock = listen()
+        up_sock = self.listen()
         self.port = free_port()
         self.admin = free_port()
         cfg = proxy_config(self.port, up_sock.getsockname()[1], self.admin)
         st = self.socktap(cfg, admin_port=self.admin, args=("--drain-time-s", "10"))
-        wait_port(self.port)
 
         def upstream(conn):
             req = conn.recv(100)
@@ -259,11 +304,10 @@ class RelayTest(E2ETest):
         self.assertEqual(st.proc.wait(15), 0)
 
     def test_drain_time_limit_closes(self):
-        up_sock = listen()
+        up_sock = self.listen()
         self.port = free_port()
         cfg = proxy_config(self.port, up_sock.getsockname()[1])
         st = self.socktap(cfg, args=("--drain-time-s", "1"))
-        wait_port(self.port)
         t, res = serve_once(up_sock, lambda conn: conn.recv(10))
         c = socket.create_connection(("127.0.0.1", self.port))
         time.sleep(0.2)
@@ -292,9 +336,8 @@ class RelayTest(E2ETest):
 
     def test_many_concurrent_connections(self):
         n = 2000
-        up_sock = listen()
+        up_sock = self.listen()
         st = self.start_proxy(up_sock.getsockname()[1])
-        wait_port(self.port)
         stop = threading.Event()
 
         def upstream_loop():
