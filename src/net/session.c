@@ -31,6 +31,7 @@
 #include "transport/ts_registry.h"
 
 #define MIN_READ_CHUNK (16u * 1024u)
+#define RETRY_US       1000 /* a blocked capture backlog drains ~1 MiB per ms on a slow disk */
 
 enum side { DOWN = 0, UP = 1 };
 
@@ -44,10 +45,11 @@ struct conn {
     uint32_t limit;
     bool connected;
     bool rev_on, wev_on;
-    bool read_paused; /* backpressure: peer's output is full */
-    bool read_eof;    /* peer of this socket ended its write half */
-    bool write_shut;  /* we ended our write half towards this socket */
-    bool dead;        /* fatal error seen: no more I/O */
+    bool read_paused;                 /* backpressure: peer's output is full */
+    bool read_blocked, write_blocked; /* a layer holds a direction back (capture backlog) */
+    bool read_eof;                    /* peer of this socket ended its write half */
+    bool write_shut;                  /* we ended our write half towards this socket */
+    bool dead;                        /* fatal error seen: no more I/O */
 };
 
 struct session {
@@ -56,6 +58,7 @@ struct session {
     size_t li, ci, host;
     struct conn c[2];
     struct event *timer; /* connect timeout, then idle timeout */
+    struct event *retry; /* retries directions a transport layer blocked; made on first use */
     uint64_t idle_ms;
     struct timeval last_activity;
     bool connecting;
@@ -105,10 +108,10 @@ static void conn_update_events(struct conn *c)
     if (c->dead || !c->ts)
         return;
     struct conn *p = peer_of(c);
-    bool want_read = c->connected && !c->read_eof && !c->read_paused;
+    bool want_read = c->connected && !c->read_eof && !c->read_paused && !c->read_blocked;
     bool have_out = evbuffer_get_length(c->out) > 0 || (p->read_eof && !c->write_shut);
-    bool want_write = (c->connected && have_out && ts_is_ready(c->ts)) || ts_wants_write(c->ts) ||
-                      (c->side == UP && c->s->connecting);
+    bool want_write = (c->connected && have_out && ts_is_ready(c->ts) && !c->write_blocked) ||
+                      ts_wants_write(c->ts) || (c->side == UP && c->s->connecting);
     if (want_read != c->rev_on) {
         if (want_read)
             event_add(c->rev, NULL);
@@ -123,6 +126,18 @@ static void conn_update_events(struct conn *c)
             event_del(c->wev);
         c->wev_on = want_write;
     }
+}
+
+static void session_retry_cb(evutil_socket_t fd, short what, void *arg);
+
+/* A layer blocked a direction for its own reasons (no fd event will come): look again soon. */
+static void session_arm_retry(struct session *s)
+{
+    static const struct timeval tv = {.tv_sec = 0, .tv_usec = RETRY_US};
+    if (!s->retry)
+        s->retry = evtimer_new(s->w->base, session_retry_cb, s);
+    if (s->retry && !evtimer_pending(s->retry, NULL))
+        evtimer_add(s->retry, &tv);
 }
 
 static void conn_fail(struct conn *c, struct ts_io_result r, const char *op)
@@ -170,6 +185,11 @@ static void conn_flush(struct conn *c)
         return;
     struct ts_io_result r = ts_do_write(c->ts, c->out, end);
     account(c, r.bytes, false);
+    if (r.blocked) {
+        c->write_blocked = true;
+        session_arm_retry(c->s);
+        return;
+    }
     if (r.action == TS_CLOSE) {
         conn_fail(c, r, "write");
         return;
@@ -201,6 +221,11 @@ static void conn_read(struct conn *c)
         max = MIN_READ_CHUNK;
     struct ts_io_result r = ts_do_read(c->ts, p->out, max);
     account(c, r.bytes, true);
+    if (r.blocked) {
+        c->read_blocked = true;
+        session_arm_retry(c->s);
+        return;
+    }
     if (r.action == TS_CLOSE) {
         conn_fail(c, r, "read");
         return;
@@ -235,6 +260,8 @@ static void session_free(struct session *s)
     }
     if (s->timer)
         event_free(s->timer);
+    if (s->retry)
+        event_free(s->retry);
     stats_add(lstats(s)->cx_active, -1);
     stats_inc(lstats(s)->cx_destroy);
     if (s->up_counted) {
@@ -332,6 +359,21 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
     /* a read may complete a TLS handshake (unblocking writes) or fill the peer's buffer */
     conn_flush(c);
     conn_flush(peer_of(c));
+    session_settle(s);
+}
+
+static void session_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    for (int i = 0; i < 2; i++) {
+        struct conn *c = &s->c[i];
+        bool was_read_blocked = c->read_blocked;
+        c->read_blocked = c->write_blocked = false;
+        if (was_read_blocked && c->connected)
+            conn_read(c);
+    }
+    conn_flush(&s->c[DOWN]);
+    conn_flush(&s->c[UP]);
     session_settle(s);
 }
 

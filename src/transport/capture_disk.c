@@ -219,7 +219,8 @@ int capture_wfile_submit(struct capture_wfile *f, void *data, size_t len)
         return -EIO;
     }
     /* Only this thread adds to the backlog, so check-then-add cannot overshoot. */
-    if (capture_wfile_backlog(f) + len > f->max_backlog) {
+    size_t backlog = capture_wfile_backlog(f);
+    if (backlog > 0 && backlog + len > f->max_backlog) {
         free(data);
         return -ENOBUFS;
     }

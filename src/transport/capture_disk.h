@@ -49,8 +49,9 @@ int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_bac
     __attribute__((warn_unused_result, nonnull));
 
 /* Hands DATA (LEN bytes, malloc'd; ownership passes to the writer in every case, it is freed
- * even on error) to the writer. Returns 0, -ENOBUFS when the backlog would exceed max_backlog
- * (the data is dropped: the caller stops capturing), -EIO when the file already failed, or
+ * even on error) to the writer. Returns 0, -ENOBUFS when the backlog is not empty and would
+ * exceed max_backlog (the data is dropped: the caller stops capturing; the capture socket
+ * holds its connection back before that can happen), -EIO when the file already failed, or
  * -ENOMEM. Called by the owning socket's thread only. */
 int capture_wfile_submit(struct capture_wfile *f, void *data, size_t len)
     __attribute__((warn_unused_result));

@@ -34,6 +34,9 @@ struct ts_io_result {
     size_t bytes;    /* bytes appended (read) or consumed from the buffer (write) */
     bool end_stream; /* read: the peer ended its write half (EOF, TLS close_notify) */
     int err;         /* with TS_CLOSE: -errno; -ECONNRESET when the peer reset */
+    bool blocked;    /* KEEP_OPEN, nothing moved, and the fd is not the reason: a layer is
+                        holding this direction back (capture backlog full). The connection stops
+                        polling that direction and retries on a short timer. */
 };
 
 enum ts_close_type {
@@ -54,8 +57,9 @@ struct ts_conn_info {
     struct sockaddr_storage local;  /* listener address (downstream) / our source (upstream) */
     struct sockaddr_storage remote; /* client (downstream) / upstream host (upstream) */
     socklen_t local_len, remote_len;
-    const char *owner_name; /* owner's stats prefix: "listener.127.0.0.1_10000" / "cluster.backend" */
-    void *worker;           /* opaque per-worker context (struct worker *) */
+    const char
+        *owner_name; /* owner's stats prefix: "listener.127.0.0.1_10000" / "cluster.backend" */
+    void *worker;    /* opaque per-worker context (struct worker *) */
 };
 
 struct transport_socket_ops {
