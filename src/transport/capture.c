@@ -195,8 +195,10 @@ static struct ts_io_result capture_do_read(struct transport_socket *ts, struct e
     struct capture_socket *cs = (struct capture_socket *)ts;
     if (cs->capturing) {
         size_t room = capture_room(cs);
-        if (room < CAPTURE_MIN_STEP && room < max)
+        if (room < CAPTURE_MIN_STEP && room < max) {
+            stats_inc(cs->cfg->stats.backpressure);
             return (struct ts_io_result){.action = TS_KEEP_OPEN, .blocked = true};
+        }
         if (max > room)
             max = room;
     }
@@ -231,8 +233,10 @@ static struct ts_io_result capture_do_write(struct transport_socket *ts, struct 
         return ts_do_write(ts->inner, from, end_stream);
 
     size_t len = evbuffer_get_length(from);
-    if (len > capture_room(cs))
+    if (len > capture_room(cs)) {
+        stats_inc(cs->cfg->stats.backpressure);
         return (struct ts_io_result){.action = TS_KEEP_OPEN, .blocked = true};
+    }
     evbuffer_drain(cs->scratch, evbuffer_get_length(cs->scratch));
     if (len > 0 && evbuffer_add_buffer_reference(cs->scratch, from) != 0 &&
         capture_copy_front(cs->scratch, from, CAPTURE_CHUNK_BYTES) != 0) {

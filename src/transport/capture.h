@@ -6,8 +6,8 @@
  *   tap (envoy.transport_sockets.tap, v3 typed_config Tap): TraceWrapper, all five formats,
  *        streaming or buffered (bounded by max_buffered_rx/tx_bytes).
  * Stats (registered at parse time, per owner, Envoy-style):
- *   <owner>.<capture|tap>.{files_opened, files_failed, events, events_dropped, bytes_written,
- *   write_errors, truncated}, e.g. listener.127.0.0.1_10000.capture.files_opened. */
+ *   <owner>.<capture|tap>.{files_opened, files_failed, events, events_dropped, backpressure,
+ * bytes_written, write_errors, truncated}, e.g. listener.127.0.0.1_10000.capture.files_opened. */
 #ifndef SOCKTAP_TRANSPORT_CAPTURE_H
 #define SOCKTAP_TRANSPORT_CAPTURE_H
 
@@ -28,7 +28,7 @@ void capture_register_factories(void);
 
 struct capture_stats {
     stat_id files_opened, files_failed, events, events_dropped, bytes_written, write_errors,
-        truncated;
+        truncated, backpressure;
 };
 
 /* A parsed capture/tap config; owned by the registry's ts_config, freed by free_cfg. */

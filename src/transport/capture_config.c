@@ -41,6 +41,7 @@ static void capture_register_stats(struct capture_cfg *cfg, const char *owner)
     s->bytes_written = stats_registerf(STAT_COUNTER, "%s.%s.bytes_written", o, cfg->kind);
     s->write_errors = stats_registerf(STAT_COUNTER, "%s.%s.write_errors", o, cfg->kind);
     s->truncated = stats_registerf(STAT_COUNTER, "%s.%s.truncated", o, cfg->kind);
+    s->backpressure = stats_registerf(STAT_COUNTER, "%s.%s.backpressure", o, cfg->kind);
 }
 
 static int parse_path_prefix(struct ts_parse_ctx *ctx, const struct cfg_node *node,
