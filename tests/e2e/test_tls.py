@@ -3,6 +3,7 @@ loopback, with a throwaway PKI made by tests/unit/tls/gen_certs.sh."""
 import glob
 import hashlib
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -193,10 +194,27 @@ class TlsTest(E2ETest):
         p = self.procs.start(["nghttpd", "-d", self.tmp, "-a", "127.0.0.1", str(up),
                               os.path.join(self.pki, "server.key"), os.path.join(self.pki, "server.pem")])
         wait_port(up, proc=p)
-        st, lp = self.start(listener_tls(self.pki, extra_common=", alpn_protocols: [h2, http/1.1]"),
+        cap = os.path.join(self.tmp, "h2cap")
+        st, lp = self.start(listener_tls(self.pki, extra_common=", alpn_protocols: [h2, http/1.1]",
+                                         capture_prefix=cap),
                             cluster_tls(self.pki, alpn="h2"), upstream_port=up)
         r = self.curl(lp, "/h2.txt", "--http2", "-w", "\n%{http_version}")
         self.assertEqual(r.stdout, b"over h2\n\n2")
+        # The listener's capture is plaintext HTTP/2: converted to pcap, tshark dissects it
+        # without any key.
+        self.assertEqual(st.stop(), 0)
+        traces = glob.glob(cap + "_*.pb_text")
+        self.assertEqual(len(traces), 1, traces)
+        pcap = os.path.join(self.tmp, "h2.pcap")
+        subprocess.run([harness.tool("capture2pcap"), "-q", traces[0], pcap], check=True)
+        with open(traces[0], "rb") as f:
+            port = int(re.search(rb"port_value: (\d+)", f.read()).group(1))
+        out = subprocess.run(["tshark", "-r", pcap, "-d", "tcp.port==%d,http2" % port, "-P"],
+                             capture_output=True, text=True, check=True).stdout
+        self.assertIn("Magic", out)
+        self.assertIn("HEADERS[1]: GET /h2.txt", out)
+        self.assertIn("HEADERS[1]: 200 OK", out)
+        self.assertNotIn("TLS", out)
 
     def test_mtls_refuses_client_without_certificate(self):
         lts = listener_tls(self.pki, extra="require_client_certificate: true, ",
