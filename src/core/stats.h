@@ -2,7 +2,8 @@
  * (relaxed-atomic) add to thread-local memory, no lock, no shared cache line.
  *
  * All stats are registered on the main thread before workers start (config load time);
- * registration after stats_freeze() is an error. Names are Envoy's ("cluster.x.upstream_cx_total"). */
+ * registration after stats_freeze() is an error. Names are Envoy's ("cluster.x.upstream_cx_total").
+ */
 #ifndef SOCKTAP_CORE_STATS_H
 #define SOCKTAP_CORE_STATS_H
 
@@ -18,7 +19,8 @@ enum stat_kind { STAT_COUNTER, STAT_GAUGE };
  * Returns its id. Aborts on allocation failure or after stats_freeze(). */
 stat_id stats_register(const char *name, enum stat_kind kind);
 /* printf-style convenience over stats_register. */
-stat_id stats_registerf(enum stat_kind kind, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+stat_id stats_registerf(enum stat_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Ends registration; allocates the per-thread arrays for NTHREADS threads (+1 for main). */
 int stats_freeze(int nthreads);

@@ -10,8 +10,9 @@
 struct ts_parse_ctx {
     struct cfg_err *err;
     const struct cfg_doc *doc;
-    enum ts_side side;      /* listener filter chain: DOWNSTREAM; cluster: UPSTREAM */
-    const char *owner_name; /* owner's stats prefix: "listener.127.0.0.1_10000" or "cluster.backend" */
+    enum ts_side side; /* listener filter chain: DOWNSTREAM; cluster: UPSTREAM */
+    const char
+        *owner_name; /* owner's stats prefix: "listener.127.0.0.1_10000" or "cluster.backend" */
 };
 
 struct ts_factory {

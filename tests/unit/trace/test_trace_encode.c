@@ -35,8 +35,9 @@ static uint8_t *read_file(const char *path, size_t *n)
         len += k;
         if (len == cap) {
             cap *= 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
+            uint8_t *grown = realloc(buf, cap);
+            assert_non_null(grown);
+            buf = grown;
         }
     }
     fclose(f);
