@@ -15,11 +15,16 @@
 
 #include <event2/buffer.h>
 
-#define RAW_READ_CHUNK (256u * 1024u)
+/* Read size adapts to the flow: small requests reserve small chains (a 256 KiB chain per
+ * 100-byte request would be malloc'd and freed, page faults included, every time), bulk flows
+ * grow to RAW_READ_MAX after reads that filled what they were given. */
+#define RAW_READ_MIN (16u * 1024u)
+#define RAW_READ_MAX (256u * 1024u)
 
 struct raw_socket {
     struct transport_socket base;
     int fd;
+    uint32_t read_size; /* next read's reservation, RAW_READ_MIN..RAW_READ_MAX */
     int last_errno;
     char reason[96];
 };
@@ -38,8 +43,8 @@ static struct ts_io_result raw_do_read(struct transport_socket *ts, struct evbuf
     struct ts_io_result r = {.action = TS_KEEP_OPEN};
     while (r.bytes < max) {
         size_t want = max - r.bytes;
-        if (want > RAW_READ_CHUNK)
-            want = RAW_READ_CHUNK;
+        if (want > rs->read_size)
+            want = rs->read_size;
         struct evbuffer_iovec vec[2];
         int n = evbuffer_reserve_space(into, (ev_ssize_t)want, vec, 2);
         if (n <= 0)
@@ -78,8 +83,13 @@ static struct ts_io_result raw_do_read(struct transport_socket *ts, struct evbuf
         }
         evbuffer_commit_space(into, vec, n);
         r.bytes += (size_t)got;
-        if ((size_t)got < room)
+        if ((size_t)got < room) {
+            if ((size_t)got < rs->read_size / 4 && rs->read_size > RAW_READ_MIN)
+                rs->read_size /= 2;
             break; /* drained the socket: the next readiness event brings more */
+        }
+        if (rs->read_size < RAW_READ_MAX)
+            rs->read_size *= 2;
     }
     return r;
 }
@@ -157,6 +167,7 @@ int raw_socket_create(const struct ts_conn_info *info, struct transport_socket *
     rs->base.ops = &raw_socket_ops;
     rs->base.conn_id = info->conn_id;
     rs->fd = info->fd;
+    rs->read_size = RAW_READ_MIN;
     *out = &rs->base;
     return 0;
 }
