@@ -401,7 +401,8 @@ static int resolve_cluster(struct cfg_state *st, const struct cfg_node *node,
 static int parse_tcp_proxy(struct cfg_state *st, const struct cfg_node *config,
                            const struct cfg_path *path, struct cfg_tcp_proxy *out)
 {
-    static const char *const keys[] = {"stat_prefix", "cluster", "idle_timeout", NULL};
+    static const char *const keys[] = {"stat_prefix", "cluster", "idle_timeout",
+                                       "max_connect_attempts", NULL};
     struct cfg_path cp = CFG_PATH_KEY(path, "cluster");
     const struct cfg_node *cluster;
     const char *prefix, *name;
@@ -414,13 +415,15 @@ static int parse_tcp_proxy(struct cfg_state *st, const struct cfg_node *config,
     out->stat_prefix = (char *)prefix;
     out->cluster_name = (char *)name;
     out->idle_timeout_ms = CFG_DEFAULT_IDLE_TIMEOUT_MS;
-    if ((rc = resolve_cluster(st, cluster, &cp, out)))
+    out->max_connect_attempts = 1;
+    if ((rc = resolve_cluster(st, cluster, &cp, out)) ||
+        (rc = opt_u32(st, config, path, "max_connect_attempts", 1, &out->max_connect_attempts)))
         return rc;
     return opt_duration(st, config, path, "idle_timeout", &out->idle_timeout_ms);
 }
 
 static int parse_conn_limit(struct cfg_state *st, const struct cfg_node *config,
-                            const struct cfg_path *path, uint32_t *out)
+                            const struct cfg_path *path, struct cfg_listener *l)
 {
     static const char *const keys[] = {"stat_prefix", "max_connections", NULL};
     const struct cfg_node *n;
@@ -430,7 +433,8 @@ static int parse_conn_limit(struct cfg_state *st, const struct cfg_node *config,
         (rc = req_string(st, config, path, "stat_prefix", &prefix, NULL)) ||
         (rc = require(st, config, path, "max_connections", &n)))
         return rc;
-    return opt_u32(st, config, path, "max_connections", 1, out);
+    l->conn_limit_stat_prefix = prefix;
+    return opt_u32(st, config, path, "max_connections", 1, &l->max_connections);
 }
 
 /* filters: optional connection_limit filters, then exactly one tcp_proxy, last (Envoy requires
@@ -474,7 +478,7 @@ static int parse_filters(struct cfg_state *st, const struct cfg_node *filters,
             rc = filter_settings(st, f, &fp, conn_limit_urls, &settings, &sp);
             if (rc)
                 return rc;
-            rc = parse_conn_limit(st, settings, &sp, &l->max_connections);
+            rc = parse_conn_limit(st, settings, &sp, l);
             if (rc)
                 return rc;
             continue;

@@ -40,8 +40,9 @@ struct cfg_cluster {
 struct cfg_tcp_proxy {
     char *stat_prefix;
     char *cluster_name;
-    struct cfg_cluster *cluster; /* resolved; points into socktap_config.clusters */
-    uint64_t idle_timeout_ms;    /* default 1 hour as Envoy; 0 disables */
+    struct cfg_cluster *cluster;   /* resolved; points into socktap_config.clusters */
+    uint64_t idle_timeout_ms;      /* default 1 hour as Envoy; 0 disables */
+    uint32_t max_connect_attempts; /* hosts tried per downstream connection; default 1 (Envoy) */
 };
 
 struct cfg_listener {
@@ -50,6 +51,7 @@ struct cfg_listener {
     uint32_t buffer_limit;    /* per_connection_buffer_limit_bytes, default 1 MiB */
     uint32_t max_connections; /* 0 = no limit; from an envoy.filters.network.connection_limit
                                  filter placed before tcp_proxy (Envoy's per-chain limit) */
+    const char *conn_limit_stat_prefix; /* that filter's stat_prefix (points into doc) */
     struct cfg_tcp_proxy tcp_proxy;
     struct ts_config ts; /* filter_chains[0].transport_socket (or tls_context); default raw */
     char *owner_name;    /* "listener.<addr.stat_name>": stats prefix (owned, config_free) */

@@ -60,6 +60,13 @@ static void register_stats(struct server *srv)
         ls->tcp_tx_bytes = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_tx_bytes_total", p);
         ls->tcp_idle_timeout = stats_registerf(STAT_COUNTER, "tcp.%s.idle_timeout", p);
         ls->tcp_no_route = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_no_route", p);
+        const char *lp = cfg->listeners[i].conn_limit_stat_prefix;
+        if (cfg->listeners[i].max_connections && lp) {
+            ls->limit_limited =
+                stats_registerf(STAT_COUNTER, "connection_limit.%s.limited_connections", lp);
+            ls->limit_active =
+                stats_registerf(STAT_GAUGE, "connection_limit.%s.active_connections", lp);
+        }
     }
     for (size_t i = 0; i < cfg->nclusters; i++) {
         const char *n = cfg->clusters[i].name;
@@ -73,6 +80,9 @@ static void register_stats(struct server *srv)
         cs->cx_tx_bytes = stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_tx_bytes_total", n);
         cs->cx_rx_bytes = stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_rx_bytes_total", n);
         cs->cx_overflow = stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_overflow", n);
+        cs->cx_destroy = stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_destroy", n);
+        cs->cx_connect_attempts_exceeded =
+            stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_connect_attempts_exceeded", n);
         cs->cx_destroy_remote =
             stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_destroy_remote", n);
         cs->cx_destroy_local =
@@ -213,8 +223,10 @@ int server_init(struct server *srv, struct socktap_config *cfg, int nworkers, un
     srv->lstats = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*srv->lstats));
     srv->cstats = calloc(cfg->nclusters ? cfg->nclusters : 1, sizeof(*srv->cstats));
     srv->cluster_active = calloc(cfg->nclusters ? cfg->nclusters : 1, sizeof(int32_t));
+    srv->listener_active = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(int32_t));
     srv->workers = calloc((size_t)nworkers, sizeof(*srv->workers));
-    if (!srv->lstats || !srv->cstats || !srv->cluster_active || !srv->workers)
+    if (!srv->lstats || !srv->cstats || !srv->cluster_active || !srv->listener_active ||
+        !srv->workers)
         return -ENOMEM;
     register_stats(srv);
     int rc = admin_register_stats();
@@ -378,5 +390,6 @@ void server_free(struct server *srv)
     free(srv->lstats);
     free(srv->cstats);
     free(srv->cluster_active);
+    free(srv->listener_active);
     stats_reset();
 }

@@ -21,11 +21,13 @@ struct session;
 struct listener_stats {
     stat_id cx_total, cx_active, cx_destroy, cx_overflow;
     stat_id tcp_cx_total, tcp_rx_bytes, tcp_tx_bytes, tcp_idle_timeout, tcp_no_route;
+    /* connection_limit.<stat_prefix>.*: registered only when the filter is configured */
+    stat_id limit_limited, limit_active;
 };
 
 struct cluster_stats {
     stat_id cx_total, cx_active, cx_connect_fail, cx_connect_timeout, cx_tx_bytes, cx_rx_bytes,
-        cx_overflow, cx_destroy_remote, cx_destroy_local;
+        cx_overflow, cx_destroy, cx_destroy_remote, cx_destroy_local, cx_connect_attempts_exceeded;
 };
 
 /* Per-worker, per-cluster load-balancer state (no locks: owned by one worker). */
@@ -57,6 +59,7 @@ struct server {
     struct listener_stats *lstats; /* one per listener */
     struct cluster_stats *cstats;  /* one per cluster */
     int32_t *cluster_active;       /* circuit breakers: live upstream connections per cluster */
+    int32_t *listener_active;      /* connection_limit: live downstream connections per listener */
     unsigned drain_time_s;
     int workers_done; /* main thread only */
     struct event *drain_timer, *sigterm_ev, *sigint_ev, *worker_exit_ev;

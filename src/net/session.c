@@ -10,6 +10,18 @@
  * A session ends when both directions are done, on an error, a reset (propagated as a reset),
  * a timeout, or a forced stop.
  *
+ * Upstream connects: a refused or timed-out connect tries another host, up to tcp_proxy's
+ * max_connect_attempts (Envoy's knob, default 1); bytes the client sent meanwhile stay queued in
+ * the upstream conn's output buffer, which survives the retry. Circuit breakers (the cluster's
+ * max_connections, the listener's connection_limit filter) are process-wide atomic counts taken
+ * with add-then-check, so concurrent workers can never overshoot a limit.
+ *
+ * Who closed: an upstream connection counts upstream_cx_destroy_remote when the upstream ended
+ * first (its EOF or reset came before anything from downstream or any local decision such as a
+ * timeout), upstream_cx_destroy_local otherwise. Rejected: Envoy's "whoever completed the last
+ * half" rule, which calls an upstream that hung up first "local" once the client answers the
+ * close; an SRE reading the counters asks who hung up first.
+ *
  * Closing is safe by construction: libevent callbacks are the only entry points, each one runs
  * to completion and ends in session_settle(), the single place that decides to free; nothing
  * touches the session after it is freed. Events are level-triggered and added/removed only when
@@ -63,7 +75,11 @@ struct session {
     struct timeval last_activity;
     bool connecting;
     bool finished;
-    bool up_counted; /* holds a slot in the cluster's active counts */
+    bool up_counted;    /* holds a slot in the cluster's active counts */
+    bool limit_counted; /* holds a slot in the listener's connection_limit count */
+    bool up_ever_connected;
+    int8_t ended_first; /* side whose EOF/error came first; -1: none yet; 2: a local decision */
+    uint32_t attempts;  /* upstream connect attempts made */
     enum ts_close_type close_how[2];
     struct session *prev, *next;
 };
@@ -99,6 +115,8 @@ static void session_finish(struct session *s, enum ts_close_type down, enum ts_c
     if (s->finished)
         return;
     s->finished = true;
+    if (s->ended_first < 0)
+        s->ended_first = 2; /* a local decision: nobody's EOF came first */
     s->close_how[DOWN] = down;
     s->close_how[UP] = up;
 }
@@ -145,6 +163,8 @@ static void conn_fail(struct conn *c, struct ts_io_result r, const char *op)
     struct session *s = c->s;
     const char *why = ts_failure_reason(c->ts);
     c->dead = true;
+    if (s->ended_first < 0)
+        s->ended_first = (int8_t)c->side;
     if (r.err == -ECONNRESET) {
         LOGD(s->id, "%s reset by peer during %s", side_name[c->side], op);
         /* the peer sees what we saw: a reset */
@@ -156,8 +176,6 @@ static void conn_fail(struct conn *c, struct ts_io_result r, const char *op)
         LOGD(s->id, "%s %s failed: %s", side_name[c->side], op, why ? why : "error");
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
     }
-    if (c->side == UP)
-        stats_inc(cstats(s)->cx_destroy_remote);
 }
 
 static void account(struct conn *c, size_t bytes, bool rx)
@@ -232,6 +250,8 @@ static void conn_read(struct conn *c)
     }
     if (r.end_stream) {
         c->read_eof = true;
+        if (c->s->ended_first < 0)
+            c->s->ended_first = (int8_t)c->side;
         LOGT(c->s->id, "%s read EOF", side_name[c->side]);
     }
     if (evbuffer_get_length(p->out) >= p->limit)
@@ -240,23 +260,44 @@ static void conn_read(struct conn *c)
         event_active(c->rev, EV_READ, 0); /* TLS holds decrypted bytes the fd won't announce */
 }
 
+/* Frees C's events, transport socket and fd, keeping its output buffer (a connect retry
+ * keeps what the client already sent) and resetting its state for a new fd. */
+static void conn_release(struct conn *c, enum ts_close_type how)
+{
+    if (c->rev)
+        event_free(c->rev);
+    if (c->wev)
+        event_free(c->wev);
+    if (c->ts) {
+        ts_close(c->ts, how);
+        ts_destroy(c->ts);
+    } else if (c->fd >= 0) {
+        close(c->fd);
+    }
+    c->rev = c->wev = NULL;
+    c->ts = NULL;
+    c->fd = -1;
+    c->connected = c->rev_on = c->wev_on = c->dead = false;
+    c->read_blocked = c->write_blocked = false;
+}
+
 static void session_free(struct session *s)
 {
     struct worker *w = s->w;
     for (int i = 0; i < 2; i++) {
         struct conn *c = &s->c[i];
-        if (c->rev)
-            event_free(c->rev);
-        if (c->wev)
-            event_free(c->wev);
-        if (c->ts) {
-            ts_close(c->ts, s->close_how[i]);
-            ts_destroy(c->ts);
-        } else if (c->fd >= 0) {
-            close(c->fd);
-        }
+        conn_release(c, s->close_how[i]);
         if (c->out)
             evbuffer_free(c->out);
+    }
+    if (s->up_ever_connected) {
+        stats_inc(cstats(s)->cx_destroy);
+        stats_inc(s->ended_first == UP ? cstats(s)->cx_destroy_remote
+                                       : cstats(s)->cx_destroy_local);
+    }
+    if (s->limit_counted) {
+        stats_add(lstats(s)->limit_active, -1);
+        __atomic_fetch_sub(&w->srv->listener_active[s->li], 1, __ATOMIC_RELAXED);
     }
     if (s->timer)
         event_free(s->timer);
@@ -312,6 +353,18 @@ static void session_arm_idle(struct session *s)
     evtimer_add(s->timer, &tv);
 }
 
+static int session_connect(struct session *s);
+
+/* The current connect attempt failed (already counted and logged): tries the next host if
+ * max_connect_attempts allows, else ends the session. */
+static void upstream_attempt_failed(struct session *s)
+{
+    if (session_connect(s) == 0)
+        return;
+    s->c[UP].dead = true;
+    session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+}
+
 static void upstream_connected(struct session *s)
 {
     struct conn *u = &s->c[UP];
@@ -326,11 +379,11 @@ static void upstream_connected(struct session *s)
         stats_inc(cstats(s)->cx_connect_fail);
         LOGD(s->id, "upstream connect to %s failed: %s",
              s->w->srv->cfg->clusters[s->ci].hosts[s->host].text, strerror(soerr));
-        u->dead = true;
-        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+        upstream_attempt_failed(s);
         return;
     }
     u->connected = true;
+    s->up_ever_connected = true;
     touch(s);
     session_arm_idle(s);
     int rc = ts_on_connected(u->ts);
@@ -384,8 +437,8 @@ static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
         stats_inc(cstats(s)->cx_connect_timeout);
         LOGD(s->id, "upstream connect timeout to %s",
              s->w->srv->cfg->clusters[s->ci].hosts[s->host].text);
-        s->c[UP].dead = true;
-        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+        s->connecting = false;
+        upstream_attempt_failed(s);
         session_settle(s);
         return;
     }
@@ -414,7 +467,8 @@ static int conn_setup(struct session *s, enum side side, int fd, uint32_t limit)
     c->side = side;
     c->fd = fd;
     c->limit = limit ? limit : CFG_DEFAULT_BUFFER_LIMIT;
-    c->out = evbuffer_new();
+    if (!c->out)
+        c->out = evbuffer_new();
     c->rev = event_new(s->w->base, fd, EV_READ | EV_PERSIST, conn_event_cb, c);
     c->wev = event_new(s->w->base, fd, EV_WRITE | EV_PERSIST, conn_event_cb, c);
     if (!c->out || !c->rev || !c->wev)
@@ -452,11 +506,8 @@ static int upstream_start(struct session *s)
         return -err;
     }
     int rc = conn_setup(s, UP, fd, cl->buffer_limit);
-    if (rc < 0) {
-        close(fd);
-        s->c[UP].fd = -1;
-        return rc;
-    }
+    if (rc < 0)
+        return rc; /* fd now in the conn: conn_release or session_free closes it */
     char owner[256];
     snprintf(owner, sizeof(owner), "cluster.%s", cl->name);
     struct ts_conn_info info;
@@ -471,6 +522,39 @@ static int upstream_start(struct session *s)
                          .tv_usec = (suseconds_t)(cl->connect_timeout_ms % 1000) * 1000};
     evtimer_add(s->timer, &tv);
     return 0;
+}
+
+/* Starts the next upstream connect attempt: another host than the last one when there is
+ * one. Returns 0 when an attempt is under way, -1 once max_connect_attempts are used up
+ * (counted as upstream_cx_connect_attempts_exceeded, as Envoy). */
+static int session_connect(struct session *s)
+{
+    struct worker *w = s->w;
+    const struct cfg_cluster *cl = &w->srv->cfg->clusters[s->ci];
+    uint32_t max = w->srv->cfg->listeners[s->li].tcp_proxy.max_connect_attempts;
+    while (s->attempts < (max ? max : 1)) {
+        if (s->attempts > 0) {
+            size_t last = s->host;
+            conn_release(&s->c[UP], TS_CLOSE_NORMAL);
+            w->lb[s->ci].active[last]--;
+            s->host = cluster_pick_host(w, s->ci);
+            if (s->host == last && cl->nhosts > 1)
+                s->host = (last + 1) % cl->nhosts;
+            w->lb[s->ci].active[s->host]++;
+            LOGD(s->id, "trying host %s (attempt %u of %u)", cl->hosts[s->host].text,
+                 s->attempts + 1, max);
+        }
+        s->attempts++;
+        stats_inc(cstats(s)->cx_total);
+        int rc = upstream_start(s);
+        if (rc == 0)
+            return 0;
+        stats_inc(cstats(s)->cx_connect_fail);
+        LOGD(s->id, "upstream connect to %s failed: %s", cl->hosts[s->host].text, strerror(-rc));
+    }
+    stats_inc(cstats(s)->cx_connect_attempts_exceeded);
+    LOGD(s->id, "no upstream connection after %u attempt(s)", s->attempts);
+    return -1;
 }
 
 void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *peer, int peer_len)
@@ -489,6 +573,7 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     s->li = li;
     s->ci = ci;
     s->idle_ms = l->tcp_proxy.idle_timeout_ms;
+    s->ended_first = -1;
     s->c[DOWN].fd = fd;
     s->c[UP].fd = -1;
     s->next = w->sessions;
@@ -500,6 +585,22 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     stats_add(srv->lstats[li].cx_active, 1);
     stats_inc(srv->lstats[li].tcp_cx_total);
     touch(s);
+
+    /* Envoy's connection_limit filter: checked before any transport work (no TLS handshake,
+     * no trace file for a connection we refuse). */
+    if (l->max_connections) {
+        if (__atomic_add_fetch(&srv->listener_active[li], 1, __ATOMIC_RELAXED) >
+            (int32_t)l->max_connections) {
+            __atomic_fetch_sub(&srv->listener_active[li], 1, __ATOMIC_RELAXED);
+            stats_inc(srv->lstats[li].limit_limited);
+            stats_inc(srv->lstats[li].cx_overflow);
+            LOGD(s->id, "listener %s at its connection limit (%u): connection closed", l->addr.text,
+                 l->max_connections);
+            goto err_finish;
+        }
+        s->limit_counted = true;
+        stats_add(srv->lstats[li].limit_active, 1);
+    }
 
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -534,22 +635,21 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     if (rc < 0)
         goto err_finish;
 
-    if (cl->max_connections && __atomic_load_n(&srv->cluster_active[ci], __ATOMIC_RELAXED) >=
-                                   (int32_t)cl->max_connections) {
+    if (__atomic_add_fetch(&srv->cluster_active[ci], 1, __ATOMIC_RELAXED) >
+            (int32_t)cl->max_connections &&
+        cl->max_connections) {
+        __atomic_fetch_sub(&srv->cluster_active[ci], 1, __ATOMIC_RELAXED);
         stats_inc(srv->cstats[ci].cx_overflow);
-        LOGD(s->id, "cluster %s overflow (max_connections %u)", cl->name, cl->max_connections);
+        LOGD(s->id, "cluster %s overflow (max_connections %u): connection closed", cl->name,
+             cl->max_connections);
         goto err_finish;
     }
     s->host = cluster_pick_host(w, ci);
-    __atomic_fetch_add(&srv->cluster_active[ci], 1, __ATOMIC_RELAXED);
     w->lb[ci].active[s->host]++;
     s->up_counted = true;
-    stats_inc(srv->cstats[ci].cx_total);
     stats_add(srv->cstats[ci].cx_active, 1);
-    rc = upstream_start(s);
-    if (rc < 0) {
-        stats_inc(srv->cstats[ci].cx_connect_fail);
-        LOGD(s->id, "upstream connect to %s failed: %s", cl->hosts[s->host].text, strerror(-rc));
+    if (session_connect(s) < 0) {
+        s->c[UP].dead = true;
         goto err_finish;
     }
     session_settle(s);
