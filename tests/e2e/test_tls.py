@@ -60,13 +60,13 @@ def certs_yaml(pki, ec=True):
     return "[" + ", ".join(items) + "]"
 
 
-def listener_tls(pki, extra_common="", extra="", capture_prefix=None):
+def listener_tls(pki, extra_common="", extra="", capture_prefix=None, capture_format="PROTO_TEXT"):
     tls = ("{name: tls, config: {%scommon_tls_context: {tls_certificates: %s%s}}}"
            % (extra, certs_yaml(pki), extra_common))
     if capture_prefix:
         return ("      transport_socket:\n        name: envoy.transport_sockets.capture\n        config:\n"
-                "          file_sink: {path_prefix: %s, format: PROTO_TEXT}\n"
-                "          transport_socket: %s\n" % (capture_prefix, tls))
+                "          file_sink: {path_prefix: %s, format: %s}\n"
+                "          transport_socket: %s\n" % (capture_prefix, capture_format, tls))
     return "      transport_socket: %s\n" % tls
 
 
@@ -238,7 +238,15 @@ class TlsTest(E2ETest):
         p = self.procs.start([sys.executable, script, str(up), os.path.join(self.pki, "server.pem"),
                               os.path.join(self.pki, "server.key")])
         wait_port(up, proc=p)
-        st, lp = self.start(listener_tls(self.pki), cluster_tls(self.pki), upstream_port=up)
+        # capture on both legs: the traces must hold the plaintext, all of it
+        down_cap = os.path.join(self.tmp, "down")
+        up_cap = os.path.join(self.tmp, "up")
+        up_ts = cluster_tls(self.pki).replace("    transport_socket: ", "", 1).strip()
+        cluster_ts = ("    transport_socket:\n      name: envoy.transport_sockets.capture\n      config:\n"
+                      "        file_sink: {path_prefix: %s, format: PROTO_BINARY}\n"
+                      "        transport_socket: %s\n" % (up_cap, up_ts))
+        st, lp = self.start(listener_tls(self.pki, capture_prefix=down_cap, capture_format="PROTO_BINARY"),
+                            cluster_ts, upstream_port=up)
         base = harness.vm_status(st.pid, "VmRSS")
         block = bytes(range(256)) * 4096
         want = hashlib.sha256()
@@ -270,9 +278,41 @@ class TlsTest(E2ETest):
         self.assertEqual(ul.stdout.read().decode(), want.hexdigest())
         self.assertEqual(ul.wait(), 0)
         hwm = harness.vm_status(st.pid, "VmHWM")
-        # bounded by buffer limits, not by the 256 MiB that went through
+        # bounded by buffer limits and capture backlogs, not by the 256 MiB that went through
         if not sanitized():
             self.assertLess(hwm - base, 96 * 1024, "VmHWM grew by %d kB" % (hwm - base))
+        self.assertEqual(st.stop(), 0)
+        # Each leg's trace holds exactly the plaintext bodies: download = response body written
+        # downstream / read from upstream; upload = request body read downstream / written upstream.
+        bodies = []
+        for prefix, dirs in ((down_cap, ("write", "read")), (up_cap, ("read", "write"))):
+            files = sorted(glob.glob(prefix + "_*.pb"))
+            self.assertEqual(len(files), 2, files)
+            for path, direction in zip(files, dirs):
+                bodies.append(self.trace_body_hash(path, direction))
+        self.assertEqual(bodies, [(n, want.hexdigest())] * 4)
+
+    def trace_body_hash(self, path, direction):
+        """(length, sha256) of the HTTP body in one direction of a trace (after the headers)."""
+        p = subprocess.Popen([harness.tool("socktap-trace"), "cat", "--direction", direction, path],
+                             stdout=subprocess.PIPE)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            b = p.stdout.read(4096)
+            self.assertTrue(b, "no HTTP header in %s (%s)" % (path, direction))
+            head += b
+        h = hashlib.sha256()
+        rest = head.split(b"\r\n\r\n", 1)[1]
+        h.update(rest)
+        total = len(rest)
+        while True:
+            b = p.stdout.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+            total += len(b)
+        self.assertEqual(p.wait(), 0)
+        return total, h.hexdigest()
         print("bulk: baseline RSS %d kB, HWM %d kB" % (base, hwm), file=sys.stderr)
 
     def test_garbage_handshakes(self):
