@@ -26,6 +26,7 @@ asan: $(ASAN_BUILD)/CMakeCache.txt
 test: deps
 	$(MAKE) build asan
 	./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD)
+	$(MAKE) fuzz-smoke
 
 test-release: build
 	./scripts/run-tests.sh $(BUILD)
@@ -49,10 +50,11 @@ format:
 
 fuzz: deps
 	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DSOCKTAP_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug
-	cmake --build build-fuzz -j $(JOBS)
+	cmake --build build-fuzz -j $(JOBS) --target fuzzers
 
+FUZZ_SECONDS ?= 20
 fuzz-smoke: fuzz
-	./fuzz/smoke.sh build-fuzz
+	./fuzz/smoke.sh build-fuzz $(FUZZ_SECONDS)
 
 soak: deps
 	$(MAKE) build asan

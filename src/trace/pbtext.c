@@ -542,8 +542,12 @@ static int text_set_value(struct pblex *lx, const ProtobufCFieldDescriptor *fd,
             close = 0; /* 2019 tap traces: raw bytes where a Body now goes (its field 1) */
         else
             return pblex_fail(lx, "expected '{' for message field %s", fd->name);
-        if (fd->label != PROTOBUF_C_LABEL_REPEATED && !(fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-            *(void **)((uint8_t *)msg + fd->offset))
+        /* A oneof member shares its storage with the other members, so "already set" is
+         * its case naming this field (found by fuzz_pbtext: the old value leaked). */
+        bool set = (fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+                       ? *(uint32_t *)((uint8_t *)msg + fd->quantifier_offset) == fd->id
+                       : *(void **)((uint8_t *)msg + fd->offset) != NULL;
+        if (fd->label != PROTOBUF_C_LABEL_REPEATED && set)
             return pblex_fail(lx, "non-repeated field %s specified twice", fd->name);
         int rc = pbfield_slot(msg, fd, &slot);
         if (rc == -EEXIST)
