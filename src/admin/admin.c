@@ -1,5 +1,8 @@
 /* Envoy-compatible admin subset. /stats is Envoy's text form ("name: value" lines, sorted),
- * summed over workers at read time; /stats?format=json gives {"stats":[{"name","value"}]}. */
+ * summed over workers at read time; /stats?format=json gives {"stats":[{"name","value"}]}.
+ * evhttp's listener has no accept-error handling of its own: on EMFILE a pending admin
+ * connection keeps the listen socket readable and the main thread would spin, so accept errors
+ * pause the admin listener for a moment, as the proxy listeners do. */
 #include "admin/admin.h"
 
 #include <arpa/inet.h>
@@ -7,18 +10,51 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
 #include "core/log.h"
 #include "core/stats.h"
 
+#define ADMIN_ACCEPT_BACKOFF_MS 100
+
 struct admin {
     struct evhttp *http;
+    struct evconnlistener *listener; /* evhttp's, not ours to free */
+    struct event *accept_retry;
     bool draining;
 };
+
+static void admin_accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    evconnlistener_enable(a->listener);
+}
+
+/* The error callback gets evhttp's argument, not ours: the one admin of the process is found
+ * here (set by admin_start, cleared by admin_free; main thread only). */
+static struct admin *g_admin;
+
+static void admin_accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+    struct admin *a = g_admin;
+    if (!a)
+        return;
+    static time_t last_log;
+    time_t now = time(NULL);
+    if (now != last_log) {
+        last_log = now;
+        LOGW(0, "admin: accept failed: %s; pausing admin accepts for %d ms",
+             strerror(EVUTIL_SOCKET_ERROR()), ADMIN_ACCEPT_BACKOFF_MS);
+    }
+    evconnlistener_disable(lev);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = ADMIN_ACCEPT_BACKOFF_MS * 1000};
+    evtimer_add(a->accept_retry, &tv);
+}
 
 int admin_register_stats(void)
 {
@@ -103,10 +139,17 @@ int admin_start(struct admin **out, struct event_base *base, const struct cfg_ad
                          : (const void *)&((const struct sockaddr_in6 *)&addr->ss)->sin6_addr;
     uint16_t port = ntohs(((const struct sockaddr_in *)&addr->ss)->sin_port);
     inet_ntop(addr->ss.ss_family, ip, host, sizeof(host));
-    if (evhttp_bind_socket(a->http, host, port) != 0) {
+    struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(a->http, host, port);
+    if (!bound) {
         LOGE(0, "admin: cannot listen on %s: %s", addr->text, strerror(errno));
         goto err_free_http;
     }
+    a->listener = evhttp_bound_socket_get_listener(bound);
+    a->accept_retry = evtimer_new(base, admin_accept_retry_cb, a);
+    if (!a->accept_retry)
+        goto err_free_http;
+    g_admin = a;
+    evconnlistener_set_error_cb(a->listener, admin_accept_error_cb);
     if (!is_loopback(addr))
         LOGW(0,
              "admin listens on %s, which is NOT loopback: anyone who can reach it reads "
@@ -133,6 +176,10 @@ void admin_free(struct admin *a)
 {
     if (!a)
         return;
+    if (g_admin == a)
+        g_admin = NULL;
+    if (a->accept_retry)
+        event_free(a->accept_retry);
     evhttp_free(a->http);
     free(a);
 }

@@ -5,7 +5,9 @@
  * (and they answer through the main thread's eventfd), so no libevent call crosses threads.
  * Listeners are bound on the main thread before the workers start, so a bad address fails the
  * start-up with a message instead of a dead worker. EMFILE/ENFILE on accept pause that listener
- * for ACCEPT_BACKOFF_MS instead of spinning on a readable listen socket. */
+ * for ACCEPT_BACKOFF_MS instead of spinning on a readable listen socket; so does EMFILE on an
+ * upstream socket (session.c): accepting more would only take the last descriptor and drop the
+ * connection, emptying the backlog of clients that could be served a moment later. */
 #include "net/server.h"
 
 #include <errno.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -104,20 +107,26 @@ static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
         evconnlistener_enable(lc->w->listeners[lc->li]);
 }
 
+void server_pause_accepts(struct worker *w, size_t li, int err)
+{
+    static __thread time_t last_log;
+    time_t now = time(NULL);
+    if (!w->listeners[li] || evtimer_pending(w->accept_retry[li], NULL))
+        return;
+    if (now != last_log) {
+        last_log = now;
+        LOGW(0, "accept on %s: %s; pausing accepts for %d ms", w->srv->cfg->listeners[li].addr.text,
+             strerror(err), ACCEPT_BACKOFF_MS);
+    }
+    evconnlistener_disable(w->listeners[li]);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000};
+    evtimer_add(w->accept_retry[li], &tv);
+}
+
 static void accept_error_cb(struct evconnlistener *lev, void *arg)
 {
     struct listener_ctx *lc = arg;
-    int err = EVUTIL_SOCKET_ERROR();
-    static __thread time_t last_log;
-    time_t now = time(NULL);
-    if (now != last_log) {
-        last_log = now;
-        LOGW(0, "accept on %s failed: %s; pausing accepts for %d ms",
-             lc->w->srv->cfg->listeners[lc->li].addr.text, strerror(err), ACCEPT_BACKOFF_MS);
-    }
-    evconnlistener_disable(lev);
-    struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000};
-    evtimer_add(lc->w->accept_retry[lc->li], &tv);
+    server_pause_accepts(lc->w, lc->li, EVUTIL_SOCKET_ERROR());
 }
 
 static void worker_close_listeners(struct worker *w)

@@ -83,6 +83,10 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
 /* Closes every session of W (forced stop at the end of the drain). */
 void session_close_all(struct worker *w);
 
+/* Stops accepting on W's listener LI for a short back-off (descriptors exhausted: ERR is the
+ * errno, logged at most once a second per worker). No-op when already paused. */
+void server_pause_accepts(struct worker *w, size_t li, int err);
+
 /* Host selection (cluster.c): returns the host index for cluster CI on worker W. */
 size_t cluster_pick_host(struct worker *w, size_t ci);
 

@@ -551,6 +551,10 @@ static int session_connect(struct session *s)
             return 0;
         stats_inc(cstats(s)->cx_connect_fail);
         LOGD(s->id, "upstream connect to %s failed: %s", cl->hosts[s->host].text, strerror(-rc));
+        if (rc == -EMFILE || rc == -ENFILE) {
+            server_pause_accepts(w, s->li, -rc); /* let the backlog wait for descriptors */
+            break;
+        }
     }
     stats_inc(cstats(s)->cx_connect_attempts_exceeded);
     LOGD(s->id, "no upstream connection after %u attempt(s)", s->attempts);

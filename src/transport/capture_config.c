@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "transport/capture.h"
 
@@ -44,6 +45,38 @@ static void capture_register_stats(struct capture_cfg *cfg, const char *owner)
     s->backpressure = stats_registerf(STAT_COUNTER, "%s.%s.backpressure", o, cfg->kind);
 }
 
+/* Traces hold decrypted traffic: a directory anyone may write to without the sticky bit lets
+ * any local user rename, delete or replace them (O_EXCL|O_NOFOLLOW protect the create, not
+ * what happens after it). A directory that does not exist yet is left to the create-time
+ * error (files_failed), as a capture target may be mounted later. */
+static int check_prefix_dir(struct ts_parse_ctx *ctx, const struct cfg_node *node,
+                            const struct cfg_path *path, const char *prefix)
+{
+    char dir[4096];
+    const char *slash = strrchr(prefix, '/');
+    size_t len = slash ? (size_t)(slash - prefix) : 1;
+    if (len >= sizeof(dir))
+        return cfg_error(ctx->err, ctx->doc, node, path, "path prefix too long");
+    if (!slash)
+        dir[0] = '.';
+    else if (len == 0)
+        dir[len++] = '/';
+    else
+        memcpy(dir, prefix, len);
+    dir[len] = '\0';
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return 0;
+    if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))
+        return cfg_error(
+            ctx->err, ctx->doc, node, path,
+            "directory '%s' is world-writable without the sticky bit: any local user "
+            "could rename, delete or replace the traces; use a private directory (0700) or set "
+            "the sticky bit (chmod +t)",
+            dir);
+    return 0;
+}
+
 static int parse_path_prefix(struct ts_parse_ctx *ctx, const struct cfg_node *node,
                              const struct cfg_path *path, struct capture_cfg *cfg)
 {
@@ -55,6 +88,8 @@ static int parse_path_prefix(struct ts_parse_ctx *ctx, const struct cfg_node *no
         return rc;
     if (!*s)
         return cfg_error(ctx->err, ctx->doc, node, path, "expected a non-empty path prefix");
+    if ((rc = check_prefix_dir(ctx, node, path, s)))
+        return rc;
     cfg->path_prefix = strdup(s);
     return cfg->path_prefix ? 0 : -ENOMEM;
 }
