@@ -32,3 +32,5 @@ if [[ -z ${SKIP_TLS:-} ]]; then
   echo; echo "== TLS terminated at the proxy (ratios vs haproxy-tls-term)"
   bash "$HARNESS" --summary "$tls" --ref haproxy-tls-term
 fi
+echo; echo "== capture2pcap conversion (1 GiB trace) beside Envoy's od | text2pcap way"
+OUT= bash "$ROOT/bench/convert-bench.sh" "$BUILD"
