@@ -64,6 +64,7 @@ struct capture_wfile {
     size_t max_backlog;
     size_t backlog; /* atomic: bytes queued, not yet written */
     bool failed;    /* atomic: set by the writer */
+    off_t size;     /* writer only: bytes in the file, always on an event boundary */
     struct capture_wstats stats;
     char path[];
 };
@@ -91,7 +92,9 @@ static void writer_count(const struct capture_wfile *f, bool bytes, int64_t n)
     stats_add(bytes ? f->stats.bytes_written : f->stats.write_errors, n);
 }
 
-/* Writes all of DATA or fails the file (logged once: later jobs for it are dropped unlogged). */
+/* Writes all of DATA or fails the file (logged once: later jobs for it are dropped unlogged).
+ * A failed buffer is cut back off the file (ENOSPC usually lands mid-buffer): the file ends on
+ * the last whole event, a complete trace rather than one with a torn tail. */
 static void writer_write(struct capture_wfile *f, const uint8_t *data, size_t len)
 {
     size_t off = 0;
@@ -103,6 +106,9 @@ static void writer_write(struct capture_wfile *f, const uint8_t *data, size_t le
             int err = n < 0 ? errno : ENOSPC;
             LOGE(f->conn_id, "capture: writing %s failed: %s; capture stopped (%zu bytes lost)",
                  f->path, strerror(err), len - off);
+            if (off > 0 && ftruncate(f->fd, f->size) != 0)
+                LOGE(f->conn_id, "capture: cannot cut %s back to its last whole event: %s", f->path,
+                     strerror(errno));
             writer_count(f, false, 1);
             __atomic_store_n(&f->failed, true, __ATOMIC_RELEASE);
             close(f->fd);
@@ -112,6 +118,7 @@ static void writer_write(struct capture_wfile *f, const uint8_t *data, size_t le
         off += (size_t)n;
         writer_count(f, true, n);
     }
+    f->size += (off_t)len;
 }
 
 static void writer_run_job(struct wjob *job)
