@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all build asan deps test test-release test-asan demo bench lint format fuzz fuzz-smoke soak clean
+.PHONY: all build asan deps test test-release test-asan demo bench lint format fuzz fuzz-smoke soak valgrind clean
 
 all: build
 
@@ -56,9 +56,14 @@ FUZZ_SECONDS ?= 20
 fuzz-smoke: fuzz
 	./fuzz/smoke.sh build-fuzz $(FUZZ_SECONDS)
 
+SOAK_BUILD ?= $(ASAN_BUILD)
 soak: deps
 	$(MAKE) build asan
-	./tests/soak/run.sh $(BUILD)
+	./tests/soak/run.sh $(SOAK_BUILD)
+
+valgrind: deps
+	$(MAKE) build
+	./scripts/valgrind.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
