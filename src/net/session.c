@@ -53,6 +53,7 @@ struct conn {
     int fd;
     struct transport_socket *ts;
     struct event *rev, *wev;
+    struct event *kick; /* runs a read the fd will not announce (TLS pending); made on first use */
     struct evbuffer *out; /* bytes waiting to be written to this conn */
     uint32_t limit;
     bool connected;
@@ -191,6 +192,24 @@ static void account(struct conn *c, size_t bytes, bool rx)
     touch(s);
 }
 
+static void conn_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    conn_event_cb(c->fd, EV_READ, c);
+}
+
+/* Schedules a read of C from the loop. Not event_active(c->rev): libevent's event_add() skips
+ * inserting an event that is active at that moment, so activating rev while it is not added
+ * and then adding it (a resume) would leave it neither pending nor active once it ran: a
+ * silent stall, seen as a TLS transfer that stopped with data waiting in the socket. */
+static void conn_kick_read(struct conn *c)
+{
+    if (!c->kick)
+        c->kick = event_new(c->s->w->base, -1, 0, conn_kick_cb, c);
+    if (c->kick)
+        event_active(c->kick, EV_READ, 0);
+}
+
 /* Writes C's pending output; after the last byte, ends C's write half if its peer has. */
 static void conn_flush(struct conn *c)
 {
@@ -219,7 +238,7 @@ static void conn_flush(struct conn *c)
     if (p->read_paused && evbuffer_get_length(c->out) < c->limit / 2) {
         p->read_paused = false;
         if (ts_has_pending(p->ts))
-            event_active(p->rev, EV_READ, 0);
+            conn_kick_read(p);
     }
 }
 
@@ -257,7 +276,7 @@ static void conn_read(struct conn *c)
     if (evbuffer_get_length(p->out) >= p->limit)
         c->read_paused = true;
     else if (!c->read_eof && ts_has_pending(c->ts))
-        event_active(c->rev, EV_READ, 0); /* TLS holds decrypted bytes the fd won't announce */
+        conn_kick_read(c); /* TLS holds decrypted bytes the fd won't announce */
 }
 
 /* Frees C's events, transport socket and fd, keeping its output buffer (a connect retry
@@ -268,13 +287,15 @@ static void conn_release(struct conn *c, enum ts_close_type how)
         event_free(c->rev);
     if (c->wev)
         event_free(c->wev);
+    if (c->kick)
+        event_free(c->kick);
     if (c->ts) {
         ts_close(c->ts, how);
         ts_destroy(c->ts);
     } else if (c->fd >= 0) {
         close(c->fd);
     }
-    c->rev = c->wev = NULL;
+    c->rev = c->wev = c->kick = NULL;
     c->ts = NULL;
     c->fd = -1;
     c->connected = c->rev_on = c->wev_on = c->dead = false;
