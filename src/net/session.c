@@ -504,9 +504,8 @@ static void fill_info(struct ts_conn_info *info, struct session *s, int fd, enum
     info->conn_id = s->id;
     info->fd = fd;
     info->side = side;
-    info->local_len = sizeof(info->local);
-    if (getsockname(fd, (struct sockaddr *)&info->local, &info->local_len) < 0)
-        info->local_len = 0;
+    /* local stays empty: only capture needs it and asks the kernel itself, once connected;
+     * two getsockname calls per connection are not worth it for everyone else */
     info->owner_name = owner;
     info->worker = s->w;
 }

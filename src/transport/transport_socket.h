@@ -54,8 +54,10 @@ struct ts_conn_info {
     int fd;           /* connected (or connecting) non-blocking socket; ownership passes to the
                          bottom layer on successful creation */
     enum ts_side side;
-    struct sockaddr_storage local;  /* listener address (downstream) / our source (upstream) */
-    struct sockaddr_storage remote; /* client (downstream) / upstream host (upstream) */
+    /* remote: client (downstream) / upstream host (upstream). local is left empty
+     * (local_len 0) by the relay: a layer that needs it calls getsockname(fd) once connected. */
+    struct sockaddr_storage local;
+    struct sockaddr_storage remote;
     socklen_t local_len, remote_len;
     const char
         *owner_name; /* owner's stats prefix: "listener.127.0.0.1_10000" / "cluster.backend" */
