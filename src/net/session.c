@@ -508,6 +508,7 @@ static void fill_info(struct ts_conn_info *info, struct session *s, int fd, enum
      * two getsockname calls per connection are not worth it for everyone else */
     info->owner_name = owner;
     info->worker = s->w;
+    info->loop = s->w->base;
 }
 
 static int upstream_start(struct session *s)

@@ -12,9 +12,12 @@
  *
  * The trace file is created at on_connected (a failed upstream connect leaves no file); this
  * open(2) is the only disk call on a worker thread. Events are encoded into a per-connection
- * buffer handed to the writer thread (capture_disk.h) when it reaches CAPTURE_CHUNK_BYTES or
- * whenever the writer has nothing queued for this file (so small flows reach the disk at
- * once and bulk flows batch).
+ * buffer handed to the writer thread (capture_disk.h) when it reaches CAPTURE_CHUNK_BYTES, and
+ * otherwise by a per-worker tick CAPTURE_FLUSH_MS after the first unflushed event, which hands
+ * over every pending buffer of that worker at once. So an event is on disk within a few ms,
+ * bulk flows write in large pieces, and many small flows (HTTP keep-alive) cost one writer
+ * wake-up per tick instead of one write(2) and one thread switch per event (measured: the
+ * per-event flush spent ~28% of socktap's CPU in the writer on 64 keep-alive connections).
  *
  * When the disk cannot keep up, this connection is slowed, not its capture cut: while the
  * file's backlog (queued + encoded, not yet written) is at its max_backlog, do_read and
@@ -39,11 +42,13 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "core/log.h"
 #include "transport/capture_disk.h"
 
 #define CAPTURE_STACK_IOV   16
+#define CAPTURE_FLUSH_MS    5
 #define CAPTURE_EVENT_SLACK 4096          /* encoding overhead of one event, generously */
 #define CAPTURE_MIN_STEP    (64u * 1024u) /* smaller reads are not worth a wake-up */
 
@@ -58,6 +63,9 @@ struct capture_socket {
     size_t buf_events; /* events in buf, counted as dropped if buf is refused */
     struct capture_wfile *file;
     char path[4096];
+    struct event_base *loop;                      /* the worker's loop (flush tick) */
+    struct capture_socket *tick_prev, *tick_next; /* on this worker's flush list */
+    bool tick_queued;
     bool capturing; /* file open, capture not stopped */
     bool write_ended;
     bool closed;
@@ -79,6 +87,63 @@ static void capture_addr(const struct sockaddr_storage *ss, socklen_t len, struc
     }
 }
 
+/* Per worker thread: capture sockets holding unflushed events, and the timer that flushes
+ * them. The timer exists while the thread has capture sockets (freed with the last one). */
+struct capture_tick {
+    struct event *ev;
+    struct capture_socket *first;
+    size_t sockets;
+};
+static __thread struct capture_tick t_tick;
+
+static void capture_tick_unlink(struct capture_socket *cs)
+{
+    if (!cs->tick_queued)
+        return;
+    if (cs->tick_prev)
+        cs->tick_prev->tick_next = cs->tick_next;
+    else
+        t_tick.first = cs->tick_next;
+    if (cs->tick_next)
+        cs->tick_next->tick_prev = cs->tick_prev;
+    cs->tick_prev = cs->tick_next = NULL;
+    cs->tick_queued = false;
+}
+
+static void capture_flush(struct capture_socket *cs);
+
+static void capture_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    while (t_tick.first) {
+        struct capture_socket *cs = t_tick.first;
+        capture_tick_unlink(cs);
+        capture_flush(cs);
+    }
+}
+
+/* Makes sure CS's buffer is handed over within CAPTURE_FLUSH_MS. */
+static void capture_tick_queue(struct capture_socket *cs)
+{
+    if (cs->tick_queued)
+        return;
+    if (!t_tick.ev && cs->loop)
+        t_tick.ev = evtimer_new(cs->loop, capture_tick_cb, NULL);
+    if (!t_tick.ev) {
+        capture_flush(cs); /* no timer: flush now rather than hold events */
+        return;
+    }
+    cs->tick_prev = NULL;
+    cs->tick_next = t_tick.first;
+    if (t_tick.first)
+        t_tick.first->tick_prev = cs;
+    t_tick.first = cs;
+    cs->tick_queued = true;
+    if (!evtimer_pending(t_tick.ev, NULL)) {
+        static const struct timeval tv = {.tv_sec = 0, .tv_usec = CAPTURE_FLUSH_MS * 1000};
+        evtimer_add(t_tick.ev, &tv);
+    }
+}
+
 /* Ends the capture at the last whole event handed to the writer. */
 static void capture_stop(struct capture_socket *cs, const char *why)
 {
@@ -97,6 +162,7 @@ static void capture_stop(struct capture_socket *cs, const char *why)
 /* Hands the encoded bytes to the writer (the buffer's memory moves with them). */
 static void capture_flush(struct capture_socket *cs)
 {
+    capture_tick_unlink(cs);
     if (!cs->capturing || cs->buf.len == 0)
         return;
     size_t len = cs->buf.len;
@@ -138,8 +204,10 @@ static void capture_record(struct capture_socket *cs, enum trace_dir dir, const 
     }
     stats_inc(st->events);
     cs->buf_events++;
-    if (cs->buf.len >= CAPTURE_CHUNK_BYTES || capture_wfile_idle(cs->file))
+    if (cs->buf.len >= CAPTURE_CHUNK_BYTES)
         capture_flush(cs);
+    else
+        capture_tick_queue(cs);
 }
 
 /* Bytes this connection may still move before its capture backlog (queued for the disk plus
@@ -370,6 +438,11 @@ static void capture_destroy(struct transport_socket *ts)
     trace_enc_free(cs->enc);
     tbuf_free(&cs->buf);
     evbuffer_free(cs->scratch);
+    capture_tick_unlink(cs);
+    if (--t_tick.sockets == 0 && t_tick.ev) {
+        event_free(t_tick.ev);
+        t_tick.ev = NULL;
+    }
     free(cs);
 }
 
@@ -404,6 +477,8 @@ static int capture_create(const void *p, const struct ts_conn_info *info,
     cs->base.conn_id = info->conn_id;
     cs->cfg = cfg;
     cs->fd = info->fd;
+    cs->loop = info->loop;
+    t_tick.sockets++;
     cs->conn.id = info->conn_id;
     capture_addr(&info->local, info->local_len, &cs->conn.local);
     capture_addr(&info->remote, info->remote_len, &cs->conn.remote);

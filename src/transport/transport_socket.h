@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 
 struct evbuffer;
+struct event_base;
 struct transport_socket;
 
 enum ts_action {
@@ -62,6 +63,7 @@ struct ts_conn_info {
     const char
         *owner_name; /* owner's stats prefix: "listener.127.0.0.1_10000" / "cluster.backend" */
     void *worker;    /* opaque per-worker context (struct worker *) */
+    struct event_base *loop; /* the worker's loop, for layers that need their own timers */
 };
 
 struct transport_socket_ops {

@@ -149,7 +149,11 @@ class Socktap:
         return out
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
-        return self.procs.stop(self.proc, sig, timeout)
+        rc = self.procs.stop(self.proc, sig, timeout)
+        if rc not in (0, -signal.SIGKILL) and sig == signal.SIGTERM:
+            # a sanitizer report or a fatal error: show it in the test output
+            sys.stderr.write("socktap exited with %s; its log (%s):\n%s\n" % (rc, self.log, self.logtext()[-20000:]))
+        return rc
 
     def logtext(self):
         with open(self.log, "rb") as f:
