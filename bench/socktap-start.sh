@@ -6,6 +6,10 @@
 set -euo pipefail
 build=$1 listen=$2 upstream=$3 capdir=$4 mode=$5 conc=${6:-${SOCKTAP_THREADS:-1}}
 cfg=$capdir/../socktap-$listen-$mode.yaml
+# The harness's CAPDIR is world-writable (0777); socktap refuses to put traces there (anyone
+# could swap them), so they go to a private directory inside it.
+mkdir -p -m 0700 "$capdir/traces"
+capdir=$capdir/traces
 certs=${CERT_DIR:-/tmp/proxy-bench/certs}
 ts=""
 tls_inner="name: envoy.transport_sockets.tls
