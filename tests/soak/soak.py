@@ -230,7 +230,9 @@ class Load:
                                              rng.randrange(0, 16384)),
             "short2": lambda rng: self.hashed("short", rng.random() < 0.4, rng.randrange(0, 4096),
                                               rng.randrange(0, 16384)),
-            "bulk": lambda rng: self.hashed("bulk", rng.random() < 0.5, a.bulk_mb << 20, a.bulk_mb << 20),
+            # Paced: capture on both legs writes ~4x each bulk stream to disk.
+            "bulk": lambda rng: (self.hashed("bulk", rng.random() < 0.5, a.bulk_mb << 20, a.bulk_mb << 20),
+                                 time.sleep(0.2)),
             "slow": lambda rng: self.hashed("slow", rng.random() < 0.5, 4096, (a.bulk_mb << 20) // 4,
                                             slow=True),
             "reset": lambda rng: (self.reset(rng.random() < 0.5, rng), time.sleep(0.05)),
@@ -411,8 +413,9 @@ def main():
             print("%-14s %10d %14d" % (k, tally.conns[k], tally.bytes[k]))
         print("%-14s %10d %14d" % ("TOTAL", sum(tally.conns.values()), sum(tally.bytes.values())))
         print("hashed connections verified both ends: %d" % len(tally.hashed))
-        print("trace files: %d; hashed legs byte-equal: %d; other legs of the hash listener (resets): %d"
-              % (len(files), terr.pop("_legs_ok", 0), terr.pop("_legs_unhashed", 0)))
+        print("trace files: %d (%.1f GiB); hashed legs byte-equal: %d; other legs of the hash listener "
+              "(resets): %d" % (len(files), sum(os.path.getsize(f) for f in files) / (1 << 30),
+                                terr.pop("_legs_ok", 0), terr.pop("_legs_unhashed", 0)))
         print("socktap fds: baseline %d, end %d; RSS kB: baseline %d, end %d, peak %d"
               % (fd0, fd1, rss0, rss1, hwm))
         keys = ("downstream_cx_total", "upstream_cx_total", "upstream_cx_connect_fail", "handshake_error",
