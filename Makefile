@@ -23,10 +23,11 @@ $(ASAN_BUILD)/CMakeCache.txt:
 asan: $(ASAN_BUILD)/CMakeCache.txt
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
+# fuzz smoke first, so the last line of `make test` is CTest's summary
 test: deps
 	$(MAKE) build asan
-	./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD)
 	$(MAKE) fuzz-smoke
+	./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD)
 
 test-release: build
 	./scripts/run-tests.sh $(BUILD)
