@@ -9,5 +9,8 @@ set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${1:-${SOAK_BUILD:-build-asan}}
 [ -x "$BUILD/socktap" ] || { echo "soak: $BUILD/socktap not built" >&2; exit 2; }
-exec python3 "$HERE/soak.py" --build "$BUILD" --seconds "${SOAK_SECONDS:-600}" \
-    --bulk-mb "${SOAK_BULK_MB:-4}"
+# traces are checked with the normal build's socktap-trace when there is one (fast)
+TRACE_BUILD=${SOAK_TRACE_BUILD:-build}
+[ -x "$TRACE_BUILD/socktap-trace" ] || TRACE_BUILD=$BUILD
+exec python3 "$HERE/soak.py" --build "$BUILD" --trace-build "$TRACE_BUILD" \
+    --seconds "${SOAK_SECONDS:-600}" --bulk-mb "${SOAK_BULK_MB:-4}"
