@@ -7,7 +7,7 @@ PKGS=(
   libevent-dev libssl-dev openssl libyaml-dev libpcap-dev libcmocka-dev
   protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
   python3 curl nghttp2-client nghttp2-server iperf3 tshark wireshark-common tcpdump
-  haproxy socat nginx wrk iproute2 procps
+  haproxy socat nginx libnginx-mod-stream wrk iproute2 procps
 )
 missing=()
 for p in "${PKGS[@]}"; do
