@@ -1,5 +1,6 @@
 """Proxy core end to end: real clients and upstreams on loopback through build/socktap."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -339,6 +340,44 @@ class RelayTest(E2ETest):
         self.assertIn("bad.yaml:3:", out.stderr)
         self.assertIn("static_resources.listeners[0].address.socket_address.port_value", out.stderr)
         self.assertIn('got "http"', out.stderr)
+
+    def test_log_lines_name_time_level_worker_connection(self):
+        up_sock = self.listen()
+        self.port = free_port()
+        st = self.socktap(proxy_config(self.port, up_sock.getsockname()[1]), args=("-l", "debug"))
+        t, res = serve_once(up_sock, lambda conn: conn.recv(10))
+        c = socket.create_connection(("127.0.0.1", self.port))
+        c.sendall(b"x")
+        t.join(10)
+        c.close()
+        deadline = time.time() + 10
+        pat = (r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z\]\[debug\]\[W\d+\]\[C1\] "
+               r"new connection from 127\.0\.0\.1 on 127\.0\.0\.1:%d$" % self.port)
+        while time.time() < deadline and not re.search(pat, st.logtext(), re.M):
+            time.sleep(0.05)
+        self.assertRegex(st.logtext(), re.compile(pat, re.M))
+        self.assertRegex(st.logtext(), re.compile(r"^\[[^]]+\]\[info\]\[main\] listening on ", re.M))
+
+    def test_command_line(self):
+        run = lambda *a: subprocess.run([harness.SOCKTAP, *a], capture_output=True, text=True)
+        r = run("--version")
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"^socktap version \d+\.\d+\.\d+")
+        r = run("--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("--drain-time-s", r.stdout)
+        r = run("-c", "x.yaml", "--concurrency", "zero")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn('--concurrency: expected 1..1024, got "zero"', r.stderr)
+        r = run("-c", "x.yaml", "-l", "loud")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn('got "loud"', r.stderr)
+        r = run("--mode", "validate")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("missing -c FILE", r.stderr)
+        r = run("--mode", "validate", "-c", os.path.join(self.tmp, "nope.yaml"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("nope.yaml", r.stderr)
 
     def test_many_concurrent_connections(self):
         n = 2000
