@@ -68,6 +68,14 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def _die_with_parent():
+    """preexec_fn: the child gets SIGKILL when the test process dies, even if the test runner
+    itself was killed (CTest timeout) and no cleanup code ran."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class Procs:
     """Starts processes and kills every one of them, by PID, on close()."""
 
@@ -76,6 +84,7 @@ class Procs:
 
     def start(self, argv, log=None, **kw):
         out = open(log, "wb") if log else subprocess.DEVNULL
+        kw.setdefault("preexec_fn", _die_with_parent)
         p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
                              stdin=subprocess.DEVNULL, start_new_session=True, **kw)
         if log:
