@@ -227,6 +227,9 @@ static void conn_flush(struct conn *c)
         session_arm_retry(c->s);
         return;
     }
+    /* a write can finish a TLS handshake whose last flight brought application data along */
+    if (!c->read_eof && !c->read_paused && ts_has_pending(c->ts))
+        conn_kick_read(c);
     if (r.action == TS_CLOSE) {
         conn_fail(c, r, "write");
         return;

@@ -7,10 +7,13 @@
  *
  * I/O goes through a BIO of our own rather than SSL_set_fd: it uses send(MSG_NOSIGNAL), so a
  * peer that resets mid-write costs an -EPIPE, never a SIGPIPE, and it remembers errno for us
- * (OpenSSL may clobber it while building its error queue). read_ahead stays off: without it
- * every complete record OpenSSL has not handed out is visible as SSL_pending(), and everything
- * else is still in the kernel where the fd announces it; with it, SSL_has_pending() could be
- * true for a partial record and a caller re-running the read on has_pending would spin.
+ * (OpenSSL may clobber it while building its error queue). read_ahead is on: one recv(2)
+ * brings whole records (without it every record costs a 5-byte header read and a body read),
+ * and a short recv tells us the socket is drained, so do_read stops without the extra recv
+ * that would only return EAGAIN (measured: -2 syscalls per small request and response).
+ * With read_ahead, OpenSSL's buffer may hold a partial record, which SSL_has_pending()
+ * reports too; has_pending() therefore says false after a read that ended wanting more bytes
+ * (the fd announces them), so the relay never re-runs a read that cannot progress.
  *
  * A bare TCP FIN counts as end of stream (SSL_OP_IGNORE_UNEXPECTED_EOF): many HTTP peers close
  * without close_notify, and a proxy should relay the half-close rather than turn it into an
@@ -46,6 +49,8 @@ struct tls_socket {
     int last_errno;       /* errno of the last failed send/recv, 0 if none */
     bool handshake_done;  /* application data may flow */
     bool want_write;      /* the last SSL call needs writability to progress */
+    bool rx_drained;      /* the last recv(2) came back short: the socket had no more */
+    bool rx_partial;      /* the last SSL_read wanted more bytes than OpenSSL had */
     bool shutdown_wanted; /* the relay ended our write half */
     bool shutdown_sent;   /* close_notify is on the wire (or failed: nothing more to send) */
     bool failed;          /* a fatal error happened; reason holds why */
@@ -86,8 +91,10 @@ static int tls_bio_read(BIO *bio, char *buf, int len)
     do {
         n = recv(s->fd, buf, (size_t)len, 0);
     } while (n < 0 && errno == EINTR);
-    if (n >= 0)
+    if (n >= 0) {
+        s->rx_drained = n < len;
         return (int)n;
+    }
     if (errno == EAGAIN || errno == EWOULDBLOCK)
         BIO_set_retry_read(bio);
     else
@@ -575,17 +582,23 @@ static struct ts_io_result tls_do_read(struct transport_socket *ts, struct evbuf
         size_t n = 0;
         ERR_clear_error();
         s->last_errno = 0;
+        s->rx_drained = false;
+        s->rx_partial = false;
         int ok = SSL_read_ex(s->ssl, v.iov_base, v.iov_len < want ? v.iov_len : want, &n);
         v.iov_len = ok ? n : 0;
         evbuffer_commit_space(into, &v, 1);
         if (ok) {
             r.bytes += n;
             s->want_write = false;
+            if (s->rx_drained && !SSL_has_pending(s->ssl))
+                break; /* the socket is empty and so is OpenSSL: the fd will tell us */
             continue;
         }
         int e = SSL_get_error(s->ssl, 0);
-        if (tls_would_block(s, e))
+        if (tls_would_block(s, e)) {
+            s->rx_partial = e == SSL_ERROR_WANT_READ;
             break;
+        }
         if (e == SSL_ERROR_ZERO_RETURN) {
             s->read_eof = true;
             r.end_stream = true;
@@ -657,7 +670,8 @@ static struct ts_io_result tls_do_write(struct transport_socket *ts, struct evbu
 static bool tls_has_pending(const struct transport_socket *ts)
 {
     const struct tls_socket *s = (const struct tls_socket *)ts;
-    return !s->failed && !s->closed && s->handshake_done && !s->read_eof && SSL_pending(s->ssl) > 0;
+    return !s->failed && !s->closed && s->handshake_done && !s->read_eof && !s->rx_partial &&
+           SSL_has_pending(s->ssl);
 }
 
 static bool tls_wants_write(const struct transport_socket *ts)
@@ -728,6 +742,8 @@ int tls_socket_create(const struct tls_config *cfg, const struct ts_conn_info *i
     s->cfg = cfg;
     s->fd = info->fd;
     s->ssl = SSL_new(cfg->ssl_ctx);
+    if (s->ssl)
+        SSL_set_read_ahead(s->ssl, 1);
     if (!s->ssl)
         goto err_free_socket;
     BIO *bio = BIO_new(tls_bio_method);

@@ -9,8 +9,8 @@
  * Event model: the connection polls the fd level-triggered for EV_READ while it wants input and
  * for EV_WRITE while it has output pending or ts_wants_write() says the socket needs
  * writability to progress (a TLS handshake or a flush of buffered records). Because a layer may
- * hold bytes the fd will never announce again (TLS records already decrypted), the connection
- * asks ts_has_pending() after every read and re-runs the read itself when it is true.
+ * hold bytes the fd will never announce again (TLS records already read), the connection
+ * asks ts_has_pending() after every read and write and re-runs the read itself when it is true.
  *
  * Threading: an instance belongs to one worker thread; no call is thread-safe. */
 #ifndef SOCKTAP_TRANSPORT_SOCKET_H
