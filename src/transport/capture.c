@@ -506,6 +506,7 @@ const struct ts_factory capture_socket_factory = {
     .parse = capture_cfg_parse,
     .create = capture_create,
     .free_cfg = capture_cfg_free,
+    .shutdown = capture_writer_shutdown,
 };
 
 const struct ts_factory tap_socket_factory = {
@@ -514,6 +515,7 @@ const struct ts_factory tap_socket_factory = {
     .parse = tap_cfg_parse,
     .create = capture_create,
     .free_cfg = capture_cfg_free,
+    .shutdown = capture_writer_shutdown,
 };
 
 void capture_register_factories(void)

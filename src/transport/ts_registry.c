@@ -33,6 +33,13 @@ void ts_registry_add(const struct ts_factory *f)
     ts_factories[ts_nfactories++] = f;
 }
 
+void ts_registry_shutdown(void)
+{
+    for (size_t i = 0; i < ts_nfactories; i++)
+        if (ts_factories[i]->shutdown)
+            ts_factories[i]->shutdown();
+}
+
 const struct ts_factory *ts_registry_find(const char *name)
 {
     size_t i;

@@ -27,6 +27,9 @@ struct ts_factory {
      * the fd is untouched (the caller closes it). CFG outlives every socket made from it. */
     int (*create)(const void *cfg, const struct ts_conn_info *info, struct transport_socket **out);
     void (*free_cfg)(void *cfg);
+    /* Optional: stops the kind's process-wide helpers (the capture writer thread), writing out
+     * what they hold. Called once by ts_registry_shutdown(), after every socket is gone. */
+    void (*shutdown)(void);
 };
 
 /* A parsed `transport_socket:`: which factory and its parsed config. Zeroed = none given. */
@@ -37,6 +40,9 @@ struct ts_config {
 
 /* Registers the built-in kinds (raw_buffer, tls, capture/tap when built). Idempotent. */
 void ts_registry_init(void);
+/* Runs every registered kind's shutdown hook. Call after the last socket is destroyed and
+ * before the stats are freed (helper threads count into them). Idempotent. */
+void ts_registry_shutdown(void);
 /* F must outlive the process (static const). */
 void ts_registry_add(const struct ts_factory *f);
 const struct ts_factory *ts_registry_find(const char *name);
