@@ -555,16 +555,24 @@ static int tls_on_connected(struct transport_socket *ts)
     return tls_progress(s);
 }
 
+/* Common entry of do_read and do_write: advances what is pending (handshake, blocked record,
+ * close_notify). Returns false when the caller must return *R as it is (closed, failed, or
+ * still handshaking). */
+static bool tls_enter(struct tls_socket *s, struct ts_io_result *r)
+{
+    if (s->failed || s->closed || tls_progress(s) < 0) {
+        *r = tls_result_close(s, 0);
+        return false;
+    }
+    return s->handshake_done;
+}
+
 static struct ts_io_result tls_do_read(struct transport_socket *ts, struct evbuffer *into,
                                        size_t max)
 {
     struct tls_socket *s = (struct tls_socket *)ts;
     struct ts_io_result r = {.action = TS_KEEP_OPEN};
-    if (s->failed || s->closed)
-        return tls_result_close(s, 0);
-    if (tls_progress(s) < 0)
-        return tls_result_close(s, 0);
-    if (!s->handshake_done)
+    if (!tls_enter(s, &r))
         return r;
     if (s->read_eof) {
         r.end_stream = true;
@@ -615,11 +623,7 @@ static struct ts_io_result tls_do_write(struct transport_socket *ts, struct evbu
 {
     struct tls_socket *s = (struct tls_socket *)ts;
     struct ts_io_result r = {.action = TS_KEEP_OPEN};
-    if (s->failed || s->closed)
-        return tls_result_close(s, 0);
-    if (tls_progress(s) < 0)
-        return tls_result_close(s, 0);
-    if (!s->handshake_done)
+    if (!tls_enter(s, &r))
         return r;
     size_t len;
     while ((len = evbuffer_get_length(from)) > 0) {
