@@ -612,6 +612,8 @@ static const ProtobufCMessageDescriptor *v3_conn_desc(struct trace_reader *r, co
         if (i >= n)
             break;
         len |= (uint64_t)(p[i++] & 0x7f) << s;
+        if (len > n - i)
+            break; /* a field running past the record (or a length that would wrap i) */
         i += len;
     }
     if (has3 && !has1)
