@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config clang libclang-rt-14-dev clang-format cppcheck
   libevent-dev libssl-dev openssl libyaml-dev libpcap-dev libcmocka-dev
-  protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
+  protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev
   python3 curl nghttp2-client nghttp2-server iperf3 tshark wireshark-common tcpdump
   haproxy socat nginx libnginx-mod-stream wrk iproute2 procps
 )
