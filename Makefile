@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all build asan deps test test-release test-asan demo bench lint format fuzz fuzz-smoke soak valgrind clean
+.PHONY: all build asan deps fresh-check test test-release test-asan demo bench lint format fuzz fuzz-smoke soak valgrind clean
 
 all: build
 
@@ -34,6 +34,10 @@ test-release: build
 
 test-asan: asan
 	./scripts/run-tests.sh $(ASAN_BUILD)
+
+# the two commands in a minimal Debian root (root only; see the script's header)
+fresh-check:
+	./scripts/fresh-check.sh
 
 demo: deps
 	$(MAKE) build
