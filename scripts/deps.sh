@@ -8,6 +8,7 @@ PKGS=(
   protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev
   python3 curl nghttp2-client nghttp2-server iperf3 tshark wireshark-common tcpdump
   haproxy socat nginx libnginx-mod-stream wrk iproute2 procps
+  git time # lint lists sources with git ls-files; tests measure peak RSS with /usr/bin/time
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -69,6 +69,9 @@ t_root=$(date +%s)
 # Valid-Until check on a snapshot mirror) are the machine's, not a package's, so copy them too.
 cp -L /etc/resolv.conf "$chroot_dir/etc/resolv.conf"
 cp -a /etc/apt/apt.conf.d/. "$chroot_dir/etc/apt/apt.conf.d/" 2>/dev/null || true
+# Every installed machine has /etc/hosts naming localhost (the installer, cloud-init or the
+# container runtime writes it); a bootstrapped root has none, and tests resolve "localhost".
+[[ -s $chroot_dir/etc/hosts ]] || printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$chroot_dir/etc/hosts"
 
 mkdir -p "$chroot_dir/work"
 rev=$(git -C "$ROOT" rev-parse "${FRESH_REV:-HEAD}")
