@@ -41,14 +41,14 @@ struct worker {
     pthread_t thread;
     struct server *srv;
     struct event_base *base;
-    struct event **accept_ev;          /* one per cfg listener: READ on this worker's socket for it;
-                                          NULL once closed (drain). The event owns nothing: the
-                                          socket is closed by worker_close_listeners */
-    struct event **accept_retry;       /* EMFILE back-off timers, one per listener */
-    struct listener_ctx *lctx;         /* callback args of both, one per listener (owned) */
-    struct event *ctl_ev;              /* wakes the worker for drain/stop commands */
-    struct lb_state *lb;               /* one per cluster */
-    struct session *sessions;          /* intrusive list of live sessions */
+    struct event **accept_ev;    /* one per cfg listener: READ on this worker's socket for it;
+                                    NULL once closed (drain). The event owns nothing: the
+                                    socket is closed by worker_close_listeners */
+    struct event **accept_retry; /* EMFILE back-off timers, one per listener */
+    struct listener_ctx *lctx;   /* callback args of both, one per listener (owned) */
+    struct event *ctl_ev;        /* wakes the worker for drain/stop commands */
+    struct lb_state *lb;         /* one per cluster */
+    struct session *sessions;    /* intrusive list of live sessions */
     size_t nsessions;
     bool draining, stopping;
     uint64_t rng;

@@ -13,12 +13,12 @@ import resource
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import time
 
 import harness
 from harness import E2ETest, free_port, proxy_config
+from test_faults import wait_until
 
 N = 3000
 
@@ -141,7 +141,8 @@ class AcceptBurstTest(E2ETest):
         self.assertEqual(bad, [], "%d of %d connections not echoed (first: %s)" % (
             len(bad), N, bad[:5]))
         lname = "listener.127.0.0.1_%d." % port
-        harness_wait(lambda: st.stats()[lname + "downstream_cx_destroy"] == N)
+        wait_until(lambda: st.stats()[lname + "downstream_cx_destroy"] == N, timeout=60,
+                   what="%d closed connections" % N)
         stats = st.stats()
         self.assertEqual(stats[lname + "downstream_cx_total"], N)
         self.assertEqual(stats["cluster.backend.upstream_cx_connect_fail"], 0)
@@ -151,15 +152,6 @@ class AcceptBurstTest(E2ETest):
         self.assertEqual(len([f for f in files if f.startswith("down_")]), N)
         self.assertEqual(len([f for f in files if f.startswith("up_")]), N)
         self.assertEqual(st.stop(), 0)
-
-
-def harness_wait(pred, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in %ds" % timeout)
 
 
 if __name__ == "__main__":

@@ -4,40 +4,11 @@ reserved for a config reload; SIGUSR1 is logged and ignored. Traffic flows befor
 """
 import os
 import signal
-import socket
-import threading
 import time
 
 import harness
 from harness import E2ETest, free_port, proxy_config
-
-
-def echo_once_each(srv):
-    def loop():
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            with c:
-                while True:
-                    b = c.recv(65536)
-                    if not b:
-                        break
-                    c.sendall(b)
-    threading.Thread(target=loop, daemon=True).start()
-
-
-def roundtrip(port, payload):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-        c.sendall(payload)
-        c.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            b = c.recv(65536)
-            if not b:
-                return out
-            out += b
+from test_listen import echo_server, roundtrip
 
 
 def wait_text(path, text, proc, timeout=15):
@@ -56,11 +27,8 @@ def wait_text(path, text, proc, timeout=15):
 class SignalTest(E2ETest):
     def setUp(self):
         super().setUp()
-        self.up = socket.socket()
-        self.up.bind(("127.0.0.1", 0))
-        self.up.listen(16)
+        self.up = echo_server()
         self.addCleanup(self.up.close)
-        echo_once_each(self.up)
         self.port = free_port()
 
     def test_sighup_sigusr1_on_stderr_log(self):
