@@ -2,9 +2,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -14,12 +16,14 @@
 static void usage(FILE *f)
 {
     fprintf(
-        f, "usage: socktap -c FILE [--concurrency N] [-l LEVEL] [--mode serve|validate]\n"
-           "               [--drain-time-s N] [--version] [--help]\n"
+        f, "usage: socktap -c FILE [--concurrency N] [-l LEVEL] [--log-path FILE]\n"
+           "               [--mode serve|validate] [--drain-time-s N] [--version] [--help]\n"
            "\n"
            "  -c, --config-path FILE   Envoy-style YAML config (static_resources, admin)\n"
            "      --concurrency N      worker threads (default: number of cores)\n"
            "  -l, --log-level LEVEL    trace|debug|info|warning|error|critical|off (default info)\n"
+           "      --log-path FILE      log to FILE (appended; re-opened on SIGHUP) instead of "
+           "stderr\n"
            "      --mode MODE          serve (default) or validate: check the config and exit\n"
            "      --drain-time-s N     on SIGTERM/SIGINT, let connections finish for N s "
            "(default 5)\n"
@@ -37,19 +41,34 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
     return 0;
 }
 
+/* A proxy holds two sockets and up to two trace files per connection: the usual soft limit of
+ * 1024 descriptors would cap it near 250 connections. The hard limit is the operator's. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            LOGD(0, "descriptor limit raised from %llu to %llu", (unsigned long long)was,
+                 (unsigned long long)rl.rlim_max);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"config-path", required_argument, NULL, 'c'},
         {"concurrency", required_argument, NULL, 'C'},
         {"log-level", required_argument, NULL, 'l'},
+        {"log-path", required_argument, NULL, 'L'},
         {"mode", required_argument, NULL, 'm'},
         {"drain-time-s", required_argument, NULL, 'd'},
         {"version", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *config_path = NULL;
+    const char *config_path = NULL, *log_path = NULL;
     unsigned long concurrency = 0, drain = 5;
     bool validate = false;
     int ch;
@@ -76,6 +95,9 @@ int main(int argc, char **argv)
             log_set_level(lvl);
             break;
         }
+        case 'L':
+            log_path = optarg;
+            break;
         case 'm':
             if (strcmp(optarg, "validate") == 0) {
                 validate = true;
@@ -107,6 +129,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* until the server's handlers are in place, SIGHUP (logrotate, a closing shell) and SIGUSR1
+     * must not kill a starting daemon (their default action) */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
     struct cfg_err err = {0};
     struct socktap_config *cfg = NULL;
     if (config_load(config_path, &cfg, &err) < 0) {
@@ -118,6 +144,17 @@ int main(int argc, char **argv)
         config_free(cfg);
         return 0;
     }
+    /* after the config: its errors are for the terminal that started us */
+    if (log_path) {
+        int lrc = log_open(log_path);
+        if (lrc < 0) {
+            fprintf(stderr, "socktap: --log-path: cannot open \"%s\": %s\n", log_path,
+                    strerror(-lrc));
+            config_free(cfg);
+            return 1;
+        }
+    }
+    raise_fd_limit();
     if (!concurrency) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         concurrency = n > 0 ? (unsigned long)n : 1;

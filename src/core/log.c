@@ -1,9 +1,13 @@
 /* One formatted line per call, written with a single write(2) so lines from workers do not
- * interleave; no lock is taken. */
+ * interleave; no lock is taken. A log file (--log-path) is put on fd 2 with dup2(), so a re-open
+ * swaps the file under concurrent writers atomically, and whatever else writes to stderr
+ * (sanitizers, libraries) ends up in the same file. */
 #include "core/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,6 +41,41 @@ void log_set_level(enum log_level level)
 bool log_enabled(enum log_level level)
 {
     return level >= g_level && g_level != LOG_OFF;
+}
+
+static char *g_log_path; /* set once by log_open, before threads start */
+
+static int log_open_path(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+    if (fd < 0)
+        return -errno;
+    int rc = dup2(fd, STDERR_FILENO) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+int log_open(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return -ENOMEM;
+    int rc = log_open_path(copy);
+    if (rc < 0) {
+        free(copy);
+        return rc;
+    }
+    free(g_log_path);
+    g_log_path = copy;
+    return 0;
+}
+
+int log_reopen(void)
+{
+    if (!g_log_path)
+        return 0;
+    int rc = log_open_path(g_log_path);
+    return rc < 0 ? rc : 1;
 }
 
 void log_set_thread_worker(int worker)

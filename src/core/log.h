@@ -15,6 +15,15 @@ int log_level_parse(const char *name, enum log_level *out);
 void log_set_level(enum log_level level);
 bool log_enabled(enum log_level level);
 
+/* Sends the log (everything written to stderr, sanitizer reports included) to PATH, appended,
+ * created 0644 if missing: Envoy's --log-path. PATH is copied. Call before threads start.
+ * Returns 0 or -errno (stderr unchanged then). */
+int log_open(const char *path) __attribute__((nonnull, warn_unused_result));
+/* Re-opens the log_open() file by its path (after logrotate moved it): returns 1 when re-opened,
+ * 0 when logging to the original stderr (nothing to do), -errno when the open failed (the old
+ * file stays in use). Any thread; lines written meanwhile land in the old or the new file. */
+int log_reopen(void);
+
 /* Worker index shown in log lines of the calling thread (-1: main thread). */
 void log_set_thread_worker(int worker);
 

@@ -1,7 +1,8 @@
 /* The runtime: a main thread (signals, admin, drain timer) and N workers, each with its own
- * event_base, its own SO_REUSEPORT listener socket per configured listener, and the sessions it
- * accepted. Nothing is shared between workers on the hot path except the connection-id
- * counter (one atomic add per accepted connection) and the per-cluster circuit-breaker gauge. */
+ * event_base, its own SO_REUSEPORT listener socket per configured listener (shared with the other
+ * workers of this process only: see server.c), and the sessions it accepted. Nothing is shared
+ * between workers on the hot path except the connection-id counter (one atomic add per accepted
+ * connection) and the per-cluster circuit-breaker gauge. */
 #ifndef SOCKTAP_NET_SERVER_H
 #define SOCKTAP_NET_SERVER_H
 
@@ -15,7 +16,6 @@
 
 struct event_base;
 struct event;
-struct evconnlistener;
 struct session;
 
 struct listener_stats {
@@ -41,11 +41,14 @@ struct worker {
     pthread_t thread;
     struct server *srv;
     struct event_base *base;
-    struct evconnlistener **listeners; /* one per cfg listener */
-    struct event **accept_retry;       /* EMFILE back-off timers, one per listener */
-    struct event *ctl_ev;              /* wakes the worker for drain/stop commands */
-    struct lb_state *lb;               /* one per cluster */
-    struct session *sessions;          /* intrusive list of live sessions */
+    struct event **accept_ev;    /* one per cfg listener: READ on this worker's socket for it;
+                                    NULL once closed (drain). The event owns nothing: the
+                                    socket is closed by worker_close_listeners */
+    struct event **accept_retry; /* EMFILE back-off timers, one per listener */
+    struct listener_ctx *lctx;   /* callback args of both, one per listener (owned) */
+    struct event *ctl_ev;        /* wakes the worker for drain/stop commands */
+    struct lb_state *lb;         /* one per cluster */
+    struct session *sessions;    /* intrusive list of live sessions */
     size_t nsessions;
     bool draining, stopping;
     uint64_t rng;
@@ -62,7 +65,7 @@ struct server {
     int32_t *listener_active;      /* connection_limit: live downstream connections per listener */
     unsigned drain_time_s;
     int workers_done; /* main thread only */
-    struct event *drain_timer, *sigterm_ev, *sigint_ev, *worker_exit_ev;
+    struct event *drain_timer, *sigterm_ev, *sigint_ev, *sighup_ev, *sigusr1_ev, *worker_exit_ev;
     struct admin *admin;
     bool draining;
 };
@@ -71,7 +74,8 @@ struct server {
  * listener in every worker (errors: -errno with a message logged naming the address). */
 int server_init(struct server *srv, struct socktap_config *cfg, int nworkers,
                 unsigned drain_time_s);
-/* Runs until SIGTERM/SIGINT + drain. Returns 0 on a clean stop. */
+/* Runs until SIGTERM/SIGINT + drain. Returns 0 on a clean stop. SIGHUP re-opens the log file
+ * (log_reopen) and is reserved for a config reload; SIGUSR1 is logged and ignored. */
 int server_run(struct server *srv);
 void server_free(struct server *srv);
 

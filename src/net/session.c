@@ -11,8 +11,18 @@
  * a timeout, or a forced stop.
  *
  * Upstream connects: a refused or timed-out connect tries another host, up to tcp_proxy's
- * max_connect_attempts (Envoy's knob, default 1); bytes the client sent meanwhile stay queued in
- * the upstream conn's output buffer, which survives the retry. Circuit breakers (the cluster's
+ * max_connect_attempts (Envoy's knob, default 1, validated >= 1 as in Envoy's
+ * envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto, no upper bound there either);
+ * bytes the client sent meanwhile stay queued in the upstream conn's output buffer, which
+ * survives the retry. Retries always go back to the loop, after a short exponential backoff
+ * (CONNECT_BACKOFF_*): a refused connect on loopback fails within microseconds, so retrying at
+ * once made a large max_connect_attempts a busy loop (27 million connects in 10 minutes at 93%
+ * CPU for one client); Envoy retries without backoff unless backoff_options is set, but through
+ * its connection pool, never in a loop. The first retries stay near-immediate (1, 2, 4 ms: the
+ * usual case is a next host that answers), a host that stays down costs one connect per
+ * CONNECT_BACKOFF_MAX_MS. A client that ends its side (FIN) before any upstream answered may
+ * be half-closed or gone, which TCP cannot tell apart: from then on each host gets at most one
+ * more try; a client reset ends the session at once. Circuit breakers (the cluster's
  * max_connections, the listener's connection_limit filter) are process-wide atomic counts taken
  * with add-then-check, so concurrent workers can never overshoot a limit.
  *
@@ -42,8 +52,11 @@
 #include "net/server.h"
 #include "transport/ts_registry.h"
 
-#define MIN_READ_CHUNK (16u * 1024u)
-#define RETRY_US       1000 /* a blocked capture backlog drains ~1 MiB per ms on a slow disk */
+#define MIN_READ_CHUNK          (16u * 1024u)
+#define RETRY_US                1000 /* a blocked capture backlog drains ~1 MiB per ms on a slow disk */
+#define CONNECT_BACKOFF_BASE_MS 1u   /* before the first retry; doubles per retry */
+#define CONNECT_BACKOFF_MAX_MS  500u /* a host that stays down: two connects a second */
+#define CONNECT_FAIL_LOG_PER_S  10u  /* upstream connect failures logged at info per worker */
 
 enum side { DOWN = 0, UP = 1 };
 
@@ -75,12 +88,15 @@ struct session {
     uint64_t idle_ms;
     struct timeval last_activity;
     bool connecting;
+    bool backoff; /* waiting on timer before the next connect attempt */
     bool finished;
-    bool up_counted;    /* holds a slot in the cluster's active counts */
-    bool limit_counted; /* holds a slot in the listener's connection_limit count */
+    bool connect_fail_logged; /* a connect failure of this session was logged at info */
+    bool up_counted;          /* holds a slot in the cluster's active counts */
+    bool limit_counted;       /* holds a slot in the listener's connection_limit count */
     bool up_ever_connected;
-    int8_t ended_first; /* side whose EOF/error came first; -1: none yet; 2: a local decision */
-    uint32_t attempts;  /* upstream connect attempts made */
+    int8_t ended_first;    /* side whose EOF/error came first; -1: none yet; 2: a local decision */
+    uint32_t attempts;     /* upstream connect attempts made */
+    uint32_t max_attempts; /* max_connect_attempts; lowered once the client ended its side */
     enum ts_close_type close_how[2];
     struct session *prev, *next;
 };
@@ -89,6 +105,7 @@ static const char *const side_name[2] = {"downstream", "upstream"};
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void upstream_downstream_ended(struct session *s);
 
 static struct conn *peer_of(struct conn *c)
 {
@@ -275,6 +292,8 @@ static void conn_read(struct conn *c)
         if (c->s->ended_first < 0)
             c->s->ended_first = (int8_t)c->side;
         LOGT(c->s->id, "%s read EOF", side_name[c->side]);
+        if (c->side == DOWN && !p->connected)
+            upstream_downstream_ended(c->s);
     }
     if (evbuffer_get_length(p->out) >= p->limit)
         c->read_paused = true;
@@ -377,16 +396,88 @@ static void session_arm_idle(struct session *s)
     evtimer_add(s->timer, &tv);
 }
 
-static int session_connect(struct session *s);
+static void session_connect(struct session *s);
 
-/* The current connect attempt failed (already counted and logged): tries the next host if
- * max_connect_attempts allows, else ends the session. */
-static void upstream_attempt_failed(struct session *s)
+/* Logs that the connect attempt to the current host failed for WHY: at info (the reason is what
+ * an operator needs) once per session and at most CONNECT_FAIL_LOG_PER_S lines a second per
+ * worker, so a dead host under load does not flood the log; every other attempt at debug. */
+static void upstream_log_failure(struct session *s, const char *why)
 {
-    if (session_connect(s) == 0)
-        return;
+    static __thread time_t window;
+    static __thread unsigned logged, not_logged;
+    const char *host = s->w->srv->cfg->clusters[s->ci].hosts[s->host].text;
+    struct timeval now;
+    event_base_gettimeofday_cached(s->w->base, &now);
+    if (!s->connect_fail_logged) {
+        if (now.tv_sec != window) {
+            window = now.tv_sec;
+            logged = 0;
+        }
+        if (logged < CONNECT_FAIL_LOG_PER_S) {
+            logged++;
+            s->connect_fail_logged = true;
+            if (not_logged)
+                LOGI(s->id, "upstream connect to %s failed: %s (%u more since, at debug level)",
+                     host, why, not_logged);
+            else
+                LOGI(s->id, "upstream connect to %s failed: %s", host, why);
+            not_logged = 0;
+            return;
+        }
+        not_logged++;
+    }
+    LOGD(s->id, "upstream connect to %s failed: %s", host, why);
+}
+
+/* No attempt left: counted as upstream_cx_connect_attempts_exceeded (as Envoy), session ends. */
+static void upstream_give_up(struct session *s)
+{
+    stats_inc(cstats(s)->cx_connect_attempts_exceeded);
+    LOGD(s->id, "no upstream connection after %u attempt(s)", s->attempts);
+    conn_release(&s->c[UP], TS_CLOSE_NORMAL);
     s->c[UP].dead = true;
     session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+}
+
+/* The current connect attempt failed with ERR (-errno; already counted and logged): schedules the
+ * next attempt after a backoff if attempts remain, else ends the session. The failed socket is
+ * released now: nothing may poll it meanwhile. */
+static void upstream_attempt_failed(struct session *s, int err)
+{
+    s->connecting = false;
+    conn_release(&s->c[UP], TS_CLOSE_NORMAL);
+    if (err == -EMFILE || err == -ENFILE) {
+        server_pause_accepts(s->w, s->li, -err); /* let the backlog wait for descriptors */
+        upstream_give_up(s);
+        return;
+    }
+    if (s->attempts >= s->max_attempts) {
+        upstream_give_up(s);
+        return;
+    }
+    uint32_t shift = s->attempts - 1 < 16 ? s->attempts - 1 : 16;
+    uint32_t ms = CONNECT_BACKOFF_BASE_MS << shift;
+    if (ms > CONNECT_BACKOFF_MAX_MS)
+        ms = CONNECT_BACKOFF_MAX_MS;
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    s->backoff = true;
+    evtimer_add(s->timer, &tv);
+}
+
+/* The client ended its side (EOF) while no upstream connection exists: from now on each host
+ * gets at most one more try (see the top of the file). */
+static void upstream_downstream_ended(struct session *s)
+{
+    uint64_t n = s->w->srv->cfg->clusters[s->ci].nhosts;
+    uint64_t limit = (uint64_t)s->attempts + (n ? n - 1 : 0);
+    if (limit < s->max_attempts)
+        s->max_attempts = (uint32_t)limit;
+    if (s->backoff && s->attempts >= s->max_attempts) {
+        s->backoff = false;
+        event_del(s->timer);
+        LOGD(s->id, "downstream ended its side: no more upstream connect attempts");
+        upstream_give_up(s);
+    }
 }
 
 static void upstream_connected(struct session *s)
@@ -401,9 +492,8 @@ static void upstream_connected(struct session *s)
     s->connecting = false;
     if (soerr) {
         stats_inc(cstats(s)->cx_connect_fail);
-        LOGD(s->id, "upstream connect to %s failed: %s",
-             s->w->srv->cfg->clusters[s->ci].hosts[s->host].text, strerror(soerr));
-        upstream_attempt_failed(s);
+        upstream_log_failure(s, strerror(soerr));
+        upstream_attempt_failed(s, -soerr);
         return;
     }
     u->connected = true;
@@ -426,7 +516,8 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
     struct session *s = c->s;
     if (c->side == UP && s->connecting && (what & EV_WRITE)) {
         upstream_connected(s);
-        if (s->finished || s->connecting) {
+        /* still connecting, failed (its conn released: backing off) or finished */
+        if (s->finished || !c->connected) {
             session_settle(s);
             return;
         }
@@ -457,12 +548,16 @@ static void session_retry_cb(evutil_socket_t fd, short what, void *arg)
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
+    if (s->backoff) {
+        s->backoff = false;
+        session_connect(s);
+        session_settle(s);
+        return;
+    }
     if (s->connecting) {
         stats_inc(cstats(s)->cx_connect_timeout);
-        LOGD(s->id, "upstream connect timeout to %s",
-             s->w->srv->cfg->clusters[s->ci].hosts[s->host].text);
-        s->connecting = false;
-        upstream_attempt_failed(s);
+        upstream_log_failure(s, "connect timeout");
+        upstream_attempt_failed(s, -ETIMEDOUT);
         session_settle(s);
         return;
     }
@@ -542,47 +637,41 @@ static int upstream_start(struct session *s)
     if (rc < 0)
         return rc; /* fd still ours: session_free closes it */
     s->connecting = true;
+    /* from fresh time, not the loop's cached time: a callback that set up many connections
+     * (trace files opened, TLS contexts made) may have run for a while since the cache was
+     * taken, and a timer armed from a stale "now" expires that much early */
+    event_base_update_cache_time(s->w->base);
     struct timeval tv = {.tv_sec = (time_t)(cl->connect_timeout_ms / 1000),
                          .tv_usec = (suseconds_t)(cl->connect_timeout_ms % 1000) * 1000};
     evtimer_add(s->timer, &tv);
     return 0;
 }
 
-/* Starts the next upstream connect attempt: another host than the last one when there is
- * one. Returns 0 when an attempt is under way, -1 once max_connect_attempts are used up
- * (counted as upstream_cx_connect_attempts_exceeded, as Envoy). */
-static int session_connect(struct session *s)
+/* Makes the next upstream connect attempt: another host than the last one when there is one.
+ * On failure, upstream_attempt_failed() schedules the next attempt or ends the session. */
+static void session_connect(struct session *s)
 {
     struct worker *w = s->w;
     const struct cfg_cluster *cl = &w->srv->cfg->clusters[s->ci];
-    uint32_t max = w->srv->cfg->listeners[s->li].tcp_proxy.max_connect_attempts;
-    while (s->attempts < (max ? max : 1)) {
-        if (s->attempts > 0) {
-            size_t last = s->host;
-            conn_release(&s->c[UP], TS_CLOSE_NORMAL);
-            w->lb[s->ci].active[last]--;
-            s->host = cluster_pick_host(w, s->ci);
-            if (s->host == last && cl->nhosts > 1)
-                s->host = (last + 1) % cl->nhosts;
-            w->lb[s->ci].active[s->host]++;
-            LOGD(s->id, "trying host %s (attempt %u of %u)", cl->hosts[s->host].text,
-                 s->attempts + 1, max);
-        }
-        s->attempts++;
-        stats_inc(cstats(s)->cx_total);
-        int rc = upstream_start(s);
-        if (rc == 0)
-            return 0;
-        stats_inc(cstats(s)->cx_connect_fail);
-        LOGD(s->id, "upstream connect to %s failed: %s", cl->hosts[s->host].text, strerror(-rc));
-        if (rc == -EMFILE || rc == -ENFILE) {
-            server_pause_accepts(w, s->li, -rc); /* let the backlog wait for descriptors */
-            break;
-        }
+    if (s->attempts > 0) {
+        size_t last = s->host;
+        conn_release(&s->c[UP], TS_CLOSE_NORMAL);
+        w->lb[s->ci].active[last]--;
+        s->host = cluster_pick_host(w, s->ci);
+        if (s->host == last && cl->nhosts > 1)
+            s->host = (last + 1) % cl->nhosts;
+        w->lb[s->ci].active[s->host]++;
+        LOGD(s->id, "trying host %s (attempt %u of %u)", cl->hosts[s->host].text, s->attempts + 1,
+             s->max_attempts);
     }
-    stats_inc(cstats(s)->cx_connect_attempts_exceeded);
-    LOGD(s->id, "no upstream connection after %u attempt(s)", s->attempts);
-    return -1;
+    s->attempts++;
+    stats_inc(cstats(s)->cx_total);
+    int rc = upstream_start(s);
+    if (rc == 0)
+        return;
+    stats_inc(cstats(s)->cx_connect_fail);
+    upstream_log_failure(s, strerror(-rc));
+    upstream_attempt_failed(s, rc);
 }
 
 void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *peer, int peer_len)
@@ -601,9 +690,16 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     s->li = li;
     s->ci = ci;
     s->idle_ms = l->tcp_proxy.idle_timeout_ms;
+    s->max_attempts = l->tcp_proxy.max_connect_attempts ? l->tcp_proxy.max_connect_attempts : 1;
     s->ended_first = -1;
     s->c[DOWN].fd = fd;
     s->c[UP].fd = -1;
+    /* the upstream conn exists before any attempt succeeds: a client's bytes and EOF are read
+     * into it while attempts fail and back off */
+    s->c[UP].s = s;
+    s->c[UP].side = UP;
+    s->c[UP].limit = cl->buffer_limit ? cl->buffer_limit : CFG_DEFAULT_BUFFER_LIMIT;
+    s->c[UP].out = evbuffer_new();
     s->next = w->sessions;
     if (w->sessions)
         w->sessions->prev = s;
@@ -633,7 +729,7 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     s->timer = evtimer_new(w->base, session_timer_cb, s);
-    int rc = s->timer ? conn_setup(s, DOWN, fd, l->buffer_limit) : -ENOMEM;
+    int rc = s->timer && s->c[UP].out ? conn_setup(s, DOWN, fd, l->buffer_limit) : -ENOMEM;
     if (rc < 0)
         goto err_finish;
 
@@ -676,10 +772,7 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     w->lb[ci].active[s->host]++;
     s->up_counted = true;
     stats_add(srv->cstats[ci].cx_active, 1);
-    if (session_connect(s) < 0) {
-        s->c[UP].dead = true;
-        goto err_finish;
-    }
+    session_connect(s);
     session_settle(s);
     return;
 
