@@ -140,6 +140,8 @@ class ListenTest(E2ETest):
         admin = free_port()
         st = self.socktap(proxy_config(0, self.up_port, admin), admin_port=admin,
                           args=("--concurrency", "3", "-l", "debug"))
+        # the admin port answers before the workers have logged their listeners: wait for the line
+        st.wait_log("(3 workers)")
         m = re.search(r"listening on 127\.0\.0\.1:(\d+) \(3 workers\)", st.logtext())
         self.assertIsNotNone(m, st.logtext())
         port = int(m.group(1))
@@ -166,13 +168,17 @@ class ListenTest(E2ETest):
         log = os.path.join(self.tmp, "none.log")
         p = self.procs.start([harness.SOCKTAP, "-c", path, "--concurrency", "2"], log=log,
                              env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"))
+
+        def text():
+            with open(log) as f:
+                return f.read()
         deadline = time.time() + 15
-        while time.time() < deadline and "no listeners configured" not in open(log).read():
-            self.assertIsNone(p.poll(), open(log).read())
+        while time.time() < deadline and "no listeners configured" not in text():
+            self.assertIsNone(p.poll(), text())
             time.sleep(0.05)
-        self.assertIn("no listeners configured: serving nothing (2 workers)", open(log).read())
-        self.assertEqual(self.procs.stop(p, signal.SIGTERM), 0, open(log).read())
-        self.assert_sanitizers_silent(open(log).read())
+        self.assertIn("no listeners configured: serving nothing (2 workers)", text())
+        self.assertEqual(self.procs.stop(p, signal.SIGTERM), 0, text())
+        self.assert_sanitizers_silent(text())
 
 
 if __name__ == "__main__":
