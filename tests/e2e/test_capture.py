@@ -9,6 +9,7 @@ import contextlib
 import glob
 import hashlib
 import os
+import re
 import signal
 import socket
 import stat
@@ -286,6 +287,25 @@ class CaptureTest(E2ETest):
         files = glob.glob(pattern)
         self.assertEqual(len(files), 1, "files matching %s: %s" % (pattern, files))
         return files[0]
+
+    def test_docs_list_every_capture_stat(self):
+        """docs/capture.md's Stats list and /stats name the same counters (backpressure was missing)."""
+        up = Upstream(b"")
+        st = self.start(up.port, listener_ts=capture_ts(os.path.join(self.tmp, "d")),
+                        cluster_ts=capture_ts(os.path.join(self.tmp, "u"), indent=4))
+        shown = set()
+        for k in st.stats():
+            for kind in (".capture.", ".tap."):
+                if kind in k:
+                    shown.add(k.split(kind, 1)[1])
+        self.assertTrue(shown, sorted(st.stats()))
+        with open(os.path.join(harness.ROOT, "docs", "capture.md")) as f:
+            doc = f.read()
+        section = doc.split("## Stats", 1)[1].split("\n## ", 1)[0]
+        listed = set(re.search(r"\{([^}]*)\}", section).group(1).replace("\n", " ").split(", "))
+        listed = {x.strip() for x in listed}
+        self.assertEqual(shown, listed, "stats shown by /stats vs listed in docs/capture.md")
+        self.assertEqual(st.stop(), 0)
 
     def test_listener_and_cluster_v2_binary(self):
         request = b"GET /x HTTP/1.0\r\n\r\n" + os.urandom(100000)
