@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -132,6 +133,79 @@ static void test_file_name_in_message(void **state)
              "%s:2:13: static_resources.clusters: expected a sequence, got \"7\"", path);
     assert_string_equal(err.msg, expect);
     unlink(path);
+}
+
+/* A FIFO as -c hung forever in fopen (issue 9); now refused at once. alarm() turns a hang back
+ * into a failure instead of a stuck suite. */
+static void test_fifo_and_directory_refused(void **state)
+{
+    char dir[] = "/tmp/socktap-cfg-XXXXXX", path[64], expect[160];
+    struct cfg_err err = {0};
+    struct socktap_config *cfg = NULL;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/fifo.yaml", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(20);
+    assert_int_equal(config_load(path, &cfg, &err), -EINVAL);
+    alarm(0);
+    assert_null(cfg);
+    snprintf(expect, sizeof(expect), "%s: not a regular file (a FIFO); a config must be a file",
+             path);
+    assert_string_equal(err.msg, expect);
+    memset(&err, 0, sizeof(err)); /* the first error set is the one kept */
+    assert_int_equal(config_load(dir, &cfg, &err), -EINVAL);
+    snprintf(expect, sizeof(expect),
+             "%s: not a regular file (a directory); a config must be a file", dir);
+    assert_string_equal(err.msg, expect);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* 200k keys in one mapping: all distinct is accepted (the scan was quadratic, > 30 s), and one
+ * repeated at the end is still found, naming both places. */
+static void test_many_keys_duplicate_found(void **state)
+{
+    const size_t n = 200000;
+    size_t cap = n * 24 + 64, len = 0;
+    char *yaml = malloc(cap);
+    struct cfg_err err = {0};
+    struct cfg_doc *doc = NULL;
+    assert_non_null(yaml);
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(yaml + len, cap - len, "k%zu: %zu\n", i, i);
+    assert_int_equal(cfg_doc_load_string("t.yaml", yaml, len, &doc, &err), 0);
+    assert_non_null(doc);
+    cfg_doc_free(doc);
+    doc = NULL;
+    len += (size_t)snprintf(yaml + len, cap - len, "k123: again\n");
+    assert_int_equal(cfg_doc_load_string("t.yaml", yaml, len, &doc, &err), -EINVAL);
+    assert_null(doc);
+    assert_string_equal(err.msg, "t.yaml:200001:1: k123: duplicate key 'k123' (first defined at "
+                                 "124:1)");
+    free(yaml);
+}
+
+/* A 20M-element sequence took 2.3 GB and was accepted; past the node cap it is refused where
+ * the cap is crossed. */
+static void test_node_cap(void **state)
+{
+    const size_t n = 1000001;
+    size_t len = 0;
+    char *yaml = malloc(n * 2 + 16);
+    struct cfg_err err = {0};
+    struct cfg_doc *doc = NULL;
+    assert_non_null(yaml);
+    yaml[len++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        yaml[len++] = '1';
+        yaml[len++] = i + 1 < n ? ',' : ']';
+    }
+    yaml[len++] = '\n';
+    assert_int_equal(cfg_doc_load_string("t.yaml", yaml, len, &doc, &err), -EINVAL);
+    assert_null(doc);
+    assert_non_null(
+        strstr(err.msg, "more than 1000000 YAML nodes: too large for a socktap config"));
+    free(yaml);
 }
 
 static void test_v2_example(void **state)
@@ -468,6 +542,9 @@ int main(void)
         cmocka_unit_test(test_billion_laughs),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_file_name_in_message),
+        cmocka_unit_test(test_fifo_and_directory_refused),
+        cmocka_unit_test(test_many_keys_duplicate_found),
+        cmocka_unit_test(test_node_cap),
         cmocka_unit_test(test_v2_example),
         cmocka_unit_test(test_v3_typed_ipv6_load_assignment),
         cmocka_unit_test(test_defaults),
