@@ -21,6 +21,15 @@
 #include "core/stats.h"
 
 #define ADMIN_ACCEPT_BACKOFF_MS 100
+/* evhttp has no header limit by default: 124 MiB of request headers grew RSS by 113 MB, never
+ * returned. Envoy's admin is an HCM with max_request_headers_kb 60 (its default, in
+ * api/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto);
+ * we take the same. Only GET and HEAD are served, so a body is never needed: 4 KiB is room for a
+ * client that sends a stray one. A request must arrive within the timeout (a slow client holds
+ * one connection's buffers, not the admin). */
+#define ADMIN_MAX_HEADERS_BYTES (60 * 1024)
+#define ADMIN_MAX_BODY_BYTES    4096
+#define ADMIN_TIMEOUT_S         30
 
 struct admin {
     struct evhttp *http;
@@ -130,6 +139,9 @@ int admin_start(struct admin **out, struct event_base *base, const struct cfg_ad
     if (!a->http)
         goto err_free_admin;
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS_BYTES);
+    evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY_BYTES);
+    evhttp_set_timeout(a->http, ADMIN_TIMEOUT_S);
     evhttp_set_cb(a->http, "/ready", ready_cb, a);
     evhttp_set_cb(a->http, "/stats", stats_cb, a);
     evhttp_set_gencb(a->http, generic_cb, a);

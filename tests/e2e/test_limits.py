@@ -14,6 +14,7 @@ import stat
 import subprocess
 import threading
 import time
+import urllib.request
 
 import harness
 from harness import E2ETest, free_port, proxy_config
@@ -347,12 +348,47 @@ class LimitsTest(E2ETest):
         st2.wait_log("admin listening on")
         self.assertNotIn("NOT loopback", st2.logtext())
 
+    def test_admin_request_headers_bounded(self):
+        """Endless request headers to /stats: refused past Envoy's 60 KiB (max_request_headers_kb
+        default), RSS does not follow, and the admin keeps answering (124 MiB grew RSS 113 MB)."""
+        up = EchoUpstream(self)
+        self.port = free_port()
+        admin = free_port()
+        st = self.socktap(proxy_config(self.port, up.port, admin), admin_port=admin)
+        rss0 = harness.vm_status(st.proc.pid, "VmRSS")
+        sent, closed = 0, False
+        line = b"X-Fill: " + b"a" * 1000 + b"\r\n"
+        with socket.create_connection(("127.0.0.1", admin), timeout=10) as c:
+            c.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n")
+            try:
+                while sent < 64 << 20:
+                    c.sendall(line * 64)
+                    sent += len(line) * 64
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+            if not closed:
+                reply = c.recv(4096)
+                closed = True
+                self.assertFalse(reply.startswith(b"HTTP/1.1 200"), reply[:200])
+        self.assertTrue(closed)
+        # the peer stops reading once it refuses: far less than the 64 MiB we had to send
+        self.assertLess(sent, 16 << 20, "admin kept reading %d bytes of headers" % sent)
+        rss1 = harness.vm_status(st.proc.pid, "VmRSS")
+        self.assertLess(rss1 - rss0, 16 << 10, "RSS %d kB -> %d kB" % (rss0, rss1))
+        self.assertIn("downstream_cx_total", urllib_get(admin, "/stats"))
+        self.assertEqual(st.stop(), 0)
+
 
 def recv_once(port, payload):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         c.sendall(payload)
         c.shutdown(socket.SHUT_WR)
         return recv_until_closed(c)[0]
+
+
+def urllib_get(port, path):
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as r:
+        return r.read().decode()
 
 
 if __name__ == "__main__":
