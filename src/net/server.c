@@ -49,13 +49,6 @@
 #define ACCEPT_BATCH      32 /* connections set up per listener wakeup: a few ms at worst */
 #define LISTEN_BACKLOG    4096
 
-static uint64_t g_conn_id;
-
-uint64_t server_next_conn_id(void)
-{
-    return __atomic_add_fetch(&g_conn_id, 1, __ATOMIC_RELAXED);
-}
-
 struct listener_ctx { /* argument of a worker's accept and accept-retry callbacks */
     struct worker *w;
     size_t li;

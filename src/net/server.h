@@ -79,9 +79,6 @@ int server_init(struct server *srv, struct socktap_config *cfg, int nworkers,
 int server_run(struct server *srv);
 void server_free(struct server *srv);
 
-/* Next process-wide connection id (starts at 1). Thread-safe. */
-uint64_t server_next_conn_id(void);
-
 /* Session entry point (session.c): takes ownership of FD accepted on listener LI. */
 void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *peer, int peer_len);
 /* Closes every session of W (forced stop at the end of the drain). */

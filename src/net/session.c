@@ -48,6 +48,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "core/conn_id.h"
 #include "core/log.h"
 #include "net/server.h"
 #include "transport/ts_registry.h"
@@ -686,7 +687,7 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
         return;
     }
     s->w = w;
-    s->id = server_next_conn_id();
+    s->id = conn_id_next();
     s->li = li;
     s->ci = ci;
     s->idle_ms = l->tcp_proxy.idle_timeout_ms;

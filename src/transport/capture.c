@@ -364,11 +364,17 @@ static void capture_open(struct capture_socket *cs)
     int rc = capture_file_create(cfg->path_prefix, id, trace_format_extension(cfg->enc.format),
                                  cs->path, sizeof(cs->path), &fd, &renamed);
     if (rc) {
-        LOGE(id, "%s: cannot create a trace file for prefix %s: %s; connection not captured",
-             cfg->kind, cfg->path_prefix, strerror(-rc));
         stats_inc(cfg->stats.files_failed);
+        if (!__atomic_exchange_n(cfg->create_failing, true, __ATOMIC_RELAXED))
+            LOGE(id,
+                 "%s: cannot create a trace file for prefix %s: %s; connection not captured "
+                 "(until a file can be created again, further failures are only counted in "
+                 "%s.files_failed)",
+                 cfg->kind, cfg->path_prefix, strerror(-rc), cfg->kind);
         return;
     }
+    if (__atomic_exchange_n(cfg->create_failing, false, __ATOMIC_RELAXED))
+        LOGI(id, "%s: trace files for prefix %s can be created again", cfg->kind, cfg->path_prefix);
     if (renamed)
         LOGW(id, "%s: %s_%llu%s exists (file or symlink, left untouched); writing %s instead",
              cfg->kind, cfg->path_prefix, (unsigned long long)id,

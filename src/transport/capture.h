@@ -39,6 +39,10 @@ struct capture_cfg {
     size_t max_backlog; /* socktap extension `socktap_max_backlog_bytes`, default 8 MiB */
     struct ts_config inner;
     struct capture_stats stats;
+    /* owned, atomic, shared by the workers (the config itself is const to them): a create
+     * failure was logged and no file opened since, so the next ones are only counted (a missing
+     * directory must not log once per connection) */
+    bool *create_failing;
 };
 
 /* Parsers, exposed for unit tests: CONFIG is the `config:` (capture) or `typed_config:` minus

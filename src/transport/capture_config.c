@@ -4,11 +4,15 @@
  * accepted: other tap matchers and sinks fail with "not supported" rather than being ignored,
  * because a silently ignored matcher would capture traffic the operator meant to exclude. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/conn_id.h"
+#include "core/log.h"
 #include "transport/capture.h"
+#include "transport/capture_disk.h"
 
 static const char *const v2_format_names[] = {"PROTO_BINARY", "PROTO_TEXT", NULL};
 static const enum trace_format v2_formats[] = {TRACE_FMT_PROTO_BINARY, TRACE_FMT_PROTO_TEXT};
@@ -28,6 +32,7 @@ void capture_cfg_free(void *p)
         return;
     ts_config_free(&cfg->inner);
     free(cfg->path_prefix);
+    free(cfg->create_failing);
     free(cfg);
 }
 
@@ -47,26 +52,25 @@ static void capture_register_stats(struct capture_cfg *cfg, const char *owner)
 
 /* Traces hold decrypted traffic: a directory anyone may write to without the sticky bit lets
  * any local user rename, delete or replace them (O_EXCL|O_NOFOLLOW protect the create, not
- * what happens after it). A directory that does not exist yet is left to the create-time
- * error (files_failed), as a capture target may be mounted later. */
+ * what happens after it). A directory that does not exist yet is a warning here, not an error
+ * (a capture target may be mounted later); connections then count files_failed, logged once. */
 static int check_prefix_dir(struct ts_parse_ctx *ctx, const struct cfg_node *node,
                             const struct cfg_path *path, const char *prefix)
 {
     char dir[4096];
-    const char *slash = strrchr(prefix, '/');
-    size_t len = slash ? (size_t)(slash - prefix) : 1;
-    if (len >= sizeof(dir))
-        return cfg_error(ctx->err, ctx->doc, node, path, "path prefix too long");
-    if (!slash)
-        dir[0] = '.';
-    else if (len == 0)
-        dir[len++] = '/';
-    else
-        memcpy(dir, prefix, len);
-    dir[len] = '\0';
     struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+    if (capture_prefix_dir(prefix, dir, sizeof(dir)))
+        return cfg_error(ctx->err, ctx->doc, node, path, "path prefix too long");
+    if (stat(dir, &st) != 0) {
+        char kp[512];
+        LOGW(0,
+             "%s:%u:%u: %s: capture directory '%s' does not exist: connections are not "
+             "captured until it does",
+             ctx->doc->file, node->line, node->col, cfg_path_format(path, kp, sizeof(kp)), dir);
         return 0;
+    }
+    if (!S_ISDIR(st.st_mode))
+        return cfg_error(ctx->err, ctx->doc, node, path, "'%s' is not a directory", dir);
     if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))
         return cfg_error(
             ctx->err, ctx->doc, node, path,
@@ -90,8 +94,20 @@ static int parse_path_prefix(struct ts_parse_ctx *ctx, const struct cfg_node *no
         return cfg_error(ctx->err, ctx->doc, node, path, "expected a non-empty path prefix");
     if ((rc = check_prefix_dir(ctx, node, path, s)))
         return rc;
+    /* A restart continues after the last run's traces instead of colliding with them (see
+     * core/conn_id.h); an unreadable directory leaves the collision handling of
+     * capture_file_create as the fallback. */
+    uint64_t highest;
+    if (!capture_highest_id(s, &highest) && highest) {
+        conn_id_reserve(highest);
+        LOGI(0,
+             "capture: %s already holds traces up to _%" PRIu64
+             "; connection ids continue at %" PRIu64,
+             s, highest, highest + 1);
+    }
     cfg->path_prefix = strdup(s);
-    return cfg->path_prefix ? 0 : -ENOMEM;
+    cfg->create_failing = calloc(1, sizeof(*cfg->create_failing));
+    return cfg->path_prefix && cfg->create_failing ? 0 : -ENOMEM;
 }
 
 /* The keys both forms share at their top level (the inner socket and socktap's backlog knob),

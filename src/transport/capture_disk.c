@@ -10,6 +10,7 @@
  * signal; the readers report where the tail is cut). */
 #include "transport/capture_disk.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -46,6 +47,66 @@ int capture_file_create(const char *path_prefix, uint64_t conn_id, const char *e
             return -errno;
     }
     return -EEXIST;
+}
+
+int capture_prefix_dir(const char *path_prefix, char *dir, size_t dir_size)
+{
+    const char *slash = strrchr(path_prefix, '/');
+    size_t len = slash ? (size_t)(slash - path_prefix) : 0;
+    int n;
+    if (!slash)
+        n = snprintf(dir, dir_size, ".");
+    else if (!len)
+        n = snprintf(dir, dir_size, "/");
+    else
+        n = snprintf(dir, dir_size, "%.*s", (int)len, path_prefix);
+    return n < 0 || (size_t)n >= dir_size ? -ENAMETOOLONG : 0;
+}
+
+/* Parses "<digits>" at S up to the end or a '.', as in "<id>", "<id>.pb", "<id>.3.pb". */
+static bool parse_trace_id(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (*s < '0' || *s > '9')
+        return false;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    if (*s && *s != '.')
+        return false;
+    *out = v;
+    return true;
+}
+
+int capture_highest_id(const char *path_prefix, uint64_t *out)
+{
+    const char *slash = strrchr(path_prefix, '/');
+    const char *base = slash ? slash + 1 : path_prefix;
+    size_t blen = strlen(base);
+    char dir[4096];
+    struct dirent *de;
+    DIR *d;
+    int rc = 0;
+
+    *out = 0;
+    if ((rc = capture_prefix_dir(path_prefix, dir, sizeof(dir))))
+        return rc;
+    d = opendir(dir);
+    if (!d)
+        return -errno;
+    errno = 0;
+    while ((de = readdir(d))) {
+        uint64_t id;
+        if (!strncmp(de->d_name, base, blen) && de->d_name[blen] == '_' &&
+            parse_trace_id(de->d_name + blen + 1, &id) && id > *out)
+            *out = id;
+    }
+    if (errno)
+        rc = -errno;
+    closedir(d);
+    return rc;
 }
 
 enum wjob_kind { WJOB_DATA, WJOB_CLOSE };

@@ -30,6 +30,17 @@ int capture_file_create(const char *path_prefix, uint64_t conn_id, const char *e
                         size_t path_size, int *out_fd, bool *out_renamed)
     __attribute__((warn_unused_result, nonnull));
 
+/* Writes the directory PATH_PREFIX's files go to ("." for a bare name, "/" for "/name") into
+ * DIR (DIR_SIZE bytes, caller's). Returns 0 or -ENAMETOOLONG. */
+int capture_prefix_dir(const char *path_prefix, char *dir, size_t dir_size)
+    __attribute__((warn_unused_result, nonnull));
+
+/* Sets *OUT to the highest <id> of the names `<basename>_<id>`, `<basename>_<id>.<anything>`
+ * in PATH_PREFIX's directory (0 if none): the ids a new run must not reuse. Returns 0 or -errno
+ * (-ENOENT for a missing directory, with *OUT 0). */
+int capture_highest_id(const char *path_prefix, uint64_t *out)
+    __attribute__((warn_unused_result, nonnull));
+
 /* Stats the writer thread updates for a file (ids registered at config time); a zeroed struct
  * with has_stats false counts nothing (unit tests). */
 struct capture_wstats {

@@ -197,31 +197,32 @@ class Upstream:
     """A one-shot upstream: records its peer address and what it received (until EOF), then
     answers RESPONSE and closes."""
 
-    def __init__(self, response=b"", sink_hash=False):
+    def __init__(self, response=b"", sink_hash=False, conns=1):
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
-        self.response, self.sink_hash = response, sink_hash
+        self.response, self.sink_hash, self.conns = response, sink_hash, conns
         self.peer, self.data, self.hash, self.count = None, bytearray(), hashlib.sha256(), 0
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
     def run(self):
-        conn, self.peer = self.sock.accept()
-        with conn:
-            while True:
-                chunk = conn.recv(1 << 20)
-                if not chunk:
-                    break
-                self.count += len(chunk)
-                if self.sink_hash:
-                    self.hash.update(chunk)
-                else:
-                    self.data += chunk
-            with contextlib.suppress(OSError):
-                conn.sendall(self.response)
+        for _ in range(self.conns):  # one after the other
+            conn, self.peer = self.sock.accept()
+            with conn:
+                while True:
+                    chunk = conn.recv(1 << 20)
+                    if not chunk:
+                        break
+                    self.count += len(chunk)
+                    if self.sink_hash:
+                        self.hash.update(chunk)
+                    else:
+                        self.data += chunk
+                with contextlib.suppress(OSError):
+                    conn.sendall(self.response)
         self.sock.close()
 
     def join(self, timeout=60):
@@ -508,16 +509,55 @@ class CaptureTest(E2ETest):
             self.assertEqual(bytes(reads[i * 65536:i * 65536 + 8]), b"%08d" % i)
 
     def test_unwritable_prefix_keeps_traffic(self):
-        up = Upstream(b"pong" * 1000)
+        """A path_prefix in a missing directory: a warning naming it at start-up, traffic
+        untouched, every connection counted in files_failed, the error logged once (it was
+        logged per connection), and a line when the directory appears and files work again."""
+        n = 5
+        up = Upstream(b"pong" * 1000, conns=n + 1)
         prefix = os.path.join(self.tmp, "missing-dir", "cap")
         st = self.start(up.port, listener_ts=capture_ts(prefix))
-        _, got = exchange(self.port, b"ping" * 1000)
-        up.join()
-        self.assertEqual(got, b"pong" * 1000)
-        self.assertEqual(self.stat(st, "capture.files_failed"), 1)
+        self.assertRegex(st.logtext(), r"\[warning\].*:\d+:\d+: static_resources\.listeners"
+                         r"\[0\].*path_prefix: capture directory '.*missing-dir' does not exist")
+        for _ in range(n):
+            _, got = exchange(self.port, b"ping" * 1000)
+            self.assertEqual(got, b"pong" * 1000)
+        self.assertEqual(self.stat(st, "capture.files_failed"), n)
         self.assertEqual(self.stat(st, "capture.files_opened"), 0)
+        self.assertEqual(st.logtext().count("cannot create a trace file"), 1, st.logtext())
+        os.mkdir(os.path.dirname(prefix), 0o700)
+        _, got = exchange(self.port, b"ping" * 1000)
+        self.assertEqual(got, b"pong" * 1000)
+        up.join()
+        self.assertEqual(self.stat(st, "capture.files_opened"), 1)
         self.assertEqual(st.stop(), 0)
-        self.assertIn("cannot create a trace file", st.logtext())
+        self.assertIn("can be created again", st.logtext())
+        self.assertEqual(len(glob.glob(prefix + "_*.pb")), 1)
+
+    def test_restart_continues_trace_names(self):
+        """Each run numbered its traces from _1, so a restart collided with every old file (a
+        warning each, and after 999 connections went uncaptured). Now a run continues after the
+        highest id present, in Envoy's <prefix>_<id> shape, and the log ids match the names."""
+        prefix = os.path.join(self.tmp, "cap")
+        names = []
+        for run in range(3):
+            up = Upstream(b"r%d" % run, conns=3)
+            st = self.start(up.port, listener_ts=capture_ts(prefix), args=("-l", "debug"))
+            for _ in range(3):
+                self.assertEqual(exchange(self.port, b"q")[1], b"r%d" % run)
+            up.join()
+            self.assertEqual(st.stop(), 0)
+            self.assertNotIn("left untouched", st.logtext())
+            if run:
+                self.assertIn("connection ids continue at %d" % (max(names) + 1), st.logtext())
+            new = sorted(int(re.search(r"_(\d+)\.pb$", f).group(1))
+                         for f in glob.glob(prefix + "_*.pb")
+                         if int(re.search(r"_(\d+)\.pb$", f).group(1)) not in names)
+            self.assertEqual(len(new), 3, new)
+            self.assertGreater(min(new), max(names, default=0))
+            for i in new:
+                self.assertRegex(st.logtext(), r"\[C%d\] new connection" % i)
+            names += new
+        self.assertEqual(len(set(names)), 9)
 
     def test_full_filesystem_keeps_traffic(self):
         mnt = os.path.join(self.tmp, "tiny")
@@ -550,7 +590,11 @@ class CaptureTest(E2ETest):
         victim = os.path.join(self.tmp, "victim")
         with open(victim, "wb") as f:
             f.write(b"keep me")
-        # The first connection ids of a fresh process: a regular file or a symlink at each name.
+        # Names taken after start-up (another writer in the directory, say): the ids socktap
+        # will use next, as a regular file or a symlink at each name. Files present at start-up
+        # are skipped over instead (test_restart_continues_trace_names).
+        up = Upstream(b"answer")
+        st = self.start(up.port, listener_ts=capture_ts(prefix))
         for i in range(1, 9):
             name = "%s_%d.pb" % (prefix, i)
             if i % 2:
@@ -558,8 +602,6 @@ class CaptureTest(E2ETest):
                     f.write(b"old %d" % i)
             else:
                 os.symlink(victim, name)
-        up = Upstream(b"answer")
-        st = self.start(up.port, listener_ts=capture_ts(prefix))
         _, got = exchange(self.port, b"question")
         up.join()
         self.assertEqual(got, b"answer")
