@@ -9,12 +9,14 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "core/log.h"
 #include "transport/tls.h"
 
 struct tls_parse {
@@ -67,6 +69,12 @@ static int tls_open_source(struct tls_parse *p, const struct cfg_node *node,
         *scratch = CFG_PATH_KEY(path, "filename");
         if (cfg_get_string(p->err, p->doc, fn, scratch, &s) < 0)
             return -EINVAL;
+        /* fopen succeeds on a directory and the PEM decoder then reports a DECODER error
+         * that does not say what is wrong; say it here. */
+        struct stat st;
+        if (stat(s, &st) == 0 && !S_ISREG(st.st_mode))
+            return cfg_error(p->err, p->doc, fn, scratch, "\"%s\" is %s, expected a PEM file", s,
+                             S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
         *out = BIO_new_file(s, "r");
         if (!*out) {
             int e = errno ? errno : ENOENT;
@@ -454,6 +462,16 @@ static int tls_add_list(struct tls_parse *p, const char *name, size_t len,
     return 0;
 }
 
+/* Envoy's TlsParameters defaults (api/envoy/extensions/transport_sockets/tls/v3/common.proto):
+ * minimum TLSv1_2 for both sides, maximum TLSv1_3 for servers and TLSv1_2 for clients. Applied
+ * without tls_params too: OpenSSL's own minimum is TLS 1.0, which its default security level then
+ * fails in the middle of the handshake with alert 80 (internal_error) instead of refusing the
+ * version with alert 70 (protocol_version). Values are indexes into the TlsProtocol enum. */
+static int tls_default_max(enum ts_side side)
+{
+    return side == TS_SIDE_DOWNSTREAM ? 4 : 3;
+}
+
 static int tls_parse_params(struct tls_parse *p, const struct cfg_node *node,
                             const struct cfg_path *path)
 {
@@ -465,7 +483,7 @@ static int tls_parse_params(struct tls_parse *p, const struct cfg_node *node,
     static const int proto[] = {0, TLS1_VERSION, TLS1_1_VERSION, TLS1_2_VERSION, TLS1_3_VERSION};
     if (cfg_check_keys(p->err, p->doc, node, path, keys) < 0)
         return -EINVAL;
-    int vmin = 3, vmax = 4; /* Envoy's defaults: TLS 1.2 .. 1.3 */
+    int vmin = 3, vmax = tls_default_max(p->cfg->side);
     const struct cfg_node *v;
     struct cfg_path minp = CFG_PATH_KEY(path, "tls_minimum_protocol_version");
     struct cfg_path maxp = CFG_PATH_KEY(path, "tls_maximum_protocol_version");
@@ -474,12 +492,21 @@ static int tls_parse_params(struct tls_parse *p, const struct cfg_node *node,
             return -EINVAL;
         if (vmin == 0)
             vmin = 3;
+        if (vmin < 3) {
+            char kp[512];
+            LOGW(0,
+                 "%s:%u:%u: %s: %s is accepted but cannot work: OpenSSL 3 at its default "
+                 "security level refuses TLS 1.0 and 1.1 handshakes (they need SHA-1 signatures), "
+                 "and socktap does not lower it; clients limited to them fail",
+                 p->doc->file, v->line, v->col, cfg_path_format(&minp, kp, sizeof(kp)),
+                 versions[vmin]);
+        }
     }
     if ((v = cfg_map_get(node, "tls_maximum_protocol_version"))) {
         if (cfg_get_enum(p->err, p->doc, v, &maxp, versions, &vmax) < 0)
             return -EINVAL;
         if (vmax == 0)
-            vmax = 4;
+            vmax = tls_default_max(p->cfg->side);
         if (vmax < vmin)
             return cfg_error(p->err, p->doc, v, &maxp, "maximum below minimum %s", versions[vmin]);
     }
@@ -663,6 +690,12 @@ static int tls_factory_parse(struct ts_parse_ctx *ctx, const struct cfg_node *co
         return cfg_error(ctx->err, ctx->doc, config, path, "cannot create an OpenSSL context");
     if (tls_config_wrap(ssl_ctx, ctx->side, ctx->owner_name, NULL, &cfg) < 0)
         return cfg_error(ctx->err, ctx->doc, config, path, "out of memory");
+    if (!SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION) ||
+        !SSL_CTX_set_max_proto_version(ssl_ctx, down ? TLS1_3_VERSION : TLS1_2_VERSION)) {
+        tls_config_free(cfg);
+        ERR_clear_error();
+        return cfg_error(ctx->err, ctx->doc, config, path, "protocol versions rejected by OpenSSL");
+    }
     int rc = tls_parse_context(ctx, config, path, cfg);
     if (rc < 0) {
         if (!ctx->err->set)

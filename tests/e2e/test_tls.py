@@ -165,8 +165,14 @@ class TlsTest(E2ETest):
         st, lp = self.start(cluster_ts=cluster_tls(self.pki), upstream_port=up)
         out = self.plain_get(lp)
         self.assertIn(b"HTTP/1.0 200 ok", out)
-        self.assertIn(b"TLSv1.3", out)
+        # Envoy's upstream default maximum is TLSv1_2 (tls/v3/common.proto), TLSv1_3 when asked
+        self.assertIn(b"Protocol  : TLSv1.2", out)
         self.assertEqual(st.stats()["cluster.backend.ssl.handshake"], 1)
+        st.stop()
+        up13 = cluster_tls(self.pki).replace(
+            "common_tls_context: {", "common_tls_context: {tls_params: {tls_maximum_protocol_version: TLSv1_3}, ")
+        st, lp = self.start(cluster_ts=up13, upstream_port=up)
+        self.assertIn(b"Protocol  : TLSv1.3", self.plain_get(lp))
         st.stop()
 
         # wrong SAN, then an untrusted CA: the connection fails and is counted
@@ -181,6 +187,49 @@ class TlsTest(E2ETest):
         self.assertNotIn(b"200 ok", self.plain_get(lp))
         self.wait_stat(st, "cluster.backend.ssl.fail_verify_error", 1)
         self.assertEqual(st.stats()["cluster.backend.ssl.connection_error"], 1)
+
+    def validate(self, listener_ts):
+        path = os.path.join(self.tmp, "v-%d.yaml" % time.time_ns())
+        with open(path, "w") as f:
+            f.write(proxy_config(free_port(), free_port(), listener_ts=listener_ts))
+        r = subprocess.run([harness.SOCKTAP, "--mode", "validate", "-c", path], capture_output=True,
+                           text=True, timeout=30)
+        return r.returncode, r.stdout + r.stderr
+
+    def test_old_tls_clients_get_protocol_version_alert(self):
+        """TLS 1.0/1.1 clients: refused with alert 70 (protocol_version), as Envoy does; without
+        tls_params OpenSSL's TLS 1.0 minimum let them in and failed them with alert 80."""
+        st, lp = self.start(listener_tls(self.pki))
+        for flag in ("-tls1", "-tls1_1"):
+            r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % lp, flag,
+                                "-cipher", "DEFAULT@SECLEVEL=0"], input=b"", capture_output=True,
+                               timeout=20)
+            err = r.stderr.decode(errors="replace")
+            self.assertNotEqual(r.returncode, 0, err)
+            self.assertIn("alert number 70", err, flag)
+        self.assertEqual(self.curl(lp).returncode, 0)  # modern clients unaffected
+        st.stop()
+
+    def test_tls10_minimum_warns_at_validate(self):
+        """A TLSv1_0/1_1 minimum validates (Envoy accepts it) with a warning at its line that it
+        cannot work with OpenSSL 3's default security level."""
+        for v in ("TLSv1_0", "TLSv1_1"):
+            rc, out = self.validate(listener_tls(
+                self.pki, extra_common=", tls_params: {tls_minimum_protocol_version: %s}" % v))
+            self.assertEqual(rc, 0, out)
+            self.assertRegex(out, r"\[warning\].*\.yaml:\d+:\d+: .*tls_minimum_protocol_version: "
+                             r"%s is accepted but cannot work" % v)
+        rc, out = self.validate(listener_tls(self.pki))
+        self.assertEqual(rc, 0, out)
+        self.assertNotIn("cannot work", out)
+
+    def test_key_path_directory_named(self):
+        """A private_key filename that is a directory: said so, not an OpenSSL DECODER error."""
+        lts = listener_tls(self.pki).replace("%s/server.key" % self.pki, self.pki, 1)
+        rc, out = self.validate(lts)
+        self.assertEqual(rc, 1, out)
+        self.assertIn('private_key.filename: "%s" is a directory, expected a PEM file' % self.pki, out)
+        self.assertNotIn("DECODER", out)
 
     def test_upstream_sni_is_sent(self):
         # s_server answers SNI "server.test" with the ECDSA certificate, anything else with RSA
