@@ -54,7 +54,11 @@ struct cfg_listener {
     const char *conn_limit_stat_prefix; /* that filter's stat_prefix (points into doc) */
     struct cfg_tcp_proxy tcp_proxy;
     struct ts_config ts; /* filter_chains[0].transport_socket (or tls_context); default raw */
-    char *owner_name;    /* "listener.<addr.stat_name>": stats prefix (owned, config_free) */
+    /* filter_chains[0].transport_socket_connect_timeout: time a connection gets to finish its
+     * transport handshake (TLS) before it is closed; 0 = no limit. Default 10 s (socktap's;
+     * Envoy has none). */
+    uint64_t transport_connect_timeout_ms;
+    char *owner_name; /* "listener.<addr.stat_name>": stats prefix (owned, config_free) */
 };
 
 struct cfg_admin {

@@ -74,6 +74,8 @@ static void register_stats(struct server *srv)
         ls->cx_active = stats_registerf(STAT_GAUGE, "listener.%s.downstream_cx_active", a);
         ls->cx_destroy = stats_registerf(STAT_COUNTER, "listener.%s.downstream_cx_destroy", a);
         ls->cx_overflow = stats_registerf(STAT_COUNTER, "listener.%s.downstream_cx_overflow", a);
+        ls->cx_ts_connect_timeout = stats_registerf(
+            STAT_COUNTER, "listener.%s.downstream_cx_transport_socket_connect_timeout", a);
         ls->tcp_cx_total = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_total", p);
         ls->tcp_rx_bytes = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_rx_bytes_total", p);
         ls->tcp_tx_bytes = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_tx_bytes_total", p);

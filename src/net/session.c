@@ -88,6 +88,7 @@ struct session {
     struct event *retry; /* retries directions a transport layer blocked; made on first use */
     uint64_t idle_ms;
     struct timeval last_activity;
+    bool handshaking; /* downstream transport not ready yet: no upstream, timer = its timeout */
     bool connecting;
     bool backoff; /* waiting on timer before the next connect attempt */
     bool finished;
@@ -107,6 +108,7 @@ static const char *const side_name[2] = {"downstream", "upstream"};
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void upstream_downstream_ended(struct session *s);
+static void session_begin_upstream(struct session *s);
 
 static struct conn *peer_of(struct conn *c)
 {
@@ -528,6 +530,8 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
     /* a read may complete a TLS handshake (unblocking writes) or fill the peer's buffer */
     conn_flush(c);
     conn_flush(peer_of(c));
+    if (s->handshaking && !s->finished && ts_is_ready(s->c[DOWN].ts))
+        session_begin_upstream(s);
     session_settle(s);
 }
 
@@ -552,6 +556,14 @@ static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
     if (s->backoff) {
         s->backoff = false;
         session_connect(s);
+        session_settle(s);
+        return;
+    }
+    if (s->handshaking) {
+        stats_inc(lstats(s)->cx_ts_connect_timeout);
+        LOGD(s->id,
+             "downstream transport handshake not done within transport_socket_connect_timeout");
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         session_settle(s);
         return;
     }
@@ -675,6 +687,32 @@ static void session_connect(struct session *s)
     upstream_attempt_failed(s, rc);
 }
 
+/* The downstream transport is ready (at once for raw, after the handshake for TLS): takes a
+ * cluster slot and starts the first upstream connect attempt. */
+static void session_begin_upstream(struct session *s)
+{
+    struct worker *w = s->w;
+    struct server *srv = w->srv;
+    const struct cfg_cluster *cl = &srv->cfg->clusters[s->ci];
+    s->handshaking = false;
+    event_del(s->timer);
+    if (__atomic_add_fetch(&srv->cluster_active[s->ci], 1, __ATOMIC_RELAXED) >
+            (int32_t)cl->max_connections &&
+        cl->max_connections) {
+        __atomic_fetch_sub(&srv->cluster_active[s->ci], 1, __ATOMIC_RELAXED);
+        stats_inc(srv->cstats[s->ci].cx_overflow);
+        LOGD(s->id, "cluster %s overflow (max_connections %u): connection closed", cl->name,
+             cl->max_connections);
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+        return;
+    }
+    s->host = cluster_pick_host(w, s->ci);
+    w->lb[s->ci].active[s->host]++;
+    s->up_counted = true;
+    stats_add(srv->cstats[s->ci].cx_active, 1);
+    session_connect(s);
+}
+
 void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *peer, int peer_len)
 {
     struct server *srv = w->srv;
@@ -759,21 +797,21 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     rc = ts_on_connected(s->c[DOWN].ts);
     if (rc < 0)
         goto err_finish;
-
-    if (__atomic_add_fetch(&srv->cluster_active[ci], 1, __ATOMIC_RELAXED) >
-            (int32_t)cl->max_connections &&
-        cl->max_connections) {
-        __atomic_fetch_sub(&srv->cluster_active[ci], 1, __ATOMIC_RELAXED);
-        stats_inc(srv->cstats[ci].cx_overflow);
-        LOGD(s->id, "cluster %s overflow (max_connections %u): connection closed", cl->name,
-             cl->max_connections);
-        goto err_finish;
+    if (ts_is_ready(s->c[DOWN].ts)) {
+        session_begin_upstream(s);
+    } else {
+        /* Envoy's order: the upstream is connected once the downstream transport is up, so a
+         * client that never finishes its handshake costs no upstream connection; it gets
+         * transport_socket_connect_timeout for it. */
+        s->handshaking = true;
+        if (l->transport_connect_timeout_ms) {
+            struct timeval tv = {.tv_sec = (time_t)(l->transport_connect_timeout_ms / 1000),
+                                 .tv_usec =
+                                     (suseconds_t)(l->transport_connect_timeout_ms % 1000) * 1000};
+            event_base_update_cache_time(w->base); /* see upstream_start */
+            evtimer_add(s->timer, &tv);
+        }
     }
-    s->host = cluster_pick_host(w, ci);
-    w->lb[ci].active[s->host]++;
-    s->up_counted = true;
-    stats_add(srv->cstats[ci].cx_active, 1);
-    session_connect(s);
     session_settle(s);
     return;
 

@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -230,6 +231,52 @@ class TlsTest(E2ETest):
         self.assertEqual(rc, 1, out)
         self.assertIn('private_key.filename: "%s" is a directory, expected a PEM file' % self.pki, out)
         self.assertNotIn("DECODER", out)
+
+    def test_handshake_timeout_and_no_upstream_before_it(self):
+        """Clients that never finish a TLS handshake: no upstream connection is made for them
+        (Envoy connects upstream once the downstream transport is up), each is closed after
+        transport_socket_connect_timeout and counted; a real client still gets through. Before,
+        2,000 such clients held 2,000 upstream connections and trace files indefinitely."""
+        accepted = []
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(64)
+        self.addCleanup(lsock.close)
+
+        def serve():
+            while True:
+                try:
+                    c, _ = lsock.accept()
+                except OSError:
+                    return
+                accepted.append(c)
+                c.sendall(b"HTTP/1.0 200 ok\r\n\r\nhi")
+                c.shutdown(socket.SHUT_WR)
+        threading.Thread(target=serve, daemon=True).start()
+        lts = listener_tls(self.pki, capture_prefix=os.path.join(self.tmp, "cap", "ds"))
+        os.mkdir(os.path.join(self.tmp, "cap"), 0o700)
+        st, lp = self.start(lts.replace("      transport_socket:\n",
+                                           "      transport_socket_connect_timeout: 1s\n"
+                                           "      transport_socket:\n", 1),
+                            upstream_port=lsock.getsockname()[1])
+        n = 40
+        idle = []
+        for i in range(n):
+            c = socket.create_connection(("127.0.0.1", lp), timeout=30)
+            if i % 2:
+                c.sendall(b"\x16\x03\x01\x00")  # the first bytes of a ClientHello, then nothing
+            idle.append(c)
+        name = "listener.127.0.0.1_%d.downstream_cx_transport_socket_connect_timeout" % lp
+        self.wait_stat(st, name, n)
+        for c in idle:
+            self.assertEqual(c.recv(100), b"")  # closed by socktap
+            c.close()
+        self.assertEqual(len(accepted), 0, "upstream connections made for unfinished handshakes")
+        self.assertEqual(st.stats()["cluster.backend.upstream_cx_total"], 0)
+        self.assertEqual(self.curl(lp, "/", "--http1.0").returncode, 0)
+        self.assertEqual(len(accepted), 1)
+        self.assertEqual(st.stats()[name], n)
+        st.stop()
 
     def test_upstream_sni_is_sent(self):
         # s_server answers SNI "server.test" with the ECDSA certificate, anything else with RSA

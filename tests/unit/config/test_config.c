@@ -283,6 +283,7 @@ static void test_v3_typed_ipv6_load_assignment(void **state)
         "        port_value: 10000\n"
         "    filter_chains:\n"
         "    - name: main\n"
+        "      transport_socket_connect_timeout: 2.5s\n"
         "      filters:\n"
         "      - name: envoy.filters.network.connection_limit\n"
         "        typed_config:\n"
@@ -331,6 +332,7 @@ static void test_v3_typed_ipv6_load_assignment(void **state)
     assert_int_equal(l->buffer_limit, CFG_DEFAULT_BUFFER_LIMIT);
     assert_string_equal(l->tcp_proxy.stat_prefix, "v3");
     assert_int_equal(l->tcp_proxy.idle_timeout_ms, 0);
+    assert_int_equal(l->transport_connect_timeout_ms, 2500);
     assert_ptr_equal(l->tcp_proxy.cluster, c);
     assert_ptr_equal(l->ts.factory, &raw_socket_factory);
     assert_int_equal(c->connect_timeout_ms, 2500);
@@ -362,6 +364,7 @@ static void test_defaults(void **state)
     struct socktap_config *cfg = load_ok(yaml);
     assert_int_equal(cfg->nlisteners, 2); /* port 0 twice is not a duplicate: ephemeral */
     assert_int_equal(cfg->listeners[0].tcp_proxy.idle_timeout_ms, 3600000);
+    assert_int_equal(cfg->listeners[0].transport_connect_timeout_ms, 10000); /* socktap's */
     assert_int_equal(cfg->clusters[0].connect_timeout_ms, 5000);
     assert_int_equal(cfg->clusters[0].type, CFG_CLUSTER_STATIC);
     assert_int_equal(cfg->clusters[0].lb_policy, CFG_LB_ROUND_ROBIN);
