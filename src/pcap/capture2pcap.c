@@ -160,7 +160,8 @@ int main(int argc, char **argv)
             printf("capture2pcap %s\n", SOCKTAP_VERSION);
             return C2P_EXIT_OK;
         default:
-            if (optopt)
+            /* A long option's optopt is its value (>= 256 here), not a printable letter. */
+            if (optopt > 0 && optopt < 256)
                 fprintf(stderr, "capture2pcap: option -%c: unknown or missing its argument\n",
                         optopt);
             else

@@ -13,7 +13,7 @@
 #include "trace/trace_out.h"
 #include "trace/trace_reader.h"
 
-#define TO_NAMES                                                                                  \
+#define TO_NAMES                                                                                   \
     "v2-binary, v2-text, v3-binary, v3-length-delimited, v3-text, v3-json or v3-json-string"
 
 static void usage_text(FILE *f)
@@ -113,8 +113,7 @@ static int convert_all(struct trace_reader *r, const struct trace_enc_cfg *cfg, 
 }
 
 /* Opens convert's output (see trace_out.h) as a FILE. Returns 0 or 1 (message printed). */
-static int open_output(struct trace_out *o, FILE **f, const char *opath, const char *in,
-                       bool force)
+static int open_output(struct trace_out *o, FILE **f, const char *opath, const char *in, bool force)
 {
     char err[512];
 
@@ -234,11 +233,12 @@ int main(int argc, char **argv)
             force = true;
             break;
         default:
-            if (optopt && optopt < 256 && strchr("fdcto", optopt))
+            /* getopt sets optopt to a long option's value too: name it as the user wrote it. */
+            if (strncmp(argv[optind - 1], "--", 2) == 0 || !optopt)
+                return usage("%s: unknown option or missing its argument", argv[optind - 1]);
+            if (strchr("fdcto", optopt))
                 return usage("option -%c needs an argument", optopt);
-            if (optopt)
-                return usage("unknown option -%c", optopt);
-            return usage("%s: unknown option or missing its argument", argv[optind - 1]);
+            return usage("unknown option -%c", optopt);
         }
     }
     if (optind >= argc)

@@ -253,6 +253,10 @@ class ToolOutputTest(harness.E2ETest):
             ((TRACE, "dump", "-o", "x", t), "socktap-trace: dump: --to, --output and --force belong to convert"),
             ((C2P, "--mss", "0", t, "o"), "capture2pcap: --mss: expected 1..65535, got '0'"),
             ((C2P, "--bogus", t, "o"), "capture2pcap: --bogus: unknown option"),
+            ((C2P, "--format"), "capture2pcap: --format: unknown option or missing its argument"),
+            ((TRACE, "cat", "--direction"),
+             "socktap-trace: --direction: unknown option or missing its argument"),
+            ((TRACE, "cat", "-d"), "socktap-trace: option -d needs an argument"),
             ((C2P, t), "capture2pcap: need at least one INPUT and an OUTPUT"),
         ]
         for argv, msg in cases:
