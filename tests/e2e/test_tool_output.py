@@ -21,7 +21,6 @@ from test_capture2pcap import protoc_encode, v2_connection, v2_event  # noqa: E4
 
 C2P = harness.tool("capture2pcap")
 TRACE = harness.tool("socktap-trace")
-SOCKTAP = harness.tool("socktap")
 DATA = os.path.join(harness.ROOT, "tests", "data", "envoy")
 V2_TEXT = os.path.join(DATA, "capture2pcap_h2_ipv4.pb_text")
 V3_TEXT = os.path.join(DATA, "tap2pcap_h2_ipv4.pb_text")
