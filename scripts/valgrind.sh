@@ -52,7 +52,7 @@ for f in "$ROOT"/tests/data/envoy/*.pb_text; do
     run "socktap-trace dump $b" $VG "$BUILD/socktap-trace" dump "$f"
     run "socktap-trace cat $b" $VG "$BUILD/socktap-trace" cat --direction read "$f"
     run "socktap-trace convert $b" $VG "$BUILD/socktap-trace" convert --to v3-json "$f"
-    run "capture2pcap $b" $VG "$BUILD/capture2pcap" "$f" "$WORK/out.pcap"
+    run "capture2pcap $b" $VG "$BUILD/capture2pcap" "$f" "$WORK/$b.pcap"
 done
 
 # 3. socktap under valgrind through end-to-end tests (ones that assert no timing or RSS; a

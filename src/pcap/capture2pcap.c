@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "pcap/pcap_convert.h"
+#include "trace/trace_out.h"
 
 #define C2P_EXIT_OK    0
 #define C2P_EXIT_INPUT 1
@@ -20,7 +21,10 @@ static void c2p_usage(FILE *f)
           "Converts socktap/Envoy trace files (v2alpha Trace, v3 TraceWrapper; binary,\n"
           "length-delimited, text, JSON) into one pcap, merging inputs by timestamp.\n"
           "INPUT '-' reads stdin; OUTPUT '-' writes stdout (e.g. | tshark -r -).\n"
+          "OUTPUT must not exist (--force replaces it) and is never one of the INPUTs; it\n"
+          "appears, mode 0600, only when the run succeeds (nothing is left on failure).\n"
           "\n"
+          "  --force                  replace an existing OUTPUT (never an INPUT)\n"
           "  --format FMT             force the input format (auto, v2-binary, v2-text,\n"
           "                           v3-binary, v3-length-delimited, v3-text, v3-json)\n"
           "  --connection-fields F    v3 binary Connection numbering: auto, new (1/2), old (2/3)\n"
@@ -63,6 +67,7 @@ enum {
     C2P_OPT_NO_ETH,
     C2P_OPT_ALLOW_TRUNC,
     C2P_OPT_VERSION,
+    C2P_OPT_FORCE,
 };
 
 int main(int argc, char **argv)
@@ -79,13 +84,15 @@ int main(int argc, char **argv)
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, C2P_OPT_VERSION},
+        {"force", no_argument, NULL, C2P_OPT_FORCE},
         {NULL, 0, NULL, 0},
     };
     struct pcap_convert_opts copts = {0};
     struct pcap_writer_opts wopts = {.ethernet = true};
     struct pcap_convert_stats st;
     struct pcap_writer *w;
-    bool quiet = false;
+    struct trace_out out;
+    bool quiet = false, force = false;
     char err[512];
     uint32_t v;
     int c, ret, nin, stdin_uses = 0;
@@ -140,6 +147,9 @@ int main(int argc, char **argv)
         case C2P_OPT_ALLOW_TRUNC:
             copts.allow_truncated = true;
             break;
+        case C2P_OPT_FORCE:
+            force = true;
+            break;
         case 'q':
             quiet = true;
             break;
@@ -150,7 +160,8 @@ int main(int argc, char **argv)
             printf("capture2pcap %s\n", SOCKTAP_VERSION);
             return C2P_EXIT_OK;
         default:
-            if (optopt)
+            /* A long option's optopt is its value (>= 256 here), not a printable letter. */
+            if (optopt > 0 && optopt < 256)
                 fprintf(stderr, "capture2pcap: option -%c: unknown or missing its argument\n",
                         optopt);
             else
@@ -173,20 +184,39 @@ int main(int argc, char **argv)
         return C2P_EXIT_USAGE;
     }
 
-    ret = pcap_writer_open(argv[argc - 1], &wopts, &w, err, sizeof(err));
+    const char *opath = argv[argc - 1];
+    ret = trace_out_open(&out, "capture2pcap", opath, (const char *const *)&argv[optind],
+                         (size_t)nin, force, err, sizeof(err));
+    if (ret) {
+        fprintf(stderr, "%s\n", err);
+        return C2P_EXIT_INPUT;
+    }
+    ret = pcap_writer_open_fd(out.fd, opath, &wopts, &w, err, sizeof(err));
     if (ret) {
         fprintf(stderr, "capture2pcap: error: %s\n", err);
+        trace_out_abort(&out);
         return C2P_EXIT_INPUT;
     }
     ret = pcap_convert((const char *const *)&argv[optind], (size_t)nin, w, &copts, stderr, &st);
     if (ret < 0) {
-        fprintf(stderr, "capture2pcap: error: %s: %s\n", argv[argc - 1], strerror(-ret));
+        fprintf(stderr, "capture2pcap: error: %s: %s\n", opath, strerror(-ret));
         pcap_writer_close(w);
-        return C2P_EXIT_INPUT;
+        goto err_abort;
     }
     uint64_t packets = pcap_writer_packets(w);
     if (pcap_writer_close(w) != 0) {
-        fprintf(stderr, "capture2pcap: error: %s: write failed\n", argv[argc - 1]);
+        fprintf(stderr, "capture2pcap: error: %s: write failed\n", opath);
+        goto err_abort;
+    }
+    /* A run with bad inputs leaves no output: a pcap silently missing connections would pass
+     * for a whole capture. --allow-truncated makes a crash-cut input acceptable (ret 0). */
+    if (ret != 0) {
+        if (strcmp(opath, "-") != 0)
+            fprintf(stderr, "capture2pcap: %s not written (input errors above)\n", opath);
+        goto err_abort;
+    }
+    if (trace_out_commit(&out, "capture2pcap", opath, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
         return C2P_EXIT_INPUT;
     }
     if (!quiet)
@@ -195,5 +225,9 @@ int main(int argc, char **argv)
                 "packet(s)\n",
                 (unsigned long long)st.connections, (unsigned long long)st.events,
                 (unsigned long long)st.bytes, (unsigned long long)packets);
-    return ret == 0 ? C2P_EXIT_OK : C2P_EXIT_INPUT;
+    return C2P_EXIT_OK;
+
+err_abort:
+    trace_out_abort(&out);
+    return C2P_EXIT_INPUT;
 }

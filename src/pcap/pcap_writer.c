@@ -30,9 +30,28 @@ struct pcap_writer {
 int pcap_writer_open(const char *path, const struct pcap_writer_opts *opts,
                      struct pcap_writer **out, char *err, size_t errlen)
 {
+    bool std_out = strcmp(path, "-") == 0;
+    int fd, ret;
+
+    fd = std_out ? STDOUT_FILENO : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        ret = -errno;
+        if (err && errlen)
+            snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+        return ret;
+    }
+    ret = pcap_writer_open_fd(fd, path, opts, out, err, errlen);
+    if (!std_out)
+        close(fd);
+    return ret;
+}
+
+int pcap_writer_open_fd(int fd, const char *name, const struct pcap_writer_opts *opts,
+                        struct pcap_writer **out, char *err, size_t errlen)
+{
     struct pcap_writer *w;
     bool have_msg = false;
-    int fd, ret;
+    int ret;
 
     w = calloc(1, sizeof(*w));
     if (!w) {
@@ -47,11 +66,7 @@ int pcap_writer_open(const char *path, const struct pcap_writer_opts *opts,
         ret = -ENOMEM;
         goto err_free_w;
     }
-    if (strcmp(path, "-") == 0) {
-        fd = dup(STDOUT_FILENO);
-    } else {
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    }
+    fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0) {
         ret = -errno;
         goto err_free_buf;
@@ -73,7 +88,7 @@ int pcap_writer_open(const char *path, const struct pcap_writer_opts *opts,
     w->dumper = pcap_dump_fopen(w->dead, w->file);
     if (!w->dumper) {
         if (err && errlen)
-            snprintf(err, errlen, "%s: %s", path, pcap_geterr(w->dead));
+            snprintf(err, errlen, "%s: %s", name, pcap_geterr(w->dead));
         have_msg = true;
         ret = -EIO;
         goto err_close_dead;
@@ -91,7 +106,7 @@ err_free_w:
     free(w);
 err_msg:
     if (err && errlen && !have_msg)
-        snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+        snprintf(err, errlen, "%s: %s", name, strerror(-ret));
     return ret;
 }
 

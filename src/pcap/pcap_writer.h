@@ -26,6 +26,12 @@ int pcap_writer_open(const char *path, const struct pcap_writer_opts *opts,
                      struct pcap_writer **out, char *err, size_t errlen)
     __attribute__((warn_unused_result, nonnull(1, 2, 3)));
 
+/* As pcap_writer_open, on a dup of FD (borrowed: the caller still closes FD, after
+ * pcap_writer_close if it wants the data there first). NAME (borrowed, only for messages). */
+int pcap_writer_open_fd(int fd, const char *name, const struct pcap_writer_opts *opts,
+                        struct pcap_writer **out, char *err, size_t errlen)
+    __attribute__((warn_unused_result, nonnull(2, 3, 4)));
+
 /* Frames SEG (see pcap_frame_build) and appends it with timestamp SEC.NSEC (truncated to
  * microseconds unless nanosecond). Returns 0, -EINVAL for an unframeable SEG, or -EIO once a
  * write to the file has failed. */

@@ -1,22 +1,48 @@
-/* socktap-trace: print (and thereby validate) any trace, or extract one direction's bytes.
- * Thin: argument parsing over trace_reader.h. Exit 0 ok, 1 bad input, 2 usage. */
+/* socktap-trace: print (and thereby validate) any trace, or extract one direction's bytes,
+ * or re-encode it. Thin: argument parsing over trace_reader.h and trace_encode.h; convert's
+ * output goes through trace_out.h (never over an input, never over an existing file without
+ * --force, nothing left behind on failure). Exit 0 ok, 1 bad input or output, 2 usage. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "trace/trace_encode.h"
+#include "trace/trace_out.h"
 #include "trace/trace_reader.h"
 
-static int usage(void)
+#define TO_NAMES                                                                                   \
+    "v2-binary, v2-text, v3-binary, v3-length-delimited, v3-text, v3-json or v3-json-string"
+
+static void usage_text(FILE *f)
 {
-    fputs("usage: socktap-trace dump [--format F] [--connection-fields old|new] FILE\n"
+    fputs("usage: socktap-trace dump [--format F] [--connection-fields auto|old|new] FILE\n"
           "       socktap-trace cat --direction read|write [--format F] FILE\n"
           "       socktap-trace convert --to v2-binary|v2-text|v3-binary|v3-length-delimited|\n"
-          "                             v3-text|v3-json|v3-json-string [--buffered] FILE\n"
+          "                             v3-text|v3-json|v3-json-string [--buffered]\n"
+          "                             [-o OUTPUT [--force]] FILE\n"
+          "       socktap-trace --version | --help\n"
           "FILE '-' reads stdin. Formats: auto v2-binary v2-text v3-binary\n"
-          "v3-length-delimited v3-text v3-json\n",
-          stderr);
+          "v3-length-delimited v3-text v3-json\n"
+          "convert writes stdout, or OUTPUT ('-' = stdout): OUTPUT must not exist (--force\n"
+          "replaces it) and is never FILE; it appears, mode 0600, only when the run succeeds.\n"
+          "Exit: 0 ok, 1 bad input or output error, 2 usage.\n",
+          f);
+}
+
+/* A usage error: says what was wrong, then the usage text. Returns the usage exit status. */
+static int __attribute__((format(printf, 1, 2))) usage(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("socktap-trace: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    usage_text(stderr);
     return 2;
 }
 
@@ -45,9 +71,9 @@ static int parse_to(const char *to, struct trace_enc_cfg *c)
     return -EINVAL;
 }
 
-/* Re-encodes every event of R (one connection: the first one seen) to stdout. Buffered v3
- * output holds the whole trace: a tool for tests and small traces. */
-static int convert_all(struct trace_reader *r, const struct trace_enc_cfg *cfg)
+/* Re-encodes every event of R (one connection: the first one seen) to OUT (borrowed).
+ * Buffered v3 output holds the whole trace: a tool for tests and small traces. */
+static int convert_all(struct trace_reader *r, const struct trace_enc_cfg *cfg, FILE *out_f)
 {
     struct trace_enc *enc = NULL;
     struct tbuf out = {0};
@@ -65,7 +91,7 @@ static int convert_all(struct trace_reader *r, const struct trace_enc_cfg *cfg)
         if (rc)
             break;
         if (out.len > 65536) {
-            if (fwrite(out.data, 1, out.len, stdout) != out.len) {
+            if (fwrite(out.data, 1, out.len, out_f) != out.len) {
                 rc = -EIO;
                 break;
             }
@@ -79,41 +105,101 @@ static int convert_all(struct trace_reader *r, const struct trace_enc_cfg *cfg)
     }
     if (rc == 0)
         rc = trace_enc_end(enc, &out);
-    if (rc == 0 && fwrite(out.data, 1, out.len, stdout) != out.len)
+    if (rc == 0 && fwrite(out.data, 1, out.len, out_f) != out.len)
         rc = -EIO;
     trace_enc_free(enc);
     tbuf_free(&out);
     return rc;
 }
 
+/* Opens convert's output (see trace_out.h) as a FILE. Returns 0 or 1 (message printed). */
+static int open_output(struct trace_out *o, FILE **f, const char *opath, const char *in, bool force)
+{
+    char err[512];
+
+    if (trace_out_open(o, "socktap-trace", opath, &in, 1, force, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (o->fd == STDOUT_FILENO) {
+        *f = stdout;
+        return 0;
+    }
+    int fd = dup(o->fd);
+    *f = fd < 0 ? NULL : fdopen(fd, "wb");
+    if (!*f) {
+        fprintf(stderr, "socktap-trace: output %s: %s\n", opath, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        trace_out_abort(o);
+        return 1;
+    }
+    return 0;
+}
+
+/* Makes convert's output final on success (RC 0), else discards it. Returns the exit status. */
+static int close_output(struct trace_out *o, FILE *f, const char *opath, int rc)
+{
+    char err[512];
+    int status = rc < 0;
+
+    if (f != stdout && fclose(f) != 0 && !status) {
+        fprintf(stderr, "socktap-trace: output %s: %s\n", opath, strerror(errno));
+        status = 1;
+    }
+    if (status) {
+        if (o->tmp)
+            fprintf(stderr, "socktap-trace: %s not written\n", opath);
+        trace_out_abort(o);
+        return status;
+    }
+    if (trace_out_commit(o, "socktap-trace", opath, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        return usage();
+        return usage("missing command: dump, cat or convert");
     const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0) {
+        printf("socktap-trace %s\n", SOCKTAP_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage_text(stdout);
+        return 0;
+    }
     bool dump = strcmp(cmd, "dump") == 0;
     bool convert = strcmp(cmd, "convert") == 0;
     if (!dump && !convert && strcmp(cmd, "cat") != 0)
-        return usage();
+        return usage("unknown command '%s': expected dump, cat or convert", cmd);
     struct trace_enc_cfg ecfg = {.streaming = true};
-    const char *to = NULL;
+    const char *to = NULL, *opath = NULL;
     struct trace_reader_opts opts = {0};
+    bool force = false;
     int dir = -1;
     static const struct option lopts[] = {{"format", required_argument, NULL, 'f'},
                                           {"direction", required_argument, NULL, 'd'},
                                           {"connection-fields", required_argument, NULL, 'c'},
                                           {"to", required_argument, NULL, 't'},
                                           {"buffered", no_argument, NULL, 'b'},
+                                          {"output", required_argument, NULL, 'o'},
+                                          {"force", no_argument, NULL, 'F'},
                                           {NULL, 0, NULL, 0}};
     int c;
     optind = 2;
-    while ((c = getopt_long(argc, argv, "f:d:c:t:b", lopts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "f:d:c:t:bo:", lopts, NULL)) != -1) {
         switch (c) {
         case 'f':
-            if (trace_in_format_parse(optarg, &opts.format)) {
-                fprintf(stderr, "socktap-trace: unknown format '%s'\n", optarg);
-                return 2;
-            }
+            if (trace_in_format_parse(optarg, &opts.format))
+                return usage("--format: expected auto, v2-binary, v2-text, v3-binary, "
+                             "v3-length-delimited, v3-text or v3-json, got '%s'",
+                             optarg);
             break;
         case 'd':
             if (strcmp(optarg, "read") == 0)
@@ -121,15 +207,17 @@ int main(int argc, char **argv)
             else if (strcmp(optarg, "write") == 0)
                 dir = TRACE_EV_WRITE;
             else
-                return usage();
+                return usage("--direction: expected read or write, got '%s'", optarg);
             break;
         case 'c':
-            if (strcmp(optarg, "old") == 0)
+            if (strcmp(optarg, "auto") == 0)
+                opts.conn_fields = TRACE_CONN_FIELDS_AUTO;
+            else if (strcmp(optarg, "old") == 0)
                 opts.conn_fields = TRACE_CONN_FIELDS_OLD;
             else if (strcmp(optarg, "new") == 0)
                 opts.conn_fields = TRACE_CONN_FIELDS_NEW;
             else
-                return usage();
+                return usage("--connection-fields: expected auto, old or new, got '%s'", optarg);
             break;
         case 't':
             to = optarg;
@@ -138,24 +226,54 @@ int main(int argc, char **argv)
             ecfg.streaming = false;
             ecfg.max_buffered_rx = ecfg.max_buffered_tx = UINT32_MAX;
             break;
+        case 'o':
+            opath = optarg;
+            break;
+        case 'F':
+            force = true;
+            break;
         default:
-            return usage();
+            /* getopt sets optopt to a long option's value too: name it as the user wrote it. */
+            if (strncmp(argv[optind - 1], "--", 2) == 0 || !optopt)
+                return usage("%s: unknown option or missing its argument", argv[optind - 1]);
+            if (strchr("fdcto", optopt))
+                return usage("option -%c needs an argument", optopt);
+            return usage("unknown option -%c", optopt);
         }
     }
-    if (optind != argc - 1 || (!dump && !convert && dir < 0) || (convert && parse_to(to, &ecfg)))
-        return usage();
+    if (optind >= argc)
+        return usage("%s: missing FILE", cmd);
+    if (optind != argc - 1)
+        return usage("%s: expected one FILE, got %d (first extra: '%s')", cmd, argc - optind,
+                     argv[optind + 1]);
+    if (!dump && !convert && dir < 0)
+        return usage("cat: --direction read|write is required");
+    if (convert && !to)
+        return usage("convert: --to FORMAT is required (" TO_NAMES ")");
+    if (convert && parse_to(to, &ecfg))
+        return usage("--to: expected " TO_NAMES ", got '%s'", to);
+    if (!convert && (opath || force || to))
+        return usage("%s: --to, --output and --force belong to convert", cmd);
+    if (!opath)
+        opath = "-";
     const char *path = argv[optind];
+    struct trace_out out;
+    FILE *out_f = stdout;
+    if (convert && open_output(&out, &out_f, opath, path, force))
+        return 1;
     struct trace_reader *r;
     int rc = trace_reader_open_path(path, &opts, &r);
     if (rc) {
         fprintf(stderr, "socktap-trace: %s: %s\n", path, strerror(-rc));
+        if (convert)
+            close_output(&out, out_f, opath, rc);
         return 1;
     }
     if (dump)
         trace_reader_set_echo(r, stdout);
     struct trace_event ev;
     if (convert) {
-        rc = convert_all(r, &ecfg);
+        rc = convert_all(r, &ecfg, out_f);
         goto done;
     }
     while ((rc = trace_reader_next(r, &ev, NULL)) == 1) {
@@ -172,6 +290,8 @@ done:;
         status = 1;
     }
     trace_reader_free(r);
+    if (convert && close_output(&out, out_f, opath, status ? -EIO : 0))
+        status = 1;
     if (fflush(stdout) != 0)
         status = 1;
     return status;
