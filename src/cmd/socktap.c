@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config/config.h"
+#include "core/fdlimit.h"
 #include "core/log.h"
 #include "net/server.h"
 
@@ -45,14 +45,10 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
  * 1024 descriptors would cap it near 250 connections. The hard limit is the operator's. */
 static void raise_fd_limit(void)
 {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rlim_t was = rl.rlim_cur;
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-            LOGD(0, "descriptor limit raised from %llu to %llu", (unsigned long long)was,
-                 (unsigned long long)rl.rlim_max);
-    }
+    uint64_t was, now;
+    if (fd_limit_raise(&was, &now) == 0 && now != was)
+        LOGD(0, "descriptor limit raised from %llu to %llu", (unsigned long long)was,
+             (unsigned long long)now);
 }
 
 int main(int argc, char **argv)

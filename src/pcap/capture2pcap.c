@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fdlimit.h"
 #include "pcap/pcap_convert.h"
 #include "trace/trace_out.h"
 
@@ -184,6 +185,9 @@ int main(int argc, char **argv)
         return C2P_EXIT_USAGE;
     }
 
+    /* one descriptor per trace that overlaps others in time (see pcap_convert.c): take what the
+     * operator's hard limit allows */
+    (void)fd_limit_raise(NULL, NULL);
     const char *opath = argv[argc - 1];
     ret = trace_out_open(&out, "capture2pcap", opath, (const char *const *)&argv[optind],
                          (size_t)nin, force, err, sizeof(err));

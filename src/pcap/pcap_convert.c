@@ -4,8 +4,20 @@
  * interleave deterministically. Connections inside one input (v3 streamed files can hold
  * several trace_ids) get a flow each, found by linear search with move-to-front: inputs
  * carry one connection almost always, and the table grows only with connections, never with
- * events or bytes. */
+ * events or bytes.
+ *
+ * Open files are bounded by how many traces overlap in time, not by how many there are (every
+ * input opened at once failed past ~1,000 traces, the default `ulimit -n`, and left an empty
+ * output). A first pass reads each input's first event and closes it again; the merge then
+ * opens inputs in order of that first timestamp, only when the merge reaches it, and closes
+ * each one when it ends. An unopened input cannot hold an event earlier than its first one
+ * (events in a trace are in time order, which the merge assumes anyway), so the output is the
+ * same as merging all at once. Rejected: seeking closed inputs back to an offset (every
+ * reader format would need resumable state, for the rare case of thousands of connections
+ * open at the same moment; that case gets a clear error naming the limit instead). stdin
+ * cannot be reopened and stays open. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +31,9 @@ struct pcap_conn_flow {
 struct pcap_input {
     const char *path;
     size_t index;
-    struct trace_reader *reader;
+    int64_t first_sec; /* first event's time, from the first pass */
+    int32_t first_nsec;
+    struct trace_reader *reader; /* NULL while closed */
     struct trace_event ev;
     struct pcap_conn_flow *cur; /* flow of the pending event */
     struct pcap_conn_flow *flows;
@@ -138,55 +152,135 @@ static int pcap_input_advance(struct pcap_input *in, struct pcap_writer *w,
     return ret ? ret : 0;
 }
 
-static void pcap_input_free(struct pcap_input *in)
+static void pcap_input_close(struct pcap_input *in)
 {
     trace_reader_free(in->reader);
     in->reader = NULL;
+}
+
+static void pcap_input_free(struct pcap_input *in)
+{
+    pcap_input_close(in);
     free(in->flows);
     in->flows = NULL;
+}
+
+/* Opens IN and reads its first event. Returns 1 (pending event), 0 (nothing to merge: empty,
+ * or failed with the failure reported and *BAD set) or -errno (output/memory). */
+static int pcap_input_open(struct pcap_input *in, struct pcap_writer *w,
+                           const struct pcap_convert_opts *opts, FILE *err, bool *bad, size_t nopen)
+{
+    struct trace_reader_opts ro = {
+        .format = opts->format,
+        .conn_fields = opts->conn_fields,
+        .name = in->path,
+    };
+    int r = trace_reader_open_path(in->path, &ro, &in->reader);
+    if (r == -EMFILE || r == -ENFILE) {
+        fprintf(err,
+                "capture2pcap: error: %s: %s with %zu traces open: that many connections overlap "
+                "in time here; raise the descriptor limit (ulimit -n) or convert fewer traces at "
+                "once\n",
+                in->path, strerror(-r), nopen);
+        *bad = true;
+        return 0;
+    }
+    if (r) {
+        fprintf(err, "capture2pcap: error: %s: %s\n", in->path, strerror(-r));
+        *bad = true;
+        return 0;
+    }
+    r = pcap_input_advance(in, w, opts, err, bad);
+    if (r <= 0)
+        pcap_input_close(in);
+    return r;
+}
+
+static bool pcap_is_stdin(const struct pcap_input *in)
+{
+    return !strcmp(in->path, "-");
+}
+
+/* Order of the first pass: first event time, then input order. */
+static int pcap_first_cmp(const void *pa, const void *pb)
+{
+    const struct pcap_input *a = *(struct pcap_input *const *)pa;
+    const struct pcap_input *b = *(struct pcap_input *const *)pb;
+    if (a->first_sec != b->first_sec)
+        return a->first_sec < b->first_sec ? -1 : 1;
+    if (a->first_nsec != b->first_nsec)
+        return a->first_nsec < b->first_nsec ? -1 : 1;
+    return a->index < b->index ? -1 : a->index > b->index;
+}
+
+/* True if unopened input U's first event goes before open input T's pending one. */
+static bool pcap_first_before(const struct pcap_input *u, const struct pcap_input *t)
+{
+    if (u->first_sec != t->ev.sec)
+        return u->first_sec < t->ev.sec;
+    if (u->first_nsec != t->ev.nsec)
+        return u->first_nsec < t->ev.nsec;
+    return u->index < t->index;
 }
 
 int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
                  const struct pcap_convert_opts *opts, FILE *err, struct pcap_convert_stats *stats)
 {
     struct pcap_convert_stats st = {0};
-    struct pcap_input *ins, **heap;
-    size_t nheap = 0;
+    struct pcap_input *ins, **heap, **order;
+    size_t nheap = 0, norder = 0, next = 0;
     bool bad = false;
     int ret = 0;
 
     ins = calloc(n ? n : 1, sizeof(*ins));
     heap = calloc(n ? n : 1, sizeof(*heap));
-    if (!ins || !heap) {
+    order = calloc(n ? n : 1, sizeof(*order));
+    if (!ins || !heap || !order) {
         ret = -ENOMEM;
         goto out_free;
     }
+    /* first pass: each input's first event time; closed again, except stdin */
     for (size_t i = 0; i < n; i++) {
-        struct trace_reader_opts ro = {
-            .format = opts->format,
-            .conn_fields = opts->conn_fields,
-            .name = paths[i],
-        };
         ins[i].path = paths[i];
         ins[i].index = i;
-        int r = trace_reader_open_path(paths[i], &ro, &ins[i].reader);
-        if (r) {
-            fprintf(err, "capture2pcap: error: %s: %s\n", paths[i], strerror(-r));
-            bad = true;
-            continue;
-        }
-        r = pcap_input_advance(&ins[i], w, opts, err, &bad);
+        int r = pcap_input_open(&ins[i], w, opts, err, &bad, 1);
         if (r < 0) {
             ret = r;
             goto out_free;
         }
-        if (r == 1)
-            heap[nheap++] = &ins[i];
+        if (r == 0)
+            continue;
+        ins[i].first_sec = ins[i].ev.sec;
+        ins[i].first_nsec = ins[i].ev.nsec;
+        order[norder++] = &ins[i];
+        if (!pcap_is_stdin(&ins[i]))
+            pcap_input_close(&ins[i]);
     }
-    for (size_t i = nheap / 2; i-- > 0;)
-        pcap_heap_down(heap, nheap, i);
+    qsort(order, norder, sizeof(*order), pcap_first_cmp);
 
-    while (nheap) {
+    for (;;) {
+        /* open the inputs whose first event comes before the next one to write */
+        while (next < norder && (!nheap || pcap_first_before(order[next], heap[0]))) {
+            struct pcap_input *in = order[next++];
+            int r = in->reader ? 1 : pcap_input_open(in, w, opts, err, &bad, nheap);
+            if (r < 0) {
+                ret = r;
+                goto out_free;
+            }
+            if (r == 0)
+                continue;
+            /* sift up */
+            size_t k = nheap++;
+            heap[k] = in;
+            while (k && pcap_input_before(heap[k], heap[(k - 1) / 2])) {
+                struct pcap_input *t = heap[k];
+                heap[k] = heap[(k - 1) / 2];
+                heap[(k - 1) / 2] = t;
+                k = (k - 1) / 2;
+            }
+        }
+        if (!nheap)
+            break;
         struct pcap_input *in = heap[0];
         ret = pcap_flow_event(&in->cur->flow, w, &in->ev);
         if (ret)
@@ -196,8 +290,10 @@ int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
         ret = pcap_input_advance(in, w, opts, err, &bad);
         if (ret < 0)
             goto out_free;
-        if (ret == 0)
+        if (ret == 0) {
+            pcap_input_close(in); /* done: its descriptor is free for the next input */
             heap[0] = heap[--nheap];
+        }
         pcap_heap_down(heap, nheap, 0);
         ret = 0;
     }
@@ -208,6 +304,7 @@ int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
 out_free:
     for (size_t i = 0; ins && i < n; i++)
         pcap_input_free(&ins[i]);
+    free(order);
     free(heap);
     heap = NULL;
     free(ins);

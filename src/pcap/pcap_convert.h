@@ -1,7 +1,8 @@
-/* capture2pcap's engine: open every input with a trace reader, merge their events by timestamp
- * (a binary heap over the inputs, each holding exactly one pending event, so memory is one
- * event buffer per input whatever the trace sizes), and feed each event to its connection's
- * pcap_flow. */
+/* capture2pcap's engine: read the inputs with trace readers, merge their events by timestamp
+ * (a binary heap over the open inputs, each holding exactly one pending event, so memory is one
+ * event buffer per open input whatever the trace sizes), and feed each event to its
+ * connection's pcap_flow. Inputs are opened when the merge reaches their first event and closed
+ * when they end, so open files are bounded by the traces that overlap in time. */
 #ifndef SOCKTAP_PCAP_PCAP_CONVERT_H
 #define SOCKTAP_PCAP_PCAP_CONVERT_H
 

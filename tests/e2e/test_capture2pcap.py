@@ -7,6 +7,8 @@ Binary traces are built here with a tiny protobuf encoder, so the tests do not d
 project's own encoders (which have their own tests).
 """
 import os
+import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -270,6 +272,60 @@ class Capture2PcapTest(harness.E2ETest):
         got = [bytes.fromhex(p) for _, p in rows]
         # by time; the tie at 100.000000300 keeps input order (a before b)
         self.assertEqual(got, [b"a1", b"b1", b"a2", b"b2", b"b3", b"a3"])
+
+    def nofile_limit(self, n):
+        def pre():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+        return pre
+
+    def test_5000_traces_under_ulimit_256(self):
+        """5,000 traces, given out of time order, merge under `ulimit -n 256` (soft = hard, so
+        raising cannot help): inputs are opened when the merge reaches them and closed when
+        done. Every input opened at once failed past ~1,000 traces and left an empty output."""
+        n = 5000
+        order = list(range(n))
+        random.Random(7).shuffle(order)
+        paths = []
+        for i in order:
+            path = self.p("t_%d.pb" % i)
+            # 10 ms apart; every 100th trace spans the next 50 (50 open at once there)
+            end = 500 if i % 100 == 0 else 5
+            write_v2_trace(path, ("127.0.0.1", 10000), ("127.0.0.1", 20000 + i),
+                           [(1000 + i // 100, (i % 100) * 10000000, "read", b"q%d" % i),
+                            (1000 + i // 100, (i % 100) * 10000000 + end * 1000000, "write",
+                             b"r%d" % i)])
+            paths.append(path)
+        out = self.p("all.pcap")
+        r = subprocess.run([C2P, *paths, out], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=600, preexec_fn=self.nofile_limit(256))
+        err = r.stderr.decode(errors="replace")
+        self.assertEqual(r.returncode, 0, err[-2000:])
+        self.assertIn("%d connection(s), %d event(s)" % (n, 2 * n), err)
+        rows = tshark(out, "-T", "fields", "-e", "frame.time_epoch", "-e", "tcp.payload").splitlines()
+        self.assertEqual(len(rows), 2 * n)
+        times = [float(x.split("\t")[0]) for x in rows]
+        self.assertEqual(times, sorted(times))
+        got = [bytes.fromhex(x.split("\t")[1]) for x in rows]
+        self.assertEqual(sorted(got), sorted([b"q%d" % i for i in range(n)] + [b"r%d" % i for i in range(n)]))
+        self.assertEqual(got[:3], [b"q0", b"q1", b"r1"])
+
+    def test_too_many_overlapping_traces_named(self):
+        """More traces open at one moment than the descriptor limit allows: an error that says
+        so and names the limit, non-zero exit, no output."""
+        paths = []
+        for i in range(300):
+            path = self.p("o_%d.pb" % i)
+            write_v2_trace(path, ("127.0.0.1", 10000), ("127.0.0.1", 20000 + i),
+                           [(1000, i, "read", b"q"), (2000, i, "write", b"r")])
+            paths.append(path)
+        out = self.p("o.pcap")
+        r = subprocess.run([C2P, *paths, out], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=600, preexec_fn=self.nofile_limit(256))
+        err = r.stderr.decode(errors="replace")
+        self.assertNotEqual(r.returncode, 0, err)
+        self.assertIn("Too many open files", err)
+        self.assertIn("ulimit -n", err)
+        self.assertFalse(os.path.exists(out))
 
     def test_v3_streamed_several_connections_and_close(self):
         conn = v3_connection(("::1", 9000), ("::1", 41000))
