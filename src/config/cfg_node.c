@@ -803,9 +803,11 @@ static bool scalar_ok(const struct cfg_node *node)
 int cfg_get_string(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
                    const struct cfg_path *path, const char **out)
 {
-    char got[CFG_DESCRIBE_MAX + 16];
+    char got[CFG_DESCRIBE_MAX * 4 + 16];
+    /* shown escaped: printed as a C string it would end at the NUL and hide what follows */
     if (node && node->type == CFG_SCALAR && strlen(node->str) != node->len)
-        return cfg_error(err, doc, node, path, "expected a string without NUL characters");
+        return cfg_error(err, doc, node, path, "expected a string without NUL characters, got %s",
+                         cfg_node_describe(node, got, sizeof(got)));
     if (!scalar_ok(node))
         return cfg_error(err, doc, node, path, "expected a string, got %s",
                          cfg_node_describe(node, got, sizeof(got)));
