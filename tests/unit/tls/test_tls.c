@@ -493,6 +493,9 @@ static void test_upstream_resumption_alpn_keylog_hash(void **state)
     hex_sha256(cert("server.pem"), hash, sizeof(hash));
     struct tls_config *cfg = must_parse(TS_SIDE_UPSTREAM,
                                         "common_tls_context:\n"
+                                        /* TLS 1.3 key log lines; Envoy's upstream default
+                                         * maximum is TLS 1.2 */
+                                        "  tls_params: {tls_maximum_protocol_version: TLSv1_3}\n"
                                         "  key_log: {path: %s}\n"
                                         "  alpn_protocols: [h2, http/1.1]\n"
                                         "  validation_context:\n"
