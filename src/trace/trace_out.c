@@ -25,16 +25,35 @@ static void trace_out_sig_cb(int sig)
     raise(sig);
 }
 
+static const int trace_out_sigs[] = {SIGINT, SIGTERM, SIGHUP};
+
+/* Held across "create the temporary file, tell the handler" and "rename it, forget it": a
+ * signal in between would otherwise kill us with the file left behind (CI saw it) or make the
+ * handler unlink a name that is no longer ours. Pending signals arrive at the unblock. */
+static void trace_out_sig_block(bool block, sigset_t *old)
+{
+    sigset_t set;
+
+    if (!block) {
+        sigprocmask(SIG_SETMASK, old, NULL);
+        return;
+    }
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof(trace_out_sigs) / sizeof(trace_out_sigs[0]); i++)
+        sigaddset(&set, trace_out_sigs[i]);
+    sigprocmask(SIG_BLOCK, &set, old);
+}
+
 static void trace_out_sig_arm(char *tmp)
 {
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    const int *sigs = trace_out_sigs;
     struct sigaction sa = {.sa_handler = trace_out_sig_cb};
 
     trace_out_sig_tmp = tmp;
     if (!tmp)
         return;
     sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+    for (size_t i = 0; i < sizeof(trace_out_sigs) / sizeof(trace_out_sigs[0]); i++)
         sigaction(sigs[i], &sa, NULL);
 }
 
@@ -113,6 +132,7 @@ int trace_out_open(struct trace_out *o, const char *tool, const char *path,
     enum trace_in_format fmt = TRACE_IN_AUTO;
     struct stat lst, st;
     const char *which;
+    sigset_t oldmask;
     int ret;
 
     *o = (struct trace_out){.fd = -1};
@@ -188,7 +208,11 @@ int trace_out_open(struct trace_out *o, const char *tool, const char *path,
         snprintf(err, errlen, "%s: output %s: %s", tool, path, strerror(-ret));
         return ret;
     }
+    trace_out_sig_block(true, &oldmask);
     ret = trace_out_mktemp(o);
+    if (!ret)
+        trace_out_sig_arm(o->tmp);
+    trace_out_sig_block(false, &oldmask);
     if (ret) {
         snprintf(err, errlen, "%s: output %s: cannot create a temporary file beside it: %s", tool,
                  path, strerror(-ret));
@@ -196,7 +220,6 @@ int trace_out_open(struct trace_out *o, const char *tool, const char *path,
         *o = (struct trace_out){.fd = -1};
         return ret;
     }
-    trace_out_sig_arm(o->tmp);
     return 0;
 }
 
@@ -204,6 +227,7 @@ int trace_out_commit(struct trace_out *o, const char *tool, const char *path, ch
                      size_t errlen)
 {
     int ret = 0, dfd;
+    sigset_t oldmask;
 
     if (!o->tmp) {
         if (o->fd > STDERR_FILENO && close(o->fd) != 0)
@@ -220,11 +244,14 @@ int trace_out_commit(struct trace_out *o, const char *tool, const char *path, ch
         goto err_abort;
     }
     o->fd = -1;
+    trace_out_sig_block(true, &oldmask);
     if (rename(o->tmp, o->dest) != 0) {
         ret = -errno;
+        trace_out_sig_block(false, &oldmask);
         goto err_abort;
     }
     trace_out_sig_arm(NULL);
+    trace_out_sig_block(false, &oldmask);
     /* The rename itself is durable once the directory is; a failure here loses nothing. */
     char *d = strdup(o->dest);
     if (d) {
