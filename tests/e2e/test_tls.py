@@ -94,14 +94,14 @@ class TlsTest(E2ETest):
             self.assertEqual(r.returncode, 0, r.stderr)
         return r
 
-    def start(self, listener_ts="", cluster_ts="", upstream_port=None):
+    def start(self, listener_ts="", cluster_ts="", upstream_port=None, env=None):
         lp, ap = free_port(), free_port()
         if upstream_port is None:
             upstream_port, _ = self.start_http_upstream()
         cfg = proxy_config(lp, upstream_port, admin_port=ap, listener_ts=listener_ts, cluster_ts=cluster_ts)
         # Not wait_ports: a probe connection would count as a failed handshake (and connect
         # upstream); the log line says when the listener is up.
-        st = self.socktap(cfg, admin_port=ap)
+        st = self.socktap(cfg, admin_port=ap, env=env)
         deadline = time.time() + 10
         while ("listening on 127.0.0.1:%d" % lp) not in st.logtext():
             self.assertIsNone(st.proc.poll(), st.logtext())
@@ -160,6 +160,27 @@ class TlsTest(E2ETest):
             self.assertIn(b"GET /index.html HTTP/1.1", data)
             self.assertIn(b"hello through tls", data)
             self.assertNotIn(b"\\026\\003\\001", data)  # no ClientHello record: plaintext only
+
+    def test_request_read_with_the_handshake_is_relayed(self):
+        """A loaded proxy (late accept, late sends: slow_net.c) finds the client's Finished and its
+        request in the socket when its first handshake step asks for more: the handshake ends
+        inside that call with the request already in OpenSSL's buffer, where no fd event will
+        announce it. It must be relayed at once (it waited for the client's FIN: CI, ASan)."""
+        with open(os.path.join(self.tmp, "index.html"), "wb") as f:
+            f.write(b"read with the handshake\n" * 50)
+        shim = harness.tool("libslownet.so")
+        self.assertTrue(os.path.exists(shim), shim)
+        env = {"LD_PRELOAD": shim, "SLOW_ACCEPT_US": "150000", "SLOW_SEND_US": "150000",
+               "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:verify_asan_link_order=0"}
+        for capture in (None, os.path.join(self.tmp, "cap")):
+            st, lp = self.start(listener_tls(self.pki, capture_prefix=capture), env=env)
+            for version in ("--tlsv1.3", "--tlsv1.2"):
+                t0 = time.time()
+                r = self.curl(lp, "/index.html", version, "--max-time", "8", check=False)
+                self.assertEqual((r.returncode, r.stdout), (0, b"read with the handshake\n" * 50),
+                                 "%s capture=%s: %s after %.1f s" % (version, bool(capture), r.stderr,
+                                                                     time.time() - t0))
+            st.stop()
 
     def test_upstream_s_server_sni_san(self):
         up = self.s_server()
