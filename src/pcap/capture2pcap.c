@@ -35,6 +35,8 @@ static void c2p_usage(FILE *f)
           "  --snaplen N              cut frames to N bytes (default 262144)\n"
           "  --no-ethernet            raw IP frames (LINKTYPE_RAW)\n"
           "  --allow-truncated        a crash-cut trace is a warning, exit 0\n"
+          "  --allow-unknown          fields the schema does not know (skipped) are a\n"
+          "                           warning, exit 0; without it they fail the run\n"
           "  -q, --quiet              no summary on stderr\n"
           "  -h, --help               this text\n"
           "  --version                print the version\n"
@@ -67,6 +69,7 @@ enum {
     C2P_OPT_SNAPLEN,
     C2P_OPT_NO_ETH,
     C2P_OPT_ALLOW_TRUNC,
+    C2P_OPT_ALLOW_UNKNOWN,
     C2P_OPT_VERSION,
     C2P_OPT_FORCE,
 };
@@ -82,6 +85,7 @@ int main(int argc, char **argv)
         {"snaplen", required_argument, NULL, C2P_OPT_SNAPLEN},
         {"no-ethernet", no_argument, NULL, C2P_OPT_NO_ETH},
         {"allow-truncated", no_argument, NULL, C2P_OPT_ALLOW_TRUNC},
+        {"allow-unknown", no_argument, NULL, C2P_OPT_ALLOW_UNKNOWN},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, C2P_OPT_VERSION},
@@ -150,6 +154,9 @@ int main(int argc, char **argv)
             break;
         case C2P_OPT_FORCE:
             force = true;
+            break;
+        case C2P_OPT_ALLOW_UNKNOWN:
+            copts.allow_unknown = true;
             break;
         case 'q':
             quiet = true;

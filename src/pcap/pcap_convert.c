@@ -148,6 +148,8 @@ static int pcap_input_advance(struct pcap_input *in, struct pcap_writer *w,
         fprintf(err, "capture2pcap: error: %s\n", trace_reader_error(in->reader));
         *bad = true;
     }
+    if (trace_reader_report_unknown(in->reader, "capture2pcap", opts->allow_unknown, err))
+        *bad = true;
     ret = pcap_input_finish(in, w);
     return ret ? ret : 0;
 }

@@ -20,6 +20,7 @@ struct pcap_convert_opts {
     enum trace_in_format format;        /* forced for every input, or TRACE_IN_AUTO */
     enum trace_conn_fields conn_fields; /* forced for every input, or AUTO */
     bool allow_truncated;               /* a crash-cut input is a warning, not a failure */
+    bool allow_unknown; /* skipped unknown fields with data are a warning, not a failure */
 };
 
 struct pcap_convert_stats {

@@ -23,6 +23,12 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "trace/trace_encode.h"
+#include "trace/trace_reader.h"
+
+/* A field flag of socktap's own, beyond protobuf-c's: a BYTES field that stands for a proto
+ * `string` (the reader retypes Body.as_string so its length survives embedded NULs, which a
+ * protobuf-c `char *` cannot carry). JSON reads it as text, not base64. */
+#define PBFIELD_FLAG_TEXT_BYTES (1u << 24)
 
 /* ---- tokenizer ---------------------------------------------------------------------------- */
 
@@ -57,6 +63,9 @@ struct pblex {
     uint64_t err_off;
     uint32_t err_line, err_col;
     bool err_eof;
+    /* Where unknown fields go: NULL makes an unknown field an error; otherwise the parsers skip
+     * it and count it there (borrowed). */
+    struct trace_unknown_tally *unknown;
 };
 
 /* Initializes LX over PRE then F (either may be empty/NULL). */
@@ -70,6 +79,15 @@ int pblex_next(struct pblex *lx);
  * is EOF (the input ended where more was required). printf-style. */
 int pblex_fail(struct pblex *lx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bool pblex_is(const struct pblex *lx, char punct);
+
+/* Counts one skipped field of message MSG named or numbered FIELD (FIELD is copied): BYTES of
+ * input, HAS_DATA when its value was not empty/zero. */
+void pb_unknown_note(struct trace_unknown_tally *t, const char *msg, const char *field,
+                     uint64_t bytes, bool has_data);
+/* Whether the current scalar token holds data: anything but "", 0, false and null. */
+bool pblex_scalar_has_data(const struct pblex *lx);
+/* How deep the skippers follow an unknown value before giving up (-EBADMSG). */
+#define PB_SKIP_MAX_DEPTH 64
 
 /* ---- field storage shared by the parsers ------------------------------------------------ */
 
@@ -99,6 +117,11 @@ int pbtext_parse_body(struct pblex *lx, const ProtobufCMessageDescriptor *desc, 
  * *MSG (which must exist). Consumes through the value's last token. */
 int pbtext_parse_field(struct pblex *lx, const ProtobufCFieldDescriptor *fd, ProtobufCMessage *msg);
 
+/* Skips the field NAME of DESC that DESC does not have (its name is the current token): the
+ * optional ':' and a scalar, a braced message or a [list], counted in lx->unknown (must be
+ * set). On success the current token is the value's last one. */
+int pbtext_skip_unknown(struct pblex *lx, const ProtobufCMessageDescriptor *desc, const char *name);
+
 /* Appends the fields of M (not enclosing braces) at INDENT spaces. */
 int pbtext_print(struct tbuf *out, const ProtobufCMessage *m, int indent);
 /* Appends "NAME {\n" + fields of M + "}\n" at INDENT. */
@@ -110,6 +133,10 @@ int pbtext_print_named(struct tbuf *out, const char *name, const ProtobufCMessag
  * current token is the closing '}' (not consumed). *OUT: caller frees. */
 int pbjson_parse_object(struct pblex *lx, const ProtobufCMessageDescriptor *desc,
                         ProtobufCMessage **out);
+/* Skips the member of DESC whose key (not a field of DESC) is the current token: ':' and any
+ * value, counted in lx->unknown (must be set) with data unless null/false/0/""/{}/[]. On
+ * success the current token is the value's last one ('}', ']' or the scalar). */
+int pbjson_skip_unknown(struct pblex *lx, const ProtobufCMessageDescriptor *desc);
 /* Finds a field by its JSON (lowerCamelCase) or original name; NULL if none. */
 const ProtobufCFieldDescriptor *pbjson_field(const ProtobufCMessageDescriptor *desc,
                                              const char *name, size_t len);

@@ -42,6 +42,59 @@ const ProtobufCFieldDescriptor *pbjson_field(const ProtobufCMessageDescriptor *d
     return NULL;
 }
 
+static int json_skip_value(struct pblex *lx, bool *has_data, int depth)
+{
+    bool obj = pblex_is(lx, '{');
+    if (!obj && !pblex_is(lx, '[')) {
+        if (lx->tok != PBLEX_STRING && lx->tok != PBLEX_NUMBER && lx->tok != PBLEX_IDENT)
+            return pblex_fail(lx, "expected a value");
+        *has_data |= pblex_scalar_has_data(lx);
+        return 0;
+    }
+    if (depth > PB_SKIP_MAX_DEPTH)
+        return pblex_fail(lx, "unknown field nested too deep");
+    char close = obj ? '}' : ']';
+    int rc = pblex_next(lx);
+    bool first = true;
+    while (!rc && !pblex_is(lx, close)) {
+        if (!first && !pblex_is(lx, ','))
+            return pblex_fail(lx, "expected ',' or '%c'", close);
+        if (!first && (rc = pblex_next(lx)))
+            return rc;
+        first = false;
+        *has_data = true;
+        if (obj) {
+            if (lx->tok != PBLEX_STRING)
+                return pblex_fail(lx, "expected a key string");
+            rc = pblex_next(lx);
+            if (!rc && !pblex_is(lx, ':'))
+                return pblex_fail(lx, "expected ':'");
+            rc = rc ?: pblex_next(lx);
+        }
+        rc = rc ?: json_skip_value(lx, has_data, depth + 1);
+        rc = rc ?: pblex_next(lx);
+    }
+    return rc;
+}
+
+int pbjson_skip_unknown(struct pblex *lx, const ProtobufCMessageDescriptor *desc)
+{
+    char field[100];
+    int n = lx->text.len > 64 ? 64 : (int)lx->text.len;
+    snprintf(field, sizeof(field), "\"%.*s\"", n, (const char *)lx->text.data);
+    uint64_t start = lx->tok_off;
+    bool data = false;
+    int rc = pblex_next(lx);
+    if (!rc && !pblex_is(lx, ':'))
+        return pblex_fail(lx, "expected ':'");
+    rc = rc ?: pblex_next(lx);
+    rc = rc ?: json_skip_value(lx, &data, 0);
+    if (rc)
+        return rc;
+    pb_unknown_note(lx->unknown, desc->name, field, lx->off - start, data);
+    return 0;
+}
+
 static int parse_value(struct pblex *lx, const ProtobufCFieldDescriptor *fd, ProtobufCMessage *m)
 {
     void *slot;
@@ -116,6 +169,11 @@ int pbjson_parse_object(struct pblex *lx, const ProtobufCMessageDescriptor *desc
         }
         const ProtobufCFieldDescriptor *fd =
             pbjson_field(desc, (const char *)lx->text.data, lx->text.len);
+        if (!fd && lx->unknown) {
+            rc = pbjson_skip_unknown(lx, desc);
+            rc = rc ?: pblex_next(lx);
+            continue;
+        }
         if (!fd) {
             rc = pblex_fail(lx, "%s has no field \"%.*s\"", desc->name, (int)lx->text.len,
                             (const char *)lx->text.data);
@@ -230,7 +288,10 @@ static int print_json_value(struct tbuf *out, const ProtobufCFieldDescriptor *fd
         const ProtobufCBinaryData *bd = v;
         struct iovec io = {bd->data, bd->len};
         rc = tw_str(out, "\"");
-        rc = rc ?: tw_base64_iov(out, &io, 1);
+        if (fd->flags & PBFIELD_FLAG_TEXT_BYTES) /* a proto string kept with its length */
+            rc = rc ?: tw_json_escape(out, bd->data, bd->len);
+        else
+            rc = rc ?: tw_base64_iov(out, &io, 1);
         return rc ?: tw_str(out, "\"");
     }
     case PROTOBUF_C_TYPE_BOOL:

@@ -360,8 +360,17 @@ size_t pbfield_elem_size(ProtobufCType t)
 ProtobufCMessage *pbmsg_new(const ProtobufCMessageDescriptor *desc)
 {
     ProtobufCMessage *m = malloc(desc->sizeof_message);
-    if (m)
+    if (!m)
+        return NULL;
+    /* A reader's retyped copy of a descriptor (trace_reader.c: Body.as_string as bytes) has no
+     * message_init, since the generated one would name the generated descriptor; protobuf-c's
+     * unpack then inits generically, as here. Such copies have no non-zero defaults. */
+    if (desc->message_init) {
         desc->message_init(m);
+    } else {
+        memset(m, 0, desc->sizeof_message);
+        m->descriptor = desc;
+    }
     return m;
 }
 
@@ -432,7 +441,7 @@ int pbfield_set_scalar(struct pblex *lx, const ProtobufCFieldDescriptor *fd, voi
         free(bd->data);
         bd->data = NULL;
         bd->len = 0;
-        if (lx->json) {
+        if (lx->json && !(fd->flags & PBFIELD_FLAG_TEXT_BYTES)) {
             uint8_t *out = malloc(lx->text.len / 4 * 3 + 4);
             size_t bad = 0;
             if (!out)
@@ -522,6 +531,118 @@ int pbfield_set_scalar(struct pblex *lx, const ProtobufCFieldDescriptor *fd, voi
         *(uint64_t *)slot = ui;
         return 0;
     }
+}
+
+/* ---- unknown fields ----------------------------------------------------------------------- */
+
+void pb_unknown_note(struct trace_unknown_tally *t, const char *msg, const char *field,
+                     uint64_t bytes, bool has_data)
+{
+    char where[sizeof(t->kinds[0].where)];
+    snprintf(where, sizeof(where), "%s field %s", msg, field);
+    t->fields++;
+    t->with_data += has_data;
+    t->bytes += bytes;
+    struct trace_unknown *k = NULL;
+    for (size_t i = 0; i < t->nkinds && !k; i++)
+        if (strcmp(t->kinds[i].where, where) == 0)
+            k = &t->kinds[i];
+    if (!k && t->nkinds < TRACE_UNKNOWN_KINDS) {
+        k = &t->kinds[t->nkinds++];
+        memcpy(k->where, where, sizeof(where));
+    }
+    if (k) {
+        k->count++;
+        k->with_data += has_data;
+        k->bytes += bytes;
+    }
+}
+
+/* A scalar token as a value: anything but "", 0 and false counts as data. An identifier is an
+ * enum name or true/false: only "false" is known to be empty. */
+bool pblex_scalar_has_data(const struct pblex *lx)
+{
+    if (lx->tok == PBLEX_STRING)
+        return lx->text.len > 0;
+    if (lx->tok == PBLEX_NUMBER) {
+        char num[64];
+        size_t n = lx->text.len < sizeof(num) - 1 ? lx->text.len : sizeof(num) - 1;
+        memcpy(num, lx->text.data, n);
+        num[n] = 0;
+        return strtod(num, NULL) != 0 || strspn(num, "+-0.xXeE") != n;
+    }
+    return !(lx->text.len == 5 && memcmp(lx->text.data, "false", 5) == 0) &&
+           !(lx->text.len == 4 && memcmp(lx->text.data, "null", 4) == 0);
+}
+
+static int text_skip_value(struct pblex *lx, bool *has_data, int depth);
+
+/* Skips "{ fields }" or "< fields >"; the current token is the opening one. */
+static int text_skip_braced(struct pblex *lx, bool *has_data, int depth)
+{
+    char close = pblex_is(lx, '{') ? '}' : '>';
+    if (depth > PB_SKIP_MAX_DEPTH)
+        return pblex_fail(lx, "unknown field nested too deep");
+    int rc = pblex_next(lx);
+    while (!rc && !pblex_is(lx, close)) {
+        if (lx->tok != PBLEX_IDENT)
+            return pblex_fail(lx, "expected a field name inside an unknown field");
+        *has_data = true;
+        rc = pblex_next(lx);
+        if (!rc && pblex_is(lx, ':'))
+            rc = pblex_next(lx);
+        rc = rc ?: text_skip_value(lx, has_data, depth + 1);
+        rc = rc ?: pblex_next(lx);
+        if (!rc && (pblex_is(lx, ',') || pblex_is(lx, ';')))
+            rc = pblex_next(lx);
+    }
+    return rc;
+}
+
+/* Skips a value (the ':' already consumed if there was one). */
+static int text_skip_value(struct pblex *lx, bool *has_data, int depth)
+{
+    if (pblex_is(lx, '{') || pblex_is(lx, '<'))
+        return text_skip_braced(lx, has_data, depth);
+    if (pblex_is(lx, '[')) {
+        int rc = pblex_next(lx);
+        while (!rc && !pblex_is(lx, ']')) {
+            rc = text_skip_value(lx, has_data, depth + 1);
+            rc = rc ?: pblex_next(lx);
+            if (!rc && pblex_is(lx, ','))
+                rc = pblex_next(lx);
+            else if (!rc && !pblex_is(lx, ']'))
+                rc = pblex_fail(lx, "expected ',' or ']' in an unknown field's list");
+        }
+        return rc;
+    }
+    if (lx->tok == PBLEX_STRING || lx->tok == PBLEX_NUMBER || lx->tok == PBLEX_IDENT) {
+        *has_data |= pblex_scalar_has_data(lx);
+        return 0;
+    }
+    return pblex_fail(lx, "expected a value for an unknown field");
+}
+
+static int text_skip_field(struct pblex *lx, bool *has_data)
+{
+    *has_data = false;
+    int rc = pblex_next(lx);
+    if (!rc && pblex_is(lx, ':'))
+        rc = pblex_next(lx);
+    return rc ?: text_skip_value(lx, has_data, 0);
+}
+
+int pbtext_skip_unknown(struct pblex *lx, const ProtobufCMessageDescriptor *desc, const char *name)
+{
+    uint64_t start = lx->tok_off;
+    bool data;
+    int rc = text_skip_field(lx, &data);
+    if (rc)
+        return rc;
+    char field[100];
+    snprintf(field, sizeof(field), "\"%s\"", name);
+    pb_unknown_note(lx->unknown, desc->name, field, lx->off - start, data);
+    return 0;
 }
 
 /* ---- text parser -------------------------------------------------------------------------- */
@@ -626,11 +747,11 @@ int pbtext_parse_body(struct pblex *lx, const ProtobufCMessageDescriptor *desc, 
         name[n] = 0;
         const ProtobufCFieldDescriptor *fd =
             protobuf_c_message_descriptor_get_field_by_name(desc, name);
-        if (!fd) {
+        if (!fd && !lx->unknown) {
             rc = pblex_fail(lx, "%s has no field named \"%s\"", desc->name, name);
             goto err_free_msg;
         }
-        rc = pbtext_parse_field(lx, fd, m);
+        rc = fd ? pbtext_parse_field(lx, fd, m) : pbtext_skip_unknown(lx, desc, name);
         rc = rc ?: pblex_next(lx);
         if (!rc && (pblex_is(lx, ',') || pblex_is(lx, ';')))
             rc = pblex_next(lx);

@@ -24,8 +24,10 @@ static void usage_text(FILE *f)
           "                             v3-text|v3-json|v3-json-string [--buffered]\n"
           "                             [-o OUTPUT [--force]] FILE\n"
           "       socktap-trace --version | --help\n"
-          "FILE '-' reads stdin. Formats: auto v2-binary v2-text v3-binary\n"
-          "v3-length-delimited v3-text v3-json\n"
+          "Every command takes [--allow-unknown]. FILE '-' reads stdin. Formats: auto v2-binary\n"
+          "v2-text v3-binary v3-length-delimited v3-text v3-json\n"
+          "--allow-unknown: fields the schema does not know are skipped with a warning\n"
+          "(without it, skipped fields with data fail with exit 1)\n"
           "convert writes stdout, or OUTPUT ('-' = stdout): OUTPUT must not exist (--force\n"
           "replaces it) and is never FILE; it appears, mode 0600, only when the run succeeds.\n"
           "Exit: 0 ok, 1 bad input or output error, 2 usage.\n",
@@ -103,6 +105,14 @@ static int convert_all(struct trace_reader *r, const struct trace_enc_cfg *cfg, 
         rc = trace_enc_new(cfg, &none, &enc);
         rc = rc ?: trace_enc_begin(enc, &out);
     }
+    bool rt = trace_reader_read_truncated(r), wt = trace_reader_write_truncated(r);
+    if (rc == 0 && !trace_enc_mark_truncated(enc, rt, wt) && (rt || wt))
+        fprintf(stderr,
+                "socktap-trace: warning: the input is %s truncated; only --to v3-* "
+                "--buffered output can say so\n",
+                rt && wt ? "read and write"
+                : rt     ? "read"
+                         : "write");
     if (rc == 0)
         rc = trace_enc_end(enc, &out);
     if (rc == 0 && fwrite(out.data, 1, out.len, out_f) != out.len)
@@ -182,6 +192,7 @@ int main(int argc, char **argv)
     struct trace_reader_opts opts = {0};
     bool force = false;
     int dir = -1;
+    bool allow_unknown = false;
     static const struct option lopts[] = {{"format", required_argument, NULL, 'f'},
                                           {"direction", required_argument, NULL, 'd'},
                                           {"connection-fields", required_argument, NULL, 'c'},
@@ -189,6 +200,7 @@ int main(int argc, char **argv)
                                           {"buffered", no_argument, NULL, 'b'},
                                           {"output", required_argument, NULL, 'o'},
                                           {"force", no_argument, NULL, 'F'},
+                                          {"allow-unknown", no_argument, NULL, 'u'},
                                           {NULL, 0, NULL, 0}};
     int c;
     optind = 2;
@@ -221,6 +233,9 @@ int main(int argc, char **argv)
             break;
         case 't':
             to = optarg;
+            break;
+        case 'u':
+            allow_unknown = true;
             break;
         case 'b':
             ecfg.streaming = false;
@@ -289,6 +304,8 @@ done:;
         fprintf(stderr, "socktap-trace: %s\n", rc == -EIO ? strerror(EIO) : trace_reader_error(r));
         status = 1;
     }
+    if (trace_reader_report_unknown(r, "socktap-trace", allow_unknown, stderr))
+        status = 1;
     trace_reader_free(r);
     if (convert && close_output(&out, out_f, opath, status ? -EIO : 0))
         status = 1;

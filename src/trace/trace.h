@@ -51,7 +51,8 @@ struct trace_event {
     int iovcnt;
     size_t len; /* total bytes over iov */
     bool end_stream;
-    bool truncated; /* v3 Body.truncated */
+    bool truncated;   /* v3 Body.truncated */
+    uint64_t seq_num; /* v3 SocketEvent.seq_num as read (Envoy's streamed traces); 0: none */
 };
 
 /* The file extension Envoy uses for FORMAT (".pb", ".pb_text", ".pb_length_delimited", ".json").

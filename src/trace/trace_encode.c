@@ -660,6 +660,13 @@ static int end_buffered(struct trace_enc *enc, struct tbuf *out)
     return 0;
 }
 
+bool trace_enc_mark_truncated(struct trace_enc *enc, bool read, bool write)
+{
+    enc->read_truncated |= read;
+    enc->write_truncated |= write;
+    return enc->v3_buffered;
+}
+
 int trace_enc_end(struct trace_enc *enc, struct tbuf *out)
 {
     if (enc->v3_buffered)

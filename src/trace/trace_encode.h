@@ -46,6 +46,10 @@ int trace_enc_new(const struct trace_enc_cfg *cfg, const struct trace_conn *conn
 int trace_enc_begin(struct trace_enc *enc, struct tbuf *out);
 /* Appends one event (EV->iov is read, not kept). Returns 0 or -errno. */
 int trace_enc_event(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out);
+/* Marks the trace read/write truncated (flags only added, never cleared), e.g. when converting
+ * a trace that already says so. Only a v3 buffered trace can carry them; returns whether ENC
+ * does. Call before trace_enc_end. */
+bool trace_enc_mark_truncated(struct trace_enc *enc, bool read, bool write);
 /* Appends the closing bytes (v3 buffered: the whole trace). Call once, last. */
 int trace_enc_end(struct trace_enc *enc, struct tbuf *out);
 void trace_enc_free(struct trace_enc *enc);

@@ -10,9 +10,18 @@
  * Binary input goes through one buffer that holds at most the current record (plus a read
  * block), so memory is bounded by max_event. A record that does not unpack is re-walked by a
  * descriptor-driven wire checker to name the exact byte offset of the fault. Rejected: reading
- * a whole Trace with protobuf_c_message_unpack (memory = trace size, no offsets). */
+ * a whole Trace with protobuf_c_message_unpack (memory = trace size, no offsets).
+ *
+ * v3 events are decoded with the reader's own copy of the SocketEvent descriptors in which
+ * Body.as_string is bytes: protobuf-c keeps a `string` as a NUL-terminated char *, which cuts
+ * a body at its first NUL (an HTTP/2 trace lost all but 24 of 16,298 bytes); bytes keep their
+ * length, and the wire, text and (with PBFIELD_FLAG_TEXT_BYTES) JSON forms are the same.
+ *
+ * Unknown fields are skipped and counted everywhere: top-level fields here, fields inside
+ * records from protobuf-c's unknown_fields (binary) or by the text/JSON parsers. */
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,7 +41,8 @@ enum frame_kind {
     FR_WRAPPER,   /* one TraceWrapper (LD element, or a JSON/text object) */
     FR_BUFFERED,  /* SocketBufferedTrace */
     FR_SEGMENT,   /* SocketStreamedTraceSegment */
-    FR_JS_EVENTS, /* JSON array of SocketBufferedTrace.events */
+    FR_EVENTS,    /* SocketEvents (SocketStreamedTraceSegment.events) */
+    FR_JS_EVENTS, /* JSON array of SocketBufferedTrace.events / SocketEvents.events */
 };
 
 struct frame {
@@ -45,6 +55,22 @@ struct frame {
 
 #define MAX_DEPTH  8
 #define READ_BLOCK 65536
+
+/* A connection as the reader keeps it: DELIVERED once an event of it was returned, after which
+ * its addresses no longer change (capture2pcap keys flows on them). */
+struct reader_conn {
+    struct trace_conn c; /* first: the public pointer is this struct's */
+    bool delivered;
+};
+
+/* The reader's copy of envoy.data.tap.v3.SocketEvent and the messages down to Body, with
+ * Body.as_string retyped as bytes (see the top of the file). Sizes checked at open. */
+#define SCHEMA_MAX_FIELDS 8
+struct ev_schema {
+    ProtobufCMessageDescriptor ev, rd, wr, body;
+    ProtobufCFieldDescriptor ev_f[SCHEMA_MAX_FIELDS], rd_f[SCHEMA_MAX_FIELDS],
+        wr_f[SCHEMA_MAX_FIELDS], body_f[SCHEMA_MAX_FIELDS];
+};
 
 struct trace_reader {
     FILE *f;
@@ -82,6 +108,9 @@ struct trace_reader {
 
     FILE *echo;
     struct tbuf ebuf;
+
+    struct trace_unknown_tally unknown;
+    struct ev_schema schema;
 };
 
 /* ---- errors ------------------------------------------------------------------------------- */
@@ -175,6 +204,8 @@ static const ProtobufCMessageDescriptor *frame_desc(enum frame_kind k)
         return &envoy__data__tap__v3__socket_buffered_trace__descriptor;
     case FR_SEGMENT:
         return &envoy__data__tap__v3__socket_streamed_trace_segment__descriptor;
+    case FR_EVENTS:
+        return &envoy__data__tap__v3__socket_events__descriptor;
     default:
         return &envoy__data__tap__v3__trace_wrapper__descriptor;
     }
@@ -202,7 +233,7 @@ static int push(struct trace_reader *r, enum frame_kind kind, uint64_t end, char
 static void pop(struct trace_reader *r)
 {
     struct frame *fr = &r->st[--r->depth];
-    if (fr->kind == FR_BUFFERED || fr->kind == FR_SEGMENT ||
+    if (fr->kind == FR_BUFFERED || fr->kind == FR_SEGMENT || fr->kind == FR_EVENTS ||
         (fr->kind == FR_WRAPPER && fr->indent > 0))
         echo_line(r, r->depth ? r->st[r->depth - 1].indent : 0, "}", "\n");
 }
@@ -216,12 +247,12 @@ static struct trace_conn *conn_for_id(struct trace_reader *r, uint64_t id)
     if (!a)
         return NULL;
     r->conns = a;
-    struct trace_conn *c = calloc(1, sizeof(*c));
-    if (!c)
+    struct reader_conn *rc = calloc(1, sizeof(*rc));
+    if (!rc)
         return NULL;
-    c->id = id;
-    r->conns[r->nconns++] = c;
-    return c;
+    rc->c.id = id;
+    r->conns[r->nconns++] = &rc->c;
+    return &rc->c;
 }
 
 static struct trace_conn *cur_conn(struct trace_reader *r)
@@ -245,29 +276,42 @@ lookup:
     r->cur = conn_for_id(r, id);
 }
 
-/* Envoy's Address (v2 core and v3 config share the layout of the fields we read). */
+/* Stores one socket address (ADDRESS NULL: empty; HAS_PORT false: port 0). */
+static void take_sock(struct trace_addr *a, const char *address, bool has_port, uint32_t port)
+{
+    a->present = true;
+    size_t n = address ? strlen(address) : 0;
+    if (n >= sizeof(a->address))
+        n = sizeof(a->address) - 1;
+    memcpy(a->address, address ? address : "", n);
+    a->address[n] = 0;
+    a->port = has_port ? port : 0;
+}
+
 static void take_addr(struct trace_addr *a, const Envoy__Config__Core__V3__Address *ad)
 {
     if (!ad || ad->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS ||
         !ad->socket_address)
         return;
     const Envoy__Config__Core__V3__SocketAddress *sa = ad->socket_address;
-    a->present = true;
-    size_t n = sa->address ? strlen(sa->address) : 0;
-    if (n >= sizeof(a->address))
-        n = sizeof(a->address) - 1;
-    memcpy(a->address, sa->address ? sa->address : "", n);
-    a->address[n] = 0;
-    a->port = sa->port_specifier_case ==
-                      ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE
-                  ? sa->port_value
-                  : 0;
+    take_sock(a, sa->address,
+              sa->port_specifier_case ==
+                  ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE,
+              sa->port_value);
 }
 
+/* v2 core's SocketAddress has no network_namespace_filepath, so its layout differs from v3's:
+ * read through its own type, never a cast. */
 static void take_addr_v2(struct trace_addr *a, const Envoy__Api__V2__Core__Address *ad)
 {
-    /* same message shape, different package: reuse through the common layout */
-    take_addr(a, (const Envoy__Config__Core__V3__Address *)ad);
+    if (!ad || ad->address_case != ENVOY__API__V2__CORE__ADDRESS__ADDRESS_SOCKET_ADDRESS ||
+        !ad->socket_address)
+        return;
+    const Envoy__Api__V2__Core__SocketAddress *sa = ad->socket_address;
+    take_sock(a, sa->address,
+              sa->port_specifier_case ==
+                  ENVOY__API__V2__CORE__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE,
+              sa->port_value);
 }
 
 static int on_conn(struct trace_reader *r, enum frame_kind k, ProtobufCMessage *m)
@@ -311,15 +355,60 @@ static void set_body(struct trace_reader *r, const Envoy__Data__Tap__V3__Body *b
     r->iov.iov_len = 0;
     if (!b)
         return;
-    if (b->body_type_case == ENVOY__DATA__TAP__V3__BODY__BODY_TYPE_AS_BYTES) {
+    /* as_string was decoded as bytes into the same union (struct ev_schema) */
+    if (b->body_type_case == ENVOY__DATA__TAP__V3__BODY__BODY_TYPE_AS_BYTES ||
+        b->body_type_case == ENVOY__DATA__TAP__V3__BODY__BODY_TYPE_AS_STRING) {
         r->iov.iov_base = b->as_bytes.data;
         r->iov.iov_len = b->as_bytes.len;
-    } else if (b->body_type_case == ENVOY__DATA__TAP__V3__BODY__BODY_TYPE_AS_STRING &&
-               b->as_string) {
-        r->iov.iov_base = b->as_string;
-        r->iov.iov_len = strlen(b->as_string);
     }
     r->ev.truncated = b->truncated;
+}
+
+/* SocketEvent.connection (Envoy's set_connection_per_event): fills the addresses the
+ * connection does not have yet, as long as none of its events was delivered. */
+static void take_event_conn(struct trace_reader *r, const Envoy__Data__Tap__V3__Connection *ec)
+{
+    struct reader_conn *c = (struct reader_conn *)cur_conn(r);
+    if (!ec || !c || c->delivered)
+        return;
+    if (!c->c.local.present)
+        take_addr(&c->c.local, ec->local_address);
+    if (!c->c.remote.present)
+        take_addr(&c->c.remote, ec->remote_address);
+}
+
+/* Counts the unknown fields protobuf-c kept in M and its sub-messages (binary records). */
+static void note_unknown_fields(struct trace_reader *r, const ProtobufCMessage *m, int depth)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < m->n_unknown_fields; i++) {
+        const ProtobufCMessageUnknownField *u = &m->unknown_fields[i];
+        /* u->data is the value after the key (a length-delimited one with its length): all
+         * zero bytes means 0, or an empty string/message */
+        bool data = false;
+        for (size_t k = 0; k < u->len && !data; k++)
+            data = u->data[k] != 0;
+        char num[16];
+        snprintf(num, sizeof(num), "%u", u->tag);
+        pb_unknown_note(&r->unknown, d->name, num, tw_varint_len((uint64_t)u->tag << 3) + u->len,
+                        data);
+    }
+    if (depth > PB_SKIP_MAX_DEPTH)
+        return;
+    const uint8_t *base = (const uint8_t *)m;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *fd = &d->fields[i];
+        if (fd->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + fd->quantifier_offset);
+            ProtobufCMessage *const *arr = *(ProtobufCMessage *const *const *)(base + fd->offset);
+            for (size_t k = 0; k < n; k++)
+                note_unknown_fields(r, arr[k], depth + 1);
+        } else if (pbfield_present(m, fd)) {
+            note_unknown_fields(r, *(ProtobufCMessage *const *)(base + fd->offset), depth + 1);
+        }
+    }
 }
 
 /* Takes ownership of M; returns 1 when it produced an event. */
@@ -352,6 +441,8 @@ static int on_event(struct trace_reader *r, enum frame_kind k, ProtobufCMessage 
     } else {
         const Envoy__Data__Tap__V3__SocketEvent *e = (void *)m;
         set_ts(&r->ev, e->timestamp);
+        take_event_conn(r, e->connection);
+        r->ev.seq_num = e->seq_num;
         switch (e->event_selector_case) {
         case ENVOY__DATA__TAP__V3__SOCKET_EVENT__EVENT_SELECTOR_READ:
             r->ev.dir = TRACE_EV_READ;
@@ -416,19 +507,83 @@ static enum role field_role(enum frame_kind k, uint32_t field)
                : field == 3                           ? R_EVENT
                                                       : R_UNKNOWN;
     case FR_SEGMENT:
-        return field == 1 ? R_SCALAR : field == 2 ? R_CONN : field == 3 ? R_EVENT : R_UNKNOWN;
+        return field == 1   ? R_SCALAR
+               : field == 2 ? R_CONN
+               : field == 3 ? R_EVENT
+               : field == 4 ? R_CONTAINER
+                            : R_UNKNOWN;
+    case FR_EVENTS:
+        return field == 1 ? R_EVENT : R_UNKNOWN;
     default:
         return R_UNKNOWN;
     }
 }
 
-static const ProtobufCMessageDescriptor *record_desc(enum frame_kind k, enum role role)
+static const ProtobufCMessageDescriptor *record_desc(const struct trace_reader *r,
+                                                     enum frame_kind k, enum role role)
 {
     if (k == FR_V2_TRACE)
         return role == R_CONN ? &envoy__data__tap__v2alpha__connection__descriptor
                               : &envoy__data__tap__v2alpha__event__descriptor;
-    return role == R_CONN ? &envoy__data__tap__v3__connection__descriptor
-                          : &envoy__data__tap__v3__socket_event__descriptor;
+    return role == R_CONN ? &envoy__data__tap__v3__connection__descriptor : &r->schema.ev;
+}
+
+/* The frame a container field NUM of a PARENT frame opens. */
+static enum frame_kind container_kind(enum frame_kind parent, uint64_t num)
+{
+    if (parent == FR_SEGMENT)
+        return FR_EVENTS;
+    return num == 3 ? FR_BUFFERED : FR_SEGMENT;
+}
+
+/* Copies DESC's descriptor and fields into D and F (room for SCHEMA_MAX_FIELDS). */
+static void schema_copy(ProtobufCMessageDescriptor *d, ProtobufCFieldDescriptor *f,
+                        const ProtobufCMessageDescriptor *desc)
+{
+    *d = *desc;
+    memcpy(f, desc->fields, desc->n_fields * sizeof(*f));
+    d->fields = f;
+    /* the generated init would set the generated descriptor: protobuf-c and pbmsg_new init
+     * generically instead, keeping this copy as the message's descriptor */
+    d->message_init = NULL;
+}
+
+/* Points message field ID of D at SUB. */
+static void schema_link(ProtobufCMessageDescriptor *d, ProtobufCFieldDescriptor *f, unsigned id,
+                        const ProtobufCMessageDescriptor *sub)
+{
+    for (unsigned i = 0; i < d->n_fields; i++)
+        if (f[i].id == id)
+            f[i].descriptor = sub;
+}
+
+static int schema_init(struct ev_schema *s)
+{
+    const ProtobufCMessageDescriptor *ev = &envoy__data__tap__v3__socket_event__descriptor,
+                                     *rd = &envoy__data__tap__v3__socket_event__read__descriptor,
+                                     *wr = &envoy__data__tap__v3__socket_event__write__descriptor,
+                                     *body = &envoy__data__tap__v3__body__descriptor;
+    if (ev->n_fields > SCHEMA_MAX_FIELDS || rd->n_fields > SCHEMA_MAX_FIELDS ||
+        wr->n_fields > SCHEMA_MAX_FIELDS || body->n_fields > SCHEMA_MAX_FIELDS)
+        return -EINVAL;
+    schema_copy(&s->body, s->body_f, body);
+    for (unsigned i = 0; i < body->n_fields; i++) {
+        if (s->body_f[i].id != 2) /* as_string */
+            continue;
+        /* same storage: as_bytes and as_string share the oneof's union, which is bytes-sized */
+        s->body_f[i].type = PROTOBUF_C_TYPE_BYTES;
+        s->body_f[i].offset = offsetof(Envoy__Data__Tap__V3__Body, as_bytes);
+        s->body_f[i].default_value = NULL;
+        s->body_f[i].flags |= PBFIELD_FLAG_TEXT_BYTES;
+    }
+    schema_copy(&s->rd, s->rd_f, rd);
+    schema_link(&s->rd, s->rd_f, 1, &s->body);
+    schema_copy(&s->wr, s->wr_f, wr);
+    schema_link(&s->wr, s->wr_f, 1, &s->body);
+    schema_copy(&s->ev, s->ev_f, ev);
+    schema_link(&s->ev, s->ev_f, 2, &s->rd);
+    schema_link(&s->ev, s->ev_f, 3, &s->wr);
+    return 0;
 }
 
 /* ---- binary ------------------------------------------------------------------------------- */
@@ -643,7 +798,7 @@ static int bin_record(struct trace_reader *r, enum frame_kind k, enum role role,
                     (unsigned long long)(data_off + avail), role == R_CONN ? "connection" : "event",
                     (unsigned long long)len);
     const uint8_t *p = r->buf + r->pos;
-    const ProtobufCMessageDescriptor *d = record_desc(k, role);
+    const ProtobufCMessageDescriptor *d = record_desc(r, k, role);
     if (k != FR_V2_TRACE && role == R_CONN)
         d = v3_conn_desc(r, p, (size_t)len);
     ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, (size_t)len, p);
@@ -654,12 +809,14 @@ static int bin_record(struct trace_reader *r, enum frame_kind k, enum role role,
     }
     /* The event's payload now lives in M: the window may be consumed. */
     r->pos += (size_t)len;
+    note_unknown_fields(r, m, 0);
     return role == R_CONN ? on_conn(r, k, m) : on_event(r, k, m);
 }
 
 static const char *container_name(enum frame_kind parent, uint32_t field)
 {
-    (void)parent;
+    if (parent == FR_SEGMENT)
+        return "events";
     return field == 3 ? "socket_buffered_trace" : "socket_streamed_trace_segment";
 }
 
@@ -711,7 +868,13 @@ static int bin_next(struct trace_reader *r)
             if (rc)
                 return rc;
         } else if (wt == 1 || wt == 5) {
-            rc = bskip(r, wt == 1 ? 8 : 4, off, "a fixed-size field");
+            size_t w = wt == 1 ? 8 : 4;
+            size_t got = bfill(r, w);
+            if (got == (size_t)-1)
+                return -ENOMEM;
+            for (size_t i = 0; got != (size_t)-2 && i < w && i < got; i++)
+                v |= r->buf[r->pos + i]; /* only whether it is zero matters */
+            rc = bskip(r, w, off, "a fixed-size field");
             if (rc)
                 return rc;
         } else {
@@ -729,7 +892,7 @@ static int bin_next(struct trace_reader *r)
                         (unsigned long long)num, frame_desc(fr->kind)->name, wt);
         switch (role) {
         case R_CONTAINER:
-            rc = push(r, num == 3 ? FR_BUFFERED : FR_SEGMENT, body + v, 0,
+            rc = push(r, container_kind(fr->kind, num), body + v, 0,
                       container_name(fr->kind, (uint32_t)num));
             if (rc)
                 return fail(r, rc, off, "nesting too deep");
@@ -749,6 +912,9 @@ static int bin_next(struct trace_reader *r)
                 if (rc)
                     return rc;
             }
+            char fnum[24];
+            snprintf(fnum, sizeof(fnum), "%llu", (unsigned long long)num);
+            pb_unknown_note(&r->unknown, frame_desc(fr->kind)->name, fnum, boff(r) - off, v != 0);
         }
     }
 }
@@ -799,9 +965,11 @@ static int text_next(struct trace_reader *r)
         const ProtobufCFieldDescriptor *fd =
             protobuf_c_message_descriptor_get_field_by_name(d, name);
         if (!fd) {
-            char msg[200];
-            snprintf(msg, sizeof(msg), "%s has no field named \"%s\"", d->name, name);
-            return lx_fail(r, msg);
+            int rc = pbtext_skip_unknown(lx, d, name);
+            rc = rc ? fail_lex(r, rc) : lx_next(r);
+            if (rc)
+                return rc;
+            continue;
         }
         enum role role = field_role(fr->kind, fd->id);
         int rc = lx_next(r);
@@ -830,13 +998,15 @@ static int text_next(struct trace_reader *r)
         if ((rc = lx_next(r)))
             return rc;
         if (role == R_CONTAINER) {
-            rc = push(r, fd->id == 3 ? FR_BUFFERED : FR_SEGMENT, UINT64_MAX, close, fd->name);
+            rc = push(r, container_kind(fr->kind, fd->id), UINT64_MAX, close, fd->name);
             if (rc)
                 return lx_fail(r, "nesting too deep");
             continue;
         }
         ProtobufCMessage *m = NULL;
-        rc = pbtext_parse_body(lx, fd->descriptor, close, &m);
+        const ProtobufCMessageDescriptor *rd =
+            role == R_EVENT ? record_desc(r, fr->kind, role) : fd->descriptor;
+        rc = pbtext_parse_body(lx, rd, close, &m);
         if (rc)
             return fail_lex(r, rc);
         rc = lx_next(r); /* past the closing brace, so errors point after the record */
@@ -888,15 +1058,15 @@ static int json_next(struct trace_reader *r)
         fr->first = false;
         if (fr->kind == FR_JS_EVENTS) {
             ProtobufCMessage *m = NULL;
-            rc = pbjson_parse_object(lx, &envoy__data__tap__v3__socket_event__descriptor, &m);
+            rc = pbjson_parse_object(lx, &r->schema.ev, &m);
             if (rc)
                 return fail_lex(r, rc);
             if ((rc = lx_next(r))) {
                 protobuf_c_message_free_unpacked(m, NULL);
                 return rc;
             }
-            r->depth--; /* the event belongs to the buffered trace around the array */
-            rc = on_event(r, FR_BUFFERED, m);
+            r->depth--; /* the event belongs to the message around the array */
+            rc = on_event(r, r->st[r->depth - 1].kind, m);
             r->depth++;
             if (rc)
                 return 1;
@@ -908,10 +1078,11 @@ static int json_next(struct trace_reader *r)
         const ProtobufCFieldDescriptor *fd =
             pbjson_field(d, (const char *)lx->text.data, lx->text.len);
         if (!fd) {
-            char msg[200];
-            snprintf(msg, sizeof(msg), "%s has no field \"%.*s\"", d->name,
-                     (int)(lx->text.len > 64 ? 64 : lx->text.len), (const char *)lx->text.data);
-            return lx_fail(r, msg);
+            rc = pbjson_skip_unknown(lx, d);
+            rc = rc ? fail_lex(r, rc) : lx_next(r);
+            if (rc)
+                return rc;
+            continue;
         }
         if ((rc = lx_next(r)))
             return rc;
@@ -928,12 +1099,12 @@ static int json_next(struct trace_reader *r)
         if (role == R_CONTAINER) {
             if (!pblex_is(lx, '{'))
                 return lx_fail(r, "expected '{'");
-            if ((rc = push(r, fd->id == 3 ? FR_BUFFERED : FR_SEGMENT, UINT64_MAX, '}', fd->name)) ||
+            if ((rc = push(r, container_kind(fr->kind, fd->id), UINT64_MAX, '}', fd->name)) ||
                 (rc = lx_next(r)))
                 return rc;
             continue;
         }
-        if (role == R_EVENT && fr->kind == FR_BUFFERED) {
+        if (role == R_EVENT && (fr->kind == FR_BUFFERED || fr->kind == FR_EVENTS)) {
             if (!pblex_is(lx, '['))
                 return lx_fail(r, "expected '[' for events");
             if ((rc = push(r, FR_JS_EVENTS, UINT64_MAX, ']', NULL)) || (rc = lx_next(r)))
@@ -943,7 +1114,8 @@ static int json_next(struct trace_reader *r)
         }
         if (role == R_CONN || role == R_EVENT) {
             ProtobufCMessage *m = NULL;
-            rc = pbjson_parse_object(lx, fd->descriptor, &m);
+            rc = pbjson_parse_object(
+                lx, role == R_EVENT ? record_desc(r, fr->kind, role) : fd->descriptor, &m);
             if (rc)
                 return fail_lex(r, rc);
             if ((rc = lx_next(r))) {
@@ -1036,6 +1208,7 @@ static int start(struct trace_reader *r)
     if (text || f == TRACE_IN_V3_JSON) {
         pblex_init(&r->lx, r->f, r->buf + r->pos, r->end - r->pos, f == TRACE_IN_V3_JSON,
                    r->opts.max_event);
+        r->lx.unknown = &r->unknown;
         r->lx_on = true;
         return lx_next(r);
     }
@@ -1070,10 +1243,12 @@ int trace_reader_next(struct trace_reader *r, struct trace_event *ev,
     }
     if (rc == 1) {
         *ev = r->ev;
-        if (conn)
-            *conn = cur_conn(r);
-        if (conn && !*conn)
+        struct trace_conn *c = cur_conn(r);
+        if (!c)
             return r->err = -ENOMEM;
+        ((struct reader_conn *)c)->delivered = true;
+        if (conn)
+            *conn = c;
     }
     return rc;
 }
@@ -1089,6 +1264,10 @@ int trace_reader_open_file(FILE *f, const struct trace_reader_opts *opts, struct
     if (!r->opts.max_event)
         r->opts.max_event = TRACE_READER_DEFAULT_MAX_EVENT;
     r->conn_fields = r->opts.conn_fields;
+    if (schema_init(&r->schema)) {
+        free(r);
+        return -EINVAL;
+    }
     *out = r;
     return 0;
 }
@@ -1147,6 +1326,40 @@ uint64_t trace_reader_error_offset(const struct trace_reader *r)
 enum trace_in_format trace_reader_format(const struct trace_reader *r)
 {
     return r->fmt;
+}
+
+const struct trace_unknown_tally *trace_reader_unknown(const struct trace_reader *r)
+{
+    return &r->unknown;
+}
+
+bool trace_reader_report_unknown(const struct trace_reader *r, const char *prog, bool allow,
+                                 FILE *err)
+{
+    const struct trace_unknown_tally *t = &r->unknown;
+    const char *name = r->opts.name ? r->opts.name : "<input>";
+    if (!t->fields)
+        return false;
+    if (!t->with_data) {
+        fprintf(err, "%s: %s: note: skipped %llu empty unknown field(s)\n", prog, name,
+                (unsigned long long)t->fields);
+        return false;
+    }
+    fprintf(err, "%s: %s: %s: skipped %llu unknown field(s) with data (%llu bytes in all):", prog,
+            allow ? "warning" : "error", name, (unsigned long long)t->with_data,
+            (unsigned long long)t->bytes);
+    uint64_t shown = 0;
+    for (size_t i = 0; i < t->nkinds; i++) {
+        const struct trace_unknown *k = &t->kinds[i];
+        fprintf(err, "%s %s x%llu (%llu bytes)", i ? "," : "", k->where,
+                (unsigned long long)k->count, (unsigned long long)k->bytes);
+        shown += k->count;
+    }
+    if (shown < t->fields)
+        fprintf(err, ", %llu more", (unsigned long long)(t->fields - shown));
+    fprintf(err, allow ? " (accepted by --allow-unknown)\n"
+                       : "; the schema does not know them: --allow-unknown converts anyway\n");
+    return !allow;
 }
 
 bool trace_reader_read_truncated(const struct trace_reader *r)

@@ -16,7 +16,12 @@
  *             before that point has been delivered, so callers may accept a crash-cut prefix
  *   -E2BIG    one event larger than opts.max_event
  *   -EIO etc. the read itself failed
- * Once an error is returned the reader stays failed (next() returns the same error). */
+ * Once an error is returned the reader stays failed (next() returns the same error).
+ *
+ * Unknown fields: a field the schema (Envoy's, see src/trace/proto) does not have is skipped, as
+ * protobuf does, but also counted (trace_reader_unknown), in every format: a newer Envoy's data
+ * is then never dropped without a word. Tools refuse a trace whose skipped fields carried data
+ * unless told to accept it (trace_reader_report_unknown). */
 #ifndef SOCKTAP_TRACE_TRACE_READER_H
 #define SOCKTAP_TRACE_TRACE_READER_H
 
@@ -54,6 +59,22 @@ struct trace_reader_opts {
 };
 
 #define TRACE_READER_DEFAULT_MAX_EVENT ((size_t)64 << 20)
+
+/* One kind of unknown field a reader skipped (message and field name or number). */
+struct trace_unknown {
+    char where[112];    /* e.g. "envoy.data.tap.v3.SocketEvent field 9", "... field \"fooBar\"" */
+    uint64_t count;     /* times seen */
+    uint64_t with_data; /* of those, values that were not empty/zero */
+    uint64_t bytes;     /* input bytes the skipped values took */
+};
+
+#define TRACE_UNKNOWN_KINDS 8
+
+struct trace_unknown_tally {
+    uint64_t fields, with_data, bytes; /* over all kinds, also those not kept below */
+    size_t nkinds;                     /* the first TRACE_UNKNOWN_KINDS distinct kinds */
+    struct trace_unknown kinds[TRACE_UNKNOWN_KINDS];
+};
 
 struct trace_reader;
 
@@ -93,6 +114,18 @@ enum trace_in_format trace_reader_format(const struct trace_reader *r);
 /* v3 buffered traces: whether Envoy marked reads/writes truncated (max_buffered_* reached). */
 bool trace_reader_read_truncated(const struct trace_reader *r);
 bool trace_reader_write_truncated(const struct trace_reader *r);
+
+/* What the reader skipped so far (complete once next() returned 0 or an error). Owned by the
+ * reader; never NULL. */
+const struct trace_unknown_tally *trace_reader_unknown(const struct trace_reader *r);
+
+/* The tools' rule for unknown fields: if R skipped fields with data, writes to ERR one line
+ * "PROG: error: NAME: skipped N unknown field(s) with data (B bytes): WHERE (xK), ..." (or
+ * "warning" and "accepted by --allow-unknown" when ALLOW) and returns true when the caller
+ * must fail (skipped data and !ALLOW). Unknown fields without data are mentioned only as a
+ * count. PROG and ERR borrowed. */
+bool trace_reader_report_unknown(const struct trace_reader *r, const char *prog, bool allow,
+                                 FILE *err);
 
 /* Makes the reader echo everything it parses to OUT as protobuf text (the same text protoc
  * --decode prints for the input's message), as it streams: socktap-trace dump. OUT borrowed;
