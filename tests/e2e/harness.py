@@ -51,6 +51,17 @@ def wait_port(port, host="127.0.0.1", timeout=10.0, proc=None):
     raise RuntimeError("nothing listening on %s:%d after %.1fs" % (host, port, timeout))
 
 
+def varint(n):
+    """N as a protobuf base-128 varint (for traces built by hand in tests)."""
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def vm_status(pid, key):
     """VmRSS/VmHWM etc. of PID in kB."""
     with open("/proc/%d/status" % pid) as f:

@@ -15,6 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+from harness import varint  # noqa: E402
 
 C2P = harness.tool("capture2pcap")
 DATA = os.path.join(harness.ROOT, "tests", "data", "envoy")
@@ -22,16 +23,6 @@ GOLDEN_6DIGIT = os.path.join(DATA, "tap2pcap_h2_ipv4.tshark-6digit.txt")
 PROTO = os.path.join(harness.ROOT, "src", "trace", "proto")
 
 # --- a minimal protobuf encoder (wire format only) -------------------------------------------
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def f_len(num, payload):
