@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static enum log_level g_level = LOG_INFO;
+static enum log_level g_level = ST_LOG_INFO;
 static __thread int t_worker = -1;
 
 static const char *const level_names[] = {"trace", "debug",    "info", "warning",
@@ -20,14 +20,14 @@ static const char *const level_names[] = {"trace", "debug",    "info", "warning"
 
 int log_level_parse(const char *name, enum log_level *out)
 {
-    for (int i = 0; i <= LOG_OFF; i++) {
+    for (int i = 0; i <= ST_LOG_OFF; i++) {
         if (strcmp(name, level_names[i]) == 0) {
             *out = (enum log_level)i;
             return 0;
         }
     }
     if (strcmp(name, "warn") == 0) {
-        *out = LOG_WARN;
+        *out = ST_LOG_WARN;
         return 0;
     }
     return -EINVAL;
@@ -40,7 +40,7 @@ void log_set_level(enum log_level level)
 
 bool log_enabled(enum log_level level)
 {
-    return level >= g_level && g_level != LOG_OFF;
+    return level >= g_level && g_level != ST_LOG_OFF;
 }
 
 static char *g_log_path; /* set once by log_open, before threads start */

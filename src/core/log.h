@@ -7,7 +7,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum log_level { LOG_TRACE, LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_CRITICAL, LOG_OFF };
+enum log_level {
+    ST_LOG_TRACE,
+    ST_LOG_DEBUG,
+    ST_LOG_INFO,
+    ST_LOG_WARN,
+    ST_LOG_ERROR,
+    ST_LOG_CRITICAL,
+    ST_LOG_OFF
+};
 
 /* Parses Envoy's level names (trace, debug, info, warning/warn, error, critical, off).
  * Returns 0 and sets *out, or -EINVAL. */
@@ -34,16 +42,16 @@ void log_vmsg(enum log_level level, uint64_t conn_id, const char *fmt, va_list a
 
 #define LOGT(cid, ...)                                                                             \
     do {                                                                                           \
-        if (log_enabled(LOG_TRACE))                                                                \
-            log_msg(LOG_TRACE, (cid), __VA_ARGS__);                                                \
+        if (log_enabled(ST_LOG_TRACE))                                                             \
+            log_msg(ST_LOG_TRACE, (cid), __VA_ARGS__);                                             \
     } while (0)
 #define LOGD(cid, ...)                                                                             \
     do {                                                                                           \
-        if (log_enabled(LOG_DEBUG))                                                                \
-            log_msg(LOG_DEBUG, (cid), __VA_ARGS__);                                                \
+        if (log_enabled(ST_LOG_DEBUG))                                                             \
+            log_msg(ST_LOG_DEBUG, (cid), __VA_ARGS__);                                             \
     } while (0)
-#define LOGI(cid, ...) log_msg(LOG_INFO, (cid), __VA_ARGS__)
-#define LOGW(cid, ...) log_msg(LOG_WARN, (cid), __VA_ARGS__)
-#define LOGE(cid, ...) log_msg(LOG_ERROR, (cid), __VA_ARGS__)
+#define LOGI(cid, ...) log_msg(ST_LOG_INFO, (cid), __VA_ARGS__)
+#define LOGW(cid, ...) log_msg(ST_LOG_WARN, (cid), __VA_ARGS__)
+#define LOGE(cid, ...) log_msg(ST_LOG_ERROR, (cid), __VA_ARGS__)
 
 #endif

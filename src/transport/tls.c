@@ -495,7 +495,7 @@ static int tls_handshake(struct tls_socket *s)
         stats_inc(s->cfg->st_handshake);
         if (SSL_session_reused(s->ssl))
             stats_inc(s->cfg->st_session_reused);
-        if (log_enabled(LOG_DEBUG)) {
+        if (log_enabled(ST_LOG_DEBUG)) {
             const unsigned char *alpn = NULL;
             unsigned alpn_len = 0;
             SSL_get0_alpn_selected(s->ssl, &alpn, &alpn_len);
