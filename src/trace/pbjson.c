@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "trace/pbcodec.h"
-#include "trace/trace_internal.h"
+#include "trace/pbfmt.h"
 
 static bool is_timestamp(const ProtobufCMessageDescriptor *d)
 {
@@ -107,7 +107,7 @@ static int parse_value(struct pblex *lx, const ProtobufCFieldDescriptor *fd, Pro
         if (is_timestamp(sub) && lx->tok == PBLEX_STRING) {
             int64_t sec;
             int32_t nsec;
-            if (tw_rfc3339_parse((const char *)lx->text.data, lx->text.len, &sec, &nsec))
+            if (pbfmt_rfc3339_parse((const char *)lx->text.data, lx->text.len, &sec, &nsec))
                 return pblex_fail(lx, "field %s: not an RFC 3339 timestamp", fd->name);
             v = pbmsg_new(sub);
             if (!v)
@@ -249,66 +249,66 @@ static int print_json_value(struct tbuf *out, const ProtobufCFieldDescriptor *fd
         const ProtobufCMessage *sub = *(ProtobufCMessage *const *)v;
         if (is_timestamp(sub->descriptor)) {
             const ProtobufCMessageDescriptor *d = sub->descriptor;
-            rc = tw_str(out, "\"");
+            rc = tbuf_str(out, "\"");
             rc = rc
-                     ?: tw_rfc3339(out,
-                                   *(const int64_t *)((const uint8_t *)sub + d->fields[0].offset),
-                                   *(const int32_t *)((const uint8_t *)sub + d->fields[1].offset));
-            return rc ?: tw_str(out, "\"");
+                     ?: pbfmt_rfc3339(
+                            out, *(const int64_t *)((const uint8_t *)sub + d->fields[0].offset),
+                            *(const int32_t *)((const uint8_t *)sub + d->fields[1].offset));
+            return rc ?: tbuf_str(out, "\"");
         }
         return pbjson_print(out, sub, depth, prim);
     }
     case PROTOBUF_C_TYPE_INT64:
     case PROTOBUF_C_TYPE_SINT64:
     case PROTOBUF_C_TYPE_SFIXED64:
-        rc = tw_str(out, "\"");
-        rc = rc ?: tw_i64(out, *(const int64_t *)v);
-        return rc ?: tw_str(out, "\"");
+        rc = tbuf_str(out, "\"");
+        rc = rc ?: tbuf_i64(out, *(const int64_t *)v);
+        return rc ?: tbuf_str(out, "\"");
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64:
-        rc = tw_str(out, "\"");
-        rc = rc ?: tw_u64(out, *(const uint64_t *)v);
-        return rc ?: tw_str(out, "\"");
+        rc = tbuf_str(out, "\"");
+        rc = rc ?: tbuf_u64(out, *(const uint64_t *)v);
+        return rc ?: tbuf_str(out, "\"");
     case PROTOBUF_C_TYPE_ENUM: {
         const ProtobufCEnumValue *ev =
             protobuf_c_enum_descriptor_get_value(fd->descriptor, *(const int32_t *)v);
         if (!ev)
-            return tw_i64(out, *(const int32_t *)v);
-        rc = tw_str(out, "\"");
-        rc = rc ?: tw_str(out, ev->name);
-        return rc ?: tw_str(out, "\"");
+            return tbuf_i64(out, *(const int32_t *)v);
+        rc = tbuf_str(out, "\"");
+        rc = rc ?: tbuf_str(out, ev->name);
+        return rc ?: tbuf_str(out, "\"");
     }
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)v;
-        rc = tw_str(out, "\"");
-        rc = rc ?: tw_json_escape(out, (const uint8_t *)(s ? s : ""), s ? strlen(s) : 0);
-        return rc ?: tw_str(out, "\"");
+        rc = tbuf_str(out, "\"");
+        rc = rc ?: pbfmt_json_escape(out, (const uint8_t *)(s ? s : ""), s ? strlen(s) : 0);
+        return rc ?: tbuf_str(out, "\"");
     }
     case PROTOBUF_C_TYPE_BYTES: {
         const ProtobufCBinaryData *bd = v;
         struct iovec io = {bd->data, bd->len};
-        rc = tw_str(out, "\"");
+        rc = tbuf_str(out, "\"");
         if (fd->flags & PBFIELD_FLAG_TEXT_BYTES) /* a proto string kept with its length */
-            rc = rc ?: tw_json_escape(out, bd->data, bd->len);
+            rc = rc ?: pbfmt_json_escape(out, bd->data, bd->len);
         else
-            rc = rc ?: tw_base64_iov(out, &io, 1);
-        return rc ?: tw_str(out, "\"");
+            rc = rc ?: pbfmt_base64_iov(out, &io, 1);
+        return rc ?: tbuf_str(out, "\"");
     }
     case PROTOBUF_C_TYPE_BOOL:
-        return tw_str(out, *(const protobuf_c_boolean *)v ? "true" : "false");
+        return tbuf_str(out, *(const protobuf_c_boolean *)v ? "true" : "false");
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
     case PROTOBUF_C_TYPE_SFIXED32:
-        return tw_i64(out, *(const int32_t *)v);
+        return tbuf_i64(out, *(const int32_t *)v);
     case PROTOBUF_C_TYPE_UINT32:
     case PROTOBUF_C_TYPE_FIXED32:
-        return tw_u64(out, *(const uint32_t *)v);
+        return tbuf_u64(out, *(const uint32_t *)v);
     default: {
         char tmp[40];
         double d =
             fd->type == PROTOBUF_C_TYPE_FLOAT ? (double)*(const float *)v : *(const double *)v;
         snprintf(tmp, sizeof(tmp), "%.17g", d);
-        return tw_str(out, tmp);
+        return tbuf_str(out, tmp);
     }
     }
 }
@@ -317,7 +317,7 @@ int pbjson_print(struct tbuf *out, const ProtobufCMessage *m, int depth, bool pr
 {
     const ProtobufCMessageDescriptor *d = m->descriptor;
     const uint8_t *base = (const uint8_t *)m;
-    int rc = tw_str(out, "{");
+    int rc = tbuf_str(out, "{");
     bool any = false;
     for (unsigned i = 0; i < d->n_fields && !rc; i++) {
         const ProtobufCFieldDescriptor *fd = &d->fields[i];
@@ -329,11 +329,11 @@ int pbjson_print(struct tbuf *out, const ProtobufCMessage *m, int depth, bool pr
                 : pbfield_present(m, fd) || (prim && !oneof && fd->type != PROTOBUF_C_TYPE_MESSAGE);
         if (!show)
             continue;
-        rc = tw_str(out, any ? ",\n" : "\n");
-        rc = rc ?: tw_indent(out, depth + 1);
-        rc = rc ?: tw_str(out, "\"");
+        rc = tbuf_str(out, any ? ",\n" : "\n");
+        rc = rc ?: tbuf_indent(out, depth + 1);
+        rc = rc ?: tbuf_str(out, "\"");
         rc = rc ?: put_camel(out, fd->name);
-        rc = rc ?: tw_str(out, "\": ");
+        rc = rc ?: tbuf_str(out, "\": ");
         any = true;
         if (rc)
             break;
@@ -342,23 +342,23 @@ int pbjson_print(struct tbuf *out, const ProtobufCMessage *m, int depth, bool pr
             continue;
         }
         const uint8_t *arr = *(uint8_t *const *)(base + fd->offset);
-        rc = tw_str(out, "[");
+        rc = tbuf_str(out, "[");
         for (size_t k = 0; k < n && !rc; k++) {
-            rc = tw_str(out, k ? ",\n" : "\n");
-            rc = rc ?: tw_indent(out, depth + 2);
+            rc = tbuf_str(out, k ? ",\n" : "\n");
+            rc = rc ?: tbuf_indent(out, depth + 2);
             rc = rc
                      ?: print_json_value(out, fd, arr + k * pbfield_elem_size(fd->type), depth + 2,
                                          prim);
         }
         if (!rc && n) {
-            rc = tw_str(out, "\n");
-            rc = rc ?: tw_indent(out, depth + 1);
+            rc = tbuf_str(out, "\n");
+            rc = rc ?: tbuf_indent(out, depth + 1);
         }
-        rc = rc ?: tw_str(out, "]");
+        rc = rc ?: tbuf_str(out, "]");
     }
     if (!rc && any) {
-        rc = tw_str(out, "\n");
-        rc = rc ?: tw_indent(out, depth);
+        rc = tbuf_str(out, "\n");
+        rc = rc ?: tbuf_indent(out, depth);
     }
-    return rc ?: tw_str(out, "}");
+    return rc ?: tbuf_str(out, "}");
 }

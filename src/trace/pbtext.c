@@ -12,8 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hexdigit.h"
 #include "trace/pbcodec.h"
-#include "trace/trace_internal.h"
+#include "trace/pbfmt.h"
 
 /* ---- tokenizer ---------------------------------------------------------------------------- */
 
@@ -110,17 +111,6 @@ static int text_push(struct pblex *lx, uint8_t c)
     return 0;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int put_utf8(struct pblex *lx, uint32_t cp)
 {
     int rc = 0;
@@ -149,7 +139,7 @@ static int read_hex_n(struct pblex *lx, int n, uint32_t *out)
         int c = lx_peek(lx);
         if (c == EOF)
             return lx_fail_pos(lx, true, "input ends inside a string");
-        int h = hexval(c);
+        int h = hexdigit_value(c);
         if (h < 0)
             return lx_fail_pos(lx, false, "bad hex digit in escape");
         lx_get(lx);
@@ -219,8 +209,8 @@ static int lex_string(struct pblex *lx, int quote)
             {
                 int n = 0;
                 v = 0;
-                while (n < 2 && hexval(lx_peek(lx)) >= 0) {
-                    v = v * 16 + (uint32_t)hexval(lx_get(lx));
+                while (n < 2 && hexdigit_value(lx_peek(lx)) >= 0) {
+                    v = v * 16 + (uint32_t)hexdigit_value(lx_get(lx));
                     n++;
                 }
                 if (!n)
@@ -446,7 +436,7 @@ int pbfield_set_scalar(struct pblex *lx, const ProtobufCFieldDescriptor *fd, voi
             size_t bad = 0;
             if (!out)
                 return -ENOMEM;
-            long n = tw_base64_decode((const char *)lx->text.data, lx->text.len, out, &bad);
+            long n = pbfmt_base64_decode((const char *)lx->text.data, lx->text.len, out, &bad);
             if (n < 0) {
                 free(out);
                 return pblex_fail(lx, "invalid base64 at character %zu of the string", bad);
@@ -774,43 +764,43 @@ static int print_scalar(struct tbuf *out, const ProtobufCFieldDescriptor *fd, co
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
     case PROTOBUF_C_TYPE_SFIXED32:
-        return tw_i64(out, *(const int32_t *)v);
+        return tbuf_i64(out, *(const int32_t *)v);
     case PROTOBUF_C_TYPE_UINT32:
     case PROTOBUF_C_TYPE_FIXED32:
-        return tw_u64(out, *(const uint32_t *)v);
+        return tbuf_u64(out, *(const uint32_t *)v);
     case PROTOBUF_C_TYPE_INT64:
     case PROTOBUF_C_TYPE_SINT64:
     case PROTOBUF_C_TYPE_SFIXED64:
-        return tw_i64(out, *(const int64_t *)v);
+        return tbuf_i64(out, *(const int64_t *)v);
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64:
-        return tw_u64(out, *(const uint64_t *)v);
+        return tbuf_u64(out, *(const uint64_t *)v);
     case PROTOBUF_C_TYPE_BOOL:
-        return tw_str(out, *(const protobuf_c_boolean *)v ? "true" : "false");
+        return tbuf_str(out, *(const protobuf_c_boolean *)v ? "true" : "false");
     case PROTOBUF_C_TYPE_FLOAT:
         snprintf(tmp, sizeof(tmp), "%.9g", (double)*(const float *)v);
-        return tw_str(out, tmp);
+        return tbuf_str(out, tmp);
     case PROTOBUF_C_TYPE_DOUBLE:
         snprintf(tmp, sizeof(tmp), "%.17g", *(const double *)v);
-        return tw_str(out, tmp);
+        return tbuf_str(out, tmp);
     case PROTOBUF_C_TYPE_ENUM: {
         const ProtobufCEnumValue *ev =
             protobuf_c_enum_descriptor_get_value(fd->descriptor, *(const int32_t *)v);
-        return ev ? tw_str(out, ev->name) : tw_i64(out, *(const int32_t *)v);
+        return ev ? tbuf_str(out, ev->name) : tbuf_i64(out, *(const int32_t *)v);
     }
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)v;
         struct iovec io = {(void *)(s ? s : ""), s ? strlen(s) : 0};
-        int rc = tw_str(out, "\"");
-        rc = rc ?: tw_escape_iov(out, &io, 1);
-        return rc ?: tw_str(out, "\"");
+        int rc = tbuf_str(out, "\"");
+        rc = rc ?: pbfmt_cescape_iov(out, &io, 1);
+        return rc ?: tbuf_str(out, "\"");
     }
     case PROTOBUF_C_TYPE_BYTES: {
         const ProtobufCBinaryData *bd = v;
         struct iovec io = {bd->data, bd->len};
-        int rc = tw_str(out, "\"");
-        rc = rc ?: tw_escape_iov(out, &io, 1);
-        return rc ?: tw_str(out, "\"");
+        int rc = tbuf_str(out, "\"");
+        rc = rc ?: pbfmt_cescape_iov(out, &io, 1);
+        return rc ?: tbuf_str(out, "\"");
     }
     default:
         return -EINVAL;
@@ -850,19 +840,19 @@ bool pbfield_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *
 static int print_value(struct tbuf *out, const ProtobufCFieldDescriptor *fd, const void *v,
                        int indent)
 {
-    int rc = tw_indent(out, indent);
-    rc = rc ?: tw_str(out, fd->name);
+    int rc = tbuf_indent(out, indent);
+    rc = rc ?: tbuf_str(out, fd->name);
     if (rc)
         return rc;
     if (fd->type == PROTOBUF_C_TYPE_MESSAGE) {
-        rc = tw_str(out, " {\n");
+        rc = tbuf_str(out, " {\n");
         rc = rc ?: pbtext_print(out, *(ProtobufCMessage *const *)v, indent + 2);
-        rc = rc ?: tw_indent(out, indent);
-        return rc ?: tw_str(out, "}\n");
+        rc = rc ?: tbuf_indent(out, indent);
+        return rc ?: tbuf_str(out, "}\n");
     }
-    rc = tw_str(out, ": ");
+    rc = tbuf_str(out, ": ");
     rc = rc ?: print_scalar(out, fd, v);
-    return rc ?: tw_str(out, "\n");
+    return rc ?: tbuf_str(out, "\n");
 }
 
 int pbtext_print(struct tbuf *out, const ProtobufCMessage *m, int indent)
@@ -888,10 +878,10 @@ int pbtext_print(struct tbuf *out, const ProtobufCMessage *m, int indent)
 
 int pbtext_print_named(struct tbuf *out, const char *name, const ProtobufCMessage *m, int indent)
 {
-    int rc = tw_indent(out, indent);
-    rc = rc ?: tw_str(out, name);
-    rc = rc ?: tw_str(out, " {\n");
+    int rc = tbuf_indent(out, indent);
+    rc = rc ?: tbuf_str(out, name);
+    rc = rc ?: tbuf_str(out, " {\n");
     rc = rc ?: pbtext_print(out, m, indent + 2);
-    rc = rc ?: tw_indent(out, indent);
-    return rc ?: tw_str(out, "}\n");
+    rc = rc ?: tbuf_indent(out, indent);
+    return rc ?: tbuf_str(out, "}\n");
 }

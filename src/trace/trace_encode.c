@@ -18,7 +18,8 @@
 #include <string.h>
 
 #include "trace/trace_encode.h"
-#include "trace/trace_internal.h"
+#include "trace/pbfmt.h"
+#include "trace/pbwire.h"
 
 struct held_event {
     int64_t sec;
@@ -42,19 +43,19 @@ struct trace_enc {
 
 static size_t ld_size(size_t body) /* tag + length + body of a length-delimited field */
 {
-    return 1 + tw_varint_len(body) + body;
+    return 1 + pbwire_varint_len(body) + body;
 }
 
 static size_t ts_size(int64_t sec, int32_t nsec)
 {
-    return (sec ? 1 + tw_varint_len((uint64_t)sec) : 0) +
-           (nsec ? 1 + tw_varint_len((uint64_t)(int64_t)nsec) : 0);
+    return (sec ? 1 + pbwire_varint_len((uint64_t)sec) : 0) +
+           (nsec ? 1 + pbwire_varint_len((uint64_t)(int64_t)nsec) : 0);
 }
 
 static size_t sockaddr_size(const struct trace_addr *a)
 {
     size_t alen = strnlen(a->address, sizeof(a->address));
-    return (alen ? ld_size(alen) : 0) + 1 + tw_varint_len(a->port);
+    return (alen ? ld_size(alen) : 0) + 1 + pbwire_varint_len(a->port);
 }
 
 static size_t addr_size(const struct trace_addr *a)
@@ -64,7 +65,7 @@ static size_t addr_size(const struct trace_addr *a)
 
 static size_t conn_size(const struct trace_conn *c, bool with_id)
 {
-    size_t n = with_id && c->id ? 1 + tw_varint_len(c->id) : 0;
+    size_t n = with_id && c->id ? 1 + pbwire_varint_len(c->id) : 0;
     if (c->local.present)
         n += ld_size(addr_size(&c->local));
     if (c->remote.present)
@@ -97,13 +98,13 @@ static size_t event_size(bool v3, const struct trace_event *ev)
 static void put_tag_len(struct tbuf *b, uint8_t tag, size_t len)
 {
     b->data[b->len++] = tag;
-    b->len += tw_varint_put(b->data + b->len, len);
+    b->len += pbwire_varint_put(b->data + b->len, len);
 }
 
 static void put_tag_varint(struct tbuf *b, uint8_t tag, uint64_t v)
 {
     b->data[b->len++] = tag;
-    b->len += tw_varint_put(b->data + b->len, v);
+    b->len += pbwire_varint_put(b->data + b->len, v);
 }
 
 static void put_addr(struct tbuf *b, uint8_t tag, const struct trace_addr *a)
@@ -114,7 +115,7 @@ static void put_addr(struct tbuf *b, uint8_t tag, const struct trace_addr *a)
     put_tag_len(b, 0x0a, sa); /* Address.socket_address = 1 */
     if (alen) {
         put_tag_len(b, 0x12, alen); /* SocketAddress.address = 2 */
-        tw_raw(b, a->address, alen);
+        tbuf_raw(b, a->address, alen);
     }
     put_tag_varint(b, 0x18, a->port); /* port_value = 3, a oneof member: always written */
 }
@@ -171,33 +172,33 @@ static void put_event(struct tbuf *b, bool v3, bool as_string, const struct trac
 
 static int txt_open(struct tbuf *b, int ind, const char *name)
 {
-    int rc = tw_indent(b, ind);
-    rc = rc ?: tw_str(b, name);
-    return rc ?: tw_str(b, " {\n");
+    int rc = tbuf_indent(b, ind);
+    rc = rc ?: tbuf_str(b, name);
+    return rc ?: tbuf_str(b, " {\n");
 }
 
 static int txt_close(struct tbuf *b, int ind)
 {
-    int rc = tw_indent(b, ind);
-    return rc ?: tw_str(b, "}\n");
+    int rc = tbuf_indent(b, ind);
+    return rc ?: tbuf_str(b, "}\n");
 }
 
 static int txt_u64(struct tbuf *b, int ind, const char *name, uint64_t v)
 {
-    int rc = tw_indent(b, ind);
-    rc = rc ?: tw_str(b, name);
-    rc = rc ?: tw_str(b, ": ");
-    rc = rc ?: tw_u64(b, v);
-    return rc ?: tw_str(b, "\n");
+    int rc = tbuf_indent(b, ind);
+    rc = rc ?: tbuf_str(b, name);
+    rc = rc ?: tbuf_str(b, ": ");
+    rc = rc ?: tbuf_u64(b, v);
+    return rc ?: tbuf_str(b, "\n");
 }
 
 static int txt_i64(struct tbuf *b, int ind, const char *name, int64_t v)
 {
-    int rc = tw_indent(b, ind);
-    rc = rc ?: tw_str(b, name);
-    rc = rc ?: tw_str(b, ": ");
-    rc = rc ?: tw_i64(b, v);
-    return rc ?: tw_str(b, "\n");
+    int rc = tbuf_indent(b, ind);
+    rc = rc ?: tbuf_str(b, name);
+    rc = rc ?: tbuf_str(b, ": ");
+    rc = rc ?: tbuf_i64(b, v);
+    return rc ?: tbuf_str(b, "\n");
 }
 
 static int txt_addr(struct tbuf *b, int ind, const char *name, const struct trace_addr *a)
@@ -207,10 +208,10 @@ static int txt_addr(struct tbuf *b, int ind, const char *name, const struct trac
     rc = rc ?: txt_open(b, ind + 2, "socket_address");
     if (!rc && alen) {
         struct iovec v = {(void *)a->address, alen};
-        rc = tw_indent(b, ind + 4);
-        rc = rc ?: tw_str(b, "address: \"");
-        rc = rc ?: tw_escape_iov(b, &v, 1);
-        rc = rc ?: tw_str(b, "\"\n");
+        rc = tbuf_indent(b, ind + 4);
+        rc = rc ?: tbuf_str(b, "address: \"");
+        rc = rc ?: pbfmt_cescape_iov(b, &v, 1);
+        rc = rc ?: tbuf_str(b, "\"\n");
     }
     rc = rc ?: txt_u64(b, ind + 4, "port_value", a->port);
     rc = rc ?: txt_close(b, ind + 2);
@@ -254,20 +255,20 @@ static int txt_event(struct tbuf *b, int ind, const char *name, bool v3,
         dind = ind + 6;
     }
     if (!rc && (v3 || ev->len)) {
-        rc = tw_indent(b, dind);
-        rc = rc ?: tw_str(b, v3 ? "as_bytes: \"" : "data: \"");
-        rc = rc ?: tw_escape_iov(b, ev->iov, ev->iovcnt);
-        rc = rc ?: tw_str(b, "\"\n");
+        rc = tbuf_indent(b, dind);
+        rc = rc ?: tbuf_str(b, v3 ? "as_bytes: \"" : "data: \"");
+        rc = rc ?: pbfmt_cescape_iov(b, ev->iov, ev->iovcnt);
+        rc = rc ?: tbuf_str(b, "\"\n");
     }
     if (!rc && v3 && ev->truncated) {
-        rc = tw_indent(b, dind);
-        rc = rc ?: tw_str(b, "truncated: true\n");
+        rc = tbuf_indent(b, dind);
+        rc = rc ?: tbuf_str(b, "truncated: true\n");
     }
     if (!rc && v3)
         rc = txt_close(b, ind + 4);
     if (!rc && end) {
-        rc = tw_indent(b, ind + 4);
-        rc = rc ?: tw_str(b, "end_stream: true\n");
+        rc = tbuf_indent(b, ind + 4);
+        rc = rc ?: tbuf_str(b, "end_stream: true\n");
     }
     rc = rc ?: txt_close(b, ind + 2);
     return rc ?: txt_close(b, ind);
@@ -277,91 +278,91 @@ static int txt_event(struct tbuf *b, int ind, const char *name, bool v3,
 
 static int js_key(struct tbuf *b, int ind, const char *key)
 {
-    int rc = tw_indent(b, ind);
-    rc = rc ?: tw_str(b, "\"");
-    rc = rc ?: tw_str(b, key);
-    return rc ?: tw_str(b, "\": ");
+    int rc = tbuf_indent(b, ind);
+    rc = rc ?: tbuf_str(b, "\"");
+    rc = rc ?: tbuf_str(b, key);
+    return rc ?: tbuf_str(b, "\": ");
 }
 
 static int js_addr(struct tbuf *b, int ind, const char *key, const struct trace_addr *a, bool last)
 {
     size_t alen = strnlen(a->address, sizeof(a->address));
     int rc = js_key(b, ind, key);
-    rc = rc ?: tw_str(b, "{\n");
+    rc = rc ?: tbuf_str(b, "{\n");
     rc = rc ?: js_key(b, ind + 1, "socketAddress");
-    rc = rc ?: tw_str(b, "{\n");
+    rc = rc ?: tbuf_str(b, "{\n");
     rc = rc ?: js_key(b, ind + 2, "protocol");
-    rc = rc ?: tw_str(b, "\"TCP\",\n");
+    rc = rc ?: tbuf_str(b, "\"TCP\",\n");
     rc = rc ?: js_key(b, ind + 2, "address");
-    rc = rc ?: tw_str(b, "\"");
-    rc = rc ?: tw_json_escape(b, (const uint8_t *)a->address, alen);
-    rc = rc ?: tw_str(b, "\",\n");
+    rc = rc ?: tbuf_str(b, "\"");
+    rc = rc ?: pbfmt_json_escape(b, (const uint8_t *)a->address, alen);
+    rc = rc ?: tbuf_str(b, "\",\n");
     rc = rc ?: js_key(b, ind + 2, "portValue");
-    rc = rc ?: tw_u64(b, a->port);
-    rc = rc ?: tw_str(b, ",\n");
+    rc = rc ?: tbuf_u64(b, a->port);
+    rc = rc ?: tbuf_str(b, ",\n");
     rc = rc ?: js_key(b, ind + 2, "resolverName");
-    rc = rc ?: tw_str(b, "\"\",\n");
+    rc = rc ?: tbuf_str(b, "\"\",\n");
     rc = rc ?: js_key(b, ind + 2, "ipv4Compat");
-    rc = rc ?: tw_str(b, "false\n");
-    rc = rc ?: tw_indent(b, ind + 1);
-    rc = rc ?: tw_str(b, "}\n");
-    rc = rc ?: tw_indent(b, ind);
-    return rc ?: tw_str(b, last ? "}\n" : "},\n");
+    rc = rc ?: tbuf_str(b, "false\n");
+    rc = rc ?: tbuf_indent(b, ind + 1);
+    rc = rc ?: tbuf_str(b, "}\n");
+    rc = rc ?: tbuf_indent(b, ind);
+    return rc ?: tbuf_str(b, last ? "}\n" : "},\n");
 }
 
 static int js_conn(struct tbuf *b, int ind, const struct trace_conn *c, bool last)
 {
     int rc = js_key(b, ind, "connection");
-    rc = rc ?: tw_str(b, "{\n");
+    rc = rc ?: tbuf_str(b, "{\n");
     if (!rc && c->local.present)
         rc = js_addr(b, ind + 1, "localAddress", &c->local, !c->remote.present);
     if (!rc && c->remote.present)
         rc = js_addr(b, ind + 1, "remoteAddress", &c->remote, true);
-    rc = rc ?: tw_indent(b, ind);
-    return rc ?: tw_str(b, last ? "}\n" : "},\n");
+    rc = rc ?: tbuf_indent(b, ind);
+    return rc ?: tbuf_str(b, last ? "}\n" : "},\n");
 }
 
 /* One SocketEvent object; KEY NULL inside an array. */
 static int js_event(struct tbuf *b, int ind, const char *key, bool as_string,
                     const struct trace_event *ev, bool last)
 {
-    int rc = key ? js_key(b, ind, key) : tw_indent(b, ind);
-    rc = rc ?: tw_str(b, "{\n");
+    int rc = key ? js_key(b, ind, key) : tbuf_indent(b, ind);
+    rc = rc ?: tbuf_str(b, "{\n");
     rc = rc ?: js_key(b, ind + 1, "timestamp");
-    rc = rc ?: tw_str(b, "\"");
-    rc = rc ?: tw_rfc3339(b, ev->sec, ev->nsec);
-    rc = rc ?: tw_str(b, "\",\n");
+    rc = rc ?: tbuf_str(b, "\"");
+    rc = rc ?: pbfmt_rfc3339(b, ev->sec, ev->nsec);
+    rc = rc ?: tbuf_str(b, "\",\n");
     if (rc)
         return rc;
     if (ev->dir == TRACE_EV_CLOSED) {
         rc = js_key(b, ind + 1, "closed");
-        rc = rc ?: tw_str(b, "{}\n");
+        rc = rc ?: tbuf_str(b, "{}\n");
     } else {
         rc = js_key(b, ind + 1, ev->dir == TRACE_EV_READ ? "read" : "write");
-        rc = rc ?: tw_str(b, "{\n");
+        rc = rc ?: tbuf_str(b, "{\n");
         rc = rc ?: js_key(b, ind + 2, "data");
-        rc = rc ?: tw_str(b, "{\n");
+        rc = rc ?: tbuf_str(b, "{\n");
         rc = rc ?: js_key(b, ind + 3, as_string ? "asString" : "asBytes");
-        rc = rc ?: tw_str(b, "\"");
+        rc = rc ?: tbuf_str(b, "\"");
         if (!rc)
-            rc = as_string ? tw_json_escape_iov(b, ev->iov, ev->iovcnt)
-                           : tw_base64_iov(b, ev->iov, ev->iovcnt);
-        rc = rc ?: tw_str(b, "\",\n");
+            rc = as_string ? pbfmt_json_escape_iov(b, ev->iov, ev->iovcnt)
+                           : pbfmt_base64_iov(b, ev->iov, ev->iovcnt);
+        rc = rc ?: tbuf_str(b, "\",\n");
         rc = rc ?: js_key(b, ind + 3, "truncated");
-        rc = rc ?: tw_str(b, ev->truncated ? "true\n" : "false\n");
-        rc = rc ?: tw_indent(b, ind + 2);
+        rc = rc ?: tbuf_str(b, ev->truncated ? "true\n" : "false\n");
+        rc = rc ?: tbuf_indent(b, ind + 2);
         if (ev->dir == TRACE_EV_WRITE) {
-            rc = rc ?: tw_str(b, "},\n");
+            rc = rc ?: tbuf_str(b, "},\n");
             rc = rc ?: js_key(b, ind + 2, "endStream");
-            rc = rc ?: tw_str(b, ev->end_stream ? "true\n" : "false\n");
+            rc = rc ?: tbuf_str(b, ev->end_stream ? "true\n" : "false\n");
         } else {
-            rc = rc ?: tw_str(b, "}\n");
+            rc = rc ?: tbuf_str(b, "}\n");
         }
-        rc = rc ?: tw_indent(b, ind + 1);
-        rc = rc ?: tw_str(b, "}\n");
+        rc = rc ?: tbuf_indent(b, ind + 1);
+        rc = rc ?: tbuf_str(b, "}\n");
     }
-    rc = rc ?: tw_indent(b, ind);
-    return rc ?: tw_str(b, last ? "}\n" : "},\n");
+    rc = rc ?: tbuf_indent(b, ind);
+    return rc ?: tbuf_str(b, last ? "}\n" : "},\n");
 }
 
 /* ---- public API ------------------------------------------------------------------------- */
@@ -404,7 +405,7 @@ void trace_enc_free(struct trace_enc *enc)
 /* v3 streamed segment bodies: SocketStreamedTraceSegment{trace_id, connection | event} */
 static size_t seg_size(const struct trace_enc *enc, size_t piece)
 {
-    return (enc->conn.id ? 1 + tw_varint_len(enc->conn.id) : 0) + ld_size(piece);
+    return (enc->conn.id ? 1 + pbwire_varint_len(enc->conn.id) : 0) + ld_size(piece);
 }
 
 static int bin_segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
@@ -417,7 +418,7 @@ static int bin_segment(struct trace_enc *enc, const struct trace_event *ev, stru
     if (rc)
         return rc;
     if (ld)
-        out->len += tw_varint_put(out->data + out->len, wrapper);
+        out->len += pbwire_varint_put(out->data + out->len, wrapper);
     put_tag_len(out, 0x22, seg); /* TraceWrapper.socket_streamed_trace_segment = 4 */
     if (enc->conn.id)
         put_tag_varint(out, 0x08, enc->conn.id);
@@ -444,17 +445,17 @@ static int txt_segment(struct trace_enc *enc, const struct trace_event *ev, stru
 static int js_segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
 {
     bool as_string = enc->cfg.format == TRACE_FMT_JSON_BODY_AS_STRING;
-    int rc = tw_str(out, "{\n");
+    int rc = tbuf_str(out, "{\n");
     rc = rc ?: js_key(out, 1, "socketStreamedTraceSegment");
-    rc = rc ?: tw_str(out, "{\n");
+    rc = rc ?: tbuf_str(out, "{\n");
     rc = rc ?: js_key(out, 2, "traceId");
-    rc = rc ?: tw_str(out, "\"");
-    rc = rc ?: tw_u64(out, enc->conn.id);
-    rc = rc ?: tw_str(out, "\",\n");
+    rc = rc ?: tbuf_str(out, "\"");
+    rc = rc ?: tbuf_u64(out, enc->conn.id);
+    rc = rc ?: tbuf_str(out, "\",\n");
     if (!rc)
         rc =
             ev ? js_event(out, 2, "event", as_string, ev, true) : js_conn(out, 2, &enc->conn, true);
-    rc = rc ?: tw_str(out, " }\n}\n");
+    rc = rc ?: tbuf_str(out, " }\n}\n");
     return rc;
 }
 
@@ -511,7 +512,7 @@ static int hold_event(struct trace_enc *enc, const struct trace_event *ev)
     int rc = tbuf_reserve(&enc->held, sizeof(h) + keep);
     if (rc)
         return rc;
-    tw_raw(&enc->held, &h, sizeof(h));
+    tbuf_raw(&enc->held, &h, sizeof(h));
     size_t left = keep;
     for (int i = 0; i < ev->iovcnt && left; i++) {
         size_t n = ev->iov[i].iov_len < left ? ev->iov[i].iov_len : left;
@@ -608,45 +609,45 @@ static int end_buffered(struct trace_enc *enc, struct tbuf *out)
         rc = rc ?: txt_conn(out, 2, c, false);
         rc = rc ?: held_each(enc, held_txt_cb, out);
         if (!rc && enc->read_truncated)
-            rc = tw_str(out, "  read_truncated: true\n");
+            rc = tbuf_str(out, "  read_truncated: true\n");
         if (!rc && enc->write_truncated)
-            rc = tw_str(out, "  write_truncated: true\n");
+            rc = tbuf_str(out, "  write_truncated: true\n");
         return rc ?: txt_close(out, 0);
     }
     if (is_json(enc->cfg.format)) {
-        rc = tw_str(out, "{\n");
+        rc = tbuf_str(out, "{\n");
         rc = rc ?: js_key(out, 1, "socketBufferedTrace");
-        rc = rc ?: tw_str(out, "{\n");
+        rc = rc ?: tbuf_str(out, "{\n");
         rc = rc ?: js_key(out, 2, "traceId");
-        rc = rc ?: tw_str(out, "\"");
-        rc = rc ?: tw_u64(out, c->id);
-        rc = rc ?: tw_str(out, "\",\n");
+        rc = rc ?: tbuf_str(out, "\"");
+        rc = rc ?: tbuf_u64(out, c->id);
+        rc = rc ?: tbuf_str(out, "\",\n");
         rc = rc ?: js_conn(out, 2, c, false);
         rc = rc ?: js_key(out, 2, "events");
         if (!rc && enc->held.len) {
-            rc = tw_str(out, "[\n");
+            rc = tbuf_str(out, "[\n");
             rc = rc ?: held_each(enc, held_js_cb, out);
-            rc = rc ?: tw_str(out, "  ],\n");
+            rc = rc ?: tbuf_str(out, "  ],\n");
         } else if (!rc) {
-            rc = tw_str(out, "[],\n");
+            rc = tbuf_str(out, "[],\n");
         }
         rc = rc ?: js_key(out, 2, "readTruncated");
-        rc = rc ?: tw_str(out, enc->read_truncated ? "true,\n" : "false,\n");
+        rc = rc ?: tbuf_str(out, enc->read_truncated ? "true,\n" : "false,\n");
         rc = rc ?: js_key(out, 2, "writeTruncated");
-        rc = rc ?: tw_str(out, enc->write_truncated ? "true\n" : "false\n");
-        return rc ?: tw_str(out, " }\n}\n");
+        rc = rc ?: tbuf_str(out, enc->write_truncated ? "true\n" : "false\n");
+        return rc ?: tbuf_str(out, " }\n}\n");
     }
     size_t evs = 0;
     held_each(enc, held_size_cb, &evs);
     size_t cs = conn_size(c, false);
-    size_t body = (c->id ? 1 + tw_varint_len(c->id) : 0) + ld_size(cs) + evs +
+    size_t body = (c->id ? 1 + pbwire_varint_len(c->id) : 0) + ld_size(cs) + evs +
                   (enc->read_truncated ? 2 : 0) + (enc->write_truncated ? 2 : 0);
     size_t wrapper = ld_size(body);
     rc = tbuf_reserve(out, wrapper + 10);
     if (rc)
         return rc;
     if (enc->cfg.format == TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED)
-        out->len += tw_varint_put(out->data + out->len, wrapper);
+        out->len += pbwire_varint_put(out->data + out->len, wrapper);
     put_tag_len(out, 0x1a, body); /* TraceWrapper.socket_buffered_trace = 3 */
     if (c->id)
         put_tag_varint(out, 0x08, c->id);

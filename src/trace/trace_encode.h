@@ -17,17 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "trace/tbuf.h"
 #include "trace/trace.h"
-
-/* A growable byte buffer the encoders append to; the caller owns and drains it. */
-struct tbuf {
-    uint8_t *data;
-    size_t len, cap;
-};
-/* Ensures room for N more bytes. Returns 0 or -ENOMEM. */
-int tbuf_reserve(struct tbuf *b, size_t n);
-int tbuf_append(struct tbuf *b, const void *p, size_t n);
-void tbuf_free(struct tbuf *b);
 
 struct trace_enc_cfg {
     enum trace_schema schema;

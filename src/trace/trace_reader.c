@@ -31,7 +31,8 @@
 #include "socktap/trace/legacy.pb-c.h"
 
 #include "trace/pbcodec.h"
-#include "trace/trace_internal.h"
+#include "trace/pbfmt.h"
+#include "trace/pbwire.h"
 #include "trace/trace_reader.h"
 
 enum frame_kind {
@@ -162,9 +163,9 @@ static void echo_line(struct trace_reader *r, int indent, const char *a, const c
 {
     if (!r->echo)
         return;
-    int rc = tw_indent(&r->ebuf, indent);
-    rc = rc ?: tw_str(&r->ebuf, a);
-    rc = rc ?: tw_str(&r->ebuf, b);
+    int rc = tbuf_indent(&r->ebuf, indent);
+    rc = rc ?: tbuf_str(&r->ebuf, a);
+    rc = rc ?: tbuf_str(&r->ebuf, b);
     if (r->ebuf.len > READ_BLOCK)
         echo_flush(r);
 }
@@ -183,14 +184,14 @@ static void echo_u64(struct trace_reader *r, int indent, const char *name, uint6
 {
     if (!r->echo || !v)
         return;
-    tw_indent(&r->ebuf, indent);
-    tw_str(&r->ebuf, name);
-    tw_str(&r->ebuf, ": ");
+    tbuf_indent(&r->ebuf, indent);
+    tbuf_str(&r->ebuf, name);
+    tbuf_str(&r->ebuf, ": ");
     if (b)
-        tw_str(&r->ebuf, "true");
+        tbuf_str(&r->ebuf, "true");
     else
-        tw_u64(&r->ebuf, v);
-    tw_str(&r->ebuf, "\n");
+        tbuf_u64(&r->ebuf, v);
+    tbuf_str(&r->ebuf, "\n");
 }
 
 /* ---- frames and the schema ---------------------------------------------------------------- */
@@ -390,8 +391,8 @@ static void note_unknown_fields(struct trace_reader *r, const ProtobufCMessage *
             data = u->data[k] != 0;
         char num[16];
         snprintf(num, sizeof(num), "%u", u->tag);
-        pb_unknown_note(&r->unknown, d->name, num, tw_varint_len((uint64_t)u->tag << 3) + u->len,
-                        data);
+        pb_unknown_note(&r->unknown, d->name, num,
+                        pbwire_varint_len((uint64_t)u->tag << 3) + u->len, data);
     }
     if (depth > PB_SKIP_MAX_DEPTH)
         return;
@@ -633,18 +634,13 @@ static int bvarint(struct trace_reader *r, uint64_t *v, const char *what)
         return -ENOMEM;
     if (avail == (size_t)-2)
         return fail(r, -EIO, boff(r), "read error");
-    uint64_t x = 0;
-    for (size_t i = 0; i < 10; i++) {
-        if (i >= avail)
-            return fail(r, -ENODATA, boff(r), "input ends inside the varint of %s", what);
-        uint8_t b = r->buf[r->pos + i];
-        x |= (uint64_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            r->pos += i + 1;
-            *v = x;
-            return 0;
-        }
+    size_t used = pbwire_varint_get(r->buf + r->pos, avail, v);
+    if (used) {
+        r->pos += used;
+        return 0;
     }
+    if (avail < 10)
+        return fail(r, -ENODATA, boff(r), "input ends inside the varint of %s", what);
     return fail(r, -EBADMSG, boff(r), "varint of %s longer than 10 bytes", what);
 }
 
@@ -672,17 +668,12 @@ static size_t wire_check(const ProtobufCMessageDescriptor *desc, const uint8_t *
     while (i < n) {
         size_t start = i;
         uint64_t key = 0, len = 0;
-        int s = 0;
-        for (;;) {
-            if (i >= n || s > 63) {
-                snprintf(why, whylen, "bad field key in %s", desc->name);
-                return start;
-            }
-            key |= (uint64_t)(p[i] & 0x7f) << s;
-            s += 7;
-            if (!(p[i++] & 0x80))
-                break;
+        size_t used = pbwire_varint_get(p + i, n - i, &key);
+        if (!used) {
+            snprintf(why, whylen, "bad field key in %s", desc->name);
+            return start;
         }
+        i += used;
         uint32_t wt = key & 7, num = (uint32_t)(key >> 3);
         const ProtobufCFieldDescriptor *fd =
             num ? protobuf_c_message_descriptor_get_field(desc, num) : NULL;
@@ -713,17 +704,12 @@ static size_t wire_check(const ProtobufCMessageDescriptor *desc, const uint8_t *
             }
             i += w;
         } else {
-            s = 0;
-            for (;;) {
-                if (i >= n || s > 63) {
-                    snprintf(why, whylen, "bad length in %s", desc->name);
-                    return start;
-                }
-                len |= (uint64_t)(p[i] & 0x7f) << s;
-                s += 7;
-                if (!(p[i++] & 0x80))
-                    break;
+            used = pbwire_varint_get(p + i, n - i, &len);
+            if (!used) {
+                snprintf(why, whylen, "bad length in %s", desc->name);
+                return start;
             }
+            i += used;
             if (len > n - i) {
                 snprintf(why, whylen, "length %llu of field %u runs past the end of %s",
                          (unsigned long long)len, num, desc->name);
@@ -759,14 +745,10 @@ static const ProtobufCMessageDescriptor *v3_conn_desc(struct trace_reader *r, co
         else if (key != 0x12)
             break;
         uint64_t len = 0;
-        int s = 0;
-        while (i < n && (p[i] & 0x80) && s < 63) {
-            len |= (uint64_t)(p[i++] & 0x7f) << s;
-            s += 7;
-        }
-        if (i >= n)
+        size_t used = pbwire_varint_get(p + i, n - i, &len);
+        if (!used)
             break;
-        len |= (uint64_t)(p[i++] & 0x7f) << s;
+        i += used;
         if (len > n - i)
             break; /* a field running past the record (or a length that would wrap i) */
         i += len;

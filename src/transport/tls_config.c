@@ -16,6 +16,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "core/hexdigit.h"
 #include "core/log.h"
 #include "transport/tls.h"
 
@@ -256,17 +257,6 @@ static int tls_add_san(struct tls_parse *p, enum tls_san_match how, const char *
     return 0;
 }
 
-static int tls_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int tls_add_hash(struct tls_parse *p, const struct cfg_node *node,
                         const struct cfg_path *path)
 {
@@ -278,7 +268,8 @@ static int tls_add_hash(struct tls_parse *p, const struct cfg_node *node,
     for (; *s; s++) {
         if (*s == ':')
             continue;
-        int hi = tls_hexval(s[0]), lo = s[1] ? tls_hexval(s[1]) : -1;
+        int hi = hexdigit_value((unsigned char)s[0]),
+            lo = s[1] ? hexdigit_value((unsigned char)s[1]) : -1;
         if (hi < 0 || lo < 0 || n == sizeof(md))
             goto err_bad_hash;
         md[n++] = (unsigned char)(hi << 4 | lo);

@@ -4,9 +4,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "trace/trace_internal.h"
+#include "trace/pbfmt.h"
 
-int tw_escape_iov(struct tbuf *b, const struct iovec *iov, int iovcnt)
+int pbfmt_cescape_iov(struct tbuf *b, const struct iovec *iov, int iovcnt)
 {
     for (int i = 0; i < iovcnt; i++) {
         const uint8_t *p = iov[i].iov_base;
@@ -54,7 +54,7 @@ int tw_escape_iov(struct tbuf *b, const struct iovec *iov, int iovcnt)
     return 0;
 }
 
-int tw_json_escape(struct tbuf *b, const uint8_t *p, size_t n)
+int pbfmt_json_escape(struct tbuf *b, const uint8_t *p, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     if (n > SIZE_MAX / 6)
@@ -84,10 +84,10 @@ int tw_json_escape(struct tbuf *b, const uint8_t *p, size_t n)
     return 0;
 }
 
-int tw_json_escape_iov(struct tbuf *b, const struct iovec *iov, int iovcnt)
+int pbfmt_json_escape_iov(struct tbuf *b, const struct iovec *iov, int iovcnt)
 {
     for (int i = 0; i < iovcnt; i++) {
-        int rc = tw_json_escape(b, iov[i].iov_base, iov[i].iov_len);
+        int rc = pbfmt_json_escape(b, iov[i].iov_base, iov[i].iov_len);
         if (rc)
             return rc;
     }
@@ -96,7 +96,7 @@ int tw_json_escape_iov(struct tbuf *b, const struct iovec *iov, int iovcnt)
 
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-int tw_base64_iov(struct tbuf *b, const struct iovec *iov, int iovcnt)
+int pbfmt_base64_iov(struct tbuf *b, const struct iovec *iov, int iovcnt)
 {
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++)
@@ -152,7 +152,7 @@ static int b64_val(char c)
     return -1;
 }
 
-long tw_base64_decode(const char *s, size_t n, uint8_t *out, size_t *bad)
+long pbfmt_base64_decode(const char *s, size_t n, uint8_t *out, size_t *bad)
 {
     uint32_t acc = 0;
     int have = 0;
@@ -191,50 +191,6 @@ long tw_base64_decode(const char *s, size_t n, uint8_t *out, size_t *bad)
     return (long)o;
 }
 
-int tw_u64(struct tbuf *b, uint64_t v)
-{
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    int rc = tbuf_reserve(b, (size_t)n);
-    if (rc)
-        return rc;
-    while (n)
-        b->data[b->len++] = (uint8_t)tmp[--n];
-    return 0;
-}
-
-int tw_i64(struct tbuf *b, int64_t v)
-{
-    if (v < 0) {
-        int rc = tbuf_append(b, "-", 1);
-        if (rc)
-            return rc;
-        return tw_u64(b, (uint64_t)0 - (uint64_t)v);
-    }
-    return tw_u64(b, (uint64_t)v);
-}
-
-int tw_str(struct tbuf *b, const char *s)
-{
-    return tbuf_append(b, s, strlen(s));
-}
-
-int tw_indent(struct tbuf *b, int n)
-{
-    if (n <= 0)
-        return 0;
-    int rc = tbuf_reserve(b, (size_t)n);
-    if (rc)
-        return rc;
-    memset(b->data + b->len, ' ', (size_t)n);
-    b->len += (size_t)n;
-    return 0;
-}
-
 static int put_digits(struct tbuf *b, unsigned v, int width)
 {
     char tmp[12];
@@ -245,7 +201,7 @@ static int put_digits(struct tbuf *b, unsigned v, int width)
     return tbuf_append(b, tmp, (size_t)width);
 }
 
-int tw_rfc3339(struct tbuf *b, int64_t sec, int32_t nsec)
+int pbfmt_rfc3339(struct tbuf *b, int64_t sec, int32_t nsec)
 {
     time_t t = (time_t)sec;
     struct tm tm;
@@ -289,7 +245,7 @@ static bool digits(const char *s, size_t n, size_t at, int count, int *out)
     return true;
 }
 
-int tw_rfc3339_parse(const char *s, size_t n, int64_t *sec, int32_t *nsec)
+int pbfmt_rfc3339_parse(const char *s, size_t n, int64_t *sec, int32_t *nsec)
 {
     int y, mo, d, h, mi, se;
     if (!digits(s, n, 0, 4, &y) || n < 20 || s[4] != '-' || !digits(s, n, 5, 2, &mo) ||
