@@ -81,7 +81,6 @@ struct trace_reader {
     bool started;
     int err;
     char errmsg[512];
-    uint64_t err_off;
 
     /* binary input window: buf[pos..end) is input at offset base + pos */
     uint8_t *buf;
@@ -132,7 +131,6 @@ fail(struct trace_reader *r, int err, uint64_t off, const char *fmt, ...)
         snprintf(r->errmsg, sizeof(r->errmsg), "%s: corrupt at offset %llu: %s", name,
                  (unsigned long long)off, what);
     r->err = err;
-    r->err_off = off;
     return err;
 }
 
@@ -145,7 +143,6 @@ static int fail_lex(struct trace_reader *r, int rc)
     snprintf(r->errmsg, sizeof(r->errmsg), "%s:%u:%u: %s%s (offset %llu)", name, r->lx.err_line,
              r->lx.err_col, rc == -ENODATA ? "truncated: " : "", r->lx.err,
              (unsigned long long)r->lx.err_off);
-    r->err_off = r->lx.err_off;
     return r->err = rc;
 }
 
@@ -1300,19 +1297,9 @@ const char *trace_reader_error(const struct trace_reader *r)
     return r->errmsg;
 }
 
-uint64_t trace_reader_error_offset(const struct trace_reader *r)
-{
-    return r->err_off;
-}
-
 enum trace_in_format trace_reader_format(const struct trace_reader *r)
 {
     return r->fmt;
-}
-
-const struct trace_unknown_tally *trace_reader_unknown(const struct trace_reader *r)
-{
-    return &r->unknown;
 }
 
 bool trace_reader_report_unknown(const struct trace_reader *r, const char *prog, bool allow,

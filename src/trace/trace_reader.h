@@ -19,7 +19,7 @@
  * Once an error is returned the reader stays failed (next() returns the same error).
  *
  * Unknown fields: a field the schema (Envoy's, see src/trace/proto) does not have is skipped, as
- * protobuf does, but also counted (trace_reader_unknown), in every format: a newer Envoy's data
+ * protobuf does, but also counted, in every format: a newer Envoy's data
  * is then never dropped without a word. Tools refuse a trace whose skipped fields carried data
  * unless told to accept it (trace_reader_report_unknown). */
 #ifndef SOCKTAP_TRACE_TRACE_READER_H
@@ -104,20 +104,12 @@ int trace_reader_next(struct trace_reader *r, struct trace_event *ev,
  * the reader. "" when there is no error. */
 const char *trace_reader_error(const struct trace_reader *r);
 
-/* Byte offset in the input where the last error was found (binary: exact byte; text/JSON:
- * the byte of line:col). 0 when there is no error. */
-uint64_t trace_reader_error_offset(const struct trace_reader *r);
-
 /* The format in use (detected or forced); TRACE_IN_AUTO before the first next(). */
 enum trace_in_format trace_reader_format(const struct trace_reader *r);
 
 /* v3 buffered traces: whether Envoy marked reads/writes truncated (max_buffered_* reached). */
 bool trace_reader_read_truncated(const struct trace_reader *r);
 bool trace_reader_write_truncated(const struct trace_reader *r);
-
-/* What the reader skipped so far (complete once next() returned 0 or an error). Owned by the
- * reader; never NULL. */
-const struct trace_unknown_tally *trace_reader_unknown(const struct trace_reader *r);
 
 /* The tools' rule for unknown fields: if R skipped fields with data, writes to ERR one line
  * "PROG: error: NAME: skipped N unknown field(s) with data (B bytes): WHERE (xK), ..." (or

@@ -136,12 +136,17 @@ static void raw_close(struct transport_socket *ts, enum ts_close_type how)
     struct raw_socket *rs = (struct raw_socket *)ts;
     if (rs->fd < 0)
         return;
+    raw_fd_close(rs->fd, how);
+    rs->fd = -1;
+}
+
+void raw_fd_close(int fd, enum ts_close_type how)
+{
     if (how == TS_CLOSE_RESET) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
-        (void)setsockopt(rs->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
-    close(rs->fd);
-    rs->fd = -1;
+    close(fd);
 }
 
 static void raw_destroy(struct transport_socket *ts)

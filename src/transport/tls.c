@@ -35,6 +35,7 @@
 #include <openssl/x509v3.h>
 
 #include "core/log.h"
+#include "transport/raw.h"
 #include "transport/tls.h"
 
 /* Records are at most 16 KiB of plaintext; writing one full record per SSL_write keeps the
@@ -128,12 +129,6 @@ static void tls_init_once(void)
     }
     tls_ctx_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     tls_ssl_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-}
-
-int tls_ctx_ex_index(void)
-{
-    pthread_once(&tls_once, tls_init_once);
-    return tls_ctx_idx;
 }
 
 static void tls_set_reason(struct tls_socket *s, const char *fmt, ...)
@@ -701,16 +696,13 @@ static void tls_close(struct transport_socket *ts, enum ts_close_type how)
     if (s->closed)
         return;
     s->closed = true;
-    if (how == TS_CLOSE_RESET) {
-        struct linger lg = {.l_onoff = 1, .l_linger = 0};
-        (void)setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    } else if (s->handshake_done && !s->failed && !s->shutdown_sent) {
+    if (how != TS_CLOSE_RESET && s->handshake_done && !s->failed && !s->shutdown_sent) {
         /* Best effort, one try: a peer that cannot take one alert right now gets a FIN. */
         ERR_clear_error();
         (void)SSL_shutdown(s->ssl);
         ERR_clear_error();
     }
-    close(s->fd);
+    raw_fd_close(s->fd, how);
     s->fd = -1;
 }
 

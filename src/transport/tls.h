@@ -88,7 +88,4 @@ int tls_socket_create(const struct tls_config *cfg, const struct ts_conn_info *i
 /* The negotiated ALPN protocol of TS (a tls socket), or NULL; *LEN gets its length. */
 const char *tls_socket_alpn(const struct transport_socket *ts, size_t *len);
 
-/* Index of the struct tls_config pointer in SSL_CTX ex_data (callbacks find their config). */
-int tls_ctx_ex_index(void);
-
 #endif
