@@ -18,6 +18,7 @@
 #include <event2/listener.h>
 
 #include "core/log.h"
+#include "core/sockaddr_text.h"
 #include "core/stats.h"
 
 #define ADMIN_ACCEPT_BACKOFF_MS 100
@@ -145,12 +146,10 @@ int admin_start(struct admin **out, struct event_base *base, const struct cfg_ad
     evhttp_set_cb(a->http, "/ready", ready_cb, a);
     evhttp_set_cb(a->http, "/stats", stats_cb, a);
     evhttp_set_gencb(a->http, generic_cb, a);
-    char host[64];
-    const void *ip = addr->ss.ss_family == AF_INET
-                         ? (const void *)&((const struct sockaddr_in *)&addr->ss)->sin_addr
-                         : (const void *)&((const struct sockaddr_in6 *)&addr->ss)->sin6_addr;
-    uint16_t port = ntohs(((const struct sockaddr_in *)&addr->ss)->sin_port);
-    inet_ntop(addr->ss.ss_family, ip, host, sizeof(host));
+    char host[INET6_ADDRSTRLEN];
+    uint16_t port = 0;
+    (void)sockaddr_ip_port((const struct sockaddr *)&addr->ss, addr->len, host, sizeof(host),
+                           &port);
     struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(a->http, host, port);
     if (!bound) {
         LOGE(0, "admin: cannot listen on %s: %s", addr->text, strerror(errno));

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "config/config.h"
+#include "core/sockaddr_text.h"
 #include "transport/ts_registry.h"
 
 #define CFG_DEFAULT_CONNECT_TIMEOUT_MS 5000u
@@ -143,21 +144,8 @@ static int req_string(struct cfg_state *st, const struct cfg_node *map, const st
 
 static void address_format(struct cfg_address *a)
 {
-    char ip[INET6_ADDRSTRLEN];
-    unsigned port;
-    if (a->ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->ss;
-        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-        port = ntohs(s6->sin6_port);
-        snprintf(a->text, sizeof(a->text), "[%s]:%u", ip, port);
-        snprintf(a->stat_name, sizeof(a->stat_name), "[%s]_%u", ip, port);
-    } else {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&a->ss;
-        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-        port = ntohs(s4->sin_port);
-        snprintf(a->text, sizeof(a->text), "%s:%u", ip, port);
-        snprintf(a->stat_name, sizeof(a->stat_name), "%s_%u", ip, port);
-    }
+    sockaddr_text((const struct sockaddr *)&a->ss, a->len, ':', a->text, sizeof(a->text));
+    sockaddr_text((const struct sockaddr *)&a->ss, a->len, '_', a->stat_name, sizeof(a->stat_name));
 }
 
 static void address_set(struct cfg_address *a, const struct sockaddr *sa, socklen_t len,

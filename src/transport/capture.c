@@ -45,6 +45,7 @@
 #include <event2/event.h>
 
 #include "core/log.h"
+#include "core/sockaddr_text.h"
 #include "transport/capture_disk.h"
 
 #define CAPTURE_STACK_IOV   16
@@ -76,15 +77,10 @@ static void capture_addr(const struct sockaddr_storage *ss, socklen_t len, struc
     memset(out, 0, sizeof(*out));
     if (len == 0)
         return;
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
-        out->present = inet_ntop(AF_INET, &sin->sin_addr, out->address, sizeof(out->address));
-        out->port = ntohs(sin->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
-        out->present = inet_ntop(AF_INET6, &sin6->sin6_addr, out->address, sizeof(out->address));
-        out->port = ntohs(sin6->sin6_port);
-    }
+    uint16_t port = 0;
+    out->present = sockaddr_ip_port((const struct sockaddr *)ss, len, out->address,
+                                    sizeof(out->address), &port) == 0;
+    out->port = port;
 }
 
 /* Per worker thread: capture sockets holding unflushed events, and the timer that flushes
