@@ -1,7 +1,7 @@
 /* Host selection. State is per worker (struct lb_state), so picking takes no lock:
  * ROUND_ROBIN walks the host list from a per-worker offset, RANDOM draws from a per-worker
  * xorshift, LEAST_REQUEST is Envoy's power-of-two-choices over this worker's active counts. */
-#include "net/server.h"
+#include "net/worker.h"
 
 static uint64_t lb_rand(struct worker *w)
 {

@@ -50,7 +50,7 @@
 
 #include "core/conn_id.h"
 #include "core/log.h"
-#include "net/server.h"
+#include "net/worker.h"
 #include "transport/ts_registry.h"
 
 #define MIN_READ_CHUNK          (16u * 1024u)

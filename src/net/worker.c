@@ -27,7 +27,7 @@
  * looked at; a burst of 1,500 then timed out its own upstream connects. The listen socket is
  * level-triggered, so what is left in the backlog is taken at the next loop iteration, after the
  * other ready events. */
-#include "net/server.h"
+#include "net/worker.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

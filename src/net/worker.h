@@ -1,10 +1,10 @@
 /* The runtime: a main thread (signals, admin, drain timer) and N workers, each with its own
  * event_base, its own SO_REUSEPORT listener socket per configured listener (shared with the other
- * workers of this process only: see server.c), and the sessions it accepted. Nothing is shared
+ * workers of this process only: see worker.c), and the sessions it accepted. Nothing is shared
  * between workers on the hot path except the connection-id counter (one atomic add per accepted
  * connection) and the per-cluster circuit-breaker gauge. */
-#ifndef SOCKTAP_NET_SERVER_H
-#define SOCKTAP_NET_SERVER_H
+#ifndef SOCKTAP_NET_WORKER_H
+#define SOCKTAP_NET_WORKER_H
 
 #include <pthread.h>
 #include <stdbool.h>
