@@ -23,8 +23,8 @@
  * CONNECT_BACKOFF_MAX_MS. A client that ends its side (FIN) before any upstream answered may
  * be half-closed or gone, which TCP cannot tell apart: from then on each host gets at most one
  * more try; a client reset ends the session at once. Circuit breakers (the cluster's
- * max_connections, the listener's connection_limit filter) are process-wide atomic counts taken
- * with add-then-check, so concurrent workers can never overshoot a limit.
+ * max_connections, the listener's connection_limit filter) are their owners' bookkeeping: the
+ * session takes and returns slots through cluster_admit/_release and listener_admit/_release.
  *
  * Who closed: an upstream connection counts upstream_cx_destroy_remote when the upstream ended
  * first (its EOF or reset came before anything from downstream or any local decision such as a
@@ -50,6 +50,9 @@
 
 #include "core/conn_id.h"
 #include "core/log.h"
+#include "net/cluster.h"
+#include "net/listener.h"
+#include "net/session.h"
 #include "net/worker.h"
 #include "transport/ts_registry.h"
 
@@ -93,8 +96,8 @@ struct session {
     bool backoff; /* waiting on timer before the next connect attempt */
     bool finished;
     bool connect_fail_logged; /* a connect failure of this session was logged at info */
-    bool up_counted;          /* holds a slot in the cluster's active counts */
-    bool limit_counted;       /* holds a slot in the listener's connection_limit count */
+    bool cluster_admitted;    /* holds a cluster slot and a host: cluster_release/_host_release */
+    bool listener_admitted;   /* holds a connection_limit slot: listener_release */
     bool up_ever_connected;
     int8_t ended_first;    /* side whose EOF/error came first; -1: none yet; 2: a local decision */
     uint32_t attempts;     /* upstream connect attempts made */
@@ -117,12 +120,12 @@ static struct conn *peer_of(struct conn *c)
 
 static const struct listener_stats *lstats(const struct session *s)
 {
-    return &s->w->srv->lstats[s->li];
+    return listener_stats(s->w, s->li);
 }
 
 static const struct cluster_stats *cstats(const struct session *s)
 {
-    return &s->w->srv->cstats[s->ci];
+    return cluster_stats(s->w, s->ci);
 }
 
 static void touch(struct session *s)
@@ -350,20 +353,16 @@ static void session_free(struct session *s)
         stats_inc(s->ended_first == UP ? cstats(s)->cx_destroy_remote
                                        : cstats(s)->cx_destroy_local);
     }
-    if (s->limit_counted) {
-        stats_add(lstats(s)->limit_active, -1);
-        __atomic_fetch_sub(&w->srv->listener_active[s->li], 1, __ATOMIC_RELAXED);
-    }
+    if (s->listener_admitted)
+        listener_release(w, s->li);
     if (s->timer)
         event_free(s->timer);
     if (s->retry)
         event_free(s->retry);
-    stats_add(lstats(s)->cx_active, -1);
-    stats_inc(lstats(s)->cx_destroy);
-    if (s->up_counted) {
-        stats_add(cstats(s)->cx_active, -1);
-        __atomic_fetch_sub(&w->srv->cluster_active[s->ci], 1, __ATOMIC_RELAXED);
-        w->lb[s->ci].active[s->host]--;
+    listener_conn_closed(w, s->li);
+    if (s->cluster_admitted) {
+        cluster_release(w, s->ci);
+        cluster_host_release(w, s->ci, s->host);
     }
     if (s->prev)
         s->prev->next = s->next;
@@ -417,7 +416,7 @@ static void upstream_log_failure(struct session *s, const char *why)
 {
     static __thread time_t window;
     static __thread unsigned logged, not_logged;
-    const char *host = s->w->srv->cfg->clusters[s->ci].hosts[s->host].text;
+    const char *host = cluster_host_name(s->w, s->ci, s->host);
     struct timeval now;
     event_base_gettimeofday_cached(s->w->base, &now);
     if (!s->connect_fail_logged) {
@@ -459,7 +458,7 @@ static void upstream_attempt_failed(struct session *s, int err)
     s->connecting = false;
     conn_release(&s->c[UP], TS_CLOSE_NORMAL);
     if (err == -EMFILE || err == -ENFILE) {
-        server_pause_accepts(s->w, s->li, -err); /* let the backlog wait for descriptors */
+        listener_pause_accepts(s->w, s->li, -err); /* let the backlog wait for descriptors */
         upstream_give_up(s);
         return;
     }
@@ -480,7 +479,7 @@ static void upstream_attempt_failed(struct session *s, int err)
  * gets at most one more try (see the top of the file). */
 static void upstream_downstream_ended(struct session *s)
 {
-    uint64_t n = s->w->srv->cfg->clusters[s->ci].nhosts;
+    uint64_t n = cluster_config(s->w, s->ci)->nhosts;
     uint64_t limit = (uint64_t)s->attempts + (n ? n - 1 : 0);
     if (limit < s->max_attempts)
         s->max_attempts = (uint32_t)limit;
@@ -519,7 +518,7 @@ static void upstream_connected(struct session *s)
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         return;
     }
-    LOGD(s->id, "upstream connected to %s", s->w->srv->cfg->clusters[s->ci].hosts[s->host].text);
+    LOGD(s->id, "upstream connected to %s", cluster_host_name(s->w, s->ci, s->host));
 }
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
@@ -633,9 +632,8 @@ static void fill_info(struct ts_conn_info *info, struct session *s, int fd, enum
 
 static int upstream_start(struct session *s)
 {
-    struct server *srv = s->w->srv;
-    const struct cfg_cluster *cl = &srv->cfg->clusters[s->ci];
-    const struct cfg_address *host = &cl->hosts[s->host];
+    const struct cfg_cluster *cl = cluster_config(s->w, s->ci);
+    const struct cfg_address *host = cluster_host_addr(s->w, s->ci, s->host);
     int fd = socket(host->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -674,17 +672,11 @@ static int upstream_start(struct session *s)
 static void session_connect(struct session *s)
 {
     struct worker *w = s->w;
-    const struct cfg_cluster *cl = &w->srv->cfg->clusters[s->ci];
     if (s->attempts > 0) {
-        size_t last = s->host;
         conn_release(&s->c[UP], TS_CLOSE_NORMAL);
-        w->lb[s->ci].active[last]--;
-        s->host = cluster_pick_host(w, s->ci);
-        if (s->host == last && cl->nhosts > 1)
-            s->host = (last + 1) % cl->nhosts;
-        w->lb[s->ci].active[s->host]++;
-        LOGD(s->id, "trying host %s (attempt %u of %u)", cl->hosts[s->host].text, s->attempts + 1,
-             s->max_attempts);
+        s->host = cluster_repick_host(w, s->ci, s->host);
+        LOGD(s->id, "trying host %s (attempt %u of %u)", cluster_host_name(w, s->ci, s->host),
+             s->attempts + 1, s->max_attempts);
     }
     s->attempts++;
     stats_inc(cstats(s)->cx_total);
@@ -700,39 +692,27 @@ static void session_connect(struct session *s)
  * cluster slot and starts the first upstream connect attempt. */
 static void session_begin_upstream(struct session *s)
 {
-    struct worker *w = s->w;
-    struct server *srv = w->srv;
-    const struct cfg_cluster *cl = &srv->cfg->clusters[s->ci];
     s->handshaking = false;
     event_del(s->timer);
-    if (__atomic_add_fetch(&srv->cluster_active[s->ci], 1, __ATOMIC_RELAXED) >
-            (int32_t)cl->max_connections &&
-        cl->max_connections) {
-        __atomic_fetch_sub(&srv->cluster_active[s->ci], 1, __ATOMIC_RELAXED);
-        stats_inc(srv->cstats[s->ci].cx_overflow);
-        LOGD(s->id, "cluster %s overflow (max_connections %u): connection closed", cl->name,
-             cl->max_connections);
+    if (cluster_admit(s->w, s->ci, s->id) < 0) {
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         return;
     }
-    s->host = cluster_pick_host(w, s->ci);
-    w->lb[s->ci].active[s->host]++;
-    s->up_counted = true;
-    stats_add(srv->cstats[s->ci].cx_active, 1);
+    s->host = cluster_pick_host(s->w, s->ci);
+    s->cluster_admitted = true;
     session_connect(s);
 }
 
-void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *peer, int peer_len)
+/* Allocates a session for FD, accepted on W's listener LI, and links it into W's list (counted
+ * open on the listener); the session owns FD from then on. Returns NULL when out of memory. */
+static struct session *session_new(struct worker *w, size_t li, int fd)
 {
-    struct server *srv = w->srv;
-    const struct cfg_listener *l = &srv->cfg->listeners[li];
-    const struct cfg_cluster *cl = l->tcp_proxy.cluster;
-    size_t ci = (size_t)(cl - srv->cfg->clusters);
+    const struct cfg_listener *l = listener_config(w, li);
+    size_t ci = listener_cluster(w, li);
+    const struct cfg_cluster *cl = cluster_config(w, ci);
     struct session *s = calloc(1, sizeof(*s));
-    if (!s) {
-        close(fd);
-        return;
-    }
+    if (!s)
+        return NULL;
     s->w = w;
     s->id = conn_id_next();
     s->li = li;
@@ -753,33 +733,23 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
         w->sessions->prev = s;
     w->sessions = s;
     w->nsessions++;
-    stats_inc(srv->lstats[li].cx_total);
-    stats_add(srv->lstats[li].cx_active, 1);
-    stats_inc(srv->lstats[li].tcp_cx_total);
+    listener_conn_opened(w, li);
     touch(s);
+    return s;
+}
 
-    /* Envoy's connection_limit filter: checked before any transport work (no TLS handshake,
-     * no trace file for a connection we refuse). */
-    if (l->max_connections) {
-        if (__atomic_add_fetch(&srv->listener_active[li], 1, __ATOMIC_RELAXED) >
-            (int32_t)l->max_connections) {
-            __atomic_fetch_sub(&srv->listener_active[li], 1, __ATOMIC_RELAXED);
-            stats_inc(srv->lstats[li].limit_limited);
-            stats_inc(srv->lstats[li].cx_overflow);
-            LOGD(s->id, "listener %s at its connection limit (%u): connection closed", l->addr.text,
-                 l->max_connections);
-            goto err_finish;
-        }
-        s->limit_counted = true;
-        stats_add(srv->lstats[li].limit_active, 1);
-    }
-
+/* Makes the downstream conn and its transport socket stack for the client at PEER and starts
+ * it (a TLS handshake begins). Returns 0 or -errno (the session must finish). */
+static int downstream_start(struct session *s, const struct sockaddr *peer, int peer_len)
+{
+    const struct cfg_listener *l = listener_config(s->w, s->li);
+    int fd = s->c[DOWN].fd;
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    s->timer = evtimer_new(w->base, session_timer_cb, s);
+    s->timer = evtimer_new(s->w->base, session_timer_cb, s);
     int rc = s->timer && s->c[UP].out ? conn_setup(s, DOWN, fd, l->buffer_limit) : -ENOMEM;
     if (rc < 0)
-        goto err_finish;
+        return rc;
 
     char owner[128];
     snprintf(owner, sizeof(owner), "listener.%s", l->addr.stat_name);
@@ -792,7 +762,7 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     rc = ts_config_create(&l->ts, &info, &s->c[DOWN].ts);
     if (rc < 0) {
         LOGW(s->id, "downstream transport socket failed: %s", strerror(-rc));
-        goto err_finish;
+        return rc;
     }
     s->c[DOWN].connected = true;
     char peer_text[64] = "?";
@@ -803,24 +773,43 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
         evutil_inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, peer_text,
                          sizeof(peer_text));
     LOGD(s->id, "new connection from %s on %s", peer_text, l->addr.text);
-    rc = ts_on_connected(s->c[DOWN].ts);
-    if (rc < 0)
-        goto err_finish;
-    if (ts_is_ready(s->c[DOWN].ts)) {
-        session_begin_upstream(s);
-    } else {
-        /* Envoy's order: the upstream is connected once the downstream transport is up, so a
-         * client that never finishes its handshake costs no upstream connection; it gets
-         * transport_socket_connect_timeout for it. */
-        s->handshaking = true;
-        if (l->transport_connect_timeout_ms) {
-            struct timeval tv = {.tv_sec = (time_t)(l->transport_connect_timeout_ms / 1000),
-                                 .tv_usec =
-                                     (suseconds_t)(l->transport_connect_timeout_ms % 1000) * 1000};
-            event_base_update_cache_time(w->base); /* see upstream_start */
-            evtimer_add(s->timer, &tv);
-        }
+    return ts_on_connected(s->c[DOWN].ts);
+}
+
+/* The downstream transport is not ready (a TLS handshake): Envoy's order is to connect the
+ * upstream only once it is, so a client that never finishes its handshake costs no upstream
+ * connection; it gets transport_socket_connect_timeout for it (conn_event_cb goes on). */
+static void downstream_await_ready(struct session *s)
+{
+    const struct cfg_listener *l = listener_config(s->w, s->li);
+    s->handshaking = true;
+    if (l->transport_connect_timeout_ms) {
+        struct timeval tv = {.tv_sec = (time_t)(l->transport_connect_timeout_ms / 1000),
+                             .tv_usec =
+                                 (suseconds_t)(l->transport_connect_timeout_ms % 1000) * 1000};
+        event_base_update_cache_time(s->w->base); /* see upstream_start */
+        evtimer_add(s->timer, &tv);
     }
+}
+
+void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *peer, int peer_len)
+{
+    struct session *s = session_new(w, li, fd);
+    if (!s) {
+        close(fd);
+        return;
+    }
+    /* Envoy's connection_limit filter: checked before any transport work (no TLS handshake,
+     * no trace file for a connection we refuse). */
+    if (listener_admit(w, li, s->id) < 0)
+        goto err_finish;
+    s->listener_admitted = true;
+    if (downstream_start(s, peer, peer_len) < 0)
+        goto err_finish;
+    if (ts_is_ready(s->c[DOWN].ts))
+        session_begin_upstream(s); /* cluster admit, then connect */
+    else
+        downstream_await_ready(s);
     session_settle(s);
     return;
 
