@@ -64,6 +64,14 @@
 
 enum side { DOWN = 0, UP = 1 };
 
+/* Who ended the session first, for upstream_cx_destroy_remote/_local (see the top of the file). */
+enum ended_first {
+    ENDED_NONE,       /* nobody yet */
+    ENDED_DOWNSTREAM, /* the client's EOF or error came first */
+    ENDED_UPSTREAM,   /* the upstream's EOF or error came first */
+    ENDED_LOCAL,      /* a local decision (timeout, overflow, forced stop) came first */
+};
+
 struct conn {
     struct session *s;
     enum side side;
@@ -99,7 +107,7 @@ struct session {
     bool cluster_admitted;    /* holds a cluster slot and a host: cluster_release/_host_release */
     bool listener_admitted;   /* holds a connection_limit slot: listener_release */
     bool up_ever_connected;
-    int8_t ended_first;    /* side whose EOF/error came first; -1: none yet; 2: a local decision */
+    enum ended_first ended_first;
     uint32_t attempts;     /* upstream connect attempts made */
     uint32_t max_attempts; /* max_connect_attempts; lowered once the client ended its side */
     enum ts_close_type close_how[2];
@@ -133,14 +141,21 @@ static void touch(struct session *s)
     event_base_gettimeofday_cached(s->w->base, &s->last_activity);
 }
 
+/* SIDE's EOF or error: it ended the session first unless something else already did. */
+static void session_mark_ended(struct session *s, enum side side)
+{
+    if (s->ended_first == ENDED_NONE)
+        s->ended_first = side == DOWN ? ENDED_DOWNSTREAM : ENDED_UPSTREAM;
+}
+
 /* Marks the session finished; session_settle() frees it at the end of the callback. */
 static void session_finish(struct session *s, enum ts_close_type down, enum ts_close_type up)
 {
     if (s->finished)
         return;
     s->finished = true;
-    if (s->ended_first < 0)
-        s->ended_first = 2; /* a local decision: nobody's EOF came first */
+    if (s->ended_first == ENDED_NONE)
+        s->ended_first = ENDED_LOCAL;
     s->close_how[DOWN] = down;
     s->close_how[UP] = up;
 }
@@ -196,8 +211,7 @@ static void conn_fail(struct conn *c, struct ts_io_result r, const char *op)
     struct session *s = c->s;
     const char *why = ts_failure_reason(c->ts);
     c->dead = true;
-    if (s->ended_first < 0)
-        s->ended_first = (int8_t)c->side;
+    session_mark_ended(s, c->side);
     if (r.err == -ECONNRESET) {
         LOGD(s->id, "%s reset by peer during %s", side_name[c->side], op);
         /* the peer sees what we saw: a reset */
@@ -304,8 +318,7 @@ static void conn_read(struct conn *c)
     }
     if (r.end_stream) {
         c->read_eof = true;
-        if (c->s->ended_first < 0)
-            c->s->ended_first = (int8_t)c->side;
+        session_mark_ended(c->s, c->side);
         LOGT(c->s->id, "%s read EOF", side_name[c->side]);
         if (c->side == DOWN && !p->connected)
             upstream_downstream_ended(c->s);
@@ -350,8 +363,8 @@ static void session_free(struct session *s)
     }
     if (s->up_ever_connected) {
         stats_inc(cstats(s)->cx_destroy);
-        stats_inc(s->ended_first == UP ? cstats(s)->cx_destroy_remote
-                                       : cstats(s)->cx_destroy_local);
+        stats_inc(s->ended_first == ENDED_UPSTREAM ? cstats(s)->cx_destroy_remote
+                                                   : cstats(s)->cx_destroy_local);
     }
     if (s->listener_admitted)
         listener_release(w, s->li);
@@ -719,7 +732,7 @@ static struct session *session_new(struct worker *w, size_t li, int fd)
     s->ci = ci;
     s->idle_ms = l->tcp_proxy.idle_timeout_ms;
     s->max_attempts = l->tcp_proxy.max_connect_attempts ? l->tcp_proxy.max_connect_attempts : 1;
-    s->ended_first = -1;
+    s->ended_first = ENDED_NONE;
     s->c[DOWN].fd = fd;
     s->c[UP].fd = -1;
     /* the upstream conn exists before any attempt succeeds: a client's bytes and EOF are read
