@@ -629,17 +629,13 @@ static int conn_setup(struct session *s, enum side side, int fd, uint32_t limit)
     return 0;
 }
 
-static void fill_info(struct ts_conn_info *info, struct session *s, int fd, enum ts_side side,
-                      const char *owner)
+static void fill_info(struct ts_conn_info *info, struct session *s, int fd)
 {
     memset(info, 0, sizeof(*info));
     info->conn_id = s->id;
     info->fd = fd;
-    info->side = side;
     /* local stays empty: only capture needs it and asks the kernel itself, once connected;
      * two getsockname calls per connection are not worth it for everyone else */
-    info->owner_name = owner;
-    info->worker = s->w;
     info->loop = s->w->base;
 }
 
@@ -660,10 +656,8 @@ static int upstream_start(struct session *s)
     int rc = conn_setup(s, UP, fd, cl->buffer_limit);
     if (rc < 0)
         return rc; /* fd now in the conn: conn_release or session_free closes it */
-    char owner[256];
-    snprintf(owner, sizeof(owner), "cluster.%s", cl->name);
     struct ts_conn_info info;
-    fill_info(&info, s, fd, TS_SIDE_UPSTREAM, owner);
+    fill_info(&info, s, fd);
     memcpy(&info.remote, &host->ss, host->len);
     info.remote_len = host->len;
     rc = ts_config_create(&cl->ts, &info, &s->c[UP].ts);
@@ -764,10 +758,8 @@ static int downstream_start(struct session *s, const struct sockaddr *peer, int 
     if (rc < 0)
         return rc;
 
-    char owner[128];
-    snprintf(owner, sizeof(owner), "listener.%s", l->addr.stat_name);
     struct ts_conn_info info;
-    fill_info(&info, s, fd, TS_SIDE_DOWNSTREAM, owner);
+    fill_info(&info, s, fd);
     if (peer_len > 0 && (size_t)peer_len <= sizeof(info.remote)) {
         memcpy(&info.remote, peer, (size_t)peer_len);
         info.remote_len = (socklen_t)peer_len;
