@@ -98,8 +98,7 @@ static void fuzz_drain(int fd)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct ts_conn_info info = {
-        .conn_id = 1, .side = TS_SIDE_DOWNSTREAM, .owner_name = fuzz_cfg->listeners[0].owner_name};
+    struct ts_conn_info info = {.conn_id = 1};
     struct transport_socket *ts = NULL;
     struct evbuffer *in, *out;
     int sv[2], calls;

@@ -11,7 +11,7 @@
 #include "config/config.h"
 #include "core/fdlimit.h"
 #include "core/log.h"
-#include "net/server.h"
+#include "net/worker.h"
 
 static void usage(FILE *f)
 {

@@ -23,8 +23,8 @@
  * CONNECT_BACKOFF_MAX_MS. A client that ends its side (FIN) before any upstream answered may
  * be half-closed or gone, which TCP cannot tell apart: from then on each host gets at most one
  * more try; a client reset ends the session at once. Circuit breakers (the cluster's
- * max_connections, the listener's connection_limit filter) are process-wide atomic counts taken
- * with add-then-check, so concurrent workers can never overshoot a limit.
+ * max_connections, the listener's connection_limit filter) are their owners' bookkeeping: the
+ * session takes and returns slots through cluster_admit/_release and listener_admit/_release.
  *
  * Who closed: an upstream connection counts upstream_cx_destroy_remote when the upstream ended
  * first (its EOF or reset came before anything from downstream or any local decision such as a
@@ -50,7 +50,10 @@
 
 #include "core/conn_id.h"
 #include "core/log.h"
-#include "net/server.h"
+#include "net/cluster.h"
+#include "net/listener.h"
+#include "net/session.h"
+#include "net/worker.h"
 #include "transport/ts_registry.h"
 
 #define MIN_READ_CHUNK          (16u * 1024u)
@@ -60,6 +63,14 @@
 #define CONNECT_FAIL_LOG_PER_S  10u  /* upstream connect failures logged at info per worker */
 
 enum side { DOWN = 0, UP = 1 };
+
+/* Who ended the session first, for upstream_cx_destroy_remote/_local (see the top of the file). */
+enum ended_first {
+    ENDED_NONE,       /* nobody yet */
+    ENDED_DOWNSTREAM, /* the client's EOF or error came first */
+    ENDED_UPSTREAM,   /* the upstream's EOF or error came first */
+    ENDED_LOCAL,      /* a local decision (timeout, overflow, forced stop) came first */
+};
 
 struct conn {
     struct session *s;
@@ -93,10 +104,10 @@ struct session {
     bool backoff; /* waiting on timer before the next connect attempt */
     bool finished;
     bool connect_fail_logged; /* a connect failure of this session was logged at info */
-    bool up_counted;          /* holds a slot in the cluster's active counts */
-    bool limit_counted;       /* holds a slot in the listener's connection_limit count */
+    bool cluster_admitted;    /* holds a cluster slot and a host: cluster_release/_host_release */
+    bool listener_admitted;   /* holds a connection_limit slot: listener_release */
     bool up_ever_connected;
-    int8_t ended_first;    /* side whose EOF/error came first; -1: none yet; 2: a local decision */
+    enum ended_first ended_first;
     uint32_t attempts;     /* upstream connect attempts made */
     uint32_t max_attempts; /* max_connect_attempts; lowered once the client ended its side */
     enum ts_close_type close_how[2];
@@ -117,17 +128,24 @@ static struct conn *peer_of(struct conn *c)
 
 static const struct listener_stats *lstats(const struct session *s)
 {
-    return &s->w->srv->lstats[s->li];
+    return listener_stats(s->w, s->li);
 }
 
 static const struct cluster_stats *cstats(const struct session *s)
 {
-    return &s->w->srv->cstats[s->ci];
+    return cluster_stats(s->w, s->ci);
 }
 
 static void touch(struct session *s)
 {
     event_base_gettimeofday_cached(s->w->base, &s->last_activity);
+}
+
+/* SIDE's EOF or error: it ended the session first unless something else already did. */
+static void session_mark_ended(struct session *s, enum side side)
+{
+    if (s->ended_first == ENDED_NONE)
+        s->ended_first = side == DOWN ? ENDED_DOWNSTREAM : ENDED_UPSTREAM;
 }
 
 /* Marks the session finished; session_settle() frees it at the end of the callback. */
@@ -136,8 +154,8 @@ static void session_finish(struct session *s, enum ts_close_type down, enum ts_c
     if (s->finished)
         return;
     s->finished = true;
-    if (s->ended_first < 0)
-        s->ended_first = 2; /* a local decision: nobody's EOF came first */
+    if (s->ended_first == ENDED_NONE)
+        s->ended_first = ENDED_LOCAL;
     s->close_how[DOWN] = down;
     s->close_how[UP] = up;
 }
@@ -193,8 +211,7 @@ static void conn_fail(struct conn *c, struct ts_io_result r, const char *op)
     struct session *s = c->s;
     const char *why = ts_failure_reason(c->ts);
     c->dead = true;
-    if (s->ended_first < 0)
-        s->ended_first = (int8_t)c->side;
+    session_mark_ended(s, c->side);
     if (r.err == -ECONNRESET) {
         LOGD(s->id, "%s reset by peer during %s", side_name[c->side], op);
         /* the peer sees what we saw: a reset */
@@ -301,8 +318,7 @@ static void conn_read(struct conn *c)
     }
     if (r.end_stream) {
         c->read_eof = true;
-        if (c->s->ended_first < 0)
-            c->s->ended_first = (int8_t)c->side;
+        session_mark_ended(c->s, c->side);
         LOGT(c->s->id, "%s read EOF", side_name[c->side]);
         if (c->side == DOWN && !p->connected)
             upstream_downstream_ended(c->s);
@@ -347,23 +363,19 @@ static void session_free(struct session *s)
     }
     if (s->up_ever_connected) {
         stats_inc(cstats(s)->cx_destroy);
-        stats_inc(s->ended_first == UP ? cstats(s)->cx_destroy_remote
-                                       : cstats(s)->cx_destroy_local);
+        stats_inc(s->ended_first == ENDED_UPSTREAM ? cstats(s)->cx_destroy_remote
+                                                   : cstats(s)->cx_destroy_local);
     }
-    if (s->limit_counted) {
-        stats_add(lstats(s)->limit_active, -1);
-        __atomic_fetch_sub(&w->srv->listener_active[s->li], 1, __ATOMIC_RELAXED);
-    }
+    if (s->listener_admitted)
+        listener_release(w, s->li);
     if (s->timer)
         event_free(s->timer);
     if (s->retry)
         event_free(s->retry);
-    stats_add(lstats(s)->cx_active, -1);
-    stats_inc(lstats(s)->cx_destroy);
-    if (s->up_counted) {
-        stats_add(cstats(s)->cx_active, -1);
-        __atomic_fetch_sub(&w->srv->cluster_active[s->ci], 1, __ATOMIC_RELAXED);
-        w->lb[s->ci].active[s->host]--;
+    listener_conn_closed(w, s->li);
+    if (s->cluster_admitted) {
+        cluster_release(w, s->ci);
+        cluster_host_release(w, s->ci, s->host);
     }
     if (s->prev)
         s->prev->next = s->next;
@@ -417,7 +429,7 @@ static void upstream_log_failure(struct session *s, const char *why)
 {
     static __thread time_t window;
     static __thread unsigned logged, not_logged;
-    const char *host = s->w->srv->cfg->clusters[s->ci].hosts[s->host].text;
+    const char *host = cluster_host_name(s->w, s->ci, s->host);
     struct timeval now;
     event_base_gettimeofday_cached(s->w->base, &now);
     if (!s->connect_fail_logged) {
@@ -459,7 +471,7 @@ static void upstream_attempt_failed(struct session *s, int err)
     s->connecting = false;
     conn_release(&s->c[UP], TS_CLOSE_NORMAL);
     if (err == -EMFILE || err == -ENFILE) {
-        server_pause_accepts(s->w, s->li, -err); /* let the backlog wait for descriptors */
+        listener_pause_accepts(s->w, s->li, -err); /* let the backlog wait for descriptors */
         upstream_give_up(s);
         return;
     }
@@ -480,7 +492,7 @@ static void upstream_attempt_failed(struct session *s, int err)
  * gets at most one more try (see the top of the file). */
 static void upstream_downstream_ended(struct session *s)
 {
-    uint64_t n = s->w->srv->cfg->clusters[s->ci].nhosts;
+    uint64_t n = cluster_config(s->w, s->ci)->nhosts;
     uint64_t limit = (uint64_t)s->attempts + (n ? n - 1 : 0);
     if (limit < s->max_attempts)
         s->max_attempts = (uint32_t)limit;
@@ -519,7 +531,7 @@ static void upstream_connected(struct session *s)
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         return;
     }
-    LOGD(s->id, "upstream connected to %s", s->w->srv->cfg->clusters[s->ci].hosts[s->host].text);
+    LOGD(s->id, "upstream connected to %s", cluster_host_name(s->w, s->ci, s->host));
 }
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
@@ -617,25 +629,20 @@ static int conn_setup(struct session *s, enum side side, int fd, uint32_t limit)
     return 0;
 }
 
-static void fill_info(struct ts_conn_info *info, struct session *s, int fd, enum ts_side side,
-                      const char *owner)
+static void fill_info(struct ts_conn_info *info, struct session *s, int fd)
 {
     memset(info, 0, sizeof(*info));
     info->conn_id = s->id;
     info->fd = fd;
-    info->side = side;
     /* local stays empty: only capture needs it and asks the kernel itself, once connected;
      * two getsockname calls per connection are not worth it for everyone else */
-    info->owner_name = owner;
-    info->worker = s->w;
     info->loop = s->w->base;
 }
 
 static int upstream_start(struct session *s)
 {
-    struct server *srv = s->w->srv;
-    const struct cfg_cluster *cl = &srv->cfg->clusters[s->ci];
-    const struct cfg_address *host = &cl->hosts[s->host];
+    const struct cfg_cluster *cl = cluster_config(s->w, s->ci);
+    const struct cfg_address *host = cluster_host_addr(s->w, s->ci, s->host);
     int fd = socket(host->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -649,10 +656,8 @@ static int upstream_start(struct session *s)
     int rc = conn_setup(s, UP, fd, cl->buffer_limit);
     if (rc < 0)
         return rc; /* fd now in the conn: conn_release or session_free closes it */
-    char owner[256];
-    snprintf(owner, sizeof(owner), "cluster.%s", cl->name);
     struct ts_conn_info info;
-    fill_info(&info, s, fd, TS_SIDE_UPSTREAM, owner);
+    fill_info(&info, s, fd);
     memcpy(&info.remote, &host->ss, host->len);
     info.remote_len = host->len;
     rc = ts_config_create(&cl->ts, &info, &s->c[UP].ts);
@@ -674,17 +679,11 @@ static int upstream_start(struct session *s)
 static void session_connect(struct session *s)
 {
     struct worker *w = s->w;
-    const struct cfg_cluster *cl = &w->srv->cfg->clusters[s->ci];
     if (s->attempts > 0) {
-        size_t last = s->host;
         conn_release(&s->c[UP], TS_CLOSE_NORMAL);
-        w->lb[s->ci].active[last]--;
-        s->host = cluster_pick_host(w, s->ci);
-        if (s->host == last && cl->nhosts > 1)
-            s->host = (last + 1) % cl->nhosts;
-        w->lb[s->ci].active[s->host]++;
-        LOGD(s->id, "trying host %s (attempt %u of %u)", cl->hosts[s->host].text, s->attempts + 1,
-             s->max_attempts);
+        s->host = cluster_repick_host(w, s->ci, s->host);
+        LOGD(s->id, "trying host %s (attempt %u of %u)", cluster_host_name(w, s->ci, s->host),
+             s->attempts + 1, s->max_attempts);
     }
     s->attempts++;
     stats_inc(cstats(s)->cx_total);
@@ -700,46 +699,34 @@ static void session_connect(struct session *s)
  * cluster slot and starts the first upstream connect attempt. */
 static void session_begin_upstream(struct session *s)
 {
-    struct worker *w = s->w;
-    struct server *srv = w->srv;
-    const struct cfg_cluster *cl = &srv->cfg->clusters[s->ci];
     s->handshaking = false;
     event_del(s->timer);
-    if (__atomic_add_fetch(&srv->cluster_active[s->ci], 1, __ATOMIC_RELAXED) >
-            (int32_t)cl->max_connections &&
-        cl->max_connections) {
-        __atomic_fetch_sub(&srv->cluster_active[s->ci], 1, __ATOMIC_RELAXED);
-        stats_inc(srv->cstats[s->ci].cx_overflow);
-        LOGD(s->id, "cluster %s overflow (max_connections %u): connection closed", cl->name,
-             cl->max_connections);
+    if (cluster_admit(s->w, s->ci, s->id) < 0) {
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         return;
     }
-    s->host = cluster_pick_host(w, s->ci);
-    w->lb[s->ci].active[s->host]++;
-    s->up_counted = true;
-    stats_add(srv->cstats[s->ci].cx_active, 1);
+    s->host = cluster_pick_host(s->w, s->ci);
+    s->cluster_admitted = true;
     session_connect(s);
 }
 
-void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *peer, int peer_len)
+/* Allocates a session for FD, accepted on W's listener LI, and links it into W's list (counted
+ * open on the listener); the session owns FD from then on. Returns NULL when out of memory. */
+static struct session *session_new(struct worker *w, size_t li, int fd)
 {
-    struct server *srv = w->srv;
-    const struct cfg_listener *l = &srv->cfg->listeners[li];
-    const struct cfg_cluster *cl = l->tcp_proxy.cluster;
-    size_t ci = (size_t)(cl - srv->cfg->clusters);
+    const struct cfg_listener *l = listener_config(w, li);
+    size_t ci = listener_cluster(w, li);
+    const struct cfg_cluster *cl = cluster_config(w, ci);
     struct session *s = calloc(1, sizeof(*s));
-    if (!s) {
-        close(fd);
-        return;
-    }
+    if (!s)
+        return NULL;
     s->w = w;
     s->id = conn_id_next();
     s->li = li;
     s->ci = ci;
     s->idle_ms = l->tcp_proxy.idle_timeout_ms;
     s->max_attempts = l->tcp_proxy.max_connect_attempts ? l->tcp_proxy.max_connect_attempts : 1;
-    s->ended_first = -1;
+    s->ended_first = ENDED_NONE;
     s->c[DOWN].fd = fd;
     s->c[UP].fd = -1;
     /* the upstream conn exists before any attempt succeeds: a client's bytes and EOF are read
@@ -753,38 +740,26 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
         w->sessions->prev = s;
     w->sessions = s;
     w->nsessions++;
-    stats_inc(srv->lstats[li].cx_total);
-    stats_add(srv->lstats[li].cx_active, 1);
-    stats_inc(srv->lstats[li].tcp_cx_total);
+    listener_conn_opened(w, li);
     touch(s);
+    return s;
+}
 
-    /* Envoy's connection_limit filter: checked before any transport work (no TLS handshake,
-     * no trace file for a connection we refuse). */
-    if (l->max_connections) {
-        if (__atomic_add_fetch(&srv->listener_active[li], 1, __ATOMIC_RELAXED) >
-            (int32_t)l->max_connections) {
-            __atomic_fetch_sub(&srv->listener_active[li], 1, __ATOMIC_RELAXED);
-            stats_inc(srv->lstats[li].limit_limited);
-            stats_inc(srv->lstats[li].cx_overflow);
-            LOGD(s->id, "listener %s at its connection limit (%u): connection closed", l->addr.text,
-                 l->max_connections);
-            goto err_finish;
-        }
-        s->limit_counted = true;
-        stats_add(srv->lstats[li].limit_active, 1);
-    }
-
+/* Makes the downstream conn and its transport socket stack for the client at PEER and starts
+ * it (a TLS handshake begins). Returns 0 or -errno (the session must finish). */
+static int downstream_start(struct session *s, const struct sockaddr *peer, int peer_len)
+{
+    const struct cfg_listener *l = listener_config(s->w, s->li);
+    int fd = s->c[DOWN].fd;
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    s->timer = evtimer_new(w->base, session_timer_cb, s);
+    s->timer = evtimer_new(s->w->base, session_timer_cb, s);
     int rc = s->timer && s->c[UP].out ? conn_setup(s, DOWN, fd, l->buffer_limit) : -ENOMEM;
     if (rc < 0)
-        goto err_finish;
+        return rc;
 
-    char owner[128];
-    snprintf(owner, sizeof(owner), "listener.%s", l->addr.stat_name);
     struct ts_conn_info info;
-    fill_info(&info, s, fd, TS_SIDE_DOWNSTREAM, owner);
+    fill_info(&info, s, fd);
     if (peer_len > 0 && (size_t)peer_len <= sizeof(info.remote)) {
         memcpy(&info.remote, peer, (size_t)peer_len);
         info.remote_len = (socklen_t)peer_len;
@@ -792,7 +767,7 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     rc = ts_config_create(&l->ts, &info, &s->c[DOWN].ts);
     if (rc < 0) {
         LOGW(s->id, "downstream transport socket failed: %s", strerror(-rc));
-        goto err_finish;
+        return rc;
     }
     s->c[DOWN].connected = true;
     char peer_text[64] = "?";
@@ -803,24 +778,43 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
         evutil_inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, peer_text,
                          sizeof(peer_text));
     LOGD(s->id, "new connection from %s on %s", peer_text, l->addr.text);
-    rc = ts_on_connected(s->c[DOWN].ts);
-    if (rc < 0)
-        goto err_finish;
-    if (ts_is_ready(s->c[DOWN].ts)) {
-        session_begin_upstream(s);
-    } else {
-        /* Envoy's order: the upstream is connected once the downstream transport is up, so a
-         * client that never finishes its handshake costs no upstream connection; it gets
-         * transport_socket_connect_timeout for it. */
-        s->handshaking = true;
-        if (l->transport_connect_timeout_ms) {
-            struct timeval tv = {.tv_sec = (time_t)(l->transport_connect_timeout_ms / 1000),
-                                 .tv_usec =
-                                     (suseconds_t)(l->transport_connect_timeout_ms % 1000) * 1000};
-            event_base_update_cache_time(w->base); /* see upstream_start */
-            evtimer_add(s->timer, &tv);
-        }
+    return ts_on_connected(s->c[DOWN].ts);
+}
+
+/* The downstream transport is not ready (a TLS handshake): Envoy's order is to connect the
+ * upstream only once it is, so a client that never finishes its handshake costs no upstream
+ * connection; it gets transport_socket_connect_timeout for it (conn_event_cb goes on). */
+static void downstream_await_ready(struct session *s)
+{
+    const struct cfg_listener *l = listener_config(s->w, s->li);
+    s->handshaking = true;
+    if (l->transport_connect_timeout_ms) {
+        struct timeval tv = {.tv_sec = (time_t)(l->transport_connect_timeout_ms / 1000),
+                             .tv_usec =
+                                 (suseconds_t)(l->transport_connect_timeout_ms % 1000) * 1000};
+        event_base_update_cache_time(s->w->base); /* see upstream_start */
+        evtimer_add(s->timer, &tv);
     }
+}
+
+void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *peer, int peer_len)
+{
+    struct session *s = session_new(w, li, fd);
+    if (!s) {
+        close(fd);
+        return;
+    }
+    /* Envoy's connection_limit filter: checked before any transport work (no TLS handshake,
+     * no trace file for a connection we refuse). */
+    if (listener_admit(w, li, s->id) < 0)
+        goto err_finish;
+    s->listener_admitted = true;
+    if (downstream_start(s, peer, peer_len) < 0)
+        goto err_finish;
+    if (ts_is_ready(s->c[DOWN].ts))
+        session_begin_upstream(s); /* cluster admit, then connect */
+    else
+        downstream_await_ready(s);
     session_settle(s);
     return;
 

@@ -2,7 +2,7 @@
  *
  * A transport socket is a const ops table plus a per-instance context. Layers stack: capture
  * wraps tls or raw and forwards every call to its `inner`; only the bottom layer (raw, tls)
- * touches the fd, and it owns it (closes it in close()). The connection (net/conn.c) never
+ * touches the fd, and it owns it (closes it in close()). The connection (net/session.c) never
  * reads or writes the fd itself and never inspects errno after a call: everything it needs is
  * in struct ts_io_result and failure_reason().
  *
@@ -54,15 +54,11 @@ struct ts_conn_info {
     uint64_t conn_id; /* process-wide unique; names capture files */
     int fd;           /* connected (or connecting) non-blocking socket; ownership passes to the
                          bottom layer on successful creation */
-    enum ts_side side;
     /* remote: client (downstream) / upstream host (upstream). local is left empty
      * (local_len 0) by the relay: a layer that needs it calls getsockname(fd) once connected. */
     struct sockaddr_storage local;
     struct sockaddr_storage remote;
     socklen_t local_len, remote_len;
-    const char
-        *owner_name; /* owner's stats prefix: "listener.127.0.0.1_10000" / "cluster.backend" */
-    void *worker;    /* opaque per-worker context (struct worker *) */
     struct event_base *loop; /* the worker's loop, for layers that need their own timers */
 };
 

@@ -164,7 +164,7 @@ static void rig_start(struct rig *r, struct tls_config *cfg, SSL_CTX *peer_ctx)
 {
     memset(r, 0, sizeof(*r));
     tcp_pair(&r->ours_fd, &r->peer_fd);
-    struct ts_conn_info info = {.conn_id = 7, .fd = r->ours_fd, .side = cfg->side};
+    struct ts_conn_info info = {.conn_id = 7, .fd = r->ours_fd};
     assert_int_equal(tls_socket_create(cfg, &info, &r->ts), 0);
     r->peer = SSL_new(peer_ctx);
     SSL_set_fd(r->peer, r->peer_fd);
@@ -372,7 +372,7 @@ static void test_downstream_garbage(void **state)
     freeze_stats();
     int a, b;
     tcp_pair(&a, &b);
-    struct ts_conn_info info = {.conn_id = 9, .fd = a, .side = TS_SIDE_DOWNSTREAM};
+    struct ts_conn_info info = {.conn_id = 9, .fd = a};
     struct transport_socket *ts;
     assert_int_equal(tls_socket_create(cfg, &info, &ts), 0);
     assert_int_equal(ts_on_connected(ts), 0);

@@ -1,10 +1,10 @@
 /* The runtime: a main thread (signals, admin, drain timer) and N workers, each with its own
  * event_base, its own SO_REUSEPORT listener socket per configured listener (shared with the other
- * workers of this process only: see server.c), and the sessions it accepted. Nothing is shared
+ * workers of this process only: see listener.c), and the sessions it accepted. Nothing is shared
  * between workers on the hot path except the connection-id counter (one atomic add per accepted
  * connection) and the per-cluster circuit-breaker gauge. */
-#ifndef SOCKTAP_NET_SERVER_H
-#define SOCKTAP_NET_SERVER_H
+#ifndef SOCKTAP_NET_WORKER_H
+#define SOCKTAP_NET_WORKER_H
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -12,30 +12,18 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "core/stats.h"
 
 struct event_base;
 struct event;
 struct session;
+struct listener_ctx;
+struct listener_stats;
+struct cluster_stats;
+struct lb_state;
 
-struct listener_stats {
-    stat_id cx_total, cx_active, cx_destroy, cx_overflow, cx_ts_connect_timeout;
-    stat_id tcp_cx_total, tcp_rx_bytes, tcp_tx_bytes, tcp_idle_timeout, tcp_no_route;
-    /* connection_limit.<stat_prefix>.*: registered only when the filter is configured */
-    stat_id limit_limited, limit_active;
-};
-
-struct cluster_stats {
-    stat_id cx_total, cx_active, cx_connect_fail, cx_connect_timeout, cx_tx_bytes, cx_rx_bytes,
-        cx_overflow, cx_destroy, cx_destroy_remote, cx_destroy_local, cx_connect_attempts_exceeded;
-};
-
-/* Per-worker, per-cluster load-balancer state (no locks: owned by one worker). */
-struct lb_state {
-    size_t rr_next;
-    uint32_t *active; /* active connections per host, this worker */
-};
-
+/* One worker thread. Its parts are owned by the file that keeps them: the accept events by
+ * listener.c (listener_worker_init/_free), the LB state by cluster.c (cluster_worker_init/_free),
+ * the session list by session.c; worker.c owns the thread, the base and the control eventfd. */
 struct worker {
     int index;
     pthread_t thread;
@@ -43,7 +31,7 @@ struct worker {
     struct event_base *base;
     struct event **accept_ev;    /* one per cfg listener: READ on this worker's socket for it;
                                     NULL once closed (drain). The event owns nothing: the
-                                    socket is closed by worker_close_listeners */
+                                    socket is closed by listener_worker_close */
     struct event **accept_retry; /* EMFILE back-off timers, one per listener */
     struct listener_ctx *lctx;   /* callback args of both, one per listener (owned) */
     struct event *ctl_ev;        /* wakes the worker for drain/stop commands */
@@ -54,6 +42,8 @@ struct worker {
     uint64_t rng;
 };
 
+/* The process's runtime. The per-listener arrays are owned by listener.c
+ * (listener_server_init/_free), the per-cluster ones by cluster.c (cluster_server_init/_free). */
 struct server {
     struct socktap_config *cfg;
     int nworkers;
@@ -78,17 +68,5 @@ int server_init(struct server *srv, struct socktap_config *cfg, int nworkers,
  * (log_reopen) and is reserved for a config reload; SIGUSR1 is logged and ignored. */
 int server_run(struct server *srv);
 void server_free(struct server *srv);
-
-/* Session entry point (session.c): takes ownership of FD accepted on listener LI. */
-void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *peer, int peer_len);
-/* Closes every session of W (forced stop at the end of the drain). */
-void session_close_all(struct worker *w);
-
-/* Stops accepting on W's listener LI for a short back-off (descriptors exhausted: ERR is the
- * errno, logged at most once a second per worker). No-op when already paused. */
-void server_pause_accepts(struct worker *w, size_t li, int err);
-
-/* Host selection (cluster.c): returns the host index for cluster CI on worker W. */
-size_t cluster_pick_host(struct worker *w, size_t ci);
 
 #endif
