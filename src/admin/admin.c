@@ -66,11 +66,6 @@ static void admin_accept_error_cb(struct evconnlistener *lev, void *arg)
     evtimer_add(a->accept_retry, &tv);
 }
 
-int admin_register_stats(void)
-{
-    return 0;
-}
-
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *body)
 {
     struct evbuffer *b = evbuffer_new();

@@ -7,8 +7,6 @@
 struct admin;
 struct event_base;
 
-/* Registers the admin's own stats; call before stats_freeze(). */
-int admin_register_stats(void);
 /* Binds ADDR on BASE. *OUT is owned by the caller (admin_free). Warns when ADDR is not
  * loopback: the stats name every listener and cluster. */
 int admin_start(struct admin **out, struct event_base *base, const struct cfg_address *addr);

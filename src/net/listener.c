@@ -43,6 +43,7 @@
 #include <event2/event.h>
 
 #include "core/log.h"
+#include "core/sockaddr_text.h"
 
 #define ACCEPT_BACKOFF_MS 100
 #define ACCEPT_BATCH      32 /* connections set up per listener wakeup: a few ms at worst */
@@ -163,24 +164,20 @@ void listener_worker_close(struct worker *w)
 /* Rewrites A's port (and text) to PORT: a port-0 listener learns the port the kernel chose. */
 static void address_set_port(struct cfg_address *a, uint16_t port)
 {
-    char ip[INET6_ADDRSTRLEN];
-    if (a->ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->ss;
-        s6->sin6_port = htons(port);
-        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-        snprintf(a->text, sizeof(a->text), "[%s]:%u", ip, port);
-    } else {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&a->ss;
-        s4->sin_port = htons(port);
-        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-        snprintf(a->text, sizeof(a->text), "%s:%u", ip, port);
-    }
+    if (a->ss.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&a->ss)->sin6_port = htons(port);
+    else
+        ((struct sockaddr_in *)&a->ss)->sin_port = htons(port);
+    /* the text only: stat_name keeps the configured "_0", as Envoy's listener stats do */
+    sockaddr_text((const struct sockaddr *)&a->ss, a->len, ':', a->text, sizeof(a->text));
 }
 
-static uint16_t address_port(const struct cfg_address *a)
+static uint16_t sockaddr_port(const struct sockaddr *sa, socklen_t len)
 {
-    return ntohs(a->ss.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&a->ss)->sin6_port
-                                             : ((const struct sockaddr_in *)&a->ss)->sin_port);
+    char ip[INET6_ADDRSTRLEN];
+    uint16_t port = 0;
+    (void)sockaddr_ip_port(sa, len, ip, sizeof(ip), &port);
+    return port;
 }
 
 /* Returns a listening, non-blocking socket for L (the caller owns it), or -errno. FIRST: the
@@ -201,14 +198,12 @@ static int listener_socket(struct cfg_listener *l, bool first)
         listen(fd, LISTEN_BACKLOG) < 0 ||
         (first && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0))
         goto err_close_fd;
-    if (first && address_port(&l->addr) == 0) {
+    if (first && sockaddr_port((const struct sockaddr *)&l->addr.ss, l->addr.len) == 0) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
             goto err_close_fd;
-        address_set_port(&l->addr,
-                         ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                        : ((struct sockaddr_in *)&ss)->sin_port));
+        address_set_port(&l->addr, sockaddr_port((const struct sockaddr *)&ss, len));
     }
     return fd;
 

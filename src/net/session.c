@@ -50,6 +50,7 @@
 
 #include "core/conn_id.h"
 #include "core/log.h"
+#include "core/sockaddr_text.h"
 #include "net/cluster.h"
 #include "net/listener.h"
 #include "net/session.h"
@@ -770,13 +771,8 @@ static int downstream_start(struct session *s, const struct sockaddr *peer, int 
         return rc;
     }
     s->c[DOWN].connected = true;
-    char peer_text[64] = "?";
-    if (peer->sa_family == AF_INET)
-        evutil_inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, peer_text,
-                         sizeof(peer_text));
-    else if (peer->sa_family == AF_INET6)
-        evutil_inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, peer_text,
-                         sizeof(peer_text));
+    char peer_text[SOCKADDR_TEXT_MAX];
+    sockaddr_text(peer, (socklen_t)peer_len, ':', peer_text, sizeof(peer_text));
     LOGD(s->id, "new connection from %s on %s", peer_text, l->addr.text);
     return ts_on_connected(s->c[DOWN].ts);
 }

@@ -101,9 +101,6 @@ int server_init(struct server *srv, struct socktap_config *cfg, int nworkers, un
     rc = cluster_server_init(srv);
     if (rc < 0)
         return rc;
-    rc = admin_register_stats();
-    if (rc < 0)
-        return rc;
     rc = stats_freeze(nworkers);
     if (rc < 0)
         return rc;
