@@ -771,8 +771,9 @@ static int downstream_start(struct session *s, const struct sockaddr *peer, int 
         return rc;
     }
     s->c[DOWN].connected = true;
-    char peer_text[SOCKADDR_TEXT_MAX];
-    sockaddr_text(peer, (socklen_t)peer_len, ':', peer_text, sizeof(peer_text));
+    char peer_text[INET6_ADDRSTRLEN];
+    if (sockaddr_ip_port(peer, (socklen_t)peer_len, peer_text, sizeof(peer_text), NULL) != 0)
+        snprintf(peer_text, sizeof(peer_text), "?");
     LOGD(s->id, "new connection from %s on %s", peer_text, l->addr.text);
     return ts_on_connected(s->c[DOWN].ts);
 }
