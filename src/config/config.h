@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "config/cfg_node.h"
+#include "cfgtree/cfg_node.h"
 #include "transport/ts_registry.h"
 
 #define CFG_DEFAULT_BUFFER_LIMIT (1024u * 1024u)

@@ -4,7 +4,7 @@
 #ifndef SOCKTAP_TRANSPORT_TS_REGISTRY_H
 #define SOCKTAP_TRANSPORT_TS_REGISTRY_H
 
-#include "config/cfg_node.h"
+#include "cfgtree/cfg_node.h"
 #include "transport/transport_socket.h"
 
 struct ts_parse_ctx {

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "config/cfg_node.h"
+#include "cfgtree/cfg_node.h"
 #include "config/config.h"
 #include "transport/raw.h"
 

@@ -22,7 +22,7 @@
 
 #include <yaml.h>
 
-#include "config/cfg_node.h"
+#include "cfgtree/cfg_node.h"
 
 #define CFG_MAX_DEPTH      64
 #define CFG_MAX_SCALAR     (1024u * 1024u)

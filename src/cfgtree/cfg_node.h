@@ -8,8 +8,8 @@
  *
  * Paths are built on the stack as a linked list (struct cfg_path), so parsers pass the path of
  * the node they are looking at and never allocate for it. */
-#ifndef SOCKTAP_CONFIG_CFG_NODE_H
-#define SOCKTAP_CONFIG_CFG_NODE_H
+#ifndef SOCKTAP_CFGTREE_CFG_NODE_H
+#define SOCKTAP_CFGTREE_CFG_NODE_H
 
 #include <stdbool.h>
 #include <stddef.h>
