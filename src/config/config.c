@@ -306,7 +306,7 @@ static int parse_owner_ts(struct cfg_state *st, const struct cfg_node *owner,
         ts_config_default(out);
         return 0;
     }
-    f = ts_registry_find("tls");
+    f = ts_registry_find_legacy("tls_context");
     if (!f || !f->parse)
         return cfg_error(st->err, st->doc, tls, &tlsp,
                          "tls_context needs the TLS transport socket, which this build lacks");
@@ -1097,7 +1097,6 @@ int config_load_string(const char *name, const char *text, size_t len, struct so
     struct cfg_doc *doc;
     int rc;
     *out = NULL;
-    ts_registry_init();
     rc = cfg_doc_load_string(name, text, len, &doc, err);
     if (rc)
         return rc;
@@ -1109,7 +1108,6 @@ int config_load(const char *file, struct socktap_config **out, struct cfg_err *e
     struct cfg_doc *doc;
     int rc;
     *out = NULL;
-    ts_registry_init();
     rc = cfg_doc_load_file(file, &doc, err);
     if (rc)
         return rc;

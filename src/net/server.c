@@ -516,7 +516,5 @@ void server_free(struct server *srv)
     free(srv->cstats);
     free(srv->cluster_active);
     free(srv->listener_active);
-    /* helper threads (the capture writer) count into the stats: stop them first */
-    ts_registry_shutdown();
     stats_reset();
 }

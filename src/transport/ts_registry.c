@@ -52,6 +52,14 @@ const struct ts_factory *ts_registry_find(const char *name)
     return NULL;
 }
 
+const struct ts_factory *ts_registry_find_legacy(const char *key)
+{
+    for (size_t i = 0; i < ts_nfactories; i++)
+        if (ts_factories[i]->legacy_key && !strcmp(ts_factories[i]->legacy_key, key))
+            return ts_factories[i];
+    return NULL;
+}
+
 #ifndef SOCKTAP_CAPTURE
 static bool ts_name_is_capture(const char *name)
 {

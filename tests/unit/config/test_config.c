@@ -16,6 +16,7 @@
 #include "cfgtree/cfg_node.h"
 #include "config/config.h"
 #include "transport/raw.h"
+#include "transport/ts_registry.h"
 
 struct bad_config {
     const char *name, *yaml, *expect;
@@ -557,5 +558,6 @@ int main(void)
         cmocka_unit_test(test_nodes_and_getters),
         cmocka_unit_test(test_address_parser),
     };
+    ts_registry_init();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
