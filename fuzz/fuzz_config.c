@@ -11,12 +11,14 @@
 
 #include "config/config.h"
 #include "core/stats.h"
+#include "transport/ts_registry.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     /* STRICT_DNS clusters resolve at load time; a fuzzed host name must cost one fast failed
      * lookup, not the resolver's default 5 s x 2 retries (loopback-only machines). */
     setenv("RES_OPTIONS", "timeout:1 attempts:1", 1);
+    ts_registry_init();
     return 0;
 }
 

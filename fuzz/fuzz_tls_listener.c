@@ -20,6 +20,7 @@
 
 #include "config/config.h"
 #include "transport/transport_socket.h"
+#include "transport/ts_registry.h"
 
 /* A throwaway self-signed P-256 certificate for CN=fuzz.test: test data, trusted by nothing. */
 static const char fuzz_yaml[] =
@@ -68,6 +69,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     struct cfg_err err = {0};
 
+    ts_registry_init();
     if (config_load_string("fuzz-tls.yaml", fuzz_yaml, sizeof(fuzz_yaml) - 1, &fuzz_cfg, &err)) {
         fprintf(stderr, "fuzz_tls_listener: %s\n", err.msg);
         abort();

@@ -12,6 +12,7 @@
 #include "core/fdlimit.h"
 #include "core/log.h"
 #include "net/worker.h"
+#include "transport/ts_registry.h"
 
 static void usage(FILE *f)
 {
@@ -131,6 +132,8 @@ int main(int argc, char **argv)
     signal(SIGUSR1, SIG_IGN);
     struct cfg_err err = {0};
     struct socktap_config *cfg = NULL;
+    /* main owns the registry: started before any config names a kind, stopped below */
+    ts_registry_init();
     if (config_load(config_path, &cfg, &err) < 0) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
@@ -161,6 +164,10 @@ int main(int argc, char **argv)
         rc = server_run(&srv);
     else if (rc != -EADDRINUSE && rc != -EACCES && rc != -EADDRNOTAVAIL)
         LOGE(0, "startup failed: %s", strerror(-rc));
+    /* every socket is gone once server_run returned (workers stop at zero sessions), and the
+     * kinds' helper threads (the capture writer) count into stats that server_free frees:
+     * write out what they hold in between */
+    ts_registry_shutdown();
     server_free(&srv);
     config_free(cfg);
     return rc == 0 ? 0 : 1;

@@ -294,7 +294,7 @@ static int parse_owner_ts(struct cfg_state *st, const struct cfg_node *owner,
         ts_config_default(out);
         return 0;
     }
-    f = ts_registry_find("tls");
+    f = ts_registry_find_legacy("tls_context");
     if (!f || !f->parse)
         return cfg_error(st->err, st->doc, tls, &tlsp,
                          "tls_context needs the TLS transport socket, which this build lacks");
@@ -319,51 +319,17 @@ static int filter_settings(struct cfg_state *st, const struct cfg_node *filter,
                            const struct cfg_node **out, struct cfg_path *out_path)
 {
     static const char *const keys[] = {"name", "config", "typed_config", NULL};
-    const struct cfg_node *config, *typed, *url_node;
-    char want[512], got[128];
-    const char *url;
     int rc;
 
     rc = cfg_check_keys(st->err, st->doc, filter, path, keys);
     if (rc)
         return rc;
-    config = cfg_map_get(filter, "config");
-    typed = cfg_map_get(filter, "typed_config");
-    if (config && typed) {
-        *out_path = CFG_PATH_KEY(path, "typed_config");
-        return cfg_error(st->err, st->doc, typed, out_path,
-                         "give either 'config' (v2) or 'typed_config' (v3), not both");
-    }
-    if (config) {
-        *out_path = CFG_PATH_KEY(path, "config");
-        *out = config;
-        return cfg_expect_map(st->err, st->doc, config, out_path);
-    }
-    if (!typed)
-        return cfg_error(st->err, st->doc, filter, path,
-                         "missing required key 'typed_config' (or the v2 'config')");
-    *out_path = CFG_PATH_KEY(path, "typed_config");
-    rc = cfg_expect_map(st->err, st->doc, typed, out_path);
+    rc = cfg_extension_settings(st->err, st->doc, filter, path, urls, NULL, out, out_path);
     if (rc)
         return rc;
-    url_node = cfg_map_get(typed, "@type");
-    if (!url_node)
-        return cfg_error(st->err, st->doc, typed, out_path, "missing required key '@type'");
-    {
-        struct cfg_path up = CFG_PATH_KEY(out_path, "@type");
-        rc = cfg_get_string(st->err, st->doc, url_node, &up, &url);
-        if (rc)
-            return rc;
-        if (!str_in(url, urls)) {
-            join_names(urls, want, sizeof(want));
-            return cfg_error(st->err, st->doc, url_node, &up, "expected %s%s, got %s",
-                             urls[1] ? "one of " : "", want,
-                             cfg_node_describe(url_node, got, sizeof(got)));
-        }
-    }
-    *out = cfg_map_without(st->doc, typed, "@type");
     if (!*out)
-        return cfg_error(st->err, st->doc, typed, out_path, "out of memory"), -ENOMEM;
+        return cfg_error(st->err, st->doc, filter, path,
+                         "missing required key 'typed_config' (or the v2 'config')");
     return 0;
 }
 
@@ -1085,7 +1051,6 @@ int config_load_string(const char *name, const char *text, size_t len, struct so
     struct cfg_doc *doc;
     int rc;
     *out = NULL;
-    ts_registry_init();
     rc = cfg_doc_load_string(name, text, len, &doc, err);
     if (rc)
         return rc;
@@ -1097,7 +1062,6 @@ int config_load(const char *file, struct socktap_config **out, struct cfg_err *e
     struct cfg_doc *doc;
     int rc;
     *out = NULL;
-    ts_registry_init();
     rc = cfg_doc_load_file(file, &doc, err);
     if (rc)
         return rc;

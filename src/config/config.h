@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "config/cfg_node.h"
+#include "cfgtree/cfg_node.h"
 #include "transport/ts_registry.h"
 
 #define CFG_DEFAULT_BUFFER_LIMIT (1024u * 1024u)
@@ -77,7 +77,7 @@ struct socktap_config {
 
 /* Loads and validates FILE. On success *OUT is owned by the caller (config_free). On failure
  * returns -EINVAL (or -errno for I/O) and ERR holds the one-line message with file:line:col and
- * key path. Calls ts_registry_init() itself. */
+ * key path. The transport registry must be initialized (ts_registry_init(), main's job). */
 int config_load(const char *file, struct socktap_config **out, struct cfg_err *err);
 /* Same, from memory (tests, fuzzing); NAME appears in messages as the file name. */
 int config_load_string(const char *name, const char *text, size_t len, struct socktap_config **out,

@@ -272,7 +272,5 @@ void server_free(struct server *srv)
     free(srv->workers);
     listener_server_free(srv);
     cluster_server_free(srv);
-    /* helper threads (the capture writer) count into the stats: stop them first */
-    ts_registry_shutdown();
     stats_reset();
 }

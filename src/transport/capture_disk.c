@@ -3,11 +3,11 @@
  * One process-wide writer thread drains one FIFO of jobs (a buffer for a file, or a file's
  * close). Per-file order is the FIFO order, so a file's close always comes after its data and
  * the writer can free it then. The per-file backlog is an atomic the worker checks without the
- * lock; only pushing a job takes the mutex (once per 256 KiB in bulk flows, or per event when
- * the disk is idle). Only whole submitted buffers reach write(2), and every buffer ends on an
- * event boundary, so a file is a valid trace prefix after every write (a kill -9 inside a
- * write(2) can still tear the last page-sized piece: the kernel stops copying on a fatal
- * signal; the readers report where the tail is cut). */
+ * lock; only pushing a job takes the mutex (once per 256 KiB in bulk flows, or once per
+ * connection with pending events on the worker's flush tick). Only whole submitted buffers
+ * reach write(2), and every buffer ends on an event boundary, so a file is a valid trace prefix
+ * after every write (a kill -9 inside a write(2) can still tear the last page-sized piece: the
+ * kernel stops copying on a fatal signal; the readers report where the tail is cut). */
 #include "transport/capture_disk.h"
 
 #include <dirent.h>
@@ -236,11 +236,6 @@ static int writer_start_locked(void)
     if (rc != 0)
         return -rc;
     g_writer.started = true;
-    static bool registered;
-    if (!registered) {
-        registered = true;
-        atexit(capture_writer_shutdown);
-    }
     return 0;
 }
 
@@ -301,11 +296,6 @@ int capture_wfile_submit(struct capture_wfile *f, void *data, size_t len)
     __atomic_add_fetch(&f->backlog, len, __ATOMIC_RELAXED);
     writer_push(job);
     return 0;
-}
-
-bool capture_wfile_idle(const struct capture_wfile *f)
-{
-    return capture_wfile_backlog(f) == 0;
 }
 
 bool capture_wfile_failed(const struct capture_wfile *f)

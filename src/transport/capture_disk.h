@@ -67,12 +67,9 @@ int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_bac
 int capture_wfile_submit(struct capture_wfile *f, void *data, size_t len)
     __attribute__((warn_unused_result));
 
-/* True when everything submitted so far has been written (or dropped by a failure): the
- * socket uses it to flush small buffers at once when the disk is idle. */
-bool capture_wfile_idle(const struct capture_wfile *f);
 /* True once a write to F failed (the writer logged and counted it). */
 bool capture_wfile_failed(const struct capture_wfile *f);
-/* Bytes queued and not yet written. */
+/* Bytes queued and not yet written (0: everything submitted was written or dropped). */
 size_t capture_wfile_backlog(const struct capture_wfile *f);
 
 /* Queues the end of F: the writer writes what is queued, closes the fd and frees F. The caller
@@ -82,7 +79,8 @@ void capture_wfile_close(struct capture_wfile *f);
 /* Blocks until the writer has handled everything queued so far (tests, orderly shutdown). */
 void capture_writer_sync(void);
 /* Writes out everything queued, stops and joins the writer thread. Safe to call when it never
- * started; registered with atexit() when it starts, so a normal exit loses no capture. */
+ * started. The capture factories' shutdown hook: main stops it through ts_registry_shutdown()
+ * after the last socket is gone, so a normal exit and a drain lose no capture. */
 void capture_writer_shutdown(void);
 
 #endif

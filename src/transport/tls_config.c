@@ -722,6 +722,7 @@ static const char *const tls_type_urls[] = {
 const struct ts_factory tls_socket_factory = {
     .names = tls_names,
     .type_urls = tls_type_urls,
+    .legacy_key = "tls_context",
     .parse = tls_factory_parse,
     .create = tls_factory_create,
     .free_cfg = tls_factory_free,

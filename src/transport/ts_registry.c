@@ -52,6 +52,14 @@ const struct ts_factory *ts_registry_find(const char *name)
     return NULL;
 }
 
+const struct ts_factory *ts_registry_find_legacy(const char *key)
+{
+    for (size_t i = 0; i < ts_nfactories; i++)
+        if (ts_factories[i]->legacy_key && !strcmp(ts_factories[i]->legacy_key, key))
+            return ts_factories[i];
+    return NULL;
+}
+
 #ifndef SOCKTAP_CAPTURE
 static bool ts_name_is_capture(const char *name)
 {
@@ -78,26 +86,6 @@ static void ts_list_names(char *buf, size_t size)
     }
 }
 
-static void ts_list_urls(const struct ts_factory *f, char *buf, size_t size)
-{
-    size_t pos = 0;
-    buf[0] = '\0';
-    for (const char *const *u = f->type_urls; u && *u; u++) {
-        int w = snprintf(buf + pos, size - pos, "%s%s", pos ? ", " : "", *u);
-        if (w < 0 || (size_t)w >= size - pos)
-            return;
-        pos += (size_t)w;
-    }
-}
-
-static bool ts_url_accepted(const struct ts_factory *f, const char *url)
-{
-    for (const char *const *u = f->type_urls; u && *u; u++)
-        if (!strcmp(*u, url))
-            return true;
-    return false;
-}
-
 /* A kind without a parser takes no settings: an empty map is fine, anything else is a typo. */
 static int ts_factory_parse(struct ts_parse_ctx *ctx, const struct ts_factory *f, const char *name,
                             const struct cfg_node *config, const struct cfg_path *path, void **out)
@@ -119,10 +107,11 @@ int ts_config_parse(struct ts_parse_ctx *ctx, const struct cfg_node *node,
 {
     static const char *const keys[] = {"name", "config", "typed_config", NULL};
     struct cfg_path name_path = CFG_PATH_KEY(path, "name");
-    const struct cfg_node *name_node, *config, *typed;
+    const struct cfg_node *name_node, *config;
+    struct cfg_path config_path;
     const struct ts_factory *f;
     const char *name;
-    char list[512];
+    char list[512], owner[160];
     void *parsed = NULL;
     int rc;
 
@@ -150,53 +139,12 @@ int ts_config_parse(struct ts_parse_ctx *ctx, const struct cfg_node *node,
                          "unknown transport socket '%s' (registered: %s)", name, list);
     }
 
-    config = cfg_map_get(node, "config");
-    typed = cfg_map_get(node, "typed_config");
-    if (config && typed) {
-        struct cfg_path tp = CFG_PATH_KEY(path, "typed_config");
-        return cfg_error(ctx->err, ctx->doc, typed, &tp,
-                         "give either 'config' (v2) or 'typed_config' (v3), not both");
-    }
-    if (config) {
-        struct cfg_path cp = CFG_PATH_KEY(path, "config");
-        /* `config:` with nothing after it is YAML null: the same as no config at all. */
-        if (cfg_node_is_null(config)) {
-            config = NULL;
-        } else {
-            rc = cfg_expect_map(ctx->err, ctx->doc, config, &cp);
-            if (rc)
-                return rc;
-        }
-        rc = ts_factory_parse(ctx, f, name, config, &cp, &parsed);
-    } else if (typed) {
-        struct cfg_path tp = CFG_PATH_KEY(path, "typed_config");
-        struct cfg_path up = CFG_PATH_KEY(&tp, "@type");
-        const struct cfg_node *url_node, *view;
-        const char *url;
-        rc = cfg_expect_map(ctx->err, ctx->doc, typed, &tp);
-        if (rc)
-            return rc;
-        url_node = cfg_map_get(typed, "@type");
-        if (!url_node)
-            return cfg_error(ctx->err, ctx->doc, typed, &tp, "missing required key '@type'");
-        rc = cfg_get_string(ctx->err, ctx->doc, url_node, &up, &url);
-        if (rc)
-            return rc;
-        if (!ts_url_accepted(f, url)) {
-            char got[128];
-            ts_list_urls(f, list, sizeof(list));
-            return cfg_error(ctx->err, ctx->doc, url_node, &up,
-                             "expected %s%s for transport socket '%s', got %s",
-                             f->type_urls && f->type_urls[0] && f->type_urls[1] ? "one of " : "",
-                             list, name, cfg_node_describe(url_node, got, sizeof(got)));
-        }
-        view = cfg_map_without(ctx->doc, typed, "@type");
-        if (!view)
-            return cfg_error(ctx->err, ctx->doc, typed, &tp, "out of memory"), -ENOMEM;
-        rc = ts_factory_parse(ctx, f, name, view, &tp, &parsed);
-    } else {
-        rc = ts_factory_parse(ctx, f, name, NULL, path, &parsed);
-    }
+    snprintf(owner, sizeof(owner), "transport socket '%s'", name);
+    rc = cfg_extension_settings(ctx->err, ctx->doc, node, path, f->type_urls, owner, &config,
+                                &config_path);
+    if (rc)
+        return rc;
+    rc = ts_factory_parse(ctx, f, name, config, &config_path, &parsed);
     if (rc) {
         /* A parser that failed without saying why would leave the user with nothing. */
         if (!ctx->err->set)

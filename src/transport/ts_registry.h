@@ -4,7 +4,7 @@
 #ifndef SOCKTAP_TRANSPORT_TS_REGISTRY_H
 #define SOCKTAP_TRANSPORT_TS_REGISTRY_H
 
-#include "config/cfg_node.h"
+#include "cfgtree/cfg_node.h"
 #include "transport/transport_socket.h"
 
 struct ts_parse_ctx {
@@ -18,6 +18,9 @@ struct ts_parse_ctx {
 struct ts_factory {
     const char *const *names;     /* NULL-terminated; first is the canonical one */
     const char *const *type_urls; /* accepted typed_config "@type" values; NULL-terminated */
+    /* Optional: the v2 key of a filter chain or cluster that configures this kind directly,
+     * without a `transport_socket:` ("tls_context" for TLS); its map goes to parse. */
+    const char *legacy_key;
     /* Parses CONFIG: the `config:` map (v2) or the `typed_config:` map minus "@type" (v3);
      * NULL when neither was given. Registers the kind's stats. On success *OUT_CFG is owned by
      * the caller (freed with free_cfg). */
@@ -38,14 +41,17 @@ struct ts_config {
     void *cfg;
 };
 
-/* Registers the built-in kinds (raw_buffer, tls, capture/tap when built). Idempotent. */
+/* Registers the built-in kinds (raw_buffer, tls, capture/tap when built). Idempotent. Called
+ * once by main (and by tests and fuzz drivers) before any config is parsed. */
 void ts_registry_init(void);
-/* Runs every registered kind's shutdown hook. Call after the last socket is destroyed and
- * before the stats are freed (helper threads count into them). Idempotent. */
+/* Runs every registered kind's shutdown hook. Called by main after the last socket is destroyed
+ * and before the stats are freed (helper threads count into them). Idempotent. */
 void ts_registry_shutdown(void);
 /* F must outlive the process (static const). */
 void ts_registry_add(const struct ts_factory *f);
 const struct ts_factory *ts_registry_find(const char *name);
+/* The kind that declared KEY as its legacy_key, or NULL. */
+const struct ts_factory *ts_registry_find_legacy(const char *key);
 
 /* Parses NODE, a `transport_socket:` map {name, config | typed_config}. A missing name is an
  * error; an unknown name lists the known ones; names of kinds compiled out say so. */

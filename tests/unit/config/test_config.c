@@ -13,9 +13,10 @@
 
 #include <cmocka.h>
 
-#include "config/cfg_node.h"
+#include "cfgtree/cfg_node.h"
 #include "config/config.h"
 #include "transport/raw.h"
+#include "transport/ts_registry.h"
 
 struct bad_config {
     const char *name, *yaml, *expect;
@@ -375,6 +376,35 @@ static void test_defaults(void **state)
     config_free(cfg);
 }
 
+/* An empty `config:` or `typed_config:` on a transport socket is no settings, the kind's
+ * defaults, as in Envoy (translateOpaqueConfig in source/common/config/utility.cc). The filter
+ * side is in bad_configs.inc (filter_config_empty). */
+static void test_empty_extension_settings(void **state)
+{
+    static const char *const keys[] = {"config", "typed_config"};
+    for (size_t i = 0; i < 2; i++) {
+        char yaml[1024];
+        snprintf(yaml, sizeof(yaml),
+                 "static_resources:\n"
+                 "  listeners:\n"
+                 "  - address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n"
+                 "    filter_chains:\n"
+                 "    - filters: [{name: envoy.tcp_proxy, config: {stat_prefix: p, cluster: c}}]\n"
+                 "      transport_socket:\n"
+                 "        name: raw_buffer\n"
+                 "        %s:\n"
+                 "  clusters:\n"
+                 "  - name: c\n"
+                 "    hosts: [{address: 127.0.0.1, port_value: 1}]\n"
+                 "    transport_socket: {name: raw_buffer, %s: }\n",
+                 keys[i], keys[i]);
+        struct socktap_config *cfg = load_ok(yaml);
+        assert_ptr_equal(cfg->listeners[0].ts.factory, &raw_socket_factory);
+        assert_ptr_equal(cfg->clusters[0].ts.factory, &raw_socket_factory);
+        config_free(cfg);
+    }
+}
+
 static void test_dns_clusters(void **state)
 {
     static const char yaml[] =
@@ -551,11 +581,13 @@ int main(void)
         cmocka_unit_test(test_v2_example),
         cmocka_unit_test(test_v3_typed_ipv6_load_assignment),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_empty_extension_settings),
         cmocka_unit_test(test_dns_clusters),
         cmocka_unit_test(test_empty_static_resources),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_nodes_and_getters),
         cmocka_unit_test(test_address_parser),
     };
+    ts_registry_init();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,7 +22,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
-#include "config/cfg_node.h"
+#include "cfgtree/cfg_node.h"
 #include "core/stats.h"
 #include "transport/tls.h"
 

@@ -22,7 +22,7 @@
 
 #include <yaml.h>
 
-#include "config/cfg_node.h"
+#include "cfgtree/cfg_node.h"
 
 #define CFG_MAX_DEPTH      64
 #define CFG_MAX_SCALAR     (1024u * 1024u)
@@ -966,4 +966,72 @@ int cfg_get_enum(struct cfg_err *err, const struct cfg_doc *doc, const struct cf
     }
     return cfg_error(err, doc, node, path, "expected one of %s, got %s", list,
                      cfg_node_describe(node, got, sizeof(got)));
+}
+
+static bool str_listed(const char *s, const char *const *list)
+{
+    for (; list && *list; list++)
+        if (!strcmp(s, *list))
+            return true;
+    return false;
+}
+
+int cfg_extension_settings(struct cfg_err *err, const struct cfg_doc *doc,
+                           const struct cfg_node *node, const struct cfg_path *path,
+                           const char *const *urls, const char *url_owner,
+                           const struct cfg_node **out, struct cfg_path *out_path)
+{
+    const struct cfg_node *config = cfg_map_get(node, "config");
+    const struct cfg_node *typed = cfg_map_get(node, "typed_config");
+    const struct cfg_node *url_node;
+    char want[512], got[128];
+    size_t pos = 0;
+    const char *url;
+    int rc;
+
+    *out = NULL;
+    *out_path = *path;
+    if (config && typed) {
+        *out_path = CFG_PATH_KEY(path, "typed_config");
+        return cfg_error(err, doc, typed, out_path,
+                         "give either 'config' (v2) or 'typed_config' (v3), not both");
+    }
+    if (config) {
+        *out_path = CFG_PATH_KEY(path, "config");
+        if (cfg_node_is_null(config))
+            return 0;
+        *out = config;
+        return cfg_expect_map(err, doc, config, out_path);
+    }
+    if (!typed)
+        return 0;
+    *out_path = CFG_PATH_KEY(path, "typed_config");
+    if (cfg_node_is_null(typed))
+        return 0;
+    rc = cfg_expect_map(err, doc, typed, out_path);
+    if (rc)
+        return rc;
+    url_node = cfg_map_get(typed, "@type");
+    if (!url_node)
+        return cfg_error(err, doc, typed, out_path, "missing required key '@type'");
+    struct cfg_path up = CFG_PATH_KEY(out_path, "@type");
+    rc = cfg_get_string(err, doc, url_node, &up, &url);
+    if (rc)
+        return rc;
+    if (!str_listed(url, urls)) {
+        want[0] = '\0';
+        for (const char *const *u = urls; u && *u; u++) {
+            if (pos)
+                buf_append(want, sizeof(want), &pos, ", ", 2);
+            buf_append(want, sizeof(want), &pos, *u, strlen(*u));
+        }
+        return cfg_error(err, doc, url_node, &up, "expected %s%s%s%s, got %s",
+                         urls && urls[0] && urls[1] ? "one of " : "", want,
+                         url_owner ? " for " : "", url_owner ? url_owner : "",
+                         cfg_node_describe(url_node, got, sizeof(got)));
+    }
+    *out = cfg_map_without(doc, typed, "@type");
+    if (!*out)
+        return cfg_error(err, doc, typed, out_path, "out of memory"), -ENOMEM;
+    return 0;
 }

@@ -8,8 +8,8 @@
  *
  * Paths are built on the stack as a linked list (struct cfg_path), so parsers pass the path of
  * the node they are looking at and never allocate for it. */
-#ifndef SOCKTAP_CONFIG_CFG_NODE_H
-#define SOCKTAP_CONFIG_CFG_NODE_H
+#ifndef SOCKTAP_CFGTREE_CFG_NODE_H
+#define SOCKTAP_CFGTREE_CFG_NODE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -116,6 +116,19 @@ bool cfg_node_is_null(const struct cfg_node *node);
  * has no such key, NULL on allocation failure. */
 const struct cfg_node *cfg_map_without(const struct cfg_doc *doc, const struct cfg_node *node,
                                        const char *key);
+
+/* The settings of an Envoy extension (a network filter, a transport socket) NODE: its v2
+ * `config:` map, or its v3 `typed_config:` map whose "@type" must be one of URLS
+ * (NULL-terminated; NULL accepts none), given back without "@type" (a view owned by DOC).
+ * *OUT_PATH is the path of the key given (PATH when neither). Neither key given, or one given empty
+ * (YAML null), is no settings: *OUT = NULL, the kind's defaults, as Envoy's translateOpaqueConfig
+ * (source/common/config/utility.cc) leaves the factory's empty config when config/typed_config
+ * carry nothing. Both keys is an error. URL_OWNER, when not NULL, says whose "@type" it is in the
+ * message ("transport socket 'tls'"). Does not check NODE's other keys. */
+int cfg_extension_settings(struct cfg_err *err, const struct cfg_doc *doc,
+                           const struct cfg_node *node, const struct cfg_path *path,
+                           const char *const *urls, const char *url_owner,
+                           const struct cfg_node **out, struct cfg_path *out_path);
 
 /* One of NAMES (NULL-terminated); *OUT is the index. The message lists the accepted names. */
 int cfg_get_enum(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# check_layers.sh: every `#include "dir/..."` in src/ must follow an edge of the module graph
+# below (the same graph the top-level CMakeLists.txt links with socktap_module()), only the
+# listed modules may include <event2/...>, and the directory-level include graph must be
+# acyclic. Run by scripts/lint.sh (`make lint`, CTest `lint`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# module -> modules it may include (besides itself). Keep in step with CMakeLists.txt; a new
+# directory under src/ must be added here.
+declare -A allowed=(
+  [core]=""
+  [cfgtree]="core"
+  [trace]="core"
+  [pcap]="trace core"
+  [transport]="cfgtree trace core"
+  [config]="transport cfgtree core"
+  [admin]="config transport cfgtree core"
+  [net]="admin config transport cfgtree trace core"
+  [cmd]="net admin config transport cfgtree trace core"
+)
+# Modules that may use libevent. The tools (trace, pcap) and the parsers never do.
+libevent_ok=" transport admin net cmd "
+
+fail=0
+edges=$(mktemp)
+trap 'rm -f "$edges"' EXIT
+for dir in src/*/; do
+  from=$(basename "$dir")
+  if [[ ! -v allowed[$from] ]]; then
+    echo "layers: src/$from/ is not in scripts/check_layers.sh's module table"
+    fail=1
+    continue
+  fi
+  while IFS=: read -r file line text; do
+    if [[ $text =~ ^[[:space:]]*#[[:space:]]*include[[:space:]]*\<event2/ ]]; then
+      if [[ $libevent_ok != *" $from "* ]]; then
+        echo "layers: $file:$line: $from/ may not use libevent: $text"
+        fail=1
+      fi
+      continue
+    fi
+    [[ $text =~ ^[[:space:]]*#[[:space:]]*include[[:space:]]*\"([a-z0-9_]+)/ ]] || continue
+    to=${BASH_REMATCH[1]}
+    [[ -d src/$to ]] || continue # generated protobuf headers (envoy/..., socktap/...)
+    [[ $to == "$from" ]] && continue
+    echo "$from $to" >>"$edges"
+    if [[ " ${allowed[$from]} " != *" $to "* ]]; then
+      echo "layers: $file:$line: $from/ may not include $to/ (allowed: ${allowed[$from]:-none}): $text"
+      fail=1
+    fi
+  done < <(grep -Hn '^[[:space:]]*#[[:space:]]*include' "$dir"*.[ch] || true)
+done
+if ! sort -u "$edges" | tsort >/dev/null 2>"$edges.err"; then
+  echo "layers: directory-level include cycle in src/:"
+  cat "$edges.err"
+  fail=1
+fi
+rm -f "$edges.err"
+[[ $fail -eq 0 ]] || exit 1
+echo "layers: OK"
