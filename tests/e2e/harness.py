@@ -28,11 +28,23 @@ def tool(name):
     return os.path.join(BUILD, name)
 
 
+_given_ports = set()
+
+
 def free_port(host="127.0.0.1"):
+    """A port nothing listens on now and that this process has not handed out before: two calls
+    in a row can otherwise get the same port back from the kernel (the first socket is closed),
+    and a listener and its admin then collide (seen in CI as "admin address ... is also listener
+    0's address")."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    for _ in range(100):
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
+    raise RuntimeError("no fresh free port after 100 tries")
 
 
 def wait_port(port, host="127.0.0.1", timeout=10.0, proc=None):
