@@ -176,7 +176,8 @@ static void conn_update_events(struct conn *c)
      * than a read (on_connected at accept, a write) with the peer's first bytes already pulled
      * into OpenSSL's buffer. Checked here, where every callback ends, rather than after each
      * call that might finish a handshake: the relay stalled until the client's FIN when one such
-     * call site was missed (a loaded CI machine; test_tls: read with the handshake). */
+     * call site was missed (a loaded CI machine; test_tls: read with the handshake). The only
+     * such check: after reads, writes and resumes alike, the callback settles here. */
     if (want_read && ts_has_pending(c->ts))
         conn_kick_read(c);
     if (want_read != c->rev_on) {
@@ -274,9 +275,6 @@ static void conn_flush(struct conn *c)
         session_arm_retry(c->s);
         return;
     }
-    /* a write can finish a TLS handshake whose last flight brought application data along */
-    if (!c->read_eof && !c->read_paused && ts_has_pending(c->ts))
-        conn_kick_read(c);
     if (r.action == TS_CLOSE) {
         conn_fail(c, r, "write");
         return;
@@ -286,9 +284,7 @@ static void conn_flush(struct conn *c)
         LOGT(c->s->id, "%s write half closed", side_name[c->side]);
     }
     if (p->read_paused && evbuffer_get_length(c->out) < c->limit / 2) {
-        p->read_paused = false;
-        if (ts_has_pending(p->ts))
-            conn_kick_read(p);
+        p->read_paused = false; /* pending TLS bytes: conn_update_events kicks the read */
     }
 }
 
@@ -326,8 +322,6 @@ static void conn_read(struct conn *c)
     }
     if (evbuffer_get_length(p->out) >= p->limit)
         c->read_paused = true;
-    else if (!c->read_eof && ts_has_pending(c->ts))
-        conn_kick_read(c); /* TLS holds decrypted bytes the fd won't announce */
 }
 
 /* Frees C's events, transport socket and fd, keeping its output buffer (a connect retry
