@@ -485,7 +485,9 @@ class CaptureTest(E2ETest):
         path = None
         while time.time() < deadline:
             files = glob.glob(prefix + "_*.pb")
-            if files and os.path.getsize(files[0]) > (4 << 20):
+            # The size seen may include an event still being copied in (up to 1 MiB), which
+            # the kill can cut: wait for one more largest event than the prefix asserted.
+            if files and os.path.getsize(files[0]) > (5 << 20) + 16:
                 path = files[0]
                 break
             time.sleep(0.05)
