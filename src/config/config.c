@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "config/config.h"
+#include "core/name_list.h"
 #include "core/sockaddr_text.h"
 #include "transport/ts_registry.h"
 
@@ -63,14 +64,10 @@ static bool str_in(const char *s, const char *const *list)
 
 static void join_names(const char *const *list, char *buf, size_t size)
 {
-    size_t pos = 0;
-    buf[0] = '\0';
-    for (; *list; list++) {
-        int w = snprintf(buf + pos, size - pos, "%s%s", pos ? ", " : "", *list);
-        if (w < 0 || (size_t)w >= size - pos)
-            return;
-        pos += (size_t)w;
-    }
+    struct name_list l;
+    name_list_init(&l, buf, size);
+    for (; *list; list++)
+        name_list_add(&l, *list);
 }
 
 static int get_u32(struct cfg_state *st, const struct cfg_node *node, const struct cfg_path *path,
@@ -339,20 +336,16 @@ static int resolve_cluster(struct cfg_state *st, const struct cfg_node *node,
 {
     struct socktap_config *cfg = st->cfg;
     char list[512];
-    size_t i, pos = 0;
+    size_t i;
     for (i = 0; i < cfg->nclusters; i++)
         if (!strcmp(cfg->clusters[i].name, out->cluster_name)) {
             out->cluster = &cfg->clusters[i];
             return 0;
         }
-    list[0] = '\0';
-    for (i = 0; i < cfg->nclusters; i++) {
-        int w =
-            snprintf(list + pos, sizeof(list) - pos, "%s%s", i ? ", " : "", cfg->clusters[i].name);
-        if (w < 0 || (size_t)w >= sizeof(list) - pos)
-            break;
-        pos += (size_t)w;
-    }
+    struct name_list l;
+    name_list_init(&l, list, sizeof(list));
+    for (i = 0; i < cfg->nclusters; i++)
+        name_list_add(&l, cfg->clusters[i].name);
     return cfg_error(st->err, st->doc, node, path, "unknown cluster '%s' (defined clusters: %s)",
                      out->cluster_name, cfg->nclusters ? list : "none");
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/name_list.h"
 #include "transport/raw.h"
 #include "transport/ts_registry.h"
 
@@ -74,16 +75,11 @@ static bool ts_name_is_capture(const char *name)
 
 static void ts_list_names(char *buf, size_t size)
 {
-    size_t pos = 0, i;
-    buf[0] = '\0';
-    for (i = 0; i < ts_nfactories; i++) {
-        for (const char *const *n = ts_factories[i]->names; n && *n; n++) {
-            int w = snprintf(buf + pos, size - pos, "%s%s", pos ? ", " : "", *n);
-            if (w < 0 || (size_t)w >= size - pos)
-                return;
-            pos += (size_t)w;
-        }
-    }
+    struct name_list l;
+    name_list_init(&l, buf, size);
+    for (size_t i = 0; i < ts_nfactories; i++)
+        for (const char *const *n = ts_factories[i]->names; n && *n; n++)
+            name_list_add(&l, *n);
 }
 
 /* A kind without a parser takes no settings: an empty map is fine, anything else is a typo. */
