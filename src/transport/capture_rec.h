@@ -1,0 +1,66 @@
+/* capture_rec: one connection's trace being recorded — the trace file, its encoder, the buffer
+ * of encoded events not yet handed to the writer thread, and the per-worker flush tick. The
+ * capture/tap socket records what crosses it with one; the TLS socket's wire capture (socktap
+ * extension socktap_wire_capture, capture_wire.c) records the TLS records with another. Both
+ * get the same guarantees: a trace is always a valid prefix, memory is bounded by the config's
+ * max_backlog, and a failing disk stops the capture (logged once, counted), never the traffic.
+ *
+ * Threading: a recorder belongs to its connection's worker thread; only capture_disk's writer
+ * thread sees the bytes it hands over. */
+#ifndef SOCKTAP_TRANSPORT_CAPTURE_REC_H
+#define SOCKTAP_TRANSPORT_CAPTURE_REC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/uio.h>
+
+#include "trace/trace.h"
+#include "transport/capture.h"
+#include "transport/transport_socket.h"
+
+struct evbuffer;
+struct capture_rec;
+
+/* A recorder for the connection INFO describes (addresses copied; INFO->fd borrowed, only for
+ * getsockname at open), writing with CFG (borrowed; must outlive the recorder). No file yet.
+ * On success *OUT is the caller's (capture_rec_free). Returns 0 or -ENOMEM. */
+int capture_rec_new(const struct capture_cfg *cfg, const struct ts_conn_info *info,
+                    struct capture_rec **out) __attribute__((warn_unused_result, nonnull));
+
+/* Creates the trace file and writes its opening bytes. A failure is counted (files_failed) and
+ * logged once per failing period, and the recorder stays inactive: the connection goes on
+ * uncaptured. Call once. */
+void capture_rec_open(struct capture_rec *r) __attribute__((nonnull));
+
+/* True once capture_rec_open was called. */
+bool capture_rec_opened(const struct capture_rec *r) __attribute__((nonnull));
+/* True while events are being recorded (file open, capture not stopped). */
+bool capture_rec_active(const struct capture_rec *r) __attribute__((nonnull));
+/* The trace file's name ("" before open). Valid for the recorder's life. */
+const char *capture_rec_path(const struct capture_rec *r) __attribute__((nonnull));
+
+/* Records one event of LEN bytes gathered from IOV (read, not kept), stamped now. A no-op when
+ * inactive. */
+void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct iovec *iov,
+                       int iovcnt, size_t len, bool end_stream) __attribute__((nonnull(1)));
+/* As capture_rec_event for LEN bytes of BUF (borrowed) from OFFSET, without copying them out. */
+void capture_rec_event_range(struct capture_rec *r, enum trace_dir dir, struct evbuffer *buf,
+                             size_t offset, size_t len, bool end_stream) __attribute__((nonnull));
+
+/* Bytes the connection may still move before the backlog (queued for the disk plus encoded
+ * here) reaches max_backlog; SIZE_MAX when nothing is pending or the recorder is inactive (one
+ * event larger than max_backlog still goes through, alone). */
+size_t capture_rec_room(const struct capture_rec *r) __attribute__((nonnull));
+
+/* Stops the capture at the last whole event handed to the writer, for reason WHY (borrowed,
+ * logged): counted in truncated and events_dropped; the recorder is inactive afterwards. */
+void capture_rec_stop(struct capture_rec *r, const char *why) __attribute__((nonnull));
+
+/* Ends the trace (v3: a closed event when CLOSED_EVENT; the encoder's closing bytes) and queues
+ * the file's close. Idempotent; the recorder is inactive afterwards. */
+void capture_rec_finish(struct capture_rec *r, bool closed_event) __attribute__((nonnull));
+
+/* Finishes R if needed (without a closed event) and frees it. R may be NULL. */
+void capture_rec_free(struct capture_rec *r);
+
+#endif
