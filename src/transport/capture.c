@@ -30,6 +30,7 @@
 
 #include "transport/capture_disk.h"
 #include "transport/capture_rec.h"
+#include "transport/capture_wire.h"
 
 #define CAPTURE_STACK_IOV 16
 #define CAPTURE_MIN_STEP  (64u * 1024u) /* smaller reads are not worth a wake-up */
@@ -238,4 +239,5 @@ void capture_register_factories(void)
 {
     ts_registry_add(&capture_socket_factory);
     ts_registry_add(&tap_socket_factory);
+    tls_wire_register(&capture_wire_ops);
 }

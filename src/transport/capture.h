@@ -51,6 +51,11 @@ int capture_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                       const struct cfg_path *path, void **out);
 int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                   const struct cfg_path *path, void **out);
+/* The TLS socket's `socktap_wire_capture: {path_prefix, format, socktap_max_backlog_bytes}`
+ * (socktap extension): a streamed v3 trace of the TLS records, kind "tls_wire" (stats
+ * <owner>.tls_wire.*). Same contract as the parsers above. */
+int capture_wire_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
+                           const struct cfg_path *path, void **out);
 /* CFG may be NULL. */
 void capture_cfg_free(void *cfg);
 

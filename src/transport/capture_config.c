@@ -110,25 +110,34 @@ static int parse_path_prefix(struct ts_parse_ctx *ctx, const struct cfg_node *no
     return cfg->path_prefix && cfg->create_failing ? 0 : -ENOMEM;
 }
 
+/* socktap's backlog knob `socktap_max_backlog_bytes` in CONFIG, if given. */
+static int parse_backlog(struct ts_parse_ctx *ctx, const struct cfg_node *config,
+                         const struct cfg_path *path, struct capture_cfg *cfg)
+{
+    const struct cfg_node *n = cfg_map_get(config, "socktap_max_backlog_bytes");
+    if (!n)
+        return 0;
+    struct cfg_path p = CFG_PATH_KEY(path, "socktap_max_backlog_bytes");
+    uint64_t v;
+    int rc = cfg_get_u64(ctx->err, ctx->doc, n, &p, CAPTURE_CHUNK_BYTES, 1ull << 40, &v);
+    if (rc)
+        return rc;
+    cfg->max_backlog = (size_t)v;
+    return 0;
+}
+
 /* The keys both forms share at their top level (the inner socket and socktap's backlog knob),
  * then the stats: registered only for a config that parsed. */
 static int parse_common(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                         const struct cfg_path *path, struct capture_cfg *cfg)
 {
-    const struct cfg_node *n = cfg_map_get(config, "socktap_max_backlog_bytes");
-    if (n) {
-        struct cfg_path p = CFG_PATH_KEY(path, "socktap_max_backlog_bytes");
-        uint64_t v;
-        int rc = cfg_get_u64(ctx->err, ctx->doc, n, &p, CAPTURE_CHUNK_BYTES, 1ull << 40, &v);
-        if (rc)
-            return rc;
-        cfg->max_backlog = (size_t)v;
-    }
-    n = cfg_map_get(config, "transport_socket");
+    int rc = parse_backlog(ctx, config, path, cfg);
+    if (rc)
+        return rc;
+    const struct cfg_node *n = cfg_map_get(config, "transport_socket");
     if (n && !cfg_node_is_null(n)) {
         struct cfg_path p = CFG_PATH_KEY(path, "transport_socket");
-        int rc = ts_config_parse(ctx, n, &p, &cfg->inner);
-        if (rc)
+        if ((rc = ts_config_parse(ctx, n, &p, &cfg->inner)))
             return rc;
     } else {
         ts_config_default(&cfg->inner);
@@ -382,6 +391,44 @@ int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
         goto err_free_cfg;
     if ((rc = parse_common(ctx, config, path, cfg)))
         goto err_free_cfg;
+    *out = cfg;
+    return 0;
+
+err_free_cfg:
+    capture_cfg_free(cfg);
+    return rc;
+}
+
+int capture_wire_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
+                           const struct cfg_path *path, void **out)
+{
+    static const char *const keys[] = {"path_prefix", "format", "socktap_max_backlog_bytes", NULL};
+    int rc;
+    if ((rc = cfg_expect_map(ctx->err, ctx->doc, config, path)) ||
+        (rc = cfg_check_keys(ctx->err, ctx->doc, config, path, keys)))
+        return rc;
+    struct capture_cfg *cfg = capture_cfg_new("tls_wire", TRACE_SCHEMA_V3_TAP);
+    if (!cfg)
+        return -ENOMEM;
+    /* Streamed, so a wire trace is on disk as the records cross (a handshake that fails is
+     * exactly what it is for), length-delimited unless asked otherwise: unambiguous to split. */
+    cfg->enc.streaming = true;
+    cfg->enc.format = TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED;
+    struct cfg_path prefix_path = CFG_PATH_KEY(path, "path_prefix");
+    if ((rc = parse_path_prefix(ctx, cfg_map_get(config, "path_prefix"), &prefix_path, cfg)))
+        goto err_free_cfg;
+    const struct cfg_node *fmt = cfg_map_get(config, "format");
+    if (fmt) {
+        struct cfg_path p = CFG_PATH_KEY(path, "format");
+        int idx;
+        if ((rc = cfg_get_enum(ctx->err, ctx->doc, fmt, &p, v3_format_names, &idx)))
+            goto err_free_cfg;
+        cfg->enc.format = v3_formats[idx];
+    }
+    if ((rc = parse_backlog(ctx, config, path, cfg)))
+        goto err_free_cfg;
+    ts_config_default(&cfg->inner);
+    capture_register_stats(cfg, ctx->owner_name);
     *out = cfg;
     return 0;
 

@@ -60,7 +60,24 @@ struct tls_socket {
     int verify_fail;      /* enum tls_verify_fail: which check rejected the peer */
     int err;              /* -errno of the failure, 0 if none */
     char reason[256];
+    void *wire; /* wire-capture recorder (tls_wire_get()), owned; NULL = none */
 };
+
+/* Below this much backlog room a read or write waits (blocked) rather than outrun the disk:
+ * the same rule as the capture socket's, so a wire trace is never cut for speed. */
+#define TLS_WIRE_MIN_ROOM (64u * 1024u)
+
+static const struct tls_wire_ops *tls_wire;
+
+void tls_wire_register(const struct tls_wire_ops *ops)
+{
+    tls_wire = ops;
+}
+
+const struct tls_wire_ops *tls_wire_get(void)
+{
+    return tls_wire;
+}
 
 static BIO_METHOD *tls_bio_method;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
@@ -75,8 +92,11 @@ static int tls_bio_write(BIO *bio, const char *buf, int len)
     do {
         n = send(s->fd, buf, (size_t)len, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
-    if (n >= 0)
+    if (n >= 0) {
+        if (s->wire && n > 0)
+            tls_wire->rec_bytes(s->wire, false, buf, (size_t)n);
         return (int)n;
+    }
     if (errno == EAGAIN || errno == EWOULDBLOCK)
         BIO_set_retry_write(bio);
     else
@@ -94,6 +114,8 @@ static int tls_bio_read(BIO *bio, char *buf, int len)
     } while (n < 0 && errno == EINTR);
     if (n >= 0) {
         s->rx_drained = n < len;
+        if (s->wire && n > 0)
+            tls_wire->rec_bytes(s->wire, true, buf, (size_t)n);
         return (int)n;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -269,6 +291,9 @@ static int tls_alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char
 static void tls_keylog_cb(const SSL *ssl, const char *line)
 {
     const struct tls_config *cfg = tls_config_of(ssl);
+    struct tls_socket *s = tls_socket_of(ssl);
+    if (s && s->wire)
+        tls_wire->rec_keylog(s->wire, line);
     char buf[1024];
     size_t n = strlen(line);
     if (!cfg || !cfg->keylog || n + 1 > sizeof(buf))
@@ -409,6 +434,8 @@ void tls_config_free(struct tls_config *cfg)
     free(cfg->alpn);
     free(cfg->sni);
     free(cfg->owner);
+    if (cfg->wire_cfg && tls_wire)
+        tls_wire->free_cfg(cfg->wire_cfg);
     free(cfg);
 }
 
@@ -547,6 +574,8 @@ static int tls_on_connected(struct transport_socket *ts)
     struct tls_socket *s = (struct tls_socket *)ts;
     if (s->failed || s->closed)
         return s->err ? s->err : -EPIPE;
+    if (s->wire)
+        tls_wire->rec_open(s->wire);
     return tls_progress(s);
 }
 
@@ -562,12 +591,21 @@ static bool tls_enter(struct tls_socket *s, struct ts_io_result *r)
     return s->handshake_done;
 }
 
+/* The wire trace's backlog is at its bound: wait (the relay retries) instead of moving bytes. */
+static bool tls_wire_full(const struct tls_socket *s, struct ts_io_result *r)
+{
+    if (!s->wire || tls_wire->rec_room(s->wire) >= TLS_WIRE_MIN_ROOM)
+        return false;
+    *r = (struct ts_io_result){.action = TS_KEEP_OPEN, .blocked = true};
+    return true;
+}
+
 static struct ts_io_result tls_do_read(struct transport_socket *ts, struct evbuffer *into,
                                        size_t max)
 {
     struct tls_socket *s = (struct tls_socket *)ts;
     struct ts_io_result r = {.action = TS_KEEP_OPEN};
-    if (!tls_enter(s, &r))
+    if (tls_wire_full(s, &r) || !tls_enter(s, &r))
         return r;
     if (s->read_eof) {
         r.end_stream = true;
@@ -618,7 +656,7 @@ static struct ts_io_result tls_do_write(struct transport_socket *ts, struct evbu
 {
     struct tls_socket *s = (struct tls_socket *)ts;
     struct ts_io_result r = {.action = TS_KEEP_OPEN};
-    if (!tls_enter(s, &r))
+    if (tls_wire_full(s, &r) || !tls_enter(s, &r))
         return r;
     size_t len;
     while ((len = evbuffer_get_length(from)) > 0) {
@@ -710,6 +748,8 @@ static void tls_destroy(struct transport_socket *ts)
 {
     struct tls_socket *s = (struct tls_socket *)ts;
     tls_close(ts, TS_CLOSE_NORMAL);
+    if (s->wire)
+        tls_wire->rec_free(s->wire); /* after the close: a close_notify is part of the wire */
     SSL_free(s->ssl);
     free(s);
 }
@@ -760,6 +800,8 @@ int tls_socket_create(const struct tls_config *cfg, const struct ts_conn_info *i
     } else {
         SSL_set_accept_state(s->ssl);
     }
+    if (cfg->wire_cfg && tls_wire && tls_wire->rec_new(cfg->wire_cfg, info, &s->wire))
+        goto err_free_ssl;
     *out = &s->base;
     return 0;
 

@@ -35,6 +35,30 @@ struct tls_keylog {
                              filesystems that do not honour O_APPEND atomicity (NFS) */
 };
 
+/* Wire capture (socktap extension `socktap_wire_capture`): the TLS records exactly as they
+ * crossed the socket, and the connection's NSS key-log lines, recorded from the BIO read/write
+ * path, so TLS stays the bottom layer. The capture module provides the ops
+ * (capture_register_factories -> tls_wire_register); a build without capture has none, and the
+ * key is then refused at config load. All calls come from the connection's worker thread. */
+struct tls_wire_ops {
+    /* Parses the socktap_wire_capture map NODE at PATH; *OUT freed with free_cfg. */
+    int (*parse)(struct ts_parse_ctx *ctx, const struct cfg_node *node, const struct cfg_path *path,
+                 void **out);
+    void (*free_cfg)(void *cfg);
+    /* A recorder for the connection INFO (read, not kept) describes; no file yet. */
+    int (*rec_new)(const void *cfg, const struct ts_conn_info *info, void **out);
+    void (*rec_open)(void *rec); /* once, before any byte */
+    void (*rec_bytes)(void *rec, bool read, const void *buf, size_t len);
+    void (*rec_keylog)(void *rec, const char *line); /* NUL-terminated, no '\n' */
+    size_t (*rec_room)(const void *rec); /* bytes before the backlog bound; SIZE_MAX: none */
+    void (*rec_free)(void *rec);         /* ends the trace (closed event) and frees */
+};
+
+/* Installs the wire-capture implementation (OPS: static, borrowed forever). */
+void tls_wire_register(const struct tls_wire_ops *ops);
+/* The installed implementation, or NULL (built without capture). */
+const struct tls_wire_ops *tls_wire_get(void);
+
 /* One listener's or cluster's TLS settings. Immutable after tls_config_wrap() except for the
  * upstream session cache, which has its own lock. Shared by all workers: SSL_new() on a
  * configured SSL_CTX is thread-safe. */
@@ -52,6 +76,7 @@ struct tls_config {
     unsigned char *alpn; /* wire format (length-prefixed), owned; NULL = none */
     size_t alpn_len;
     struct tls_keylog *keylog; /* owned, NULL = no key log */
+    void *wire_cfg;            /* socktap_wire_capture, owned (tls_wire_get()->free_cfg) */
 
     pthread_mutex_t session_lock; /* guards session */
     SSL_SESSION *session;         /* upstream: last session for resumption, owned ref */

@@ -599,11 +599,12 @@ static int tls_parse_common(struct tls_parse *p, const struct cfg_node *node,
 static int tls_parse_context(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                              const struct cfg_path *path, struct tls_config *cfg)
 {
-    static const char *const down_keys[] = {"@type", "common_tls_context",
-                                            "require_client_certificate", "key_log", NULL};
+    static const char *const down_keys[] = {
+        "@type",   "common_tls_context",   "require_client_certificate",
+        "key_log", "socktap_wire_capture", NULL};
     static const char *const up_keys[] = {
-        "@type", "common_tls_context", "sni", "allow_renegotiation", "max_session_keys", "key_log",
-        NULL};
+        "@type",   "common_tls_context",   "sni", "allow_renegotiation", "max_session_keys",
+        "key_log", "socktap_wire_capture", NULL};
     bool down = ctx->side == TS_SIDE_DOWNSTREAM;
     struct tls_parse p = {.err = ctx->err, .doc = ctx->doc, .cfg = cfg};
     bool require_client = false;
@@ -614,6 +615,15 @@ static int tls_parse_context(struct ts_parse_ctx *ctx, const struct cfg_node *co
         if ((v = cfg_map_get(config, "common_tls_context"))) {
             struct cfg_path sub = CFG_PATH_KEY(path, "common_tls_context");
             if (tls_parse_common(&p, v, &sub) < 0)
+                return -EINVAL;
+        }
+        if ((v = cfg_map_get(config, "socktap_wire_capture"))) {
+            struct cfg_path sub = CFG_PATH_KEY(path, "socktap_wire_capture");
+            const struct tls_wire_ops *wire = tls_wire_get();
+            if (!wire)
+                return cfg_error(ctx->err, ctx->doc, v, &sub,
+                                 "this socktap was built without capture (-DSOCKTAP_CAPTURE=OFF)");
+            if (wire->parse(ctx, v, &sub, &cfg->wire_cfg) < 0)
                 return -EINVAL;
         }
         /* Accepted beside common_tls_context too: the shorthand. */
