@@ -415,7 +415,12 @@ int capture_wire_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *conf
     cfg->enc.streaming = true;
     cfg->enc.format = TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED;
     struct cfg_path prefix_path = CFG_PATH_KEY(path, "path_prefix");
-    if ((rc = parse_path_prefix(ctx, cfg_map_get(config, "path_prefix"), &prefix_path, cfg)))
+    const struct cfg_node *prefix = cfg_map_get(config, "path_prefix");
+    if (!prefix) {
+        rc = cfg_error(ctx->err, ctx->doc, config, &prefix_path, "path_prefix is required");
+        goto err_free_cfg;
+    }
+    if ((rc = parse_path_prefix(ctx, prefix, &prefix_path, cfg)))
         goto err_free_cfg;
     const struct cfg_node *fmt = cfg_map_get(config, "format");
     if (fmt) {

@@ -80,7 +80,10 @@ def cluster_tls(pki, sni="server.test", san="server.test", ca="ca.pem", alpn=Non
         sni, common)
 
 
-class TlsTest(E2ETest):
+class TlsBase(E2ETest):
+    """A throwaway PKI per test and the clients/servers the TLS tests share (no tests here:
+    test_tls_wire.py builds on it too)."""
+
     def setUp(self):
         super().setUp()
         self.pki = os.path.join(self.tmp, "pki")
@@ -141,6 +144,17 @@ class TlsTest(E2ETest):
                     return out
                 out += b
 
+
+    def validate(self, listener_ts):
+        path = os.path.join(self.tmp, "v-%d.yaml" % time.time_ns())
+        with open(path, "w") as f:
+            f.write(proxy_config(free_port(), free_port(), listener_ts=listener_ts))
+        r = subprocess.run([harness.SOCKTAP, "--mode", "validate", "-c", path], capture_output=True,
+                           text=True, timeout=30)
+        return r.returncode, r.stdout + r.stderr
+
+
+class TlsTest(TlsBase):
     def test_curl_https_listener_with_capture(self):
         with open(os.path.join(self.tmp, "index.html"), "wb") as f:
             f.write(b"hello through tls\n" * 100)
@@ -209,14 +223,6 @@ class TlsTest(E2ETest):
         self.assertNotIn(b"200 ok", self.plain_get(lp))
         self.wait_stat(st, "cluster.backend.ssl.fail_verify_error", 1)
         self.assertEqual(st.stats()["cluster.backend.ssl.connection_error"], 1)
-
-    def validate(self, listener_ts):
-        path = os.path.join(self.tmp, "v-%d.yaml" % time.time_ns())
-        with open(path, "w") as f:
-            f.write(proxy_config(free_port(), free_port(), listener_ts=listener_ts))
-        r = subprocess.run([harness.SOCKTAP, "--mode", "validate", "-c", path], capture_output=True,
-                           text=True, timeout=30)
-        return r.returncode, r.stdout + r.stderr
 
     def test_old_tls_clients_get_protocol_version_alert(self):
         """TLS 1.0/1.1 clients: refused with alert 70 (protocol_version), as Envoy does; without
