@@ -209,6 +209,12 @@ err_free_cs:
     return rc;
 }
 
+static struct capture_live *capture_live_of(const void *p, bool wire)
+{
+    const struct capture_cfg *cfg = p;
+    return wire ? ts_config_live(&cfg->inner, true) : cfg->live;
+}
+
 static const char *const capture_names[] = {"envoy.transport_sockets.capture", "capture", NULL};
 static const char *const capture_type_urls[] = {
     "type.googleapis.com/envoy.config.transport_socket.capture.v2alpha.Capture", NULL};
@@ -224,6 +230,7 @@ const struct ts_factory capture_socket_factory = {
     .create = capture_create,
     .free_cfg = capture_cfg_free,
     .shutdown = capture_writer_shutdown,
+    .live = capture_live_of,
 };
 
 const struct ts_factory tap_socket_factory = {
@@ -233,6 +240,7 @@ const struct ts_factory tap_socket_factory = {
     .create = capture_create,
     .free_cfg = capture_cfg_free,
     .shutdown = capture_writer_shutdown,
+    .live = capture_live_of,
 };
 
 void capture_register_factories(void)

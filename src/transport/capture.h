@@ -13,6 +13,8 @@
 
 #include <stddef.h>
 
+#include "transport/capture_live.h"
+
 #include "core/stats.h"
 #include "trace/trace_encode.h"
 #include "transport/ts_registry.h"
@@ -43,6 +45,7 @@ struct capture_cfg {
      * failure was logged and no file opened since, so the next ones are only counted (a missing
      * directory must not log once per connection) */
     bool *create_failing;
+    struct capture_live *live; /* owned: live viewers (admin /capture/live.pcapng) */
 };
 
 /* Parsers, exposed for unit tests: CONFIG is the `config:` (capture) or `typed_config:` minus

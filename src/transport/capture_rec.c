@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "core/sockaddr_text.h"
 #include "transport/capture_disk.h"
+#include "transport/capture_live.h"
 
 #define CAPTURE_STACK_IOV   16
 #define CAPTURE_FLUSH_MS    5
@@ -118,6 +119,14 @@ static void capture_tick_queue(struct capture_rec *r)
     }
 }
 
+/* Tells live viewers that R's events end here: closed (FIN-worthy) or STOPPED (the capture
+ * stopped mid-connection: no more events, nothing to show). */
+static void live_end(struct capture_rec *r, bool stopped)
+{
+    if (capture_live_wanted(r->cfg->live))
+        capture_live_publish_end(r->cfg->live, &r->conn, stopped);
+}
+
 void capture_rec_stop(struct capture_rec *r, const char *why)
 {
     if (!r->capturing)
@@ -127,6 +136,7 @@ void capture_rec_stop(struct capture_rec *r, const char *why)
          r->path);
     stats_inc(st->truncated);
     stats_add(st->events_dropped, (int64_t)r->buf_events);
+    live_end(r, true);
     r->buf_events = 0;
     r->buf.len = 0;
     r->capturing = false;
@@ -174,6 +184,8 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
         .len = len,
         .end_stream = end_stream,
     };
+    if (capture_live_wanted(r->cfg->live))
+        capture_live_publish(r->cfg->live, &r->conn, &ev);
     if (tbuf_reserve(&r->buf, len + 64) != 0 || trace_enc_event(r->enc, &ev, &r->buf) != 0) {
         stats_inc(st->events_dropped);
         capture_rec_stop(r, "out of memory");
@@ -311,6 +323,8 @@ void capture_rec_finish(struct capture_rec *r, bool closed_event)
 {
     if (!r->capturing)
         return;
+    if (!closed_event || r->cfg->enc.schema != TRACE_SCHEMA_V3_TAP)
+        live_end(r, false); /* else the closed event below reaches the viewers itself */
     if (closed_event && r->cfg->enc.schema == TRACE_SCHEMA_V3_TAP)
         capture_rec_event(r, TRACE_EV_CLOSED, NULL, 0, 0, false);
     /* Reserve first: a buffer just handed to the writer has no memory yet (data == NULL). */

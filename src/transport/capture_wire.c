@@ -113,7 +113,13 @@ static void wire_rec_free(void *p)
     free(w);
 }
 
+static struct capture_live *wire_live(const void *cfg)
+{
+    return ((const struct capture_cfg *)cfg)->live;
+}
+
 const struct tls_wire_ops capture_wire_ops = {
+    .live = wire_live,
     .parse = capture_wire_cfg_parse,
     .free_cfg = capture_cfg_free,
     .rec_new = wire_rec_new,

@@ -52,6 +52,7 @@ struct tls_wire_ops {
     void (*rec_keylog)(void *rec, const char *line); /* NUL-terminated, no '\n' */
     size_t (*rec_room)(const void *rec); /* bytes before the backlog bound; SIZE_MAX: none */
     void (*rec_free)(void *rec);         /* ends the trace (closed event) and frees */
+    struct capture_live *(*live)(const void *cfg); /* the live-viewer hub of CFG */
 };
 
 /* Installs the wire-capture implementation (OPS: static, borrowed forever). */

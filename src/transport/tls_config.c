@@ -729,6 +729,13 @@ static const char *const tls_type_urls[] = {
     NULL,
 };
 
+static struct capture_live *tls_factory_live(const void *p, bool wire)
+{
+    const struct tls_config *cfg = p;
+    const struct tls_wire_ops *ops = tls_wire_get();
+    return wire && cfg->wire_cfg && ops ? ops->live(cfg->wire_cfg) : NULL;
+}
+
 const struct ts_factory tls_socket_factory = {
     .names = tls_names,
     .type_urls = tls_type_urls,
@@ -736,4 +743,5 @@ const struct ts_factory tls_socket_factory = {
     .parse = tls_factory_parse,
     .create = tls_factory_create,
     .free_cfg = tls_factory_free,
+    .live = tls_factory_live,
 };

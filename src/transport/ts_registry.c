@@ -175,3 +175,8 @@ void ts_config_free(struct ts_config *cfg)
     cfg->factory = NULL;
     cfg->cfg = NULL;
 }
+
+struct capture_live *ts_config_live(const struct ts_config *ts, bool wire)
+{
+    return ts->factory && ts->factory->live ? ts->factory->live(ts->cfg, wire) : NULL;
+}
