@@ -209,7 +209,7 @@ err_free_cs:
     return rc;
 }
 
-static struct capture_live *capture_live_of(const void *p, bool wire)
+static struct live_hub *capture_live_hub(const void *p, bool wire)
 {
     const struct capture_cfg *cfg = p;
     return wire ? ts_config_live(&cfg->inner, true) : cfg->live;
@@ -230,7 +230,7 @@ const struct ts_factory capture_socket_factory = {
     .create = capture_create,
     .free_cfg = capture_cfg_free,
     .shutdown = capture_writer_shutdown,
-    .live = capture_live_of,
+    .live = capture_live_hub,
 };
 
 const struct ts_factory tap_socket_factory = {
@@ -240,7 +240,7 @@ const struct ts_factory tap_socket_factory = {
     .create = capture_create,
     .free_cfg = capture_cfg_free,
     .shutdown = capture_writer_shutdown,
-    .live = capture_live_of,
+    .live = capture_live_hub,
 };
 
 void capture_register_factories(void)

@@ -13,7 +13,7 @@
 
 #include <stddef.h>
 
-#include "transport/capture_live.h"
+#include "transport/live_hub.h"
 
 #include "core/stats.h"
 #include "trace/trace_encode.h"
@@ -45,7 +45,7 @@ struct capture_cfg {
      * failure was logged and no file opened since, so the next ones are only counted (a missing
      * directory must not log once per connection) */
     bool *create_failing;
-    struct capture_live *live; /* owned: live viewers (admin /capture/live.pcapng) */
+    struct live_hub *live; /* owned: live viewers (admin /capture/live.pcapng) */
 };
 
 /* Parsers, exposed for unit tests: CONFIG is the `config:` (capture) or `typed_config:` minus

@@ -33,7 +33,7 @@ void capture_cfg_free(void *p)
     ts_config_free(&cfg->inner);
     free(cfg->path_prefix);
     free(cfg->create_failing);
-    capture_live_free(cfg->live);
+    live_hub_free(cfg->live);
     free(cfg);
 }
 
@@ -157,7 +157,7 @@ static struct capture_cfg *capture_cfg_new(const char *kind, enum trace_schema s
     cfg->enc.max_buffered_rx = 1024;
     cfg->enc.max_buffered_tx = 1024;
     cfg->max_backlog = CAPTURE_DEFAULT_MAX_BACKLOG;
-    if (capture_live_new(&cfg->live)) {
+    if (live_hub_new(&cfg->live)) {
         free(cfg);
         return NULL;
     }

@@ -28,7 +28,7 @@
 #include "core/log.h"
 #include "core/sockaddr_text.h"
 #include "transport/capture_disk.h"
-#include "transport/capture_live.h"
+#include "transport/live_hub.h"
 
 #define CAPTURE_STACK_IOV   16
 #define CAPTURE_FLUSH_MS    5
@@ -123,8 +123,8 @@ static void capture_tick_queue(struct capture_rec *r)
  * stopped mid-connection: no more events, nothing to show). */
 static void live_end(struct capture_rec *r, bool stopped)
 {
-    if (capture_live_wanted(r->cfg->live))
-        capture_live_publish_end(r->cfg->live, &r->conn, stopped);
+    if (live_hub_wanted(r->cfg->live))
+        live_hub_publish_end(r->cfg->live, &r->conn, stopped);
 }
 
 void capture_rec_stop(struct capture_rec *r, const char *why)
@@ -184,8 +184,8 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
         .len = len,
         .end_stream = end_stream,
     };
-    if (capture_live_wanted(r->cfg->live))
-        capture_live_publish(r->cfg->live, &r->conn, &ev);
+    if (live_hub_wanted(r->cfg->live))
+        live_hub_publish(r->cfg->live, &r->conn, &ev);
     if (tbuf_reserve(&r->buf, len + 64) != 0 || trace_enc_event(r->enc, &ev, &r->buf) != 0) {
         stats_inc(st->events_dropped);
         capture_rec_stop(r, "out of memory");

@@ -113,7 +113,7 @@ static void wire_rec_free(void *p)
     free(w);
 }
 
-static struct capture_live *wire_live(const void *cfg)
+static struct live_hub *wire_live(const void *cfg)
 {
     return ((const struct capture_cfg *)cfg)->live;
 }

@@ -50,9 +50,9 @@ struct tls_wire_ops {
     void (*rec_open)(void *rec); /* once, before any byte */
     void (*rec_bytes)(void *rec, bool read, const void *buf, size_t len);
     void (*rec_keylog)(void *rec, const char *line); /* NUL-terminated, no '\n' */
-    size_t (*rec_room)(const void *rec); /* bytes before the backlog bound; SIZE_MAX: none */
-    void (*rec_free)(void *rec);         /* ends the trace (closed event) and frees */
-    struct capture_live *(*live)(const void *cfg); /* the live-viewer hub of CFG */
+    size_t (*rec_room)(const void *rec);       /* bytes before the backlog bound; SIZE_MAX: none */
+    void (*rec_free)(void *rec);               /* ends the trace (closed event) and frees */
+    struct live_hub *(*live)(const void *cfg); /* the live-viewer hub of CFG */
 };
 
 /* Installs the wire-capture implementation (OPS: static, borrowed forever). */

@@ -729,7 +729,7 @@ static const char *const tls_type_urls[] = {
     NULL,
 };
 
-static struct capture_live *tls_factory_live(const void *p, bool wire)
+static struct live_hub *tls_factory_live(const void *p, bool wire)
 {
     const struct tls_config *cfg = p;
     const struct tls_wire_ops *ops = tls_wire_get();

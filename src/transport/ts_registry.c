@@ -176,7 +176,7 @@ void ts_config_free(struct ts_config *cfg)
     cfg->cfg = NULL;
 }
 
-struct capture_live *ts_config_live(const struct ts_config *ts, bool wire)
+struct live_hub *ts_config_live(const struct ts_config *ts, bool wire)
 {
     return ts->factory && ts->factory->live ? ts->factory->live(ts->cfg, wire) : NULL;
 }

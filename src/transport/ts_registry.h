@@ -17,7 +17,7 @@ struct ts_parse_ctx {
         *owner_name; /* owner's stats prefix: "listener.127.0.0.1_10000" or "cluster.backend" */
 };
 
-struct capture_live;
+struct live_hub;
 
 struct ts_factory {
     const char *const *names;     /* NULL-terminated; first is the canonical one */
@@ -37,10 +37,10 @@ struct ts_factory {
     /* Optional: stops the kind's process-wide helpers (the capture writer thread), writing out
      * what they hold. Called once by ts_registry_shutdown(), after every socket is gone. */
     void (*shutdown)(void);
-    /* Optional: the live-viewer hub of CFG's capture (capture_live.h), or NULL. WIRE asks for
+    /* Optional: the live-viewer hub of CFG's capture (live_hub.h), or NULL. WIRE asks for
      * the TLS wire capture instead of the plaintext one; a wrapper looks through to its inner
      * socket when it has no such capture itself. */
-    struct capture_live *(*live)(const void *cfg, bool wire);
+    struct live_hub *(*live)(const void *cfg, bool wire);
 };
 
 /* A parsed `transport_socket:`: which factory and its parsed config. Zeroed = none given. */
@@ -67,7 +67,7 @@ int ts_config_parse(struct ts_parse_ctx *ctx, const struct cfg_node *node,
                     const struct cfg_path *path, struct ts_config *out);
 /* The live-viewer hub of TS's capture (see ts_factory.live), or NULL when TS captures nothing
  * (or, with WIRE, has no TLS wire capture). Borrowed: lives as long as TS. */
-struct capture_live *ts_config_live(const struct ts_config *ts, bool wire);
+struct live_hub *ts_config_live(const struct ts_config *ts, bool wire);
 
 /* Fills OUT with raw_buffer (the default when no transport_socket is configured). */
 void ts_config_default(struct ts_config *out);

@@ -1,4 +1,4 @@
-/* capture_live: live viewers of one capture/tap config (the admin's GET /capture/live.pcapng,
+/* live_hub: live viewers of one capture/tap config (the admin's GET /capture/live.pcapng,
  * a socktap extension). Workers publish every event the config's trace writers get; each
  * viewer has its own bounded queue, drained by the admin thread.
  *
@@ -11,8 +11,8 @@
  * Threading: publish from any worker (a mutex per hub, taken only while viewers exist); take
  * and the rest from the admin thread. The hub wakes its viewers through an eventfd each, written
  * only when a queue goes from empty to non-empty (one write per batch, not per event). */
-#ifndef SOCKTAP_TRANSPORT_CAPTURE_LIVE_H
-#define SOCKTAP_TRANSPORT_CAPTURE_LIVE_H
+#ifndef SOCKTAP_TRANSPORT_LIVE_HUB_H
+#define SOCKTAP_TRANSPORT_LIVE_HUB_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -20,14 +20,14 @@
 
 #include "trace/trace.h"
 
-struct capture_live;
-struct capture_live_sub;
+struct live_hub;
+struct live_sub;
 
 /* One queued event. GAP: the viewer's queue was full; LEN bytes of DIR were not kept (DATA is
  * empty). TRACE_EV_CLOSED: the connection ended (its trace was finished; with GAP: the capture
- * stopped, see capture_live_publish_end). */
-struct capture_live_ev {
-    struct capture_live_ev *next;
+ * stopped, see live_hub_publish_end). */
+struct live_ev {
+    struct live_ev *next;
     struct trace_conn conn; /* id and addresses of the connection */
     int64_t sec;
     int32_t nsec;
@@ -38,36 +38,35 @@ struct capture_live_ev {
     unsigned char data[]; /* LEN bytes unless GAP */
 };
 
-/* A hub with no viewers. *OUT is the caller's (capture_live_free, after every viewer left).
+/* A hub with no viewers. *OUT is the caller's (live_hub_free, after every viewer left).
  * Returns 0 or -ENOMEM. */
-int capture_live_new(struct capture_live **out) __attribute__((warn_unused_result, nonnull));
+int live_hub_new(struct live_hub **out) __attribute__((warn_unused_result, nonnull));
 /* H may be NULL. */
-void capture_live_free(struct capture_live *h);
+void live_hub_free(struct live_hub *h);
 
 /* True while at least one viewer is subscribed (a hint: a viewer may come or go meanwhile). */
-bool capture_live_wanted(const struct capture_live *h);
+bool live_hub_wanted(const struct live_hub *h);
 
 /* Queues EV of CONN (both read, not kept; EV->iov gathered into the copy) for every viewer. */
-void capture_live_publish(struct capture_live *h, const struct trace_conn *conn,
-                          const struct trace_event *ev) __attribute__((nonnull));
+void live_hub_publish(struct live_hub *h, const struct trace_conn *conn,
+                      const struct trace_event *ev) __attribute__((nonnull));
 
 /* Queues the end of CONN's events: a TRACE_EV_CLOSED record, with GAP set when STOPPED (the
  * capture stopped mid-connection, so the viewer should forget it without showing a close). */
-void capture_live_publish_end(struct capture_live *h, const struct trace_conn *conn, bool stopped)
+void live_hub_publish_end(struct live_hub *h, const struct trace_conn *conn, bool stopped)
     __attribute__((nonnull));
 
 /* Subscribes a viewer whose queue holds at most MAX_BYTES of payload. *OUT is the caller's
- * (capture_live_unsubscribe). Returns 0, -ENOMEM or the -errno of eventfd(2). */
-int capture_live_subscribe(struct capture_live *h, size_t max_bytes, struct capture_live_sub **out)
+ * (live_hub_unsubscribe). Returns 0, -ENOMEM or the -errno of eventfd(2). */
+int live_hub_subscribe(struct live_hub *h, size_t max_bytes, struct live_sub **out)
     __attribute__((warn_unused_result, nonnull));
 /* The viewer's wake-up fd (readable when events are queued; owned by the viewer). */
-int capture_live_sub_fd(const struct capture_live_sub *s) __attribute__((nonnull));
+int live_sub_fd(const struct live_sub *s) __attribute__((nonnull));
 /* Takes every queued event, oldest first (NULL if none); the caller frees each with free().
  * *LOST gets the events dropped without even a gap record since the last take. Clears the
  * wake-up fd. */
-struct capture_live_ev *capture_live_take(struct capture_live_sub *s, uint64_t *lost)
-    __attribute__((nonnull));
+struct live_ev *live_hub_take(struct live_sub *s, uint64_t *lost) __attribute__((nonnull));
 /* Leaves the hub and frees S with what it still queued. S may be NULL. */
-void capture_live_unsubscribe(struct capture_live_sub *s);
+void live_hub_unsubscribe(struct live_sub *s);
 
 #endif

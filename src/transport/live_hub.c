@@ -1,8 +1,8 @@
-/* capture_live.c: see capture_live.h. Rejected: one shared ring for all viewers (a slow viewer
+/* live_hub.c: see live_hub.h. Rejected: one shared ring for all viewers (a slow viewer
  * would make every viewer lose, and each viewer needs its own loss accounting anyway); letting
  * the worker write to the viewer's socket (a worker must never block on, or buffer for, an
  * admin client). */
-#include "transport/capture_live.h"
+#include "transport/live_hub.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -15,25 +15,25 @@
 /* Gap records a viewer may hold beyond its byte bound (about 100 bytes each). */
 #define LIVE_MAX_GAPS 65536
 
-struct capture_live_sub {
-    struct capture_live *hub;
-    struct capture_live_sub *next; /* on hub->subs */
-    struct capture_live_ev *head, *tail;
+struct live_sub {
+    struct live_hub *hub;
+    struct live_sub *next; /* on hub->subs */
+    struct live_ev *head, *tail;
     size_t bytes, max_bytes;
     size_t gaps;
     uint64_t lost;
     int efd;
 };
 
-struct capture_live {
+struct live_hub {
     pthread_mutex_t lock;
-    struct capture_live_sub *subs;
-    int nsubs; /* atomic: read without the lock by capture_live_wanted */
+    struct live_sub *subs;
+    int nsubs; /* atomic: read without the lock by live_hub_wanted */
 };
 
-int capture_live_new(struct capture_live **out)
+int live_hub_new(struct live_hub **out)
 {
-    struct capture_live *h = calloc(1, sizeof(*h));
+    struct live_hub *h = calloc(1, sizeof(*h));
     if (!h)
         return -ENOMEM;
     pthread_mutex_init(&h->lock, NULL);
@@ -41,7 +41,7 @@ int capture_live_new(struct capture_live **out)
     return 0;
 }
 
-void capture_live_free(struct capture_live *h)
+void live_hub_free(struct live_hub *h)
 {
     if (!h)
         return;
@@ -49,16 +49,16 @@ void capture_live_free(struct capture_live *h)
     free(h);
 }
 
-bool capture_live_wanted(const struct capture_live *h)
+bool live_hub_wanted(const struct live_hub *h)
 {
     return h && __atomic_load_n(&h->nsubs, __ATOMIC_RELAXED) > 0;
 }
 
-static struct capture_live_ev *live_ev_new(const struct trace_conn *conn,
-                                           const struct trace_event *ev, bool gap)
+static struct live_ev *live_ev_new(const struct trace_conn *conn, const struct trace_event *ev,
+                                   bool gap)
 {
     size_t n = gap ? 0 : ev->len;
-    struct capture_live_ev *e = malloc(sizeof(*e) + n);
+    struct live_ev *e = malloc(sizeof(*e) + n);
     if (!e)
         return NULL;
     e->next = NULL;
@@ -78,7 +78,7 @@ static struct capture_live_ev *live_ev_new(const struct trace_conn *conn,
     return e;
 }
 
-static void live_queue(struct capture_live_sub *s, const struct trace_conn *conn,
+static void live_queue(struct live_sub *s, const struct trace_conn *conn,
                        const struct trace_event *ev, bool force_gap)
 {
     bool gap = force_gap || (s->bytes + ev->len > s->max_bytes && ev->len > 0);
@@ -86,7 +86,7 @@ static void live_queue(struct capture_live_sub *s, const struct trace_conn *conn
         s->lost++;
         return;
     }
-    struct capture_live_ev *e = live_ev_new(conn, ev, gap);
+    struct live_ev *e = live_ev_new(conn, ev, gap);
     if (!e) {
         s->lost++;
         return;
@@ -108,29 +108,29 @@ static void live_queue(struct capture_live_sub *s, const struct trace_conn *conn
     }
 }
 
-void capture_live_publish(struct capture_live *h, const struct trace_conn *conn,
-                          const struct trace_event *ev)
+void live_hub_publish(struct live_hub *h, const struct trace_conn *conn,
+                      const struct trace_event *ev)
 {
     pthread_mutex_lock(&h->lock);
-    for (struct capture_live_sub *s = h->subs; s; s = s->next)
+    for (struct live_sub *s = h->subs; s; s = s->next)
         live_queue(s, conn, ev, false);
     pthread_mutex_unlock(&h->lock);
 }
 
-void capture_live_publish_end(struct capture_live *h, const struct trace_conn *conn, bool stopped)
+void live_hub_publish_end(struct live_hub *h, const struct trace_conn *conn, bool stopped)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct trace_event ev = {.sec = ts.tv_sec, .nsec = (int32_t)ts.tv_nsec, .dir = TRACE_EV_CLOSED};
     pthread_mutex_lock(&h->lock);
-    for (struct capture_live_sub *s = h->subs; s; s = s->next)
+    for (struct live_sub *s = h->subs; s; s = s->next)
         live_queue(s, conn, &ev, stopped);
     pthread_mutex_unlock(&h->lock);
 }
 
-int capture_live_subscribe(struct capture_live *h, size_t max_bytes, struct capture_live_sub **out)
+int live_hub_subscribe(struct live_hub *h, size_t max_bytes, struct live_sub **out)
 {
-    struct capture_live_sub *s = calloc(1, sizeof(*s));
+    struct live_sub *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
     s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -150,18 +150,18 @@ int capture_live_subscribe(struct capture_live *h, size_t max_bytes, struct capt
     return 0;
 }
 
-int capture_live_sub_fd(const struct capture_live_sub *s)
+int live_sub_fd(const struct live_sub *s)
 {
     return s->efd;
 }
 
-struct capture_live_ev *capture_live_take(struct capture_live_sub *s, uint64_t *lost)
+struct live_ev *live_hub_take(struct live_sub *s, uint64_t *lost)
 {
     uint64_t v;
     ssize_t r = read(s->efd, &v, sizeof(v)); /* EAGAIN when nothing was signalled: fine */
     (void)r;
     pthread_mutex_lock(&s->hub->lock);
-    struct capture_live_ev *list = s->head;
+    struct live_ev *list = s->head;
     s->head = s->tail = NULL;
     s->bytes = 0;
     s->gaps = 0;
@@ -171,20 +171,20 @@ struct capture_live_ev *capture_live_take(struct capture_live_sub *s, uint64_t *
     return list;
 }
 
-void capture_live_unsubscribe(struct capture_live_sub *s)
+void live_hub_unsubscribe(struct live_sub *s)
 {
     if (!s)
         return;
-    struct capture_live *h = s->hub;
+    struct live_hub *h = s->hub;
     pthread_mutex_lock(&h->lock);
-    for (struct capture_live_sub **pp = &h->subs; *pp; pp = &(*pp)->next)
+    for (struct live_sub **pp = &h->subs; *pp; pp = &(*pp)->next)
         if (*pp == s) {
             *pp = s->next;
             break;
         }
     __atomic_sub_fetch(&h->nsubs, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&h->lock);
-    for (struct capture_live_ev *e = s->head, *n; e; e = n) {
+    for (struct live_ev *e = s->head, *n; e; e = n) {
         n = e->next;
         free(e);
     }
