@@ -15,7 +15,7 @@ declare -A allowed=(
   [pcap]="trace core"
   [transport]="cfgtree trace core"
   [config]="transport cfgtree core"
-  [admin]="config transport cfgtree core"
+  [admin]="config transport pcap trace cfgtree core"
   [net]="admin config transport cfgtree trace core"
   [cmd]="net admin config transport cfgtree trace core"
 )

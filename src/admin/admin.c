@@ -1,9 +1,11 @@
-/* Envoy-compatible admin subset. /stats is Envoy's text form ("name: value" lines, sorted),
+/* Envoy-compatible admin subset, plus socktap's /capture/live (admin_live.h). /stats is Envoy's text form ("name: value" lines, sorted),
  * summed over workers at read time (text only: a query such as ?format=json is ignored).
  * evhttp's listener has no accept-error handling of its own: on EMFILE a pending admin
  * connection keeps the listen socket readable and the main thread would spin, so accept errors
  * pause the admin listener for a moment, as the proxy listeners do. */
 #include "admin/admin.h"
+
+#include "admin/admin_live.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,6 +38,7 @@ struct admin {
     struct evhttp *http;
     struct evconnlistener *listener; /* evhttp's, not ours to free */
     struct event *accept_retry;
+    struct admin_live *live;
     bool draining;
 };
 
@@ -113,7 +116,7 @@ static void stats_cb(struct evhttp_request *req, void *arg)
 
 static void generic_cb(struct evhttp_request *req, void *arg)
 {
-    reply_text(req, 404, "Not Found", "unknown admin path; try /ready or /stats\n");
+    reply_text(req, 404, "Not Found", "unknown admin path; try /ready, /stats or /capture/live\n");
 }
 
 static bool is_loopback(const struct cfg_address *addr)
@@ -126,8 +129,9 @@ static bool is_loopback(const struct cfg_address *addr)
     return IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
 }
 
-int admin_start(struct admin **out, struct event_base *base, const struct cfg_address *addr)
+int admin_start(struct admin **out, struct event_base *base, const struct socktap_config *cfg)
 {
+    const struct cfg_address *addr = &cfg->admin.addr;
     struct admin *a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;
@@ -141,6 +145,8 @@ int admin_start(struct admin **out, struct event_base *base, const struct cfg_ad
     evhttp_set_cb(a->http, "/ready", ready_cb, a);
     evhttp_set_cb(a->http, "/stats", stats_cb, a);
     evhttp_set_gencb(a->http, generic_cb, a);
+    if (admin_live_new(a->http, base, cfg, &a->live))
+        goto err_free_http;
     char host[INET6_ADDRSTRLEN];
     uint16_t port = 0;
     (void)sockaddr_ip_port((const struct sockaddr *)&addr->ss, addr->len, host, sizeof(host),
@@ -166,6 +172,7 @@ int admin_start(struct admin **out, struct event_base *base, const struct cfg_ad
     return 0;
 
 err_free_http:
+    admin_live_free(a->live);
     evhttp_free(a->http);
 err_free_admin:
     free(a);
@@ -186,6 +193,7 @@ void admin_free(struct admin *a)
         g_admin = NULL;
     if (a->accept_retry)
         event_free(a->accept_retry);
+    admin_live_free(a->live); /* ends the live streams while their connections still exist */
     evhttp_free(a->http);
     free(a);
 }

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "admin/admin.h"
+#include "admin/admin_live.h"
 #include "core/log.h"
 #include "core/stats.h"
 #include "net/cluster.h"
@@ -101,6 +102,7 @@ int server_init(struct server *srv, struct socktap_config *cfg, int nworkers, un
     rc = cluster_server_init(srv);
     if (rc < 0)
         return rc;
+    admin_live_register_stats();
     rc = stats_freeze(nworkers);
     if (rc < 0)
         return rc;
@@ -207,7 +209,7 @@ int server_run(struct server *srv)
     event_add(srv->sighup_ev, NULL);
     event_add(srv->sigusr1_ev, NULL);
     if (srv->cfg->admin.enabled) {
-        rc = admin_start(&srv->admin, srv->main_base, &srv->cfg->admin.addr);
+        rc = admin_start(&srv->admin, srv->main_base, srv->cfg);
         if (rc < 0)
             return rc;
     }

@@ -1,0 +1,34 @@
+/* admin_live: GET /capture/live.pcapng (socktap extension) — a live pcapng stream of the
+ * connections one capture socket sees, for `curl -sN URL | tshark -i -` or Wireshark's
+ * `socktap-extcap`. Query: listener=NAME or cluster=NAME (the config's name), wire=1 for the TLS
+ * wire capture of that listener/cluster instead of the plaintext one, max_bytes=N for the
+ * viewer's queue (default 8 MiB, 64 KiB..256 MiB).
+ *
+ * Fed from the same events the trace writer gets (live_hub.h), never slowing the traffic: a
+ * viewer that reads too slowly loses packets; the loss shows in Wireshark as TCP "previous
+ * segment not captured" (sequence numbers skip the lost bytes) and as a comment on the next
+ * packet of the connection, and is counted in admin.live.{viewers,packets,lost_events,
+ * lost_bytes}. Runs on the admin (main) thread. */
+#ifndef SOCKTAP_ADMIN_ADMIN_LIVE_H
+#define SOCKTAP_ADMIN_ADMIN_LIVE_H
+
+#include <event2/http.h>
+
+#include "config/config.h"
+
+struct admin_live;
+
+/* Registers admin.live.* (before stats_freeze; the server does it with its own stats). */
+void admin_live_register_stats(void);
+
+/* Registers the route on HTTP (borrowed) for the listeners and clusters of CFG (borrowed;
+ * must outlive the result). Registers its stats (call before stats_freeze). On success *OUT is
+ * the caller's (admin_live_free). Returns 0 or -ENOMEM. */
+int admin_live_new(struct evhttp *http, struct event_base *base, const struct socktap_config *cfg,
+                   struct admin_live **out) __attribute__((warn_unused_result, nonnull));
+
+/* Ends every stream (each gets its last packets and a proper chunked end) and frees L.
+ * L may be NULL. Call before freeing the evhttp. */
+void admin_live_free(struct admin_live *l);
+
+#endif
