@@ -107,9 +107,9 @@ run "capture2pcap ${MIB} MiB" "$MIB" "$C2P" -q "$OUT/big.pb" /dev/null
 run "capture2pcap --pcapng ${MIB} MiB" "$MIB" "$C2P" -q --pcapng "$OUT/big.pb" /dev/null
 run "capture2pcap --tcp-handshake --mss 1460" "$MIB" "$C2P" -q --tcp-handshake --mss 1460 "$OUT/big.pb" /dev/null
 run "  the same, --pcapng" "$MIB" "$C2P" -q --pcapng --tcp-handshake --mss 1460 "$OUT/big.pb" /dev/null
-run "capture2pcap ${MIB} MiB to a file" "$MIB" "$C2P" -q "$OUT/big.pb" "$OUT/out.pcap"
+run "capture2pcap ${MIB} MiB to a file" "$MIB" "$C2P" -q --force "$OUT/big.pb" "$OUT/out.pcap"
 rm -f "$OUT/out.pcap"
-run "capture2pcap ${MIB} MiB to a .pcapng file" "$MIB" "$C2P" -q "$OUT/big.pb" "$OUT/out.pcapng"
+run "capture2pcap ${MIB} MiB to a .pcapng file" "$MIB" "$C2P" -q --force "$OUT/big.pb" "$OUT/out.pcapng"
 rm -f "$OUT/out.pcapng"
 run "capture2pcap ${ENVOY_MIB} MiB" "$ENVOY_MIB" "$C2P" -q "$OUT/small.pb" /dev/null
 run "envoy way (od|text2pcap) ${ENVOY_MIB} MiB" "$ENVOY_MIB" bash -c 'envoy_way "$0" /dev/null' "$OUT/small.pb"
