@@ -4,7 +4,9 @@
 # (its capture2pcap.py: decode events, one `od -Ax -tx1 -v` per event, all piped into
 # Wireshark's text2pcap) on a prefix of the same trace (ENVOY_MIB, default 64: Envoy's way
 # spawns one od per event, so a full GiB takes many minutes; MB/s is comparable either way).
-# Output goes to /dev/null (one extra row writes a file in $OUT, page cache included); REPS runs, median printed.
+# Output goes to /dev/null (two extra rows write a file in $OUT, page cache included); REPS runs, median printed.
+# Each classic pcap row has its pcapng twin (--pcapng / a .pcapng name): the goal is pcapng
+# within 20% of pcap.
 # Knobs: MIB, ENVOY_MIB, EVENT_KIB (payload per event, default 16: text2pcap's packets must
 # stay under 64 KiB), REPS (default 3), KEEP=1 keeps the trace in $OUT.
 set -euo pipefail
@@ -102,8 +104,12 @@ gen "$ENVOY_MIB" "$OUT/small.pb"
 export -f envoy_way
 printf 'capture2pcap conversion, %s runs each, median (MB = 10^6 bytes of trace)\n' "$REPS"
 run "capture2pcap ${MIB} MiB" "$MIB" "$C2P" -q "$OUT/big.pb" /dev/null
+run "capture2pcap --pcapng ${MIB} MiB" "$MIB" "$C2P" -q --pcapng "$OUT/big.pb" /dev/null
 run "capture2pcap --tcp-handshake --mss 1460" "$MIB" "$C2P" -q --tcp-handshake --mss 1460 "$OUT/big.pb" /dev/null
-run "capture2pcap ${MIB} MiB to a file" "$MIB" "$C2P" -q "$OUT/big.pb" "$OUT/out.pcap"
+run "  the same, --pcapng" "$MIB" "$C2P" -q --pcapng --tcp-handshake --mss 1460 "$OUT/big.pb" /dev/null
+run "capture2pcap ${MIB} MiB to a file" "$MIB" "$C2P" -q --force "$OUT/big.pb" "$OUT/out.pcap"
 rm -f "$OUT/out.pcap"
+run "capture2pcap ${MIB} MiB to a .pcapng file" "$MIB" "$C2P" -q --force "$OUT/big.pb" "$OUT/out.pcapng"
+rm -f "$OUT/out.pcapng"
 run "capture2pcap ${ENVOY_MIB} MiB" "$ENVOY_MIB" "$C2P" -q "$OUT/small.pb" /dev/null
 run "envoy way (od|text2pcap) ${ENVOY_MIB} MiB" "$ENVOY_MIB" bash -c 'envoy_way "$0" /dev/null' "$OUT/small.pb"

@@ -1,5 +1,5 @@
-/* capture2pcap: trace files (any format socktap or Envoy writes) -> one pcap. Argument parsing
- * only; the work is in pcap_convert.c (merge, flows) and pcap_frame.c (packets).
+/* capture2pcap: trace files (any format socktap or Envoy writes) -> one pcap or pcapng.
+ * Argument parsing only; the work is in pcap_convert.c (merge, flows) and pcap_frame.c (packets).
  * Exit codes: 0 ok, 1 bad input (or output failure), 2 usage. */
 #include <errno.h>
 #include <getopt.h>
@@ -18,18 +18,25 @@
 
 static void c2p_usage(FILE *f)
 {
-    fputs("usage: capture2pcap [options] INPUT... OUTPUT.pcap\n"
+    fputs("usage: capture2pcap [options] INPUT... OUTPUT.pcap|OUTPUT.pcapng\n"
           "Converts socktap/Envoy trace files (v2alpha Trace, v3 TraceWrapper; binary,\n"
-          "length-delimited, text, JSON) into one pcap, merging inputs by timestamp.\n"
+          "length-delimited, text, JSON) into one pcap or pcapng, merging inputs by timestamp.\n"
           "INPUT '-' reads stdin; OUTPUT '-' writes stdout (e.g. | tshark -r -).\n"
+          "An OUTPUT ending in .pcapng is pcapng, anything else (and '-') classic pcap.\n"
+          "pcapng adds one interface per capture (the trace path prefix, e.g. 'ingress' for\n"
+          "ingress_42.pb), inbound/outbound flags (inbound = bytes the proxy read), a comment\n"
+          "on each connection's first packet (id, trace file, addresses), nanosecond times.\n"
           "OUTPUT must not exist (--force replaces it) and is never one of the INPUTs; it\n"
           "appears, mode 0600, only when the run succeeds (nothing is left on failure).\n"
           "\n"
           "  --force                  replace an existing OUTPUT (never an INPUT)\n"
+          "  --pcapng                 write pcapng whatever OUTPUT's name\n"
+          "  --pcap                   write classic pcap whatever OUTPUT's name\n"
           "  --format FMT             force the input format (auto, v2-binary, v2-text,\n"
           "                           v3-binary, v3-length-delimited, v3-text, v3-json)\n"
           "  --connection-fields F    v3 binary Connection numbering: auto, new (1/2), old (2/3)\n"
-          "  --nanosecond             nanosecond timestamps (default microsecond)\n"
+          "  --nanosecond             nanosecond pcap timestamps (default microsecond;\n"
+          "                           pcapng always has nanoseconds)\n"
           "  --mss N                  at most N payload bytes per TCP segment\n"
           "  --tcp-handshake          synthesize SYN/SYN-ACK/ACK and FIN/ACK\n"
           "  --snaplen N              cut frames to N bytes (default 262144)\n"
@@ -72,7 +79,21 @@ enum {
     C2P_OPT_ALLOW_UNKNOWN,
     C2P_OPT_VERSION,
     C2P_OPT_FORCE,
+    C2P_OPT_PCAPNG,
+    C2P_OPT_PCAP,
 };
+
+enum c2p_format { C2P_FMT_BY_NAME, C2P_FMT_PCAP, C2P_FMT_PCAPNG };
+
+/* pcapng when asked, or by an OUTPUT name ending in ".pcapng"; classic pcap otherwise. */
+static bool c2p_want_pcapng(enum c2p_format fmt, const char *opath)
+{
+    size_t n = strlen(opath);
+
+    if (fmt != C2P_FMT_BY_NAME)
+        return fmt == C2P_FMT_PCAPNG;
+    return n > 7 && strcmp(opath + n - 7, ".pcapng") == 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -90,6 +111,8 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, C2P_OPT_VERSION},
         {"force", no_argument, NULL, C2P_OPT_FORCE},
+        {"pcapng", no_argument, NULL, C2P_OPT_PCAPNG},
+        {"pcap", no_argument, NULL, C2P_OPT_PCAP},
         {NULL, 0, NULL, 0},
     };
     struct pcap_convert_opts copts = {0};
@@ -97,6 +120,7 @@ int main(int argc, char **argv)
     struct pcap_convert_stats st;
     struct pcap_writer *w;
     struct trace_out out;
+    enum c2p_format fmt = C2P_FMT_BY_NAME;
     bool quiet = false, force = false;
     char err[512];
     uint32_t v;
@@ -155,6 +179,15 @@ int main(int argc, char **argv)
         case C2P_OPT_FORCE:
             force = true;
             break;
+        case C2P_OPT_PCAPNG:
+        case C2P_OPT_PCAP:
+            if (fmt != C2P_FMT_BY_NAME &&
+                fmt != (c == C2P_OPT_PCAP ? C2P_FMT_PCAP : C2P_FMT_PCAPNG)) {
+                fprintf(stderr, "capture2pcap: --pcap and --pcapng exclude each other\n");
+                return C2P_EXIT_USAGE;
+            }
+            fmt = c == C2P_OPT_PCAP ? C2P_FMT_PCAP : C2P_FMT_PCAPNG;
+            break;
         case C2P_OPT_ALLOW_UNKNOWN:
             copts.allow_unknown = true;
             break;
@@ -196,6 +229,7 @@ int main(int argc, char **argv)
      * operator's hard limit allows */
     (void)fd_limit_raise(NULL, NULL);
     const char *opath = argv[argc - 1];
+    wopts.pcapng = c2p_want_pcapng(fmt, opath);
     ret = trace_out_open(&out, "capture2pcap", opath, (const char *const *)&argv[optind],
                          (size_t)nin, force, err, sizeof(err));
     if (ret) {
@@ -233,9 +267,10 @@ int main(int argc, char **argv)
     if (!quiet)
         fprintf(stderr,
                 "capture2pcap: %llu connection(s), %llu event(s), %llu payload bytes -> %llu "
-                "packet(s)\n",
+                "packet(s) (%s)\n",
                 (unsigned long long)st.connections, (unsigned long long)st.events,
-                (unsigned long long)st.bytes, (unsigned long long)packets);
+                (unsigned long long)st.bytes, (unsigned long long)packets,
+                wopts.pcapng ? "pcapng" : "pcap");
     return C2P_EXIT_OK;
 
 err_abort:

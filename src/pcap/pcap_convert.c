@@ -15,7 +15,14 @@
  * same as merging all at once. Rejected: seeking closed inputs back to an offset (every
  * reader format would need resumable state, for the rare case of thousands of connections
  * open at the same moment; that case gets a clear error naming the limit instead). stdin
- * cannot be reopened and stays open. */
+ * cannot be reopened and stays open.
+ *
+ * pcapng: a trace carries addresses, not who captured it, so the capture owner comes from the
+ * file name: Envoy and socktap name traces <path_prefix>_<id><ext>, and each distinct prefix
+ * (one per capture socket, e.g. /var/trace/ingress) becomes one interface, declared in input
+ * order before the first packet. Each connection's first packet carries a comment with its id,
+ * trace file and addresses. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -31,6 +38,7 @@ struct pcap_conn_flow {
 struct pcap_input {
     const char *path;
     size_t index;
+    uint32_t ifindex;  /* pcapng interface of the input's capture owner */
     int64_t first_sec; /* first event's time, from the first pass */
     int32_t first_nsec;
     struct trace_reader *reader; /* NULL while closed */
@@ -74,8 +82,34 @@ static bool pcap_conn_same(const struct trace_conn *a, const struct trace_conn *
            strcmp(a->remote.address, b->remote.address) == 0;
 }
 
+#define PCAP_NOTE_MAX 8192
+
+static void pcap_addr_text(char *buf, size_t n, const struct trace_addr *a)
+{
+    if (!a->present)
+        snprintf(buf, n, "(none)");
+    else if (strchr(a->address, ':') && a->address[0] != '[')
+        snprintf(buf, n, "[%s]:%u", a->address, a->port);
+    else
+        snprintf(buf, n, "%s:%u", a->address, a->port);
+}
+
+/* The first packet's comment: what an SRE needs to find the connection again (the id is the
+ * one in socktap's log lines, [C42]). Later fields (SNI, ALPN, peer certificate) append here
+ * once traces carry them. */
+static void pcap_conn_note(char *buf, size_t n, const char *path, const struct trace_conn *c)
+{
+    char local[80], remote[80];
+
+    pcap_addr_text(local, sizeof(local), &c->local);
+    pcap_addr_text(remote, sizeof(remote), &c->remote);
+    snprintf(buf, n, "socktap connection %llu; trace %s; local %s; remote %s",
+             (unsigned long long)c->id, strcmp(path, "-") ? path : "(stdin)", local, remote);
+}
+
 /* Finds or creates the flow of CONN in IN. Returns it, or NULL when out of memory. */
 static struct pcap_conn_flow *pcap_input_flow(struct pcap_input *in, const struct trace_conn *conn,
+                                              struct pcap_writer *w,
                                               const struct pcap_convert_opts *opts, FILE *err)
 {
     static const struct trace_conn none;
@@ -106,6 +140,15 @@ static struct pcap_conn_flow *pcap_input_flow(struct pcap_input *in, const struc
     in->nflows++;
     in->flows[0].conn = *conn;
     pcap_flow_init(&in->flows[0].flow, conn, &opts->flow, &defaulted);
+    if (pcap_writer_is_pcapng(w)) {
+        char note[PCAP_NOTE_MAX];
+        pcap_conn_note(note, sizeof(note), in->path, conn);
+        if (pcap_flow_annotate(&in->flows[0].flow, in->ifindex, note) != 0) {
+            in->nflows--;
+            memmove(in->flows, in->flows + 1, in->nflows * sizeof(*in->flows));
+            return NULL;
+        }
+    }
     if (defaulted)
         fprintf(err,
                 "capture2pcap: %s: connection %llu has no IP address/port; using 127.0.0.1 "
@@ -134,7 +177,7 @@ static int pcap_input_advance(struct pcap_input *in, struct pcap_writer *w,
     int ret = trace_reader_next(in->reader, &in->ev, &conn);
 
     if (ret == 1) {
-        in->cur = pcap_input_flow(in, conn, opts, err);
+        in->cur = pcap_input_flow(in, conn, w, opts, err);
         return in->cur ? 1 : -ENOMEM;
     }
     if (ret == -ENODATA) {
@@ -163,6 +206,8 @@ static void pcap_input_close(struct pcap_input *in)
 static void pcap_input_free(struct pcap_input *in)
 {
     pcap_input_close(in);
+    for (size_t i = 0; i < in->nflows; i++)
+        pcap_flow_release(&in->flows[i].flow);
     free(in->flows);
     in->flows = NULL;
 }
@@ -225,11 +270,96 @@ static bool pcap_first_before(const struct pcap_input *u, const struct pcap_inpu
     return u->index < t->index;
 }
 
+size_t pcap_convert_owner(const char *path, char *buf, size_t n)
+{
+    const char *base = strrchr(path, '/');
+    size_t len = strlen(path), end, i;
+
+    base = base ? base + 1 : path;
+    if (strcmp(path, "-") == 0)
+        return (size_t)snprintf(buf, n, "stdin");
+    end = len;
+    /* extension: ".pb", ".pb_text", ".pb_length_delimited", ".json" (letters and '_') */
+    for (i = len;
+         i > (size_t)(base - path) && (isalpha((unsigned char)path[i - 1]) || path[i - 1] == '_');
+         i--)
+        ;
+    if (i < len && i > (size_t)(base - path) && path[i - 1] == '.')
+        end = i - 1;
+    size_t noext = end;
+    /* socktap's collision suffix ".<n>" (see docs/capture.md), then the id "_<id>" */
+    for (i = end; i > (size_t)(base - path) && isdigit((unsigned char)path[i - 1]); i--)
+        ;
+    if (i < end && i > (size_t)(base - path) && path[i - 1] == '.')
+        end = i - 1;
+    for (i = end; i > (size_t)(base - path) && isdigit((unsigned char)path[i - 1]); i--)
+        ;
+    if (i < end && i > (size_t)(base - path) && path[i - 1] == '_')
+        end = i - 1;
+    else
+        end = noext; /* not <prefix>_<id>: the whole name is the owner */
+    return (size_t)snprintf(buf, n, "%.*s", (int)end, path);
+}
+
+struct pcap_owner {
+    char *prefix; /* owned */
+    uint32_t ifindex;
+};
+
+struct pcap_owners {
+    struct pcap_owner *v;
+    size_t n, cap;
+};
+
+static void pcap_owners_free(struct pcap_owners *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        free(o->v[i].prefix);
+    free(o->v);
+    o->v = NULL;
+}
+
+/* Sets IN's interface: the one of its owner, declared on W the first time it is seen. */
+static int pcap_input_interface(struct pcap_input *in, struct pcap_writer *w, struct pcap_owners *o)
+{
+    char prefix[PCAP_NOTE_MAX], desc[PCAP_NOTE_MAX + 64];
+    const char *name;
+    int ret;
+
+    pcap_convert_owner(in->path, prefix, sizeof(prefix));
+    for (size_t i = 0; i < o->n; i++) {
+        if (strcmp(o->v[i].prefix, prefix) == 0) {
+            in->ifindex = o->v[i].ifindex;
+            return 0;
+        }
+    }
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? 2 * o->cap : 4;
+        struct pcap_owner *p = realloc(o->v, cap * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        o->v = p;
+        o->cap = cap;
+    }
+    name = strrchr(prefix, '/');
+    name = name && name[1] ? name + 1 : prefix;
+    snprintf(desc, sizeof(desc), "socktap capture, trace prefix %s", prefix);
+    ret = pcap_writer_add_interface(w, name, desc, &in->ifindex);
+    if (ret)
+        return ret;
+    o->v[o->n].prefix = strdup(prefix);
+    if (!o->v[o->n].prefix)
+        return -ENOMEM;
+    o->v[o->n++].ifindex = in->ifindex;
+    return 0;
+}
+
 int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
                  const struct pcap_convert_opts *opts, FILE *err, struct pcap_convert_stats *stats)
 {
     struct pcap_convert_stats st = {0};
     struct pcap_input *ins, **heap, **order;
+    struct pcap_owners owners = {0};
     size_t nheap = 0, norder = 0, next = 0;
     bool bad = false;
     int ret = 0;
@@ -245,6 +375,11 @@ int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
     for (size_t i = 0; i < n; i++) {
         ins[i].path = paths[i];
         ins[i].index = i;
+        if (pcap_writer_is_pcapng(w)) {
+            ret = pcap_input_interface(&ins[i], w, &owners);
+            if (ret)
+                goto out_free;
+        }
         int r = pcap_input_open(&ins[i], w, opts, err, &bad, 1);
         if (r < 0) {
             ret = r;
@@ -306,6 +441,7 @@ int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
 out_free:
     for (size_t i = 0; ins && i < n; i++)
         pcap_input_free(&ins[i]);
+    pcap_owners_free(&owners);
     free(order);
     free(heap);
     heap = NULL;

@@ -2,7 +2,9 @@
  * (a binary heap over the open inputs, each holding exactly one pending event, so memory is one
  * event buffer per open input whatever the trace sizes), and feed each event to its
  * connection's pcap_flow. Inputs are opened when the merge reaches their first event and closed
- * when they end, so open files are bounded by the traces that overlap in time. */
+ * when they end, so open files are bounded by the traces that overlap in time. With a pcapng
+ * writer, each capture owner (trace path prefix) is an interface and each connection's first
+ * packet names it in a comment. */
 #ifndef SOCKTAP_PCAP_PCAP_CONVERT_H
 #define SOCKTAP_PCAP_PCAP_CONVERT_H
 
@@ -37,5 +39,11 @@ struct pcap_convert_stats {
 int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
                  const struct pcap_convert_opts *opts, FILE *err, struct pcap_convert_stats *stats)
     __attribute__((warn_unused_result, nonnull(1, 3, 4, 5)));
+
+/* The capture owner of trace file PATH, i.e. its path_prefix: PATH without the extension
+ * (.pb, .pb_text, .pb_length_delimited, .json), socktap's collision suffix ".<n>" and the
+ * "_<id>"; a name without "_<id>" is its own owner (PATH minus extension); "-" is "stdin".
+ * Written into BUF (N bytes, truncated). Returns the owner's length, as snprintf. */
+size_t pcap_convert_owner(const char *path, char *buf, size_t n) __attribute__((nonnull));
 
 #endif

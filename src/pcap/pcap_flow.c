@@ -2,6 +2,7 @@
  * real TCP, so Wireshark's analysis sees no gaps; the SYN does too, which is why the first data
  * byte is relative sequence 1 with --tcp-handshake and 0 without (Envoy's framing). */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -48,6 +49,27 @@ int pcap_flow_init(struct pcap_flow *f, const struct trace_conn *conn,
     return 0;
 }
 
+int pcap_flow_annotate(struct pcap_flow *f, uint32_t ifindex, const char *comment)
+{
+    char *c = NULL;
+
+    if (comment) {
+        c = strdup(comment);
+        if (!c)
+            return -ENOMEM;
+    }
+    free(f->comment);
+    f->comment = c;
+    f->ifindex = ifindex;
+    return 0;
+}
+
+void pcap_flow_release(struct pcap_flow *f)
+{
+    free(f->comment);
+    f->comment = NULL;
+}
+
 static int pcap_flow_seg(struct pcap_flow *f, struct pcap_writer *w, enum pcap_flow_dir d,
                          uint8_t flags, const struct trace_event *ev, size_t off, size_t len)
 {
@@ -64,8 +86,18 @@ static int pcap_flow_seg(struct pcap_flow *f, struct pcap_writer *w, enum pcap_f
         .len = len,
     };
 
+    const struct pcap_pkt_meta meta = {
+        .ifindex = f->ifindex,
+        .dir = d == PCAP_FLOW_IN ? PCAPNG_DIR_IN : PCAPNG_DIR_OUT,
+        .comment = f->comment,
+    };
+    int ret;
+
     f->seq[d] += (uint32_t)len + ((flags & (PCAP_TCP_SYN | PCAP_TCP_FIN)) ? 1 : 0);
-    return pcap_writer_write(w, f->last_sec, f->last_nsec, &seg);
+    ret = pcap_writer_write(w, f->last_sec, f->last_nsec, &seg, &meta);
+    if (ret == 0 && f->comment)
+        pcap_flow_release(f);
+    return ret;
 }
 
 static int pcap_flow_open(struct pcap_flow *f, struct pcap_writer *w)

@@ -8,7 +8,11 @@
  * Which side opened the connection is not in a trace; with --tcp-handshake we guess by port:
  * a port in the ephemeral range (>= 32768) against one below it is the client; below it both,
  * the higher port is the client; both ephemeral, the remote is (a listener's trace, the common
- * case). A wrong guess only flips who sends the SYN: sequence numbers and data stay exact. */
+ * case). A wrong guess only flips who sends the SYN: sequence numbers and data stay exact.
+ *
+ * For pcapng a flow also carries its interface and a comment for its first packet
+ * (pcap_flow_annotate); every segment is flagged inbound (remote -> local: what the proxy read)
+ * or outbound (what it wrote). */
 #ifndef SOCKTAP_PCAP_PCAP_FLOW_H
 #define SOCKTAP_PCAP_PCAP_FLOW_H
 
@@ -37,6 +41,8 @@ struct pcap_flow {
     bool local_is_client;
     int64_t last_sec; /* timestamp of the latest event, for FINs at the end of input */
     int32_t last_nsec;
+    uint32_t ifindex; /* pcap_writer interface of every segment */
+    char *comment;    /* owned; goes on the first segment written, then freed */
 };
 
 /* Initializes F for CONN (read, not kept). Addresses that are absent or not IP literals
@@ -45,6 +51,14 @@ struct pcap_flow {
 int pcap_flow_init(struct pcap_flow *f, const struct trace_conn *conn,
                    const struct pcap_flow_opts *opts, bool *defaulted)
     __attribute__((nonnull(1, 2, 3)));
+
+/* Puts F's segments on interface IFINDEX (see pcap_writer_add_interface) and COMMENT (copied;
+ * NULL = none) on its first segment. Call before the first event. Returns 0 or -ENOMEM. */
+int pcap_flow_annotate(struct pcap_flow *f, uint32_t ifindex, const char *comment)
+    __attribute__((warn_unused_result, nonnull(1)));
+
+/* Frees what F holds (an unwritten comment); F may be re-initialized after. */
+void pcap_flow_release(struct pcap_flow *f) __attribute__((nonnull));
 
 /* Writes the segments for EV (a read, write or close) to W. EV->iov is read, not kept.
  * Returns 0 or the error of pcap_writer_write. */
