@@ -1,8 +1,8 @@
-/* Envoy-compatible admin subset, plus socktap's /capture/live (admin_live.h). /stats is Envoy's text form ("name: value" lines, sorted),
- * summed over workers at read time (text only: a query such as ?format=json is ignored).
- * evhttp's listener has no accept-error handling of its own: on EMFILE a pending admin
- * connection keeps the listen socket readable and the main thread would spin, so accept errors
- * pause the admin listener for a moment, as the proxy listeners do. */
+/* Envoy-compatible admin subset, plus socktap's /capture/live (admin_live.h). /stats is Envoy's
+ * text form ("name: value" lines, sorted), summed over workers at read time (text only: a query
+ * such as ?format=json is ignored). evhttp's listener has no accept-error handling of its own: on
+ * EMFILE a pending admin connection keeps the listen socket readable and the main thread would
+ * spin, so accept errors pause the admin listener for a moment, as the proxy listeners do. */
 #include "admin/admin.h"
 
 #include "admin/admin_live.h"

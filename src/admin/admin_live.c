@@ -21,6 +21,8 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <sys/queue.h>
+
 #include <event2/keyvalq_struct.h>
 
 #include "core/log.h"
@@ -58,6 +60,7 @@ struct live_view {
     struct live_flow *buckets[LIVE_BUCKETS];
     size_t nflows;
     uint64_t lost_pending; /* events lost without a trace, to say on the next packet */
+    uint64_t dropped_events, dropped_bytes; /* what the stats already have of the hub's count */
 };
 
 struct admin_live {
@@ -103,20 +106,18 @@ static void live_flow_drop(struct live_view *v, struct live_flow **pp)
 static struct live_flow *live_flow_get(struct live_view *v, const struct live_ev *e)
 {
     struct live_flow **pp = live_slot(v, e->conn.id);
-    if (*pp)
-        return *pp;
-    if (v->nflows >= LIVE_MAX_FLOWS)
-        return NULL;
-    struct live_flow *f = calloc(1, sizeof(*f));
-    if (!f)
+    struct live_flow *f = *pp;
+    if (f || v->nflows >= LIVE_MAX_FLOWS)
+        return f;
+    if (!(f = calloc(1, sizeof(*f))))
         return NULL;
     struct pcap_flow_opts opts = {.handshake = true};
     (void)pcap_flow_init(&f->flow, &e->conn, &opts, NULL);
     char comment[512];
-    snprintf(comment, sizeof(comment), "socktap connection %" PRIu64 " on %s: local %s:%u, remote %s:%u",
-             e->conn.id, v->ifname, e->conn.local.present ? e->conn.local.address : "?",
-             e->conn.local.port, e->conn.remote.present ? e->conn.remote.address : "?",
-             e->conn.remote.port);
+    snprintf(comment, sizeof(comment),
+             "socktap connection %" PRIu64 " on %s: local %s:%u, remote %s:%u", e->conn.id,
+             v->ifname, e->conn.local.present ? e->conn.local.address : "?", e->conn.local.port,
+             e->conn.remote.present ? e->conn.remote.address : "?", e->conn.remote.port);
     if (pcap_flow_annotate(&f->flow, v->ifindex, comment)) {
         pcap_flow_release(&f->flow);
         free(f);
@@ -142,7 +143,8 @@ static int live_event(struct live_view *v, const struct live_ev *e)
     struct live_flow *f = live_flow_get(v, e);
     if (!f) {
         v->lost_pending++;
-        stats_inc(st_lost_events);
+        stats_inc(st_lost_events); /* the hub kept it; this viewer follows too many flows */
+        stats_add(st_lost_bytes, (int64_t)e->len);
         return 0;
     }
     if (e->gap) {
@@ -151,8 +153,6 @@ static int live_event(struct live_view *v, const struct live_ev *e)
         enum pcap_flow_dir d = e->dir == TRACE_EV_READ ? PCAP_FLOW_IN : PCAP_FLOW_OUT;
         f->flow.seq[d] += (uint32_t)e->len;
         v->lost_pending++;
-        stats_inc(st_lost_events);
-        stats_add(st_lost_bytes, (int64_t)e->len);
         return 0;
     }
     if (v->lost_pending) {
@@ -181,6 +181,17 @@ static int live_event(struct live_view *v, const struct live_ev *e)
     return rc;
 }
 
+/* Brings admin.live.lost_* up to the hub's count of what this viewer's queue dropped. */
+static void live_sync_stats(struct live_view *v)
+{
+    uint64_t ev, bytes;
+    live_hub_sub_dropped(v->sub, &ev, &bytes);
+    stats_add(st_lost_events, (int64_t)(ev - v->dropped_events));
+    stats_add(st_lost_bytes, (int64_t)(bytes - v->dropped_bytes));
+    v->dropped_events = ev;
+    v->dropped_bytes = bytes;
+}
+
 static void live_view_free(struct live_view *v, bool end_reply)
 {
     struct admin_live *l = v->owner;
@@ -190,6 +201,7 @@ static void live_view_free(struct live_view *v, bool end_reply)
         l->views = v->next;
     if (v->next)
         v->next->prev = v->prev;
+    live_sync_stats(v);
     live_hub_unsubscribe(v->sub);
     if (v->ev)
         event_free(v->ev);
@@ -199,7 +211,8 @@ static void live_view_free(struct live_view *v, bool end_reply)
         while (v->buckets[i])
             live_flow_drop(v, &v->buckets[i]);
     if (end_reply && v->w) {
-        (void)pcap_writer_flush(v->w);
+        int rc = pcap_writer_flush(v->w); /* what the sink took is sent, even after a failure */
+        (void)rc;
         if (evbuffer_get_length(v->out))
             evhttp_send_reply_chunk(v->req, v->out);
         evhttp_send_reply_end(v->req);
@@ -221,6 +234,7 @@ static size_t live_unsent(const struct live_view *v)
 
 static void live_drain(struct live_view *v)
 {
+    live_sync_stats(v);
     if (live_unsent(v) > LIVE_MAX_OUTPUT) {
         /* The client is behind: leave the queue to fill (the hub counts what it drops) and
          * stop listening to the eventfd, which stays readable, until the timer looks again. */
@@ -232,10 +246,7 @@ static void live_drain(struct live_view *v)
     event_add(v->ev, NULL);
     uint64_t lost = 0;
     struct live_ev *e = live_hub_take(v->sub, &lost);
-    if (lost) {
-        v->lost_pending += lost;
-        stats_add(st_lost_events, (int64_t)lost);
-    }
+    v->lost_pending += lost; /* counted by the hub already (live_sync_stats) */
     int rc = 0;
     while (e) {
         struct live_ev *next = e->next;

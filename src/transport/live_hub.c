@@ -22,6 +22,7 @@ struct live_sub {
     size_t bytes, max_bytes;
     size_t gaps;
     uint64_t lost;
+    uint64_t dropped_events, dropped_bytes; /* cumulative: gap records and lost events */
     int efd;
 };
 
@@ -82,6 +83,10 @@ static void live_queue(struct live_sub *s, const struct trace_conn *conn,
                        const struct trace_event *ev, bool force_gap)
 {
     bool gap = force_gap || (s->bytes + ev->len > s->max_bytes && ev->len > 0);
+    if (gap && !force_gap) {
+        s->dropped_events++;
+        s->dropped_bytes += ev->len;
+    }
     if (gap && s->gaps >= LIVE_MAX_GAPS) {
         s->lost++;
         return;
@@ -89,6 +94,10 @@ static void live_queue(struct live_sub *s, const struct trace_conn *conn,
     struct live_ev *e = live_ev_new(conn, ev, gap);
     if (!e) {
         s->lost++;
+        if (!gap) {
+            s->dropped_events++;
+            s->dropped_bytes += ev->len;
+        }
         return;
     }
     bool was_empty = !s->head;
@@ -169,6 +178,14 @@ struct live_ev *live_hub_take(struct live_sub *s, uint64_t *lost)
     s->lost = 0;
     pthread_mutex_unlock(&s->hub->lock);
     return list;
+}
+
+void live_hub_sub_dropped(struct live_sub *s, uint64_t *events, uint64_t *bytes)
+{
+    pthread_mutex_lock(&s->hub->lock);
+    *events = s->dropped_events;
+    *bytes = s->dropped_bytes;
+    pthread_mutex_unlock(&s->hub->lock);
 }
 
 void live_hub_unsubscribe(struct live_sub *s)

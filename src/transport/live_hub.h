@@ -66,6 +66,10 @@ int live_sub_fd(const struct live_sub *s) __attribute__((nonnull));
  * *LOST gets the events dropped without even a gap record since the last take. Clears the
  * wake-up fd. */
 struct live_ev *live_hub_take(struct live_sub *s, uint64_t *lost) __attribute__((nonnull));
+/* Events (and their payload bytes) the viewer's queue could not keep, since it subscribed:
+ * counted when they happen, whether or not the viewer has taken anything since. */
+void live_hub_sub_dropped(struct live_sub *s, uint64_t *events, uint64_t *bytes)
+    __attribute__((nonnull));
 /* Leaves the hub and frees S with what it still queued. S may be NULL. */
 void live_hub_unsubscribe(struct live_sub *s);
 

@@ -108,8 +108,10 @@ class Procs:
     def start(self, argv, log=None, **kw):
         out = open(log, "wb") if log else subprocess.DEVNULL
         kw.setdefault("preexec_fn", _die_with_parent)
-        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
-                             stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        kw.setdefault("stdout", out)  # a caller may read it (subprocess.PIPE) instead
+        kw.setdefault("stderr", subprocess.STDOUT if log else subprocess.DEVNULL)
+        kw.setdefault("start_new_session", True)
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kw)
         if log:
             out.close()  # the child holds its own copy
         p.log_path = log
