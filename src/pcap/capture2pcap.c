@@ -32,6 +32,12 @@ static void c2p_usage(FILE *f)
           "  --force                  replace an existing OUTPUT (never an INPUT)\n"
           "  --pcapng                 write pcapng whatever OUTPUT's name\n"
           "  --pcap                   write classic pcap whatever OUTPUT's name\n"
+          "  --keylog FILE            embed the NSS key log FILE (pcapng: Decryption Secrets\n"
+          "                           Block before the first packet)\n"
+          "  --no-secrets             leave TLS secrets out: without it, each INPUT's\n"
+          "                           INPUT.keylog (a TLS wire capture's) is embedded in\n"
+          "                           pcapng, so Wireshark decrypts with no key file\n"
+          "                           (--keylog files are still embedded)\n"
           "  --format FMT             force the input format (auto, v2-binary, v2-text,\n"
           "                           v3-binary, v3-length-delimited, v3-text, v3-json)\n"
           "  --connection-fields F    v3 binary Connection numbering: auto, new (1/2), old (2/3)\n"
@@ -81,6 +87,8 @@ enum {
     C2P_OPT_FORCE,
     C2P_OPT_PCAPNG,
     C2P_OPT_PCAP,
+    C2P_OPT_NO_SECRETS,
+    C2P_OPT_KEYLOG,
 };
 
 enum c2p_format { C2P_FMT_BY_NAME, C2P_FMT_PCAP, C2P_FMT_PCAPNG };
@@ -113,6 +121,8 @@ int main(int argc, char **argv)
         {"force", no_argument, NULL, C2P_OPT_FORCE},
         {"pcapng", no_argument, NULL, C2P_OPT_PCAPNG},
         {"pcap", no_argument, NULL, C2P_OPT_PCAP},
+        {"no-secrets", no_argument, NULL, C2P_OPT_NO_SECRETS},
+        {"keylog", required_argument, NULL, C2P_OPT_KEYLOG},
         {NULL, 0, NULL, 0},
     };
     struct pcap_convert_opts copts = {0};
@@ -190,6 +200,12 @@ int main(int argc, char **argv)
             break;
         case C2P_OPT_ALLOW_UNKNOWN:
             copts.allow_unknown = true;
+            break;
+        case C2P_OPT_NO_SECRETS:
+            copts.no_secrets = true;
+            break;
+        case C2P_OPT_KEYLOG:
+            copts.keylog = optarg;
             break;
         case 'q':
             quiet = true;

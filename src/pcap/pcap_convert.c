@@ -21,9 +21,13 @@
  * file name: Envoy and socktap name traces <path_prefix>_<id><ext>, and each distinct prefix
  * (one per capture socket, e.g. /var/trace/ingress) becomes one interface, declared in input
  * order before the first packet. Each connection's first packet carries a comment with its id,
- * trace file and addresses. */
+ * trace file and addresses. TLS secrets (a wire trace's `<trace>.keylog`, or --keylog) go into
+ * Decryption Secrets Blocks, each written before the first packet it decrypts: an input's when
+ * the merge opens it, which is before its first event is written. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,6 +252,79 @@ static bool pcap_is_stdin(const struct pcap_input *in)
     return !strcmp(in->path, "-");
 }
 
+#define PCAP_MAX_KEYLOG (64u << 20) /* a key log is ~1 KiB per connection */
+
+/* Embeds the NSS key log PATH as a Decryption Secrets Block. MISSING_OK: a missing file is
+ * nothing to do. Returns 0, 1 (a file problem, reported to ERR) or -errno (output). */
+static int pcap_embed_keylog(const char *path, bool missing_ok, struct pcap_writer *w, FILE *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (missing_ok && errno == ENOENT)
+            return 0;
+        fprintf(err, "capture2pcap: error: key log %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    int ret = buf ? 0 : -ENOMEM;
+    while (!ret) {
+        if (len == cap) {
+            char *p = cap < PCAP_MAX_KEYLOG ? realloc(buf, cap * 2) : NULL;
+            if (!p) {
+                fprintf(err, "capture2pcap: error: key log %s: larger than %u MiB\n", path,
+                        PCAP_MAX_KEYLOG >> 20);
+                ret = 1;
+                break;
+            }
+            buf = p;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            fprintf(err, "capture2pcap: error: key log %s: %s\n", path, strerror(errno));
+            ret = 1;
+        }
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    if (!ret && len)
+        ret = pcap_writer_secrets(w, PCAPNG_SECRETS_TLS_KEYLOG, buf, len);
+    free(buf);
+    return ret;
+}
+
+/* The key log a TLS wire trace has beside it, embedded before IN's first packet. */
+static int pcap_input_secrets(const struct pcap_input *in, struct pcap_writer *w,
+                              const struct pcap_convert_opts *opts, FILE *err, bool *bad)
+{
+    static bool warned;
+    char path[4200];
+    if (opts->no_secrets || pcap_is_stdin(in))
+        return 0;
+    int n = snprintf(path, sizeof(path), "%s.keylog", in->path);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return 0;
+    if (!pcap_writer_is_pcapng(w)) {
+        if (!warned && access(path, F_OK) == 0) {
+            warned = true;
+            fprintf(err,
+                    "capture2pcap: warning: %s has TLS secrets, which classic pcap cannot hold: "
+                    "write .pcapng to embed them (or pass it to tshark -o tls.keylog_file:)\n",
+                    path);
+        }
+        return 0;
+    }
+    int r = pcap_embed_keylog(path, true, w, err);
+    if (r == 1)
+        *bad = true;
+    return r < 0 ? r : 0;
+}
+
 /* Order of the first pass: first event time, then input order. */
 static int pcap_first_cmp(const void *pa, const void *pb)
 {
@@ -371,6 +448,19 @@ int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
         ret = -ENOMEM;
         goto out_free;
     }
+    if (opts->keylog) {
+        if (!pcap_writer_is_pcapng(w)) {
+            fprintf(err, "capture2pcap: error: --keylog needs pcapng output (--pcapng or a "
+                         ".pcapng name)\n");
+            ret = 1;
+            goto out_free;
+        }
+        int r = pcap_embed_keylog(opts->keylog, false, w, err);
+        if (r) {
+            ret = r;
+            goto out_free;
+        }
+    }
     /* first pass: each input's first event time; closed again, except stdin */
     for (size_t i = 0; i < n; i++) {
         ins[i].path = paths[i];
@@ -399,7 +489,12 @@ int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
         /* open the inputs whose first event comes before the next one to write */
         while (next < norder && (!nheap || pcap_first_before(order[next], heap[0]))) {
             struct pcap_input *in = order[next++];
-            int r = in->reader ? 1 : pcap_input_open(in, w, opts, err, &bad, nheap);
+            int r = pcap_input_secrets(in, w, opts, err, &bad);
+            if (r < 0) {
+                ret = r;
+                goto out_free;
+            }
+            r = in->reader ? 1 : pcap_input_open(in, w, opts, err, &bad, nheap);
             if (r < 0) {
                 ret = r;
                 goto out_free;

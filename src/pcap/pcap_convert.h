@@ -23,6 +23,12 @@ struct pcap_convert_opts {
     enum trace_conn_fields conn_fields; /* forced for every input, or AUTO */
     bool allow_truncated;               /* a crash-cut input is a warning, not a failure */
     bool allow_unknown; /* skipped unknown fields with data are a warning, not a failure */
+    /* pcapng: each input's `<input>.keylog` (the TLS wire capture's key log, docs/tls.md) is
+     * embedded as a Decryption Secrets Block before the input's first packet, unless
+     * no_secrets. KEYLOG (borrowed, NULL = none): an NSS key log embedded before every packet
+     * (asked for explicitly, so no_secrets does not drop it). */
+    bool no_secrets;
+    const char *keylog;
 };
 
 struct pcap_convert_stats {

@@ -35,10 +35,12 @@ class TlsWireTest(T.TlsBase):
         self.assertEqual(r.returncode, 0, r.stderr)
         return path, keys
 
-    def tshark(self, trace, port, keys=None, *args):
-        pcap = trace + ".pcap"
+    def tshark(self, trace, port, keys=None, *args, ext=".pcap", c2p=()):
+        """tshark over TRACE converted to EXT (.pcap, or .pcapng with the key log embedded);
+        KEYS: a key log file for tshark itself."""
+        pcap = trace + ext
         if not os.path.exists(pcap):
-            subprocess.run([harness.tool("capture2pcap"), "-q", trace, pcap], check=True)
+            subprocess.run([harness.tool("capture2pcap"), "-q", *c2p, trace, pcap], check=True)
         argv = ["tshark", "-r", pcap, "-d", "tcp.port==%d,tls" % port]
         if keys:
             argv += ["-o", "tls.keylog_file:" + keys]
@@ -74,6 +76,23 @@ class TlsWireTest(T.TlsBase):
         out = self.tshark(trace, lp, keys, "-Y", "http2", "-T", "fields", "-e", "http2.header.value")
         self.assertIn("/h2.txt", out)
         self.assertIn("200", out)
+        # pcapng: the key log travels inside (a Decryption Secrets Block), tshark needs no key
+        # file; --no-secrets leaves it out for sharing.
+        out = self.tshark(trace, lp, None, "-Y", "http2", "-T", "fields", "-e", "http2.header.value",
+                          ext=".pcapng")
+        self.assertIn("/h2.txt", out)
+        self.assertIn("200", out)
+        r = subprocess.run(["capinfos", trace + ".pcapng"], capture_output=True, text=True)
+        self.assertIn("pcapng", r.stdout)
+        out = self.tshark(trace, lp, None, "-Y", "http2", ext=".bare.pcapng", c2p=("--pcapng", "--no-secrets"))
+        self.assertEqual(out.strip(), "")
+        # The secrets can be stripped again with Wireshark's own tool.
+        bare = trace + ".stripped.pcapng"
+        subprocess.run(["editcap", "--discard-all-secrets", trace + ".pcapng", bare], check=True,
+                       capture_output=True)
+        r = subprocess.run(["tshark", "-r", bare, "-d", "tcp.port==%d,tls" % lp, "-Y", "http2"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.stdout.strip(), "")
         return trace, keys, lp
 
     def test_h2_over_tls13_decrypts_with_the_connection_key_log(self):
@@ -137,6 +156,11 @@ class TlsWireTest(T.TlsBase):
         summary = self.tshark(trace, up, keys)
         self.assertIn(version, summary)
         self.assertIn("Alert", summary)
+        # The same from the pcapng alone (its key log embedded when there is one).
+        out = self.tshark(trace, up, None, "-T", "fields", "-e", "tls.handshake.type", "-e", "x509sat.printableString",
+                          "-e", "x509sat.uTF8String", "-e", "tls.alert_message.desc", ext=".pcapng")
+        self.assertIn("unrelated CA", out)
+        self.assertIn(str(alert), out.split())
 
     def test_unknown_ca_upstream_shows_certificate_and_alert_tls12(self):
         up, cap = self.refused_upstream(cert="other")
@@ -180,6 +204,37 @@ class TlsWireTest(T.TlsBase):
             self.assertEqual(f.read(), "untouched")
         self.assertTrue(os.path.getsize(cap + "_1.pb_length_delimited") > 0)
         self.assertIn("cannot write the key log", st.logtext())
+
+
+
+class KeylogOptionTest(T.TlsBase):
+    def test_keylog_option_and_classic_pcap_warning(self):
+        """--keylog FILE embeds any NSS key log (e.g. the TLS socket's key_log) in pcapng; a
+        classic pcap output says the secrets it cannot hold; a missing --keylog file fails."""
+        cap = os.path.join(self.tmp, "w")
+        klog = os.path.join(self.tmp, "all-keys.log")
+        st, lp = self.start(T.listener_tls(self.pki, extra=wire(cap) + "key_log: {path: %s}, " % klog))
+        self.curl(lp, "/")
+        self.assertEqual(st.stop(), 0)
+        trace = [f for f in glob.glob(cap + "_*") if not f.endswith(".keylog")][0]
+        c2p = harness.tool("capture2pcap")
+        out = os.path.join(self.tmp, "k.pcapng")
+        subprocess.run([c2p, "-q", "--no-secrets", "--keylog", klog, trace, out], check=True)
+        r = subprocess.run(["tshark", "-r", out, "-d", "tcp.port==%d,tls" % lp, "-Y", "http.request"],
+                           capture_output=True, text=True)
+        self.assertIn("GET /", r.stdout)
+        r = subprocess.run([c2p, "-q", trace, os.path.join(self.tmp, "k.pcap")], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("classic pcap cannot hold", r.stderr)
+        r = subprocess.run([c2p, "-q", "--keylog", os.path.join(self.tmp, "nope.log"), trace,
+                            os.path.join(self.tmp, "n.pcapng")], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("nope.log", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "n.pcapng")))
+        r = subprocess.run([c2p, "-q", "--keylog", klog, trace, os.path.join(self.tmp, "n.pcap")],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--keylog needs pcapng", r.stderr)
 
 
 if __name__ == "__main__":
