@@ -169,7 +169,9 @@ class LiveTest(E2ETest):
         _, cut = parse_pcapng(bytes(v1.data))
         with open(path, "wb") as f:
             f.write(bytes(v1.data[:len(v1.data) - len(cut)]))  # whole blocks only
-        r = subprocess.run(["tshark", "-r", path, "-T", "fields", "-e", "frame.interface_name",
+        # Decode-as on the listener port: an ephemeral client port can be a registered one
+        # (48898 is Beckhoff ADS), and then tshark's port table wins over the HTTP heuristic.
+        r = subprocess.run(["tshark", "-r", path, "-d", "tcp.port==%d,http" % self.lp, "-T", "fields", "-e", "frame.interface_name",
                             "-e", "frame.packet_flags_direction", "-e", "frame.comment", "-e", "http.request.uri"],
                            capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -188,8 +190,8 @@ class LiveTest(E2ETest):
         with open(os.path.join(self.tmp, "t.txt"), "wb") as f:
             f.write(b"for tshark\n")
         self.start()
-        sh = "curl -sSN '%s' | tshark -l -n -i - -Y http.request -T fields -e http.request.uri" % self.url(
-            ".pcapng?listener=ingress")
+        sh = "curl -sSN '%s' | tshark -l -n -i - -d tcp.port==%d,http -Y http.request -T fields -e http.request.uri" % (
+            self.url(".pcapng?listener=ingress"), self.lp)
         p = self.procs.start(["sh", "-c", sh], stdout=subprocess.PIPE)
         self.wait_stat("admin.live.viewers", lambda v: v == 1)
         got = []
