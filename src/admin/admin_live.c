@@ -273,8 +273,15 @@ static void live_ready_cb(evutil_socket_t fd, short what, void *arg)
 static void live_closed_cb(struct evhttp_connection *evcon, void *arg)
 {
     struct live_view *v = arg;
-    v->evcon = NULL; /* being freed by evhttp, with the request */
+    struct evhttp_request *req = v->req;
+    v->evcon = NULL; /* being freed by evhttp */
     live_view_free(v, false);
+    /* A reply still in progress when the client went away was detached from the connection
+     * (libevent 2.1 http.c, evhttp_connection_incoming_fail: "!req->userdone ... req->evcon =
+     * NULL") and is ours to end; ending a detached request frees it. One still attached is
+     * freed with the connection. */
+    if (!evhttp_request_get_connection(req))
+        evhttp_send_reply_end(req);
 }
 
 static void live_error(struct evhttp_request *req, int code, const char *reason, const char *fmt,
