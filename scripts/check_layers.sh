@@ -18,6 +18,7 @@ declare -A allowed=(
   [admin]="config transport pcap trace cfgtree core"
   [net]="admin config transport cfgtree trace core"
   [cmd]="net admin config transport cfgtree trace core"
+  [extcap]=""
 )
 # Modules that may use libevent. The tools (trace, pcap) and the parsers never do.
 libevent_ok=" transport admin net cmd "
