@@ -142,6 +142,19 @@ static int parse_value(struct pblex *lx, const ProtobufCFieldDescriptor *fd, Pro
     return rc ?: pbfield_set_scalar(lx, fd, slot);
 }
 
+/* Before each element of a list closed by CLOSE: nothing before the first, a ',' (consumed)
+ * before the others. Returns 0, or the lexer's error naming WHAT. */
+static int list_sep(struct pblex *lx, bool *first, char close, const char *what)
+{
+    if (*first) {
+        *first = false;
+        return 0;
+    }
+    if (!pblex_is(lx, ','))
+        return pblex_fail(lx, "expected ',' or '%c' in %s", close, what);
+    return pblex_next(lx);
+}
+
 int pbjson_parse_object(struct pblex *lx, const ProtobufCMessageDescriptor *desc,
                         ProtobufCMessage **out)
 {
@@ -153,16 +166,8 @@ int pbjson_parse_object(struct pblex *lx, const ProtobufCMessageDescriptor *desc
     int rc = pblex_next(lx);
     bool first = true;
     while (!rc && !pblex_is(lx, '}')) {
-        if (!first) {
-            if (!pblex_is(lx, ',')) {
-                rc = pblex_fail(lx, "expected ',' or '}' in %s", desc->name);
-                break;
-            }
-            rc = pblex_next(lx);
-            if (rc)
-                break;
-        }
-        first = false;
+        if ((rc = list_sep(lx, &first, '}', desc->name)))
+            break;
         if (lx->tok != PBLEX_STRING) {
             rc = pblex_fail(lx, "expected a key string in %s", desc->name);
             break;
@@ -193,16 +198,8 @@ int pbjson_parse_object(struct pblex *lx, const ProtobufCMessageDescriptor *desc
             rc = pblex_next(lx);
             bool efirst = true;
             while (!rc && !pblex_is(lx, ']')) {
-                if (!efirst) {
-                    if (!pblex_is(lx, ',')) {
-                        rc = pblex_fail(lx, "expected ',' or ']' in %s", fd->name);
-                        break;
-                    }
-                    rc = pblex_next(lx);
-                    if (rc)
-                        break;
-                }
-                efirst = false;
+                if ((rc = list_sep(lx, &efirst, ']', fd->name)))
+                    break;
                 rc = parse_value(lx, fd, m);
                 rc = rc ?: pblex_next(lx);
             }
