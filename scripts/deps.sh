@@ -9,6 +9,7 @@ PKGS=(
   python3 curl nghttp2-client nghttp2-server iperf3 tshark wireshark-common tcpdump
   haproxy socat nginx libnginx-mod-stream wrk iproute2 procps
   git time # lint lists sources with git ls-files; tests measure peak RSS with /usr/bin/time
+  python3-prometheus-client # test_admin reads /stats/prometheus with the real parser
 )
 missing=()
 for p in "${PKGS[@]}"; do

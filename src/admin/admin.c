@@ -1,11 +1,12 @@
-/* Envoy-compatible admin subset, plus socktap's /capture/live (admin_live.h). /stats is Envoy's
- * text form ("name: value" lines, sorted), summed over workers at read time (text only: a query
- * such as ?format=json is ignored). evhttp's listener has no accept-error handling of its own: on
- * EMFILE a pending admin connection keeps the listen socket readable and the main thread would
- * spin, so accept errors pause the admin listener for a moment, as the proxy listeners do. */
+/* Envoy-compatible admin subset, plus socktap's /capture/live (admin_live.h). /stats in Envoy's
+ * text, JSON and Prometheus forms (admin_stats.h), summed over workers at read time. evhttp's
+ * listener has no accept-error handling of its own: on EMFILE a pending admin connection keeps the
+ * listen socket readable and the main thread would spin, so accept errors pause the admin listener
+ * for a moment, as the proxy listeners do. */
 #include "admin/admin.h"
 
 #include "admin/admin_live.h"
+#include "admin/admin_stats.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -39,6 +40,9 @@ struct admin {
     struct evconnlistener *listener; /* evhttp's, not ours to free */
     struct event *accept_retry;
     struct admin_live *live;
+    const struct socktap_config *cfg;
+    struct admin_info info;
+    struct timespec started; /* CLOCK_MONOTONIC */
     bool draining;
 };
 
@@ -91,7 +95,9 @@ static void ready_cb(struct evhttp_request *req, void *arg)
         reply_text(req, 200, "OK", "LIVE\n");
 }
 
-static void stats_cb(struct evhttp_request *req, void *arg)
+/* Sends the text written by WRITE(f, arg) as a 200 reply of CONTENT_TYPE. */
+static void reply_written(struct evhttp_request *req, const char *content_type,
+                          int (*write)(FILE *f, void *arg), void *arg)
 {
     char *text = NULL;
     size_t len = 0;
@@ -100,12 +106,11 @@ static void stats_cb(struct evhttp_request *req, void *arg)
         evhttp_send_error(req, 500, NULL);
         return;
     }
-    stats_dump(f);
-    fclose(f);
-    struct evbuffer *b = evbuffer_new();
+    int rc = write(f, arg);
+    struct evbuffer *b = fclose(f) == 0 && rc == 0 ? evbuffer_new() : NULL;
     if (b) {
         evbuffer_add(b, text, len);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
         evhttp_send_reply(req, 200, "OK", b);
         evbuffer_free(b);
     } else {
@@ -114,9 +119,134 @@ static void stats_cb(struct evhttp_request *req, void *arg)
     free(text);
 }
 
+static int write_stats(FILE *f, void *arg)
+{
+    struct stat_sample *s;
+    size_t n;
+    int rc = stats_snapshot(&s, &n);
+    if (rc)
+        return rc;
+    rc = admin_stats_write(f, s, n, arg);
+    free(s);
+    return rc;
+}
+
+static void stats_reply(struct evhttp_request *req, enum admin_stats_format format)
+{
+    struct admin_stats_query q;
+    char why[300];
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    if (admin_stats_query_parse(query, format, &q, why, sizeof(why))) {
+        strcat(why, "\n");
+        reply_text(req, 400, "Bad Request", why);
+        return;
+    }
+    /* Prometheus text exposition 0.0.4 (what Envoy's /stats/prometheus says it serves) */
+    reply_written(req,
+                  q.format == ADMIN_STATS_JSON         ? "application/json"
+                  : q.format == ADMIN_STATS_PROMETHEUS ? "text/plain; version=0.0.4"
+                                                       : "text/plain",
+                  write_stats, &q);
+    admin_stats_query_fini(&q);
+}
+
+static void stats_cb(struct evhttp_request *req, void *arg)
+{
+    stats_reply(req, ADMIN_STATS_TEXT);
+}
+
+static void prometheus_cb(struct evhttp_request *req, void *arg)
+{
+    stats_reply(req, ADMIN_STATS_PROMETHEUS);
+}
+
+/* Envoy's /server_info shape (envoy.admin.v3.ServerInfo: version, state, uptimes,
+ * command_line_options), with what socktap has. */
+static int write_server_info(FILE *f, void *arg)
+{
+    const struct admin *a = arg;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long up = (long long)(now.tv_sec - a->started.tv_sec);
+    fputs("{\n \"version\": ", f);
+    admin_stats_json_string(f, "socktap/" SOCKTAP_VERSION);
+    fprintf(f, ",\n \"state\": \"%s\",\n", a->draining ? "DRAINING" : "LIVE");
+    fprintf(f, " \"uptime_current_epoch\": \"%llds\",\n \"uptime_all_epochs\": \"%llds\",\n", up,
+            up);
+    fprintf(f, " \"command_line_options\": {\n  \"concurrency\": %d,\n  \"config_path\": ",
+            a->info.concurrency);
+    admin_stats_json_string(f, a->info.config_path ? a->info.config_path : "");
+    fputs(",\n  \"log_path\": ", f);
+    admin_stats_json_string(f, a->info.log_path ? a->info.log_path : "");
+    fputs(",\n  \"mode\": \"Serve\"\n }\n}\n", f);
+    return 0;
+}
+
+static void server_info_cb(struct evhttp_request *req, void *arg)
+{
+    reply_written(req, "application/json", write_server_info, arg);
+}
+
+static int64_t stat_value(const char *fmt, const char *name)
+{
+    char full[512];
+    stat_id id;
+    snprintf(full, sizeof(full), fmt, name);
+    return stats_find(full, &id) ? stats_get(id) : 0;
+}
+
+/* Envoy's /clusters text form (source/server/admin/clusters_handler.cc): NAME::key::value for the
+ * cluster, NAME::HOST::key::value per host. socktap has no health checking yet: every host is
+ * healthy; its counters are the cluster's (per-host counts are not kept). */
+static int write_clusters(FILE *f, void *arg)
+{
+    const struct admin *a = arg;
+    for (size_t i = 0; i < a->cfg->nclusters; i++) {
+        const struct cfg_cluster *c = &a->cfg->clusters[i];
+        fprintf(f, "%s::observability_name::%s\n", c->name, c->name);
+        if (c->max_connections)
+            fprintf(f, "%s::default_priority::max_connections::%u\n", c->name, c->max_connections);
+        fprintf(f, "%s::added_via_api::false\n", c->name);
+        fprintf(f, "%s::upstream_cx_active::%lld\n", c->name,
+                (long long)stat_value("cluster.%s.upstream_cx_active", c->name));
+        fprintf(f, "%s::upstream_cx_total::%lld\n", c->name,
+                (long long)stat_value("cluster.%s.upstream_cx_total", c->name));
+        for (size_t h = 0; h < c->nhosts; h++) {
+            const char *host = c->hosts[h].text;
+            fprintf(f, "%s::%s::health_flags::healthy\n", c->name, host);
+            fprintf(f, "%s::%s::weight::1\n", c->name, host);
+            fprintf(f, "%s::%s::priority::0\n", c->name, host);
+        }
+    }
+    return 0;
+}
+
+static void clusters_cb(struct evhttp_request *req, void *arg)
+{
+    reply_written(req, "text/plain", write_clusters, arg);
+}
+
+static const char help_text[] =
+    "admin commands are:\n"
+    "  /capture/live: the capture sockets a live viewer can follow (socktap extension)\n"
+    "  /capture/live.pcapng: live pcapng of one capture socket; listener=NAME or cluster=NAME, "
+    "wire=1, max_bytes=N (socktap extension)\n"
+    "  /clusters: upstream cluster status\n"
+    "  /help: print out list of admin commands\n"
+    "  /ready: print server state, return 200 if LIVE, otherwise return 503\n"
+    "  /server_info: print server version/status information\n"
+    "  /stats: print server stats; format=text|json|prometheus, filter=REGEX, type=All|Counters|"
+    "Gauges, usedonly\n"
+    "  /stats/prometheus: print server stats in prometheus format; filter=REGEX, usedonly\n";
+
+static void help_cb(struct evhttp_request *req, void *arg)
+{
+    reply_text(req, 200, "OK", help_text);
+}
+
 static void generic_cb(struct evhttp_request *req, void *arg)
 {
-    reply_text(req, 404, "Not Found", "unknown admin path; try /ready, /stats or /capture/live\n");
+    reply_text(req, 404, "Not Found", "unknown admin path; /help lists them\n");
 }
 
 static bool is_loopback(const struct cfg_address *addr)
@@ -129,12 +259,16 @@ static bool is_loopback(const struct cfg_address *addr)
     return IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
 }
 
-int admin_start(struct admin **out, struct event_base *base, const struct socktap_config *cfg)
+int admin_start(struct admin **out, struct event_base *base, const struct socktap_config *cfg,
+                const struct admin_info *info)
 {
     const struct cfg_address *addr = &cfg->admin.addr;
     struct admin *a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;
+    a->cfg = cfg;
+    a->info = *info;
+    clock_gettime(CLOCK_MONOTONIC, &a->started);
     a->http = evhttp_new(base);
     if (!a->http)
         goto err_free_admin;
@@ -144,6 +278,10 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     evhttp_set_timeout(a->http, ADMIN_TIMEOUT_S);
     evhttp_set_cb(a->http, "/ready", ready_cb, a);
     evhttp_set_cb(a->http, "/stats", stats_cb, a);
+    evhttp_set_cb(a->http, "/stats/prometheus", prometheus_cb, a);
+    evhttp_set_cb(a->http, "/server_info", server_info_cb, a);
+    evhttp_set_cb(a->http, "/clusters", clusters_cb, a);
+    evhttp_set_cb(a->http, "/help", help_cb, a);
     evhttp_set_gencb(a->http, generic_cb, a);
     if (admin_live_new(a->http, base, cfg, &a->live))
         goto err_free_http;

@@ -55,6 +55,11 @@ static int log_open_path(const char *path)
     return rc;
 }
 
+const char *log_path(void)
+{
+    return g_log_path;
+}
+
 int log_open(const char *path)
 {
     char *copy = strdup(path);

@@ -31,6 +31,8 @@ int log_open(const char *path) __attribute__((nonnull, warn_unused_result));
  * 0 when logging to the original stderr (nothing to do), -errno when the open failed (the old
  * file stays in use). Any thread; lines written meanwhile land in the old or the new file. */
 int log_reopen(void);
+/* The --log-path file, or NULL when logging to stderr. Borrowed (set before threads start). */
+const char *log_path(void);
 
 /* Worker index shown in log lines of the calling thread (-1: main thread). */
 void log_set_thread_worker(int worker);

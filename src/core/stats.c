@@ -98,22 +98,20 @@ bool stats_find(const char *name, stat_id *out)
 
 static int cmp_by_name(const void *a, const void *b)
 {
-    const struct stat_def *x = &g_defs[*(const stat_id *)a];
-    const struct stat_def *y = &g_defs[*(const stat_id *)b];
-    return strcmp(x->name, y->name);
+    return strcmp(((const struct stat_sample *)a)->name, ((const struct stat_sample *)b)->name);
 }
 
-void stats_dump(FILE *out)
+int stats_snapshot(struct stat_sample **out, size_t *n)
 {
-    stat_id *order = malloc((g_ndefs ? g_ndefs : 1) * sizeof(*order));
-    if (!order)
-        return;
+    struct stat_sample *s = malloc((g_ndefs ? g_ndefs : 1) * sizeof(*s));
+    if (!s)
+        return -ENOMEM;
     for (size_t i = 0; i < g_ndefs; i++)
-        order[i] = (stat_id)i;
-    qsort(order, g_ndefs, sizeof(*order), cmp_by_name);
-    for (size_t i = 0; i < g_ndefs; i++)
-        fprintf(out, "%s: %lld\n", g_defs[order[i]].name, (long long)stats_get(order[i]));
-    free(order);
+        s[i] = (struct stat_sample){g_defs[i].name, g_defs[i].kind, stats_get((stat_id)i)};
+    qsort(s, g_ndefs, sizeof(*s), cmp_by_name);
+    *out = s;
+    *n = g_ndefs;
+    return 0;
 }
 
 void stats_reset(void)

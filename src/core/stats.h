@@ -47,8 +47,15 @@ static inline void stats_inc(stat_id id)
 int64_t stats_get(stat_id id);
 /* Looks up a stat by name; returns false if unknown. */
 bool stats_find(const char *name, stat_id *out);
-/* Writes "name: value\n" for every stat, sorted by name (Envoy's /stats text form). */
-void stats_dump(FILE *out);
+/* One stat's name, kind and value (summed over threads) at the time of a snapshot. */
+struct stat_sample {
+    const char *name; /* borrowed from the registry: valid until stats_reset */
+    enum stat_kind kind;
+    int64_t value;
+};
+/* Every stat, sorted by name, into *OUT (owned by the caller: free()) and *N. Returns 0 or
+ * -ENOMEM. */
+int stats_snapshot(struct stat_sample **out, size_t *n) __attribute__((warn_unused_result));
 /* Frees all (tests, shutdown). */
 void stats_reset(void);
 

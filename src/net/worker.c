@@ -209,7 +209,10 @@ int server_run(struct server *srv)
     event_add(srv->sighup_ev, NULL);
     event_add(srv->sigusr1_ev, NULL);
     if (srv->cfg->admin.enabled) {
-        rc = admin_start(&srv->admin, srv->main_base, srv->cfg);
+        struct admin_info info = {.concurrency = srv->nworkers,
+                                  .config_path = srv->cfg->doc->file,
+                                  .log_path = log_path()};
+        rc = admin_start(&srv->admin, srv->main_base, srv->cfg, &info);
         if (rc < 0)
             return rc;
     }
