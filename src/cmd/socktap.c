@@ -17,18 +17,23 @@
 static void usage(FILE *f)
 {
     fprintf(
-        f, "usage: socktap -c FILE [--concurrency N] [-l LEVEL] [--log-path FILE]\n"
-           "               [--mode serve|validate] [--drain-time-s N] [--version] [--help]\n"
-           "\n"
-           "  -c, --config-path FILE   Envoy-style YAML config (static_resources, admin)\n"
-           "      --concurrency N      worker threads (default: number of cores)\n"
-           "  -l, --log-level LEVEL    trace|debug|info|warning|error|critical|off (default info)\n"
-           "      --log-path FILE      log to FILE (appended; re-opened on SIGHUP) instead of "
-           "stderr\n"
-           "      --mode MODE          serve (default) or validate: check the config and exit\n"
-           "      --drain-time-s N     on SIGTERM/SIGINT, let connections finish for N s "
-           "(default 5)\n"
-           "      --version            print the version\n");
+        f,
+        "usage: socktap -c FILE [--concurrency N] [-l LEVEL] [--log-path FILE]\n"
+        "               [--log-format FMT] [--log-format-escaped]\n"
+        "               [--mode serve|validate] [--drain-time-s N] [--version] [--help]\n"
+        "\n"
+        "  -c, --config-path FILE   Envoy-style YAML config (static_resources, admin)\n"
+        "      --concurrency N      worker threads (default: number of cores)\n"
+        "  -l, --log-level LEVEL    trace|debug|info|warning|error|critical|off (default info)\n"
+        "      --log-path FILE      log to FILE (appended; re-opened on SIGHUP) instead of "
+        "stderr\n"
+        "      --log-format FMT     log line layout, Envoy's flags (%%Y-%%m-%%d %%T.%%e, %%l, %%t, "
+        "%%v, %%j...)\n"
+        "      --log-format-escaped escape newlines and control characters in messages\n"
+        "      --mode MODE          serve (default) or validate: check the config and exit\n"
+        "      --drain-time-s N     on SIGTERM/SIGINT, let connections finish for N s "
+        "(default 5)\n"
+        "      --version            print the version\n");
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -59,6 +64,8 @@ int main(int argc, char **argv)
         {"concurrency", required_argument, NULL, 'C'},
         {"log-level", required_argument, NULL, 'l'},
         {"log-path", required_argument, NULL, 'L'},
+        {"log-format", required_argument, NULL, 'F'},
+        {"log-format-escaped", no_argument, NULL, 'E'},
         {"mode", required_argument, NULL, 'm'},
         {"drain-time-s", required_argument, NULL, 'd'},
         {"version", no_argument, NULL, 'v'},
@@ -94,6 +101,17 @@ int main(int argc, char **argv)
         }
         case 'L':
             log_path = optarg;
+            break;
+        case 'F': {
+            char why[200];
+            if (log_set_format(optarg, why, sizeof(why)) < 0) {
+                fprintf(stderr, "socktap: --log-format: %s\n", why);
+                return 2;
+            }
+            break;
+        }
+        case 'E':
+            log_set_format_escaped(true);
             break;
         case 'm':
             if (strcmp(optarg, "validate") == 0) {

@@ -55,7 +55,7 @@ static int log_open_path(const char *path)
     return rc;
 }
 
-const char *log_path(void)
+const char *log_file_path(void)
 {
     return g_log_path;
 }
@@ -88,30 +88,222 @@ void log_set_thread_worker(int worker)
     t_worker = worker;
 }
 
-void log_vmsg(enum log_level level, uint64_t conn_id, const char *fmt, va_list ap)
+/* The line of socktap's default format into LINE (size n), without its newline. */
+static size_t default_line(char *line, size_t size, enum log_level level, uint64_t conn_id,
+                           const struct timespec *ts, const struct tm *tm)
+{
+    size_t n = strftime(line, size, "[%Y-%m-%d %H:%M:%S", tm);
+    n += (size_t)snprintf(line + n, size - n, ".%03ldZ][%s]", ts->tv_nsec / 1000000,
+                          level_names[level]);
+    if (t_worker >= 0)
+        n += (size_t)snprintf(line + n, size - n, "[W%d]", t_worker);
+    else
+        n += (size_t)snprintf(line + n, size - n, "[main]");
+    if (conn_id)
+        n += (size_t)snprintf(line + n, size - n, "[C%llu]", (unsigned long long)conn_id);
+    line[n++] = ' ';
+    return n;
+}
+
+static char *g_format; /* --log-format, NULL: default_line */
+static bool g_escaped; /* --log-format-escaped */
+static const char g_flags[] = "v_jlLtnPYymdHMSTDefFzEgs#!%WC";
+
+int log_set_format(const char *fmt, char *why, size_t why_size)
+{
+    if (!fmt) {
+        free(g_format);
+        g_format = NULL;
+        return 0;
+    }
+    for (const char *p = fmt; *p; p++) {
+        if (*p != '%')
+            continue;
+        if (!p[1] || !strchr(g_flags, p[1])) {
+            snprintf(why, why_size, "unknown flag '%%%.1s' at offset %zu (socktap knows %%%s)",
+                     p[1] ? p + 1 : "", (size_t)(p - fmt),
+                     "v _ j l L t n P Y y m d H M S T D e f F z E g s # ! W C %");
+            return -EINVAL;
+        }
+        p++;
+    }
+    char *copy = strdup(fmt);
+    if (!copy)
+        return -ENOMEM;
+    free(g_format);
+    g_format = copy;
+    return 0;
+}
+
+void log_set_format_escaped(bool on)
+{
+    g_escaped = on;
+}
+
+/* Appends S (LEN bytes) to LINE at *N, escaped as JSON (JSON) or with newlines and other control
+ * characters as \n, \t, \xNN (ESCAPE), or as it is. Stops at SIZE. */
+static void put_text(char *line, size_t size, size_t *n, const char *s, size_t len, bool json,
+                     bool escape)
+{
+    for (size_t i = 0; i < len && *n + 7 < size; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((json || escape) && (c < 0x20 || c == 0x7f)) {
+            const char *e = c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : NULL;
+            if (e)
+                *n += (size_t)snprintf(line + *n, size - *n, "%s", e);
+            else
+                *n += (size_t)snprintf(line + *n, size - *n, json ? "\\u%04x" : "\\x%02x", c);
+        } else if (json && (c == '"' || c == '\\')) {
+            line[(*n)++] = '\\';
+            line[(*n)++] = (char)c;
+        } else {
+            line[(*n)++] = (char)c;
+        }
+    }
+}
+
+struct log_site {
+    const char *file, *func;
+    int line;
+};
+
+static size_t format_line(char *line, size_t size, enum log_level level, uint64_t conn_id,
+                          const struct timespec *ts, const struct tm *tm, const char *msg,
+                          size_t msg_len, const struct log_site *site)
+{
+    static const char letters[] = "TDIWECO";
+    size_t n = 0;
+    for (const char *p = g_format; *p && n + 64 < size; p++) {
+        if (*p != '%') {
+            line[n++] = *p;
+            continue;
+        }
+        char tmp[64];
+        const char *strf = NULL;
+        tmp[0] = '\0';
+        switch (*++p) {
+        case 'v':
+        case '_':
+        case 'j':
+            put_text(line, size, &n, msg, msg_len, *p == 'j', *p == '_' || g_escaped);
+            continue;
+        case 'l':
+            snprintf(tmp, sizeof(tmp), "%s", level_names[level]);
+            break;
+        case 'L':
+            snprintf(tmp, sizeof(tmp), "%c", letters[level]);
+            break;
+        case 't':
+            snprintf(tmp, sizeof(tmp), "%ld", (long)gettid());
+            break;
+        case 'n':
+            snprintf(tmp, sizeof(tmp), "socktap");
+            break;
+        case 'P':
+            snprintf(tmp, sizeof(tmp), "%ld", (long)getpid());
+            break;
+        case 'Y':
+            strf = "%Y";
+            break;
+        case 'y':
+            strf = "%y";
+            break;
+        case 'm':
+            strf = "%m";
+            break;
+        case 'd':
+            strf = "%d";
+            break;
+        case 'H':
+            strf = "%H";
+            break;
+        case 'M':
+            strf = "%M";
+            break;
+        case 'S':
+            strf = "%S";
+            break;
+        case 'T':
+            strf = "%H:%M:%S";
+            break;
+        case 'D':
+            strf = "%m/%d/%y";
+            break;
+        case 'z':
+            strf = "+00:00";
+            break;
+        case 'e':
+            snprintf(tmp, sizeof(tmp), "%03ld", ts->tv_nsec / 1000000);
+            break;
+        case 'f':
+            snprintf(tmp, sizeof(tmp), "%06ld", ts->tv_nsec / 1000);
+            break;
+        case 'F':
+            snprintf(tmp, sizeof(tmp), "%09ld", ts->tv_nsec);
+            break;
+        case 'E':
+            snprintf(tmp, sizeof(tmp), "%lld", (long long)ts->tv_sec);
+            break;
+        case 'g':
+        case 's': {
+            const char *f = site && site->file ? site->file : "";
+            const char *slash = *p == 's' ? strrchr(f, '/') : NULL;
+            snprintf(tmp, sizeof(tmp), "%s", slash ? slash + 1 : f);
+            break;
+        }
+        case '#':
+            snprintf(tmp, sizeof(tmp), "%d", site ? site->line : 0);
+            break;
+        case '!':
+            snprintf(tmp, sizeof(tmp), "%s", site && site->func ? site->func : "");
+            break;
+        case 'W':
+            if (t_worker >= 0)
+                snprintf(tmp, sizeof(tmp), "W%d", t_worker);
+            else
+                snprintf(tmp, sizeof(tmp), "main");
+            break;
+        case 'C':
+            if (conn_id)
+                snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)conn_id);
+            break;
+        default:
+            snprintf(tmp, sizeof(tmp), "%%");
+            break; /* "%%" (validated at set) */
+        }
+        if (strf)
+            strftime(tmp, sizeof(tmp), strf, tm);
+        put_text(line, size, &n, tmp, strlen(tmp), false, false);
+    }
+    return n;
+}
+
+static void log_emit(enum log_level level, uint64_t conn_id, const struct log_site *site,
+                     const char *fmt, va_list ap)
 {
     if (!log_enabled(level))
         return;
-    char line[2048];
+    char line[4096], msg[2048];
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(line, sizeof(line), "[%Y-%m-%d %H:%M:%S", &tm);
-    int k = snprintf(line + n, sizeof(line) - n, ".%03ldZ][%s]", ts.tv_nsec / 1000000,
-                     level_names[level]);
-    n += (size_t)k;
-    if (t_worker >= 0)
-        n += (size_t)snprintf(line + n, sizeof(line) - n, "[W%d]", t_worker);
-    else
-        n += (size_t)snprintf(line + n, sizeof(line) - n, "[main]");
-    if (conn_id)
-        n += (size_t)snprintf(line + n, sizeof(line) - n, "[C%llu]", (unsigned long long)conn_id);
-    line[n++] = ' ';
-    k = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
-    if (k < 0)
-        k = 0;
-    n += (size_t)k < sizeof(line) - n - 1 ? (size_t)k : sizeof(line) - n - 2;
+    size_t n;
+    if (!g_format) {
+        n = default_line(line, sizeof(line) / 2, level, conn_id, &ts, &tm);
+        int k = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+        if (k < 0)
+            k = 0;
+        n += (size_t)k < sizeof(line) - n - 1 ? (size_t)k : sizeof(line) - n - 2;
+    } else {
+        /* Envoy's ENVOY_CONN_LOG puts "[C<id>] " before a connection's message */
+        int m = conn_id ? snprintf(msg, sizeof(msg), "[C%llu] ", (unsigned long long)conn_id) : 0;
+        int k = vsnprintf(msg + m, sizeof(msg) - (size_t)m, fmt, ap);
+        size_t len = (size_t)m + (k < 0 ? 0 : (size_t)k);
+        if (len > sizeof(msg) - 1)
+            len = sizeof(msg) - 1;
+        n = format_line(line, sizeof(line) - 1, level, conn_id, &ts, &tm, msg, len, site);
+    }
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
@@ -121,6 +313,16 @@ void log_msg(enum log_level level, uint64_t conn_id, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    log_vmsg(level, conn_id, fmt, ap);
+    log_emit(level, conn_id, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_msg_at(enum log_level level, uint64_t conn_id, const char *file, int line,
+                const char *func, const char *fmt, ...)
+{
+    struct log_site site = {file, func, line};
+    va_list ap;
+    va_start(ap, fmt);
+    log_emit(level, conn_id, &site, fmt, ap);
     va_end(ap);
 }

@@ -4,6 +4,7 @@
 #define SOCKTAP_CORE_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -32,7 +33,19 @@ int log_open(const char *path) __attribute__((nonnull, warn_unused_result));
  * file stays in use). Any thread; lines written meanwhile land in the old or the new file. */
 int log_reopen(void);
 /* The --log-path file, or NULL when logging to stderr. Borrowed (set before threads start). */
-const char *log_path(void);
+const char *log_file_path(void);
+
+/* Envoy's --log-format: the line layout as spdlog pattern flags (Envoy's
+ * source/common/common/logger.cc and spdlog's pattern_formatter): %v message, %_ message with
+ * newlines escaped, %j message JSON-escaped, %l level, %L level letter, %t thread id, %n logger
+ * name ("socktap"), %P pid, %Y %y %m %d %H %M %S %T %D %e %f %F %z %E time (UTC), %g %s source
+ * file, %# line, %! function, %% a '%'. socktap extensions: %W worker ("W0", "main"), %C
+ * connection id (empty when none). As in Envoy, %v of a connection's line starts "[C<id>] ".
+ * NULL restores socktap's default ("[<time>Z][<level>][W<worker>][C<conn>] message"). FMT is
+ * copied; call before threads start. Returns 0, or -EINVAL with WHY naming the flag. */
+int log_set_format(const char *fmt, char *why, size_t why_size);
+/* Envoy's --log-format-escaped: %v escapes newlines and other control characters. */
+void log_set_format_escaped(bool on);
 
 /* Worker index shown in log lines of the calling thread (-1: main thread). */
 void log_set_thread_worker(int worker);
@@ -40,20 +53,23 @@ void log_set_thread_worker(int worker);
 /* conn_id 0 means "no connection". Thread-safe: one write(2) per line. */
 void log_msg(enum log_level level, uint64_t conn_id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void log_vmsg(enum log_level level, uint64_t conn_id, const char *fmt, va_list ap);
+/* The same with the source location (%g, %#, %!), as the LOG* macros call it. FILE and FUNC
+ * borrowed (string literals). */
+void log_msg_at(enum log_level level, uint64_t conn_id, const char *file, int line,
+                const char *func, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 #define LOGT(cid, ...)                                                                             \
     do {                                                                                           \
         if (log_enabled(ST_LOG_TRACE))                                                             \
-            log_msg(ST_LOG_TRACE, (cid), __VA_ARGS__);                                             \
+            log_msg_at(ST_LOG_TRACE, (cid), __FILE__, __LINE__, __func__, __VA_ARGS__);            \
     } while (0)
 #define LOGD(cid, ...)                                                                             \
     do {                                                                                           \
         if (log_enabled(ST_LOG_DEBUG))                                                             \
-            log_msg(ST_LOG_DEBUG, (cid), __VA_ARGS__);                                             \
+            log_msg_at(ST_LOG_DEBUG, (cid), __FILE__, __LINE__, __func__, __VA_ARGS__);            \
     } while (0)
-#define LOGI(cid, ...) log_msg(ST_LOG_INFO, (cid), __VA_ARGS__)
-#define LOGW(cid, ...) log_msg(ST_LOG_WARN, (cid), __VA_ARGS__)
-#define LOGE(cid, ...) log_msg(ST_LOG_ERROR, (cid), __VA_ARGS__)
+#define LOGI(cid, ...) log_msg_at(ST_LOG_INFO, (cid), __FILE__, __LINE__, __func__, __VA_ARGS__)
+#define LOGW(cid, ...) log_msg_at(ST_LOG_WARN, (cid), __FILE__, __LINE__, __func__, __VA_ARGS__)
+#define LOGE(cid, ...) log_msg_at(ST_LOG_ERROR, (cid), __FILE__, __LINE__, __func__, __VA_ARGS__)
 
 #endif
