@@ -3,10 +3,18 @@
  * Design: we drive libyaml's event parser ourselves instead of yaml_parser_load() because the
  * document API resolves aliases into shared nodes (an alias bomb costs nothing to write and
  * everything to walk) and cannot tell us about duplicate keys at the second key's position.
- * Building from events lets us reject anchors, aliases, tags, deep nesting, huge scalars and
- * duplicate keys while we still know the exact mark and the key path of the offending node.
+ * Building from events lets us reject tags, deep nesting, huge scalars and duplicate keys while
+ * we still know the exact mark and the key path of the offending node.
+ *
+ * Anchors, aliases and merge keys (`<<: *base`, YAML 1.1's merge type, which Envoy's YAML loader
+ * takes) are expanded into copies as they are read: every copied node counts against
+ * CFG_MAX_NODES, so an alias bomb stops at that bound with an error at the alias, and the tree
+ * stays a tree (one owner per node, duplicate keys found as before). A copy keeps the line:col of
+ * what it copies, so an error in aliased text points where that text was written. Rejected:
+ * sharing the anchored node (cheap, but then every walk and free must know about a DAG).
+ *
  * The builder keeps an explicit stack (bounded by CFG_MAX_DEPTH), so hostile input cannot
- * exhaust the C stack; freeing recurses, but only as deep as that bound.
+ * exhaust the C stack; freeing and copying recurse, but only as deep as that bound.
  *
  * Rejected: keeping libyaml's document around (it owns strings we could point into, but its
  * nodes have no key paths and every getter would re-walk it). */
@@ -295,7 +303,17 @@ struct build_frame {
     struct cfg_node *node;
     struct cfg_node *key; /* maps: the key waiting for its value */
     size_t cap;
+    struct cfg_node *merge; /* maps: the value of its `<<` key, applied at the map's end */
+    yaml_mark_t merge_mark; /* where that value starts */
+    size_t anchor;          /* containers: index + 1 of the anchor naming this node, or 0 */
 };
+
+struct anchor {
+    char *name;
+    struct cfg_node *node; /* NULL while the node is still being read (an alias to it loops) */
+};
+
+#define CFG_MAX_ANCHORS 10000u
 
 struct builder {
     const char *file;
@@ -308,6 +326,11 @@ struct builder {
     unsigned docs;
     size_t nodes;
     struct key_set keys;
+    struct anchor *anchors;
+    size_t nanchors, anchors_cap;
+    /* `<<` values, kept (not freed) until the end: an anchor may name a node inside one */
+    struct cfg_node **merged;
+    size_t nmerged, merged_cap;
 };
 
 /* The key path of the slot the next node goes into, built from the stack. */
@@ -360,6 +383,23 @@ static int grow(void **arr, size_t *cap, size_t n, size_t elem)
     return 0;
 }
 
+static bool is_merge_key(const struct cfg_node *key)
+{
+    return key && !key->quoted && !strcmp(key->str, "<<");
+}
+
+/* Keeps NODE (a `<<` value) until the document is built. Takes ownership. */
+static int builder_keep(struct builder *b, struct cfg_node *node)
+{
+    int rc = grow((void **)&b->merged, &b->merged_cap, b->nmerged, sizeof(*b->merged));
+    if (rc) {
+        node_free(node);
+        return err_set(b->err, b->file, 0, 0, NULL, "out of memory"), -ENOMEM;
+    }
+    b->merged[b->nmerged++] = node;
+    return 0;
+}
+
 /* Places NODE (already positioned) into the current container, or makes it the root. Takes
  * ownership of NODE whatever happens. */
 static int builder_attach(struct builder *b, struct cfg_node *node, yaml_mark_t mark)
@@ -371,6 +411,28 @@ static int builder_attach(struct builder *b, struct cfg_node *node, yaml_mark_t 
         return 0;
     }
     f = &b->stack[b->depth - 1];
+    if (f->node->type == CFG_MAP && is_merge_key(f->key)) {
+        /* `<<: *base` or `<<: [*a, *b]`: applied when the map ends, explicit keys winning. The
+         * `<<` key is in the key set (a second one is a duplicate): kept until the end too. */
+        struct cfg_node *merge_key = f->key;
+        f->key = NULL;
+        if ((rc = builder_keep(b, merge_key))) {
+            node_free(node);
+            return rc;
+        }
+        bool ok = node->type == CFG_MAP;
+        for (size_t i = 0; node->type == CFG_SEQ && i < node->n; i++)
+            ok = node->items[i]->type == CFG_MAP;
+        if (!ok || (node->type == CFG_SEQ && !node->n)) {
+            yaml_mark_t at = {.line = node->line - 1, .column = node->col - 1};
+            node_free(node);
+            return builder_fail(b, at, false,
+                                "a merge key (<<) takes a mapping or a sequence of mappings");
+        }
+        f->merge = node;
+        f->merge_mark = mark;
+        return builder_keep(b, node);
+    }
     if (f->node->type == CFG_SEQ) {
         rc = grow((void **)&f->node->items, &f->cap, f->node->n, sizeof(*f->node->items));
         if (rc)
@@ -478,6 +540,141 @@ static int builder_yaml_error(struct builder *b, yaml_parser_t *parser)
     return err_set(b->err, b->file, line, col, NULL, "invalid YAML: %s", problem);
 }
 
+/* A deep copy of SRC into *OUT, counted against CFG_MAX_NODES and CFG_MAX_DEPTH as if it had
+ * been written at DEPTH. Returns 0, -EINVAL (a bound, ERR set at MARK) or -ENOMEM. */
+static int node_copy(struct builder *b, const struct cfg_node *src, size_t depth, yaml_mark_t mark,
+                     struct cfg_node **out)
+{
+    if (++b->nodes > CFG_MAX_NODES)
+        return builder_fail(b, mark, true,
+                            "more than %u YAML nodes once aliases are expanded: too large for a "
+                            "socktap config",
+                            CFG_MAX_NODES);
+    if (src->type != CFG_SCALAR && depth >= CFG_MAX_DEPTH)
+        return builder_fail(b, mark, true,
+                            "nesting deeper than %d levels once aliases are expanded",
+                            CFG_MAX_DEPTH);
+    struct cfg_node *n = calloc(1, sizeof(*n));
+    if (!n)
+        goto err_oom;
+    *n = *src;
+    n->str = NULL;
+    n->entries = NULL;
+    n->items = NULL;
+    n->n = 0;
+    *out = n;
+    if (src->type == CFG_SCALAR) {
+        if (!(n->str = malloc(src->len + 1)))
+            goto err_oom;
+        memcpy(n->str, src->str, src->len + 1);
+        return 0;
+    }
+    size_t cnt = src->n ? src->n : 1;
+    if (src->type == CFG_MAP ? !(n->entries = calloc(cnt, sizeof(*n->entries)))
+                             : !(n->items = calloc(cnt, sizeof(*n->items))))
+        goto err_oom;
+    for (size_t i = 0; i < src->n; i++) {
+        int rc;
+        if (src->type == CFG_MAP) {
+            n->n = i; /* entries[i] may be half made: node_free sees the whole ones, then these */
+            rc = node_copy(b, src->entries[i].key, depth + 1, mark, &n->entries[i].key);
+            if (!rc)
+                rc = node_copy(b, src->entries[i].value, depth + 1, mark, &n->entries[i].value);
+            if (rc) {
+                node_free(n->entries[i].key);
+                node_free(n->entries[i].value);
+                return rc;
+            }
+        } else if ((rc = node_copy(b, src->items[i], depth + 1, mark, &n->items[i]))) {
+            node_free(n->items[i]); /* half made: not counted in n */
+            n->n = i;
+            return rc;
+        }
+    }
+    n->n = src->n;
+    return 0;
+
+err_oom:
+    return err_set(b->err, b->file, 0, 0, NULL, "out of memory"), -ENOMEM;
+}
+
+/* Appends to map F->node copies of the entries of F->merge's mapping(s) whose keys it lacks
+ * (YAML's merge: explicit keys win, then earlier mappings of the list). */
+static int builder_merge(struct builder *b, struct build_frame *f)
+{
+    const struct cfg_node *m = f->merge;
+    size_t nsrc = m->type == CFG_SEQ ? m->n : 1;
+    for (size_t s = 0; s < nsrc; s++) {
+        const struct cfg_node *src = m->type == CFG_SEQ ? m->items[s] : m;
+        for (size_t i = 0; i < src->n; i++) {
+            /* the set keeps the source's key: it lives until the build ends, as the set does */
+            const struct cfg_node *prev;
+            int rc = key_set_add(&b->keys, f->node, src->entries[i].key, &prev);
+            if (rc == -EEXIST)
+                continue;
+            if (!rc)
+                rc = grow((void **)&f->node->entries, &f->cap, f->node->n,
+                          sizeof(*f->node->entries));
+            if (rc)
+                return err_set(b->err, b->file, 0, 0, NULL, "out of memory"), -ENOMEM;
+            struct cfg_map_entry *e = &f->node->entries[f->node->n];
+            memset(e, 0, sizeof(*e));
+            rc = node_copy(b, src->entries[i].key, b->depth, f->merge_mark, &e->key);
+            if (!rc)
+                rc = node_copy(b, src->entries[i].value, b->depth, f->merge_mark, &e->value);
+            if (rc) {
+                node_free(e->key);
+                node_free(e->value);
+                return rc;
+            }
+            f->node->n++;
+        }
+    }
+    return 0;
+}
+
+/* Names NODE (NULL: still being read) ANCHOR; a later anchor of the same name wins, as in YAML.
+ * Returns the anchor's index + 1, or 0 with ERR set. */
+static size_t anchor_add(struct builder *b, const char *name, struct cfg_node *node,
+                         yaml_mark_t mark)
+{
+    if (b->nanchors >= CFG_MAX_ANCHORS) {
+        builder_fail(b, mark, true, "more than %u YAML anchors", CFG_MAX_ANCHORS);
+        return 0;
+    }
+    if (grow((void **)&b->anchors, &b->anchors_cap, b->nanchors, sizeof(*b->anchors)) ||
+        !(b->anchors[b->nanchors].name = strdup(name))) {
+        err_set(b->err, b->file, 0, 0, NULL, "out of memory");
+        return 0;
+    }
+    b->anchors[b->nanchors].node = node;
+    return ++b->nanchors;
+}
+
+/* The alias *NAME: a copy of its anchored node, placed as any node read here would be. */
+static int builder_alias(struct builder *b, const char *name, yaml_mark_t mark)
+{
+    const struct anchor *a = NULL;
+    for (size_t i = b->nanchors; i-- > 0 && !a;)
+        if (!strcmp(b->anchors[i].name, name))
+            a = &b->anchors[i];
+    if (!a)
+        return builder_fail(b, mark, true, "alias *%s names no anchor before it", name);
+    if (!a->node)
+        return builder_fail(b, mark, true, "alias *%s is inside the node it names (a loop)", name);
+    if (a->node->type != CFG_SCALAR && b->depth && b->stack[b->depth - 1].node->type == CFG_MAP &&
+        !b->stack[b->depth - 1].key)
+        return builder_fail(b, mark, true, "mapping keys must be scalars, got %s",
+                            a->node->type == CFG_MAP ? "a mapping" : "a sequence");
+    struct cfg_node *copy = NULL;
+    int rc = node_copy(b, a->node, b->depth, mark, &copy);
+    if (rc) {
+        node_free(copy);
+        return rc;
+    }
+    return builder_attach(b, copy, mark);
+}
+
 static int builder_event(struct builder *b, yaml_event_t *ev, bool *done)
 {
     struct cfg_node *node;
@@ -493,8 +690,7 @@ static int builder_event(struct builder *b, yaml_event_t *ev, bool *done)
                                 "multiple YAML documents are not supported");
         return 0;
     case YAML_ALIAS_EVENT:
-        return builder_fail(b, ev->start_mark, true, "YAML aliases (*%s) are not supported",
-                            (char *)ev->data.alias.anchor);
+        return builder_alias(b, (const char *)ev->data.alias.anchor, ev->start_mark);
     case YAML_SCALAR_EVENT:
         anchor = ev->data.scalar.anchor;
         tag = ev->data.scalar.tag;
@@ -508,17 +704,24 @@ static int builder_event(struct builder *b, yaml_event_t *ev, bool *done)
         tag = ev->data.mapping_start.tag;
         break;
     case YAML_SEQUENCE_END_EVENT:
-    case YAML_MAPPING_END_EVENT:
-        node = b->stack[--b->depth].node;
-        b->stack[b->depth].node = NULL;
+    case YAML_MAPPING_END_EVENT: {
+        struct build_frame *f = &b->stack[b->depth - 1];
+        int rc = f->merge ? builder_merge(b, f) : 0;
+        if (rc)
+            return rc;
+        node = f->node;
+        if (f->anchor)
+            b->anchors[f->anchor - 1].node = node; /* complete: aliases may copy it now */
+        b->depth--;
+        f->node = NULL;
+        f->merge = NULL;
+        f->anchor = 0;
         return builder_attach(b, node, ev->start_mark);
+    }
     default:
         return 0;
     }
 
-    if (anchor)
-        return builder_fail(b, ev->start_mark, true, "YAML anchors (&%s) are not supported",
-                            (char *)anchor);
     if (tag)
         return builder_fail(b, ev->start_mark, true, "YAML tags (%s) are not supported",
                             (char *)tag);
@@ -544,7 +747,15 @@ static int builder_event(struct builder *b, yaml_event_t *ev, bool *done)
         node->str[len] = '\0';
         node->len = len;
         node->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
-        return builder_attach(b, node, ev->start_mark);
+        /* named before it is attached: attach may keep it (a key) or free it (an error) */
+        if (anchor && !anchor_add(b, (const char *)anchor, node, ev->start_mark)) {
+            node_free(node);
+            return -EINVAL;
+        }
+        int rc = builder_attach(b, node, ev->start_mark);
+        if (rc && anchor)
+            b->anchors[b->nanchors - 1].node = NULL; /* freed by attach */
+        return rc;
     }
 
     /* A container: keys are only ever attached as scalars, so reject here before the stack. */
@@ -557,11 +768,24 @@ static int builder_event(struct builder *b, yaml_event_t *ev, bool *done)
     node = node_new(ev->type == YAML_MAPPING_START_EVENT ? CFG_MAP : CFG_SEQ, ev->start_mark);
     if (!node)
         return err_set(b->err, b->file, 0, 0, NULL, "out of memory"), -ENOMEM;
-    b->stack[b->depth].node = node;
-    b->stack[b->depth].key = NULL;
-    b->stack[b->depth].cap = 0;
+    b->stack[b->depth] = (struct build_frame){.node = node};
     b->depth++;
+    if (anchor && !(b->stack[b->depth - 1].anchor =
+                        anchor_add(b, (const char *)anchor, NULL, ev->start_mark)))
+        return -EINVAL; /* the node is on the stack: builder_unwind frees it */
     return 0;
+}
+
+/* Frees what only the build needed (anchors, kept `<<` values). */
+static void builder_fini(struct builder *b)
+{
+    for (size_t i = 0; i < b->nanchors; i++)
+        free(b->anchors[i].name);
+    free(b->anchors);
+    for (size_t i = 0; i < b->nmerged; i++)
+        node_free(b->merged[i]);
+    free(b->merged);
+    free(b->keys.slots);
 }
 
 static void builder_unwind(struct builder *b)
@@ -609,7 +833,7 @@ int cfg_doc_load_string(const char *name, const char *text, size_t len, struct c
             goto err_unwind;
     }
     yaml_parser_delete(&parser);
-    free(b.keys.slots);
+    builder_fini(&b);
     doc->root = b.root;
     *out = doc;
     return 0;
@@ -617,7 +841,7 @@ int cfg_doc_load_string(const char *name, const char *text, size_t len, struct c
 err_unwind:
     builder_unwind(&b);
     yaml_parser_delete(&parser);
-    free(b.keys.slots);
+    builder_fini(&b);
 err_free_doc:
     cfg_doc_free(doc);
     return rc;

@@ -98,14 +98,62 @@ static void test_long_scalar_described_briefly(void **state)
     free(yaml);
 }
 
+/* Aliases are expanded into copies, each counted against the node cap: 10^9 "lol"s stop at one
+ * million nodes, at the alias that crossed it, in bounded time and memory. */
 static void test_billion_laughs(void **state)
 {
-    static const char yaml[] = "a: &a [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n"
-                               "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-                               "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
-                               "d: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n";
+    static const char yaml[] = "static_resources:\n"
+                               "  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+                               "  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                               "  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+                               "  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+                               "  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+                               "  f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+                               "  g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n"
+                               "  h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\n"
+                               "  i: [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]\n";
     expect_error("billion_laughs", yaml, strlen(yaml),
-                 "t.yaml:1:4: a: YAML anchors (&a) are not supported", false);
+                 "t.yaml:7:38: static_resources.f[7]: more than 1000000 YAML nodes once aliases "
+                 "are expanded: too large for a socktap config",
+                 false);
+}
+
+/* Anchors, aliases and merge keys as YAML users write them to share settings (Envoy's loader
+ * takes them): the config is the one with everything written out. */
+static void test_anchors_and_merge_keys(void **state)
+{
+    static const char yaml[] =
+        "static_resources:\n"
+        "  listeners:\n"
+        "  - address: {socket_address: &lo {address: 127.0.0.1, port_value: 0}}\n"
+        "    filter_chains: &chains [{filters: [{name: envoy.tcp_proxy, config: {stat_prefix: p, "
+        "cluster: b}}]}]\n"
+        "  - address: {socket_address: *lo}\n"
+        "    filter_chains: *chains\n"
+        "  clusters:\n"
+        "  - &base\n"
+        "    name: a\n"
+        "    connect_timeout: 2s\n"
+        "    lb_policy: RANDOM\n"
+        "    hosts: [{address: 127.0.0.1, port_value: 1}]\n"
+        "  - <<: *base\n"
+        "    name: b\n"
+        "    hosts: [{address: 127.0.0.1, port_value: 2}]\n"
+        "  - <<: [{name: c, connect_timeout: 3s}, *base]\n";
+    struct socktap_config *cfg = load_ok(yaml);
+    assert_int_equal(cfg->nlisteners, 2);
+    assert_int_equal(cfg->nclusters, 3);
+    assert_string_equal(cfg->listeners[1].addr.text, "127.0.0.1:0");
+    assert_string_equal(cfg->listeners[1].tcp_proxy.cluster_name, "b");
+    assert_string_equal(cfg->clusters[1].name, "b"); /* explicit keys win */
+    assert_int_equal(cfg->clusters[1].connect_timeout_ms, 2000);
+    assert_int_equal(cfg->clusters[1].lb_policy, CFG_LB_RANDOM);
+    assert_string_equal(cfg->clusters[1].hosts[0].text, "127.0.0.1:2");
+    assert_string_equal(cfg->clusters[2].name, "c"); /* then the earlier mapping of the list */
+    assert_int_equal(cfg->clusters[2].connect_timeout_ms, 3000);
+    assert_int_equal(cfg->clusters[2].lb_policy, CFG_LB_RANDOM);
+    assert_string_equal(cfg->clusters[2].hosts[0].text, "127.0.0.1:1");
+    config_free(cfg);
 }
 
 static void test_missing_file(void **state)
@@ -573,6 +621,7 @@ int main(void)
         cmocka_unit_test(test_huge_scalar),
         cmocka_unit_test(test_long_scalar_described_briefly),
         cmocka_unit_test(test_billion_laughs),
+        cmocka_unit_test(test_anchors_and_merge_keys),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_file_name_in_message),
         cmocka_unit_test(test_fifo_and_directory_refused),
