@@ -80,13 +80,7 @@ class ExtcapTest(E2ETest):
         return r.stdout
 
     def wait_stat(self, name, pred, timeout=60):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            v = self.st.stats().get(name)
-            if v is not None and pred(v):
-                return v
-            time.sleep(0.05)
-        self.fail("%s: %r" % (name, self.st.stats().get(name)))
+        return self.st.wait_stat(name, pred, timeout)
 
     def curl(self, path, *extra, url=None):
         r = subprocess.run(["curl", "-sS", "--max-time", "60", *extra, url or "http://127.0.0.1:%d%s" % (self.lp, path)],
