@@ -27,9 +27,9 @@
  * that address as the default of its --admin option, which tshark passes back at capture.
  *
  * Exit: 0 ok (a capture stopped by Wireshark counts as ok; no socktap running lists no
- * interfaces, with a note on stderr), 1 the admin is unreachable, answered an error (e.g. 404
- * for an interface socktap does not have, its text on stderr) or ended the stream, 2 usage
- * (malformed interface name, bad option, capture filter given, bad extcap.conf line).
+ * interfaces, said on stderr only to a terminal), 1 the admin is unreachable, answered an error
+ * (e.g. 404 for an interface socktap does not have, its text on stderr) or ended the stream, 2
+ * usage (malformed interface name, bad option, capture filter given, bad extcap.conf line).
  *
  * Plain sockets and a minimal HTTP/1.1 client (no libcurl, no Python): one small binary that
  * links nothing of socktap's and runs wherever Wireshark does. Rejected: a shell or Python
