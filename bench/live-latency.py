@@ -15,6 +15,7 @@ user watching tshark sees, and both clocks are one clock. Paths, one after the o
   tshark -i -    curl -sN URL | tshark -l -i - -T fields -e tcp.payload (via dumpcap)
   tshark -r -    curl -sN URL | tshark -l -r - ... (no dumpcap)
   extcap         tshark -l -i socktap.listener.bench (socktap-extcap in a personal extcap dir)
+  pcap-over-ip   tshark -l -i TCP@127.0.0.1:PORT (admin.socktap_pcap_over_ip)
 Each path first sends warm-up markers until the viewer shows one (tshark takes seconds to start).
 """
 import os
@@ -150,11 +151,13 @@ def main():
     procs = Procs()
     tmp = tempfile.mkdtemp(prefix="socktap-latency-")
     try:
-        up, lp, ap = free_port(), free_port(), free_port()
+        up, lp, ap, pp = free_port(), free_port(), free_port(), free_port()
         echo = procs.start([sys.executable, "-c", ECHO, str(up)])
         wait_port(up, proc=echo)
         cfg = proxy_config(lp, up, admin_port=ap, listener_ts=capture_ts(os.path.join(tmp, "t")))
         cfg = cfg.replace("name: ingress", "name: bench")
+        cfg += ("  socktap_pcap_over_ip:\n  - {address: {socket_address: {address: 127.0.0.1, port_value: %d}},"
+                " listener: bench}\n" % pp)
         Socktap(procs, tmp, cfg, admin_port=ap)
         url = "http://127.0.0.1:%d/capture/live.pcapng?listener=bench" % ap
         client = Client(lp)
@@ -178,8 +181,9 @@ def main():
                    SOCKTAP_ADMIN="127.0.0.1:%d" % ap)
         for name, sh in (("tshark -i -", "curl -sN '%s' | tshark -l -i - %s" % (url, fields)),
                          ("tshark -r -", "curl -sN '%s' | tshark -l -r - %s" % (url, fields)),
-                         ("extcap", "tshark -l -i socktap.listener.bench %s" % fields)):
-            p = procs.start(["sh", "-c", "exec " + sh if name == "extcap" else sh], stdout=subprocess.PIPE, env=env)
+                         ("extcap", "exec tshark -l -i socktap.listener.bench %s" % fields),
+                         ("pcap-over-ip", "exec tshark -l -i TCP@127.0.0.1:%d %s" % (pp, fields))):
+            p = procs.start(["sh", "-c", sh], stdout=subprocess.PIPE, env=env)
             seen = Seen()
             threading.Thread(target=read_tshark, args=(p.stdout, seen), daemon=True).start()
             k = run(name, client, seen, k)
