@@ -3,8 +3,10 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
+PREFIX     ?= /usr/local
+DESTDIR    ?=
 
-.PHONY: all build asan deps fresh-check test test-release test-asan demo bench lint format fuzz fuzz-smoke soak valgrind clean
+.PHONY: all build asan deps install fresh-check test test-release test-asan demo bench lint format fuzz fuzz-smoke soak valgrind clean
 
 all: build
 
@@ -22,6 +24,12 @@ $(ASAN_BUILD)/CMakeCache.txt:
 
 asan: $(ASAN_BUILD)/CMakeCache.txt
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+# socktap, capture2pcap, socktap-trace into $(PREFIX)/bin; socktap-extcap into Wireshark's
+# extcap directory (CMake's SOCKTAP_WIRESHARK_EXTCAP_DIR: docs/capture.md, "Live capture").
+# DESTDIR stages the whole tree (packaging).
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 # fuzz smoke first, so the last line of `make test` is CTest's summary
 test: deps

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh BUILD_DIR: socktap against the direct path, haproxy (mode tcp), nginx stream and
 # socat on loopback, interleaved, with ../shared/bench/proxy-bench.sh; then capture-on and TLS
-# rows. Prints median tables with ratios. Knobs: REPS, DUR_A, DUR_B, DUR_C, SCENARIOS, SKIP_TLS.
+# rows, capture2pcap conversion, live capture latency. Prints median tables with ratios. Knobs:
+# REPS, DUR_A, DUR_B, DUR_C, SCENARIOS, SKIP_TLS, LATENCY_N.
 set -euo pipefail
 BUILD=$(cd "${1:-build}" && pwd)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,3 +35,5 @@ if [[ -z ${SKIP_TLS:-} ]]; then
 fi
 echo; echo "== capture2pcap conversion (1 GiB trace) beside Envoy's od | text2pcap way"
 OUT= bash "$ROOT/bench/convert-bench.sh" "$BUILD"
+echo; echo "== live capture latency: a byte through the proxy -> its packet out of a live viewer"
+python3 "$ROOT/bench/live-latency.py" "$BUILD" "${LATENCY_N:-300}"

@@ -8,7 +8,12 @@
  * the queue is left alone (it fills, and the hub turns further events into gap records) and a
  * short timer looks again: so a slow viewer costs bounded memory and loses packets, and the
  * proxied traffic never notices. Rejected: draining regardless and letting evhttp buffer (its
- * output buffer has no bound). */
+ * output buffer has no bound).
+ *
+ * PCAP-over-IP (admin.socktap_pcap_over_ip) is the same viewer with a plain TCP connection for
+ * output (a bufferevent instead of the HTTP reply) and classic pcap instead of pcapng: what
+ * PolarProxy serves and `tshark -i TCP@HOST:PORT` reads. Its client sends nothing; what it
+ * sends is discarded, its EOF ends the viewer. */
 #include "admin/admin_live.h"
 
 #include <errno.h>
@@ -24,6 +29,7 @@
 #include <sys/queue.h>
 
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 
 #include "core/log.h"
 #include "core/stats.h"
@@ -48,8 +54,9 @@ struct live_flow {
 struct live_view {
     struct admin_live *owner;
     struct live_view *prev, *next;
-    struct evhttp_request *req;
-    struct evhttp_connection *evcon;
+    struct evhttp_request *req;      /* HTTP viewer, else NULL */
+    struct evhttp_connection *evcon; /* HTTP viewer, else NULL */
+    struct bufferevent *bev;         /* PCAP-over-IP viewer, else NULL */
     struct live_sub *sub;
     struct event *ev;    /* the hub's eventfd */
     struct event *retry; /* output was full: look again */
@@ -63,10 +70,22 @@ struct live_view {
     uint64_t dropped_events, dropped_bytes; /* what the stats already have of the hub's count */
 };
 
+/* One admin.socktap_pcap_over_ip port. */
+struct live_poi {
+    struct admin_live *owner;
+    const struct cfg_pcap_over_ip *cfg;
+    struct live_hub *hub;
+    struct evconnlistener *listener;
+    struct event *accept_retry; /* accept failed (EMFILE): listen again a little later */
+    char ifname[300];
+};
+
 struct admin_live {
     struct event_base *base;
     const struct socktap_config *cfg;
     struct live_view *views;
+    struct live_poi *pois;
+    size_t npois;
 };
 
 static stat_id st_viewers, st_packets, st_lost_events, st_lost_bytes;
@@ -192,6 +211,17 @@ static void live_sync_stats(struct live_view *v)
     v->dropped_bytes = bytes;
 }
 
+/* Hands what the writer produced to the viewer's connection. */
+static void live_send(struct live_view *v)
+{
+    if (!evbuffer_get_length(v->out))
+        return;
+    if (v->bev)
+        bufferevent_write_buffer(v->bev, v->out);
+    else
+        evhttp_send_reply_chunk(v->req, v->out);
+}
+
 static void live_view_free(struct live_view *v, bool end_reply)
 {
     struct admin_live *l = v->owner;
@@ -213,10 +243,14 @@ static void live_view_free(struct live_view *v, bool end_reply)
     if (end_reply && v->w) {
         int rc = pcap_writer_flush(v->w); /* what the sink took is sent, even after a failure */
         (void)rc;
-        if (evbuffer_get_length(v->out))
-            evhttp_send_reply_chunk(v->req, v->out);
-        evhttp_send_reply_end(v->req);
+        live_send(v);
+        if (v->req)
+            evhttp_send_reply_end(v->req);
+        else /* no close handshake in plain pcap: what the socket takes now, then the FIN */
+            (void)evbuffer_write(bufferevent_get_output(v->bev), bufferevent_getfd(v->bev));
     }
+    if (v->bev)
+        bufferevent_free(v->bev);
     if (v->evcon)
         evhttp_connection_set_closecb(v->evcon, NULL, NULL);
     (void)pcap_writer_close(v->w);
@@ -228,7 +262,7 @@ static void live_view_free(struct live_view *v, bool end_reply)
 
 static size_t live_unsent(const struct live_view *v)
 {
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(v->evcon);
+    struct bufferevent *bev = v->bev ? v->bev : evhttp_connection_get_bufferevent(v->evcon);
     return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
 }
 
@@ -257,8 +291,7 @@ static void live_drain(struct live_view *v)
     }
     if (!rc)
         rc = pcap_writer_flush(v->w);
-    if (evbuffer_get_length(v->out))
-        evhttp_send_reply_chunk(v->req, v->out);
+    live_send(v);
     if (rc) {
         LOGW(0, "admin: live stream of %s failed: %s; ending it", v->ifname, strerror(-rc));
         live_view_free(v, true);
@@ -303,6 +336,25 @@ static void live_error(struct evhttp_request *req, int code, const char *reason,
     evbuffer_free(b);
 }
 
+/* The transport socket config of listener LNAME or cluster CNAME (one is NULL), or NULL. */
+static const struct ts_config *live_ts(const struct socktap_config *cfg, const char *lname,
+                                       const char *cname)
+{
+    for (size_t i = 0; lname && i < cfg->nlisteners; i++)
+        if (!strcmp(cfg->listeners[i].name, lname))
+            return &cfg->listeners[i].ts;
+    for (size_t i = 0; cname && i < cfg->nclusters; i++)
+        if (!strcmp(cfg->clusters[i].name, cname))
+            return &cfg->clusters[i].ts;
+    return NULL;
+}
+
+static void live_ifname(char *ifname, size_t n, const char *lname, const char *cname, bool wire)
+{
+    snprintf(ifname, n, "%s:%s%s", lname ? "downstream" : "upstream", lname ? lname : cname,
+             wire ? ":wire" : "");
+}
+
 /* The hub named by the query, or NULL after answering the request with why not. */
 static struct live_hub *live_find(struct admin_live *l, struct evhttp_request *req,
                                   const struct evkeyvalq *q, bool wire, char *ifname, size_t n)
@@ -314,14 +366,7 @@ static struct live_hub *live_find(struct admin_live *l, struct evhttp_request *r
                    "give exactly one of listener=NAME or cluster=NAME (see /capture/live)\n");
         return NULL;
     }
-    const struct ts_config *ts = NULL;
-    const struct socktap_config *cfg = l->cfg;
-    for (size_t i = 0; lname && i < cfg->nlisteners; i++)
-        if (!strcmp(cfg->listeners[i].name, lname))
-            ts = &cfg->listeners[i].ts;
-    for (size_t i = 0; cname && i < cfg->nclusters; i++)
-        if (!strcmp(cfg->clusters[i].name, cname))
-            ts = &cfg->clusters[i].ts;
+    const struct ts_config *ts = live_ts(l->cfg, lname, cname);
     const char *kind = lname ? "listener" : "cluster";
     const char *name = lname ? lname : cname;
     if (!ts) {
@@ -336,7 +381,7 @@ static struct live_hub *live_find(struct admin_live *l, struct evhttp_request *r
                    kind, name);
         return NULL;
     }
-    snprintf(ifname, n, "%s:%s%s", lname ? "downstream" : "upstream", name, wire ? ":wire" : "");
+    live_ifname(ifname, n, lname, cname, wire);
     return hub;
 }
 
@@ -367,6 +412,54 @@ static void live_list_cb(struct evhttp_request *req, void *arg)
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain");
     evhttp_send_reply(req, 200, "OK", b);
     evbuffer_free(b);
+}
+
+/* A new viewer of HUB as IFNAME (pcapng: its interface; else classic pcap) with a queue of
+ * MAX_BYTES, linked into L and counted; its file header waits in v->out for live_send. The
+ * caller sets its connection (req/evcon or bev) before returning to the loop. Returns 0 or
+ * -ENOMEM (nothing left behind). */
+static int live_view_new(struct admin_live *l, struct live_hub *hub, const char *ifname,
+                         size_t max_bytes, bool pcapng, struct live_view **out)
+{
+    struct live_view *v = calloc(1, sizeof(*v));
+    if (!v || !(v->out = evbuffer_new()))
+        goto err_free;
+    v->owner = l;
+    snprintf(v->ifname, sizeof(v->ifname), "%s", ifname);
+    struct pcap_writer_opts opts = {.pcapng = pcapng, .ethernet = true};
+    if (pcap_writer_open_sink(live_sink, v->out, 64 * 1024, &opts, &v->w))
+        goto err_free;
+    char desc[400];
+    snprintf(desc, sizeof(desc), "socktap live capture of %s", ifname);
+    if (pcap_writer_add_interface(v->w, ifname, desc, &v->ifindex) || pcap_writer_flush(v->w))
+        goto err_free;
+    if (live_hub_subscribe(hub, max_bytes, &v->sub))
+        goto err_free;
+    v->ev = event_new(l->base, live_sub_fd(v->sub), EV_READ | EV_PERSIST, live_ready_cb, v);
+    v->retry = evtimer_new(l->base, live_ready_cb, v);
+    if (!v->ev || !v->retry || event_add(v->ev, NULL))
+        goto err_free;
+    v->next = l->views;
+    if (l->views)
+        l->views->prev = v;
+    l->views = v;
+    stats_add(st_viewers, 1);
+    *out = v;
+    return 0;
+
+err_free:
+    if (v) {
+        live_hub_unsubscribe(v->sub);
+        if (v->ev)
+            event_free(v->ev);
+        if (v->retry)
+            event_free(v->retry);
+        (void)pcap_writer_close(v->w);
+        if (v->out)
+            evbuffer_free(v->out);
+        free(v);
+    }
+    return -ENOMEM;
 }
 
 static void live_stream_cb(struct evhttp_request *req, void *arg)
@@ -403,31 +496,12 @@ static void live_stream_cb(struct evhttp_request *req, void *arg)
     struct live_hub *hub = live_find(l, req, &q, wire, ifname, sizeof(ifname));
     if (!hub)
         goto out;
-    v = calloc(1, sizeof(*v));
-    if (!v || !(v->out = evbuffer_new()))
-        goto err_oom;
-    v->owner = l;
+    if (live_view_new(l, hub, ifname, max_bytes, true, &v)) {
+        evhttp_send_error(req, 500, NULL);
+        goto out;
+    }
     v->req = req;
     v->evcon = evhttp_request_get_connection(req);
-    snprintf(v->ifname, sizeof(v->ifname), "%s", ifname);
-    struct pcap_writer_opts opts = {.pcapng = true, .ethernet = true};
-    if (pcap_writer_open_sink(live_sink, v->out, 64 * 1024, &opts, &v->w))
-        goto err_oom;
-    char desc[400];
-    snprintf(desc, sizeof(desc), "socktap live capture of %s", ifname);
-    if (pcap_writer_add_interface(v->w, ifname, desc, &v->ifindex) || pcap_writer_flush(v->w))
-        goto err_oom;
-    if (live_hub_subscribe(hub, max_bytes, &v->sub))
-        goto err_oom;
-    v->ev = event_new(l->base, live_sub_fd(v->sub), EV_READ | EV_PERSIST, live_ready_cb, v);
-    v->retry = evtimer_new(l->base, live_ready_cb, v);
-    if (!v->ev || !v->retry || event_add(v->ev, NULL))
-        goto err_oom;
-    v->next = l->views;
-    if (l->views)
-        l->views->prev = v;
-    l->views = v;
-    stats_add(st_viewers, 1);
     /* A stream lives as long as the viewer wants it: no idle timeout on this connection. */
     evhttp_connection_set_timeout(v->evcon, -1);
     evhttp_connection_set_closecb(v->evcon, live_closed_cb, v);
@@ -435,25 +509,101 @@ static void live_stream_cb(struct evhttp_request *req, void *arg)
     evhttp_add_header(h, "Content-Type", "application/x-pcapng");
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_send_reply_start(req, 200, "OK");
-    evhttp_send_reply_chunk(req, v->out); /* SHB + IDB: a viewer can start at once */
+    live_send(v); /* SHB + IDB: a viewer can start at once */
     LOGI(0, "admin: live viewer of %s connected", ifname);
-    goto out;
-
-err_oom:
-    if (v) {
-        live_hub_unsubscribe(v->sub);
-        if (v->ev)
-            event_free(v->ev);
-        if (v->retry)
-            event_free(v->retry);
-        (void)pcap_writer_close(v->w);
-        if (v->out)
-            evbuffer_free(v->out);
-        free(v);
-    }
-    evhttp_send_error(req, 500, NULL);
 out:
     evhttp_clear_headers(&q);
+}
+
+/* ---- PCAP-over-IP (admin.socktap_pcap_over_ip) ---- */
+
+static void poi_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in)); /* the protocol has the client send nothing */
+}
+
+static void poi_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct live_view *v = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        LOGI(0, "admin: PCAP-over-IP viewer of %s left", v->ifname);
+        live_view_free(v, false);
+    }
+}
+
+static void poi_accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
+                          int salen, void *arg)
+{
+    struct live_poi *p = arg;
+    struct live_view *v;
+    struct bufferevent *bev = bufferevent_socket_new(p->owner->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        evutil_closesocket(fd);
+        return;
+    }
+    if (live_view_new(p->owner, p->hub, p->ifname, LIVE_DEFAULT_QUEUE, false, &v)) {
+        LOGW(0, "admin: PCAP-over-IP viewer of %s refused: out of memory", p->ifname);
+        bufferevent_free(bev);
+        return;
+    }
+    v->bev = bev;
+    bufferevent_setcb(bev, poi_read_cb, NULL, poi_event_cb, v);
+    bufferevent_enable(bev, EV_READ);
+    live_send(v); /* the pcap file header: a reader can start at once */
+    LOGI(0, "admin: PCAP-over-IP viewer of %s connected on %s", p->ifname, p->cfg->addr.text);
+}
+
+static void poi_accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct live_poi *p = arg;
+    evconnlistener_enable(p->listener);
+}
+
+/* accept() failed (EMFILE...): pause this port 100 ms rather than spin on a pending connection. */
+static void poi_accept_error_cb(struct evconnlistener *lis, void *arg)
+{
+    struct live_poi *p = arg;
+    static const struct timeval tv = {.tv_sec = 0, .tv_usec = 100 * 1000};
+    LOGW(0, "admin: PCAP-over-IP on %s: accept: %s", p->cfg->addr.text, strerror(errno));
+    evconnlistener_disable(lis);
+    evtimer_add(p->accept_retry, &tv);
+}
+
+static int poi_start(struct admin_live *l)
+{
+    const struct cfg_admin *a = &l->cfg->admin;
+    if (!a->npcap_over_ip)
+        return 0;
+    l->pois = calloc(a->npcap_over_ip, sizeof(*l->pois));
+    if (!l->pois)
+        return -ENOMEM;
+    l->npois = a->npcap_over_ip;
+    for (size_t i = 0; i < l->npois; i++) {
+        struct live_poi *p = &l->pois[i];
+        const struct cfg_pcap_over_ip *c = &a->pcap_over_ip[i];
+        p->owner = l;
+        p->cfg = c;
+        /* the config checked that this capture exists (config.c, parse_pcap_over_ip) */
+        p->hub = ts_config_live(live_ts(l->cfg, c->listener, c->cluster), c->wire);
+        live_ifname(p->ifname, sizeof(p->ifname), c->listener, c->cluster, c->wire);
+        p->accept_retry = evtimer_new(l->base, poi_accept_retry_cb, p);
+        if (!p->hub || !p->accept_retry)
+            return -ENOMEM;
+        p->listener = evconnlistener_new_bind(
+            l->base, poi_accept_cb, p,
+            LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
+            (const struct sockaddr *)&c->addr.ss, (int)c->addr.len);
+        if (!p->listener) {
+            int err = errno;
+            LOGE(0, "admin: cannot listen on %s (socktap_pcap_over_ip of %s): %s", c->addr.text,
+                 p->ifname, strerror(err));
+            return err ? -err : -EADDRNOTAVAIL;
+        }
+        evconnlistener_set_error_cb(p->listener, poi_accept_error_cb);
+        LOGI(0, "admin: PCAP-over-IP of %s on %s", p->ifname, c->addr.text);
+    }
+    return 0;
 }
 
 int admin_live_new(struct evhttp *http, struct event_base *base, const struct socktap_config *cfg,
@@ -464,6 +614,11 @@ int admin_live_new(struct evhttp *http, struct event_base *base, const struct so
         return -ENOMEM;
     l->base = base;
     l->cfg = cfg;
+    int rc = poi_start(l);
+    if (rc) {
+        admin_live_free(l);
+        return rc;
+    }
     evhttp_set_cb(http, "/capture/live.pcapng", live_stream_cb, l);
     evhttp_set_cb(http, "/capture/live", live_list_cb, l);
     *out = l;
@@ -474,6 +629,13 @@ void admin_live_free(struct admin_live *l)
 {
     if (!l)
         return;
+    for (size_t i = 0; i < l->npois; i++) {
+        if (l->pois[i].listener)
+            evconnlistener_free(l->pois[i].listener);
+        if (l->pois[i].accept_retry)
+            event_free(l->pois[i].accept_retry);
+    }
+    free(l->pois);
     while (l->views)
         live_view_free(l->views, true);
     free(l);

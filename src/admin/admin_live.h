@@ -8,7 +8,10 @@
  * viewer that reads too slowly loses packets; the loss shows in Wireshark as TCP "previous
  * segment not captured" (sequence numbers skip the lost bytes) and as a comment on the next
  * packet of the connection, and is counted in admin.live.{viewers,packets,lost_events,
- * lost_bytes}. Runs on the admin (main) thread. */
+ * lost_bytes}. Runs on the admin (main) thread.
+ *
+ * PCAP-over-IP (admin.socktap_pcap_over_ip, socktap extension): the same stream as classic
+ * pcap on a plain TCP port, as PolarProxy serves it, for `tshark -i TCP@HOST:PORT`. */
 #ifndef SOCKTAP_ADMIN_ADMIN_LIVE_H
 #define SOCKTAP_ADMIN_ADMIN_LIVE_H
 
@@ -22,8 +25,9 @@ struct admin_live;
 void admin_live_register_stats(void);
 
 /* Registers the route on HTTP (borrowed) for the listeners and clusters of CFG (borrowed;
- * must outlive the result). Registers its stats (call before stats_freeze). On success *OUT is
- * the caller's (admin_live_free). Returns 0 or -ENOMEM. */
+ * must outlive the result), and listens on CFG's admin.socktap_pcap_over_ip ports (each
+ * client gets that capture socket's stream as classic pcap). On success *OUT is the caller's
+ * (admin_live_free). Returns 0, -ENOMEM, or a port's bind/listen -errno (logged). */
 int admin_live_new(struct evhttp *http, struct event_base *base, const struct socktap_config *cfg,
                    struct admin_live **out) __attribute__((warn_unused_result, nonnull));
 

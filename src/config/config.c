@@ -870,38 +870,6 @@ static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node
 
 /* ---- top level ---- */
 
-static int parse_admin(struct cfg_state *st, const struct cfg_node *admin,
-                       const struct cfg_path *path)
-{
-    static const char *const keys[] = {"address", "access_log_path", "profile_path", NULL};
-    const struct cfg_node *n;
-    struct cfg_path kp;
-    const char *s;
-    int rc = cfg_check_keys(st->err, st->doc, admin, path, keys);
-    if (rc)
-        return rc;
-    /* Paths are validated as strings and otherwise ignored: socktap's admin has no access
-     * log or profiler, but Envoy files carry them. */
-    for (const char *const *k = keys + 1; *k; k++)
-        if ((rc = opt_string(st, admin, path, *k, &s)))
-            return rc;
-    rc = require(st, admin, path, "address", &n);
-    if (rc)
-        return rc;
-    kp = CFG_PATH_KEY(path, "address");
-    rc = cfg_parse_address(st->err, st->doc, n, &kp, &st->cfg->admin.addr);
-    if (rc)
-        return rc;
-    st->cfg->admin.enabled = true;
-    for (size_t i = 0; i < st->cfg->nlisteners; i++)
-        if (address_port(&st->cfg->admin.addr) &&
-            address_equal(&st->cfg->admin.addr, &st->cfg->listeners[i].addr))
-            return cfg_error(st->err, st->doc, n, &kp,
-                             "admin address %s is also listener %zu's address",
-                             st->cfg->admin.addr.text, i);
-    return 0;
-}
-
 static int parse_list(struct cfg_state *st, const struct cfg_node *list,
                       const struct cfg_path *path, size_t elem, void **arr, size_t *n,
                       int (*parse_one)(struct cfg_state *, size_t, const struct cfg_node *,
@@ -926,6 +894,107 @@ static int parse_list(struct cfg_state *st, const struct cfg_node *list,
         if (rc)
             return rc;
     }
+    return 0;
+}
+
+/* admin.socktap_pcap_over_ip[I] (socktap extension, see struct cfg_pcap_over_ip). The capture
+ * socket must exist now, so a typo is a config error and not a port that streams nothing. */
+static int parse_pcap_over_ip(struct cfg_state *st, size_t i, const struct cfg_node *node,
+                              const struct cfg_path *path)
+{
+    static const char *const keys[] = {"address", "listener", "cluster", "wire", NULL};
+    struct cfg_pcap_over_ip *p = &st->cfg->admin.pcap_over_ip[i];
+    const struct socktap_config *cfg = st->cfg;
+    const struct cfg_node *n;
+    struct cfg_path kp = CFG_PATH_KEY(path, "address");
+    int rc = cfg_check_keys(st->err, st->doc, node, path, keys);
+    if (!rc)
+        rc = require(st, node, path, "address", &n);
+    if (!rc)
+        rc = cfg_parse_address(st->err, st->doc, n, &kp, &p->addr);
+    if (!rc)
+        rc = opt_string(st, node, path, "listener", &p->listener);
+    if (!rc)
+        rc = opt_string(st, node, path, "cluster", &p->cluster);
+    if (rc)
+        return rc;
+    if ((n = cfg_map_get(node, "wire"))) {
+        struct cfg_path wp = CFG_PATH_KEY(path, "wire");
+        if ((rc = cfg_get_bool(st->err, st->doc, n, &wp, &p->wire)))
+            return rc;
+    }
+    for (size_t j = 0; j < cfg->nlisteners + i + 1; j++) {
+        const struct cfg_address *other = j < cfg->nlisteners ? &cfg->listeners[j].addr
+                                          : j < cfg->nlisteners + i
+                                              ? &cfg->admin.pcap_over_ip[j - cfg->nlisteners].addr
+                                              : &cfg->admin.addr;
+        if (address_port(&p->addr) && address_equal(&p->addr, other))
+            return cfg_error(st->err, st->doc, cfg_map_get(node, "address"), &kp,
+                             "address %s is already %s address", p->addr.text,
+                             j < cfg->nlisteners       ? "a listener's"
+                             : j < cfg->nlisteners + i ? "another socktap_pcap_over_ip's"
+                                                       : "the admin's");
+    }
+    if (!p->listener == !p->cluster)
+        return cfg_error(st->err, st->doc, node, path,
+                         "give exactly one of 'listener: NAME' or 'cluster: NAME'");
+    const char *key = p->listener ? "listener" : "cluster";
+    const char *name = p->listener ? p->listener : p->cluster;
+    const struct ts_config *ts = NULL;
+    for (size_t j = 0; p->listener && j < cfg->nlisteners; j++)
+        if (!strcmp(cfg->listeners[j].name, name))
+            ts = &cfg->listeners[j].ts;
+    for (size_t j = 0; p->cluster && j < cfg->nclusters; j++)
+        if (!strcmp(cfg->clusters[j].name, name))
+            ts = &cfg->clusters[j].ts;
+    n = cfg_map_get(node, key);
+    kp = CFG_PATH_KEY(path, key);
+    if (!ts)
+        return cfg_error(st->err, st->doc, n, &kp, "no %s named '%s'", key, name);
+    if (!ts_config_live(ts, p->wire))
+        return cfg_error(st->err, st->doc, n, &kp,
+                         p->wire ? "%s '%s' has no TLS socket with socktap_wire_capture"
+                                 : "%s '%s' has no capture or tap transport socket",
+                         key, name);
+    return 0;
+}
+
+static int parse_admin(struct cfg_state *st, const struct cfg_node *admin,
+                       const struct cfg_path *path)
+{
+    static const char *const keys[] = {"address", "access_log_path", "profile_path",
+                                       "socktap_pcap_over_ip", NULL};
+    const struct cfg_node *n;
+    struct cfg_path kp;
+    const char *s;
+    int rc = cfg_check_keys(st->err, st->doc, admin, path, keys);
+    if (rc)
+        return rc;
+    /* Paths are validated as strings and otherwise ignored: socktap's admin has no access
+     * log or profiler, but Envoy files carry them. */
+    for (const char *const *k = keys + 1; k < keys + 3; k++)
+        if ((rc = opt_string(st, admin, path, *k, &s)))
+            return rc;
+    rc = require(st, admin, path, "address", &n);
+    if (rc)
+        return rc;
+    kp = CFG_PATH_KEY(path, "address");
+    rc = cfg_parse_address(st->err, st->doc, n, &kp, &st->cfg->admin.addr);
+    if (rc)
+        return rc;
+    st->cfg->admin.enabled = true;
+    for (size_t i = 0; i < st->cfg->nlisteners; i++)
+        if (address_port(&st->cfg->admin.addr) &&
+            address_equal(&st->cfg->admin.addr, &st->cfg->listeners[i].addr))
+            return cfg_error(st->err, st->doc, n, &kp,
+                             "admin address %s is also listener %zu's address",
+                             st->cfg->admin.addr.text, i);
+    n = cfg_map_get(admin, "socktap_pcap_over_ip");
+    kp = CFG_PATH_KEY(path, "socktap_pcap_over_ip");
+    if (n)
+        return parse_list(st, n, &kp, sizeof(*st->cfg->admin.pcap_over_ip),
+                          (void **)&st->cfg->admin.pcap_over_ip, &st->cfg->admin.npcap_over_ip,
+                          parse_pcap_over_ip);
     return 0;
 }
 
@@ -1008,6 +1077,7 @@ void config_free(struct socktap_config *cfg)
         free(cfg->clusters[i].hosts);
     }
     free(cfg->clusters);
+    free(cfg->admin.pcap_over_ip);
     cfg_doc_free(cfg->doc);
     free(cfg);
 }

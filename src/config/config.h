@@ -61,9 +61,19 @@ struct cfg_listener {
     char *owner_name; /* "listener.<addr.stat_name>": stats prefix (owned, config_free) */
 };
 
+/* admin.socktap_pcap_over_ip[i] (socktap extension): a TCP port that streams one capture
+ * socket live as classic pcap to every client that connects (PolarProxy's PCAP-over-IP). */
+struct cfg_pcap_over_ip {
+    struct cfg_address addr;
+    const char *listener, *cluster; /* exactly one is set; strings point into the document */
+    bool wire;                      /* the TLS socket's wire capture instead of the plaintext */
+};
+
 struct cfg_admin {
     bool enabled;
     struct cfg_address addr;
+    struct cfg_pcap_over_ip *pcap_over_ip; /* owned (config_free) */
+    size_t npcap_over_ip;
 };
 
 struct socktap_config {

@@ -182,6 +182,17 @@ class Socktap:
                     out[k] = int(v)
         return out
 
+    def wait_stat(self, name, pred, timeout=20.0):
+        """Polls /stats until PRED(value of NAME) holds; returns the value (AssertionError after
+        TIMEOUT seconds)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = self.stats().get(name)
+            if v is not None and pred(v):
+                return v
+            time.sleep(0.05)
+        raise AssertionError("%s: %r" % (name, self.stats().get(name)))
+
     def stop(self, sig=signal.SIGTERM, timeout=20):
         rc = self.procs.stop(self.proc, sig, timeout)
         if rc not in (0, -signal.SIGKILL) and sig == signal.SIGTERM:

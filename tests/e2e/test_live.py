@@ -112,13 +112,7 @@ class LiveTest(E2ETest):
         return r.stdout
 
     def wait_stat(self, name, pred, timeout=20):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            v = self.st.stats().get(name)
-            if v is not None and pred(v):
-                return v
-            time.sleep(0.05)
-        self.fail("%s: %r" % (name, self.st.stats().get(name)))
+        return self.st.wait_stat(name, pred, timeout)
 
     def test_list_and_errors(self):
         self.start(cluster_ts=capture_ts(os.path.join(self.tmp, "up"), indent=4))
