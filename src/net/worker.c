@@ -211,7 +211,7 @@ int server_run(struct server *srv)
     if (srv->cfg->admin.enabled) {
         struct admin_info info = {.concurrency = srv->nworkers,
                                   .config_path = srv->cfg->doc->file,
-                                  .log_path = log_path()};
+                                  .log_path = log_file_path()};
         rc = admin_start(&srv->admin, srv->main_base, srv->cfg, &info);
         if (rc < 0)
             return rc;
