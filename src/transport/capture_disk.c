@@ -7,7 +7,10 @@
  * connection with pending events on the worker's flush tick). Only whole submitted buffers
  * reach write(2), and every buffer ends on an event boundary, so a file is a valid trace prefix
  * after every write (a kill -9 inside a write(2) can still tear the last page-sized piece: the
- * kernel stops copying on a fatal signal; the readers report where the tail is cut). */
+ * kernel stops copying on a fatal signal; the readers report where the tail is cut).
+ * A compressed file (socktap_compression) gets each buffer as one complete frame, made on this
+ * thread by writer_compress() just before the write (capture_compress.h): the same guarantees
+ * hold frame by frame. */
 #include "transport/capture_disk.h"
 
 #include <dirent.h>
