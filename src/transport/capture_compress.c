@@ -13,15 +13,18 @@
  * 1.3 MiB per context (0.95 MiB even with windowLog 17), i.e. gigabytes for a few thousand
  * connections, and a flushed-but-not-ended frame is what `zstd -d` calls truncated after a
  * kill -9. The one context here, sized by the pledged buffer size, is ~570 KiB at level 1.
- * What it costs in size, measured (libzstd 1.5.4, liblz4 1.9.4) on 25 captured curl fetches of a
- * 4 MiB JSON document (100 MiB of PROTO_BINARY trace, bench/compress-bench.sh's document):
- *                      zstd -1          zstd -3          lz4
- *   stream per file    6.01 MB (17.5x)  4.86 MB (21.6x)  19.9 MB (5.3x)   (upper bound)
- *   frame per 256 KiB  6.48 MB (16.2x)  6.44 MB (16.3x)  20.0 MB (5.2x)   (bulk flows)
- *   frame per 16 KiB   8.15 MB (12.9x)  8.12 MB (12.9x)  22.0 MB (4.8x)
- *   frame per 4 KiB   11.78 MB  (8.9x) 12.05 MB  (8.7x)  25.7 MB (4.1x)   (small ticks)
- * so bulk flows lose ~8% at the default level; a level above 1 buys little (its larger window
- * spans more than one frame); small keep-alive exchanges lose most, the price of flat memory.
+ * What it costs, measured (libzstd 1.5.4, one core of this 2-core VM, CPU time) on 25 captured
+ * curl fetches of a 4 MiB JSON document (100 MiB of PROTO_BINARY trace, the document of
+ * bench/compress-bench.sh), the rejected design (one stream per file, ZSTD_e_flush per buffer)
+ * against this one (one frame per buffer), zstd level 1 unless said:
+ *   buffers of 256 KiB (bulk)     6.01 MB (17.5x), 800 MB/s   vs  6.48 MB (16.2x), 1005 MB/s
+ *   buffers of 16 KiB             5.28 MB (19.9x), 760 MB/s   vs  8.16 MB (12.8x),  742 MB/s
+ *   buffers of 4 KiB (tiny ticks) 5.01 MB (20.9x), 521 MB/s   vs 11.78 MB  (8.9x),  436 MB/s
+ *   256 KiB at level 3            4.86 MB (21.6x), 540 MB/s   vs  6.44 MB (16.3x),  881 MB/s
+ *   lz4 (liblz4 1.9.4), 256 KiB frames: 20.0 MB (5.2x)
+ * So bulk flows lose ~8% of size and compress faster; a level above 1 buys nothing per frame
+ * (its larger window spans more than one buffer); many tiny exchanges lose up to half the
+ * ratio: the price of flat memory and of a file that is whole frames after every write.
  *
  * Frames carry their content size and a checksum (zstd: XXH64 low 32 bits; lz4: content
  * checksum), so a reader detects a damaged frame. The level is the config's (default zstd 1:
