@@ -293,6 +293,12 @@ void capture_rec_open(struct capture_rec *r)
     stats_inc(cfg->stats.files_opened);
     LOGD(id, "%s: writing %s", cfg->kind, r->path);
     r->capturing = true;
+    /* An empty file is no zstd stream (`zstd -d` refuses it): a compressed trace whose opening
+     * bytes are none (v3 buffered: everything comes at close) starts with an empty frame, so
+     * the file decodes, to an empty trace, until then. */
+    if (r->buf.len == 0 && cfg->comp.alg != CAPTURE_COMPRESS_NONE &&
+        capture_wfile_submit(r->file, NULL, 0) != 0)
+        capture_rec_stop(r, "out of memory");
     capture_flush(r);
     return;
 

@@ -169,6 +169,39 @@ class CompressionTest(E2ETest):
         dump = trace_tool("dump", files[0])
         self.assertEqual(dump.returncode, 0, dump.stderr)
 
+    def test_buffered_tap_file_decodes_while_open(self):
+        """A buffered v3 tap writes nothing before the close; its compressed file still holds a
+        valid (empty) zstd stream while the connection is open, then the whole trace."""
+        prefix = os.path.join(self.tmp, "buf")
+        up = listen()
+        self.addCleanup(up.close)
+        self.port = free_port()
+        self.admin = free_port()
+        cfg = proxy_config(self.port, up.getsockname()[1], self.admin,
+                           listener_ts=with_compression(tap_ts(prefix, "PROTO_BINARY", False), "zstd"))
+        st = self.socktap(cfg, admin_port=self.admin, env=ASAN_SMALL_QUARANTINE)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as c:
+            c.sendall(b"hello")
+            u, _ = up.accept()
+            with u:
+                self.assertEqual(u.recv(5), b"hello")
+                deadline = time.time() + 10
+                while time.time() < deadline and not glob.glob(prefix + "_*.pb.zst"):
+                    time.sleep(0.05)
+                path = self.one(prefix + "_*.pb.zst")
+                deadline = time.time() + 10
+                while time.time() < deadline and os.path.getsize(path) == 0:
+                    time.sleep(0.05)
+                rc, raw, err = decompress(path, "zstd")
+                self.assertEqual((rc, raw), (0, b""), err)
+                u.sendall(b"world")
+                self.assertEqual(c.recv(5), b"world")
+        self.assertEqual(st.stop(), 0)
+        rc, raw, err = decompress(path, "zstd")
+        self.assertEqual(rc, 0, err)
+        out = trace_tool("cat", "--direction", "write", path)
+        self.assertEqual((out.returncode, out.stdout), (0, b"world"), out.stderr)
+
     def test_capture2pcap_reads_compressed(self):
         """capture2pcap converts a .pb.zst and a .pb.lz4 directly; tshark sees the HTTP
         exchange, and the pcapng interface is named after the capture prefix (not the file)."""
