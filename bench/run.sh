@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/run.sh BUILD_DIR: socktap against the direct path, haproxy (mode tcp), nginx stream and
 # socat on loopback, interleaved, with ../shared/bench/proxy-bench.sh; then capture-on and TLS
-# rows, capture2pcap conversion, live capture latency. Prints median tables with ratios. Knobs:
-# REPS, DUR_A, DUR_B, DUR_C, SCENARIOS, SKIP_TLS, LATENCY_N.
+# rows, capture compression rows (bench/compress-bench.sh), capture2pcap conversion, live capture
+# latency. Prints median tables with ratios. Knobs: REPS, DUR_A, DUR_B, DUR_C, SCENARIOS,
+# SKIP_TLS, SKIP_COMPRESS, LATENCY_N.
 set -euo pipefail
 BUILD=$(cd "${1:-build}" && pwd)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,6 +33,10 @@ if [[ -z ${SKIP_TLS:-} ]]; then
     -p haproxy-tls-term "bash $BENCHDIR/proxies/start.sh haproxy-tls-term {LISTEN} {UP_HTTP} {WORKDIR}"
   echo; echo "== TLS terminated at the proxy (ratios vs haproxy-tls-term)"
   bash "$HARNESS" --summary "$tls" --ref haproxy-tls-term
+fi
+if [[ -z ${SKIP_COMPRESS:-} ]]; then
+  echo; echo "== capture compression (socktap_compression): none / raw / zstd / lz4, random and JSON"
+  bash "$ROOT/bench/compress-bench.sh" "$BUILD"
 fi
 echo; echo "== capture2pcap conversion (1 GiB trace) beside Envoy's od | text2pcap way"
 OUT= bash "$ROOT/bench/convert-bench.sh" "$BUILD"

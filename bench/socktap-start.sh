@@ -2,6 +2,7 @@
 # socktap-start.sh BUILD LISTEN UPSTREAM CAPDIR MODE [CONCURRENCY]
 # Writes a socktap config for the bench harness and exec()s socktap in the foreground.
 # MODE: plain | capture (capture on the listener, PROTO_BINARY into CAPDIR)
+#       | capture-zstd | capture-lz4 (the same, socktap_compression: zstd / lz4)
 #       | tls-term (TLS on the listener, certs from $CERT_DIR) | tls-term-capture
 set -euo pipefail
 build=$1 listen=$2 upstream=$3 capdir=$4 mode=$5 conc=${6:-${SOCKTAP_THREADS:-1}}
@@ -21,12 +22,14 @@ tls_inner="name: envoy.transport_sockets.tls
                 private_key: {filename: $certs/server.key}"
 case $mode in
   plain) ;;
-  capture)
+  capture | capture-zstd | capture-lz4)
     ts="      transport_socket:
         name: envoy.transport_sockets.capture
         config:
           file_sink: {path_prefix: $capdir/trace, format: PROTO_BINARY}
-          transport_socket: {name: raw_buffer}" ;;
+          transport_socket: {name: raw_buffer}"
+    [[ $mode == capture ]] || ts+="
+          socktap_compression: ${mode#capture-}" ;;
   tls-term)
     ts="      transport_socket:
         $(sed 's/^          /        /' <<<"$tls_inner")" ;;

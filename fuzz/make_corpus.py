@@ -2,12 +2,13 @@
 """Regenerates the small seed corpus under fuzz/corpus/<target>/ (checked in; run by hand).
 
 Seeds: tiny hand-written traces in every format (text written here, binary encoded from the
-text with protoc and the project's .proto files), and the Envoy fixtures from tests/data/envoy.
+text with protoc and the project's .proto files), and the Envoy fixtures from tests/data/envoy;
+fuzz_trace_compressed gets the auto seeds as zstd/lz4 frame streams (needs the zstd and lz4
+CLIs).
 """
 import base64
 import json
 import os
-import shutil
 import subprocess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,6 +65,23 @@ def varint(n):
             return bytes(out)
 
 
+def compressed_seeds(plain):
+    """The auto seeds as zstd and lz4 frame streams (the CLIs' defaults: checksummed frames),
+    two frames each (as the capture writer makes them, one per handed-over buffer), one cut
+    inside its last frame, and one behind a zstd skippable frame."""
+    out = {}
+    for name, data in plain.items():
+        half = len(data) // 2
+        for alg, ext in (("zstd", ".zst"), ("lz4", ".lz4")):
+            frames = b"".join(subprocess.run([alg, "-c", "-q"], input=part, capture_output=True, check=True).stdout
+                              for part in (data[:half], data[half:]))
+            out[name + ext] = frames
+            out[name + ".cut" + ext] = frames[:len(frames) - 5]
+        out[name + ".skippable.zst"] = (bytes([0x50, 0x2A, 0x4D, 0x18, 3, 0, 0, 0]) + b"abc"
+                                        + out[name + ".zst"])
+    return out
+
+
 def main():
     fix = {n: open(os.path.join(FIX, n), "rb").read().decode() for n in
            ("capture2pcap_h2_ipv4.pb_text", "tap2pcap_h2_ipv4.pb_text")}
@@ -84,10 +102,14 @@ def main():
                     "one.json": json.dumps(V3_JSON[1], indent=2).encode()},
     }
     seeds["auto"] = {k + "_" + n: v for k, d in seeds.items() for n, v in d.items() if "envoy" not in n}
+    seeds["compressed"] = compressed_seeds(seeds["auto"])
     for fmt, files in seeds.items():
         d = os.path.join(HERE, "corpus", "fuzz_trace_" + fmt)
-        shutil.rmtree(d, ignore_errors=True)
-        os.makedirs(d)
+        # seeds are regenerated; regress_* inputs (crashes once found) stay
+        os.makedirs(d, exist_ok=True)
+        for n in os.listdir(d):
+            if not n.startswith("regress_"):
+                os.unlink(os.path.join(d, n))
         for n, data in files.items():
             with open(os.path.join(d, n), "wb") as f:
                 f.write(data)

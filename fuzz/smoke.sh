@@ -2,7 +2,7 @@
 # Runs every libFuzzer target in BUILD (default build-fuzz) for a bounded time over its
 # checked-in corpus fuzz/corpus/<target>/ (read-only: new inputs go to a scratch dir).
 # Usage: fuzz/smoke.sh [BUILD] [SECONDS per target, default 20]   (env FUZZ_JOBS, default 2)
-# 11 targets x 20 s, two at a time, keeps `make test`'s share around two minutes.
+# 12 targets x 20 s, two at a time, keeps `make test`'s share around two minutes.
 # Exit status: non-zero if any target crashed, hung, leaked or was missing; a crashing input
 # is copied to the current directory (add it to fuzz/corpus/<target>/ once fixed).
 set -u

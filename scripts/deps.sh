@@ -8,6 +8,7 @@ PKGS=(
   protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev
   python3 curl nghttp2-client nghttp2-server iperf3 tshark wireshark-common tcpdump
   haproxy socat nginx libnginx-mod-stream wrk iproute2 procps
+  libzstd-dev liblz4-dev zstd lz4 # capture compression (socktap_compression); tests decode with the CLIs
   git time # lint lists sources with git ls-files; tests measure peak RSS with /usr/bin/time
   python3-prometheus-client # test_admin reads /stats/prometheus with the real parser
 )

@@ -355,6 +355,10 @@ size_t pcap_convert_owner(const char *path, char *buf, size_t n)
     base = base ? base + 1 : path;
     if (strcmp(path, "-") == 0)
         return (size_t)snprintf(buf, n, "stdin");
+    /* a compressed trace's suffix (socktap_compression: "ingress_42.pb.zst") */
+    if (len - (size_t)(base - path) > 4 &&
+        (!strcmp(path + len - 4, ".zst") || !strcmp(path + len - 4, ".lz4")))
+        len -= 4;
     end = len;
     /* extension: ".pb", ".pb_text", ".pb_length_delimited", ".json" (letters and '_') */
     for (i = len;

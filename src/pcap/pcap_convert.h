@@ -47,7 +47,8 @@ int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
     __attribute__((warn_unused_result, nonnull(1, 3, 4, 5)));
 
 /* The capture owner of trace file PATH, i.e. its path_prefix: PATH without the extension
- * (.pb, .pb_text, .pb_length_delimited, .json), socktap's collision suffix ".<n>" and the
+ * (.pb, .pb_text, .pb_length_delimited, .json, each maybe followed by .zst or .lz4),
+ * socktap's collision suffix ".<n>" and the
  * "_<id>"; a name without "_<id>" is its own owner (PATH minus extension); "-" is "stdin".
  * Written into BUF (N bytes, truncated). Returns the owner's length, as snprintf. */
 size_t pcap_convert_owner(const char *path, char *buf, size_t n) __attribute__((nonnull));

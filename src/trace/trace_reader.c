@@ -34,6 +34,7 @@
 #include "trace/pbfmt.h"
 #include "trace/pbwire.h"
 #include "trace/trace_reader.h"
+#include "trace/trace_zin.h"
 
 enum frame_kind {
     FR_V2_TRACE,  /* envoy.data.tap.v2alpha.Trace */
@@ -74,8 +75,12 @@ struct ev_schema {
 };
 
 struct trace_reader {
-    FILE *f;
+    FILE *f;   /* what the readers parse: the input, or zf over it */
+    FILE *raw; /* the input */
     bool own_f;
+    struct trace_zin *zin; /* compressed input: the decoder behind zf (owned by zf) */
+    enum trace_zin_alg zalg;
+    FILE *zf; /* owned */
     struct trace_reader_opts opts;
     enum trace_in_format fmt;
     bool started;
@@ -1132,6 +1137,17 @@ static bool ends_with(const char *s, const char *suffix)
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+/* The name's extension hint, ignoring a compression suffix ("t_1.pb_length_delimited.zst"). */
+static bool name_hints(const char *name, const char *ext)
+{
+    size_t a = strlen(name), b = strlen(ext);
+    for (const char *const *z = (const char *const[]){".zst", ".lz4", NULL}; *z; z++)
+        if (ends_with(name, *z) && a - strlen(*z) >= b &&
+            !strncmp(name + a - strlen(*z) - b, ext, b))
+            return true;
+    return ends_with(name, ext);
+}
+
 static enum trace_in_format detect(struct trace_reader *r)
 {
     const uint8_t *p = r->buf + r->pos;
@@ -1144,9 +1160,9 @@ static enum trace_in_format detect(struct trace_reader *r)
     if (i < n && (p[i] == '#' || (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z')))
         return TRACE_IN_AUTO; /* text: v2 or v3 decided by its first field name */
     if (n == 0)
-        return ends_with(name, ".pb_length_delimited") ? TRACE_IN_V3_LENGTH_DELIMITED
-                                                       : TRACE_IN_V2_BINARY;
-    if (ends_with(name, ".pb_length_delimited"))
+        return name_hints(name, ".pb_length_delimited") ? TRACE_IN_V3_LENGTH_DELIMITED
+                                                        : TRACE_IN_V2_BINARY;
+    if (name_hints(name, ".pb_length_delimited"))
         return TRACE_IN_V3_LENGTH_DELIMITED;
     if (p[0] == 0x1a || p[0] == 0x22)
         return TRACE_IN_V3_BINARY;
@@ -1165,6 +1181,26 @@ static enum trace_in_format detect(struct trace_reader *r)
     return ld ? TRACE_IN_V3_LENGTH_DELIMITED : TRACE_IN_V2_BINARY;
 }
 
+/* A zstd or lz4 input: the bytes read so far become the decoder's first input, and everything
+ * from here on parses the decoded stream (format detection included). */
+static int start_decompressing(struct trace_reader *r)
+{
+    enum trace_zin_alg alg = trace_zin_detect(r->buf + r->pos, r->end - r->pos);
+    if (alg == TRACE_ZIN_NONE)
+        return 0;
+    int rc = trace_zin_open(r->raw, alg, r->buf + r->pos, r->end - r->pos, r->opts.name, &r->zin,
+                            &r->zf);
+    if (rc)
+        return rc;
+    r->zalg = alg;
+    r->f = r->zf;
+    r->pos = r->end = 0;
+    r->base = 0;
+    r->eof = false;
+    size_t avail = bfill(r, 64);
+    return avail == (size_t)-1 ? -ENOMEM : avail == (size_t)-2 ? -EIO : 0;
+}
+
 static int start(struct trace_reader *r)
 {
     r->started = true;
@@ -1173,6 +1209,11 @@ static int start(struct trace_reader *r)
         return -ENOMEM;
     if (avail == (size_t)-2)
         return fail(r, -EIO, 0, "read error");
+    int rc = start_decompressing(r);
+    if (rc == -EIO)
+        return fail(r, -EIO, 0, "read error");
+    if (rc)
+        return rc;
     enum trace_in_format f = r->opts.format;
     bool text = f == TRACE_IN_V2_TEXT || f == TRACE_IN_V3_TEXT;
     if (f == TRACE_IN_AUTO) {
@@ -1192,6 +1233,30 @@ static int start(struct trace_reader *r)
         return lx_next(r);
     }
     return 0;
+}
+
+/* At the end of a compressed input, or at an error, the compressed layer has the last word: a
+ * read error there is its corrupt data (named with the compressed offset), and a decoded stream
+ * that ended cleanly inside an unfinished frame is a cut file (-ENODATA, as a cut trace). */
+static int zin_verdict(struct trace_reader *r, int rc)
+{
+    char msg[sizeof(r->errmsg)];
+    int zrc = trace_zin_status(r->zin, msg, sizeof(msg));
+    if (!zrc || rc == -ENOMEM || rc == -E2BIG)
+        return rc;
+    if (zrc == -ENODATA && rc == -ENODATA) {
+        /* the reader's own message says where the decoded stream is cut; add the frame */
+        size_t n = strlen(r->errmsg);
+        snprintf(r->errmsg + n, sizeof(r->errmsg) - n,
+                 " (offset in the decoded %s stream; the compressed input ends inside a frame "
+                 "at compressed offset %llu)",
+                 trace_zin_name(r->zalg), (unsigned long long)trace_zin_offset(r->zin));
+        return rc;
+    }
+    if (rc < 0 && zrc == -ENODATA)
+        return rc; /* the decoded bytes were corrupt before the cut: that error stands */
+    memcpy(r->errmsg, msg, sizeof(r->errmsg));
+    return r->err = zrc;
 }
 
 int trace_reader_next(struct trace_reader *r, struct trace_event *ev,
@@ -1215,6 +1280,8 @@ int trace_reader_next(struct trace_reader *r, struct trace_event *ev,
     if (r->depth && r->fmt != TRACE_IN_V3_JSON && rc == 0 && r->lx_on && r->fmt == TRACE_IN_AUTO)
         r->fmt = TRACE_IN_V2_TEXT; /* empty text input */
     echo_flush(r);
+    if (r->zin && rc <= 0)
+        rc = zin_verdict(r, rc);
     if (rc < 0) {
         if (!r->err)
             r->err = rc;
@@ -1237,7 +1304,7 @@ int trace_reader_open_file(FILE *f, const struct trace_reader_opts *opts, struct
     struct trace_reader *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
-    r->f = f;
+    r->f = r->raw = f;
     if (opts)
         r->opts = *opts;
     if (!r->opts.max_event)
@@ -1285,8 +1352,10 @@ void trace_reader_free(struct trace_reader *r)
     free(r->conns);
     free(r->buf);
     tbuf_free(&r->ebuf);
+    if (r->zf)
+        fclose(r->zf);
     if (r->own_f)
-        fclose(r->f);
+        fclose(r->raw);
     free(r);
 }
 

@@ -17,6 +17,7 @@
 
 #include "core/stats.h"
 #include "trace/trace_encode.h"
+#include "transport/capture_compress.h"
 #include "transport/ts_registry.h"
 
 #define CAPTURE_DEFAULT_MAX_BACKLOG (8u * 1024u * 1024u)
@@ -39,6 +40,7 @@ struct capture_cfg {
     char *path_prefix; /* owned */
     struct trace_enc_cfg enc;
     size_t max_backlog; /* socktap extension `socktap_max_backlog_bytes`, default 8 MiB */
+    struct capture_compress_cfg comp; /* socktap extension `socktap_compression`, default none */
     struct ts_config inner;
     struct capture_stats stats;
     /* owned, atomic, shared by the workers (the config itself is const to them): a create

@@ -127,13 +127,66 @@ static int parse_backlog(struct ts_parse_ctx *ctx, const struct cfg_node *config
     return 0;
 }
 
-/* The keys both forms share at their top level (the inner socket and socktap's backlog knob),
+/* A level: an integer in ALG's range (zstd has negative fast levels, so not cfg_get_u64). */
+static int parse_level(struct ts_parse_ctx *ctx, const struct cfg_node *node,
+                       const struct cfg_path *path, enum capture_compress_alg alg, int *out)
+{
+    int min, max, def;
+    capture_compress_levels(alg, &min, &max, &def);
+    char got[96];
+    const char *s = node->type == CFG_SCALAR ? node->str : "";
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < min || v > max)
+        return cfg_error(ctx->err, ctx->doc, node, path,
+                         "expected an integer %d..%d for %s, got %s", min, max,
+                         capture_compress_names[alg], cfg_node_describe(node, got, sizeof(got)));
+    *out = (int)v;
+    return 0;
+}
+
+/* socktap extension `socktap_compression` in CONFIG, if given: `zstd`, `lz4`, `none`, or
+ * `{algorithm: zstd|lz4|none, level: N}`. */
+static int parse_compression(struct ts_parse_ctx *ctx, const struct cfg_node *config,
+                             const struct cfg_path *path, struct capture_cfg *cfg)
+{
+    static const char *const keys[] = {"algorithm", "level", NULL};
+    const struct cfg_node *n = cfg_map_get(config, "socktap_compression");
+    if (!n)
+        return 0;
+    struct cfg_path p = CFG_PATH_KEY(path, "socktap_compression");
+    const struct cfg_node *alg_node = n, *level_node = NULL;
+    struct cfg_path alg_path = p, level_path = CFG_PATH_KEY(&p, "level");
+    int rc, idx, min, max;
+    if (n->type == CFG_MAP) {
+        if ((rc = cfg_check_keys(ctx->err, ctx->doc, n, &p, keys)))
+            return rc;
+        alg_path = CFG_PATH_KEY(&p, "algorithm");
+        if (!(alg_node = cfg_map_get(n, "algorithm")))
+            return cfg_error(ctx->err, ctx->doc, n, &alg_path, "algorithm is required");
+        level_node = cfg_map_get(n, "level");
+    }
+    if ((rc = cfg_get_enum(ctx->err, ctx->doc, alg_node, &alg_path, capture_compress_names, &idx)))
+        return rc;
+    cfg->comp.alg = (enum capture_compress_alg)idx;
+    capture_compress_levels(cfg->comp.alg, &min, &max, &cfg->comp.level);
+    if (level_node && cfg->comp.alg == CAPTURE_COMPRESS_NONE)
+        return cfg_error(ctx->err, ctx->doc, level_node, &level_path,
+                         "a level needs algorithm zstd or lz4");
+    if (level_node)
+        return parse_level(ctx, level_node, &level_path, cfg->comp.alg, &cfg->comp.level);
+    return 0;
+}
+
+/* The keys both forms share at their top level (the inner socket, socktap's backlog and
+ * compression knobs),
  * then the stats: registered only for a config that parsed. */
 static int parse_common(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                         const struct cfg_path *path, struct capture_cfg *cfg)
 {
     int rc = parse_backlog(ctx, config, path, cfg);
-    if (rc)
+    if (rc || (rc = parse_compression(ctx, config, path, cfg)))
         return rc;
     const struct cfg_node *n = cfg_map_get(config, "transport_socket");
     if (n && !cfg_node_is_null(n)) {
@@ -168,7 +221,7 @@ int capture_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                       const struct cfg_path *path, void **out)
 {
     static const char *const keys[] = {"file_sink", "transport_socket", "socktap_max_backlog_bytes",
-                                       NULL};
+                                       "socktap_compression", NULL};
     static const char *const sink_keys[] = {"path_prefix", "format", NULL};
     int rc;
     if (!config)
@@ -340,7 +393,7 @@ int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                   const struct cfg_path *path, void **out)
 {
     static const char *const keys[] = {"common_config", "transport_socket",
-                                       "socktap_max_backlog_bytes", NULL};
+                                       "socktap_max_backlog_bytes", "socktap_compression", NULL};
     static const char *const common_keys[] = {"static_config", "admin_config", NULL};
     static const char *const static_keys[] = {"match", "match_config", "output_config", NULL};
     int rc;
@@ -407,7 +460,8 @@ err_free_cfg:
 int capture_wire_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                            const struct cfg_path *path, void **out)
 {
-    static const char *const keys[] = {"path_prefix", "format", "socktap_max_backlog_bytes", NULL};
+    static const char *const keys[] = {"path_prefix", "format", "socktap_max_backlog_bytes",
+                                       "socktap_compression", NULL};
     int rc;
     if ((rc = cfg_expect_map(ctx->err, ctx->doc, config, path)) ||
         (rc = cfg_check_keys(ctx->err, ctx->doc, config, path, keys)))
@@ -435,7 +489,8 @@ int capture_wire_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *conf
             goto err_free_cfg;
         cfg->enc.format = v3_formats[idx];
     }
-    if ((rc = parse_backlog(ctx, config, path, cfg)))
+    if ((rc = parse_backlog(ctx, config, path, cfg)) ||
+        (rc = parse_compression(ctx, config, path, cfg)))
         goto err_free_cfg;
     ts_config_default(&cfg->inner);
     capture_register_stats(cfg, ctx->owner_name);

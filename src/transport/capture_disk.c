@@ -7,7 +7,10 @@
  * connection with pending events on the worker's flush tick). Only whole submitted buffers
  * reach write(2), and every buffer ends on an event boundary, so a file is a valid trace prefix
  * after every write (a kill -9 inside a write(2) can still tear the last page-sized piece: the
- * kernel stops copying on a fatal signal; the readers report where the tail is cut). */
+ * kernel stops copying on a fatal signal; the readers report where the tail is cut).
+ * A compressed file (socktap_compression) gets each buffer as one complete frame, made on this
+ * thread by writer_compress() just before the write (capture_compress.h): the same guarantees
+ * hold frame by frame. */
 #include "transport/capture_disk.h"
 
 #include <dirent.h>
@@ -21,6 +24,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "transport/capture_compress.h"
 
 #define CAPTURE_MAX_SUFFIX 999
 
@@ -126,6 +130,7 @@ struct capture_wfile {
     size_t backlog; /* atomic: bytes queued, not yet written */
     bool failed;    /* atomic: set by the writer */
     off_t size;     /* writer only: bytes in the file, always on an event boundary */
+    struct capture_compress_cfg comp;
     struct capture_wstats stats;
     char path[];
 };
@@ -138,6 +143,7 @@ static struct {
     bool busy;
     bool started, stop;
     pthread_t thread;
+    struct capture_compressor *comp; /* writer thread only: made at its start */
 } g_writer = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .wake = PTHREAD_COND_INITIALIZER,
@@ -182,6 +188,25 @@ static void writer_write(struct capture_wfile *f, const uint8_t *data, size_t le
     f->size += (off_t)len;
 }
 
+/* Turns the buffer OUT describes into one compressed frame when F is compressed (OUT then
+ * points into the writer's compressor). A failure stops F like a write error. */
+static int writer_compress(struct capture_wfile *f, struct iovec *out)
+{
+    if (f->comp.alg == CAPTURE_COMPRESS_NONE)
+        return 0;
+    struct iovec in = *out;
+    int rc = g_writer.comp ? capture_compress_frame(g_writer.comp, &f->comp, &in, 1, out) : -ENOMEM;
+    if (!rc)
+        return 0;
+    LOGE(f->conn_id, "capture: compressing for %s failed: %s; capture stopped (%zu bytes lost)",
+         f->path, strerror(-rc), in.iov_len);
+    writer_count(f, false, 1);
+    __atomic_store_n(&f->failed, true, __ATOMIC_RELEASE);
+    close(f->fd);
+    f->fd = -1;
+    return rc;
+}
+
 static void writer_run_job(struct wjob *job)
 {
     struct capture_wfile *f = job->file;
@@ -192,8 +217,12 @@ static void writer_run_job(struct wjob *job)
         }
         free(f);
     } else {
-        if (!__atomic_load_n(&f->failed, __ATOMIC_ACQUIRE))
-            writer_write(f, job->data, job->len);
+        if (!__atomic_load_n(&f->failed, __ATOMIC_ACQUIRE)) {
+            struct iovec out = {.iov_base = job->data, .iov_len = job->len};
+            int rc = writer_compress(f, &out);
+            if (!rc)
+                writer_write(f, out.iov_base, out.iov_len);
+        }
         __atomic_sub_fetch(&f->backlog, job->len, __ATOMIC_RELEASE);
         free(job->data);
     }
@@ -204,6 +233,8 @@ static void *writer_main(void *arg)
 {
     (void)arg;
     log_set_thread_worker(-1);
+    if (capture_compressor_new(&g_writer.comp))
+        LOGE(0, "capture: no memory for the compressor: compressed traces will fail");
     pthread_mutex_lock(&g_writer.lock);
     for (;;) {
         while (!g_writer.head && !g_writer.stop)
@@ -223,6 +254,8 @@ static void *writer_main(void *arg)
             pthread_cond_broadcast(&g_writer.idle);
     }
     pthread_mutex_unlock(&g_writer.lock);
+    capture_compressor_free(g_writer.comp);
+    g_writer.comp = NULL;
     return NULL;
 }
 
@@ -253,7 +286,8 @@ static void writer_push(struct wjob *job)
 }
 
 int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_backlog,
-                      const struct capture_wstats *stats, struct capture_wfile **out)
+                      const struct capture_compress_cfg *comp, const struct capture_wstats *stats,
+                      struct capture_wfile **out)
 {
     size_t plen = strlen(path) + 1;
     struct capture_wfile *f = calloc(1, sizeof(*f) + plen);
@@ -269,6 +303,8 @@ int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_bac
     f->fd = fd;
     f->conn_id = conn_id;
     f->max_backlog = max_backlog;
+    if (comp)
+        f->comp = *comp;
     f->stats = *stats;
     memcpy(f->path, path, plen);
     *out = f;

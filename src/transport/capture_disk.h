@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "core/stats.h"
+#include "transport/capture_compress.h"
 
 /* Creates a new trace file `<PATH_PREFIX>_<CONN_ID><EXT>` with open(O_WRONLY | O_CREAT | O_EXCL
  * | O_NOFOLLOW | O_CLOEXEC, 0600). An existing file or symlink at that name is never opened,
@@ -53,11 +54,14 @@ struct capture_wstats {
 struct capture_wfile;
 
 /* Wraps FD (ownership passes to the writer on success; on failure FD is untouched). PATH is
- * copied (for messages); STATS is copied. MAX_BACKLOG bounds the bytes queued and not yet
- * written. Starts the writer thread on first use. Returns 0 or -errno. */
+ * copied (for messages); COMP (NULL: uncompressed) and STATS are copied: with COMP, the writer
+ * writes each submitted buffer as one compressed frame (capture_compress.h). MAX_BACKLOG bounds
+ * the (uncompressed) bytes queued and not yet written. Starts the writer thread on first use.
+ * Returns 0 or -errno. */
 int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_backlog,
-                      const struct capture_wstats *stats, struct capture_wfile **out)
-    __attribute__((warn_unused_result, nonnull));
+                      const struct capture_compress_cfg *comp, const struct capture_wstats *stats,
+                      struct capture_wfile **out)
+    __attribute__((warn_unused_result, nonnull(2, 6, 7)));
 
 /* Hands DATA (LEN bytes, malloc'd; ownership passes to the writer in every case, it is freed
  * even on error) to the writer. Returns 0, -ENOBUFS when the backlog is not empty and would

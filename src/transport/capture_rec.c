@@ -15,6 +15,7 @@
 #include "transport/capture_rec.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,8 +260,11 @@ void capture_rec_open(struct capture_rec *r)
     }
     int fd;
     bool renamed;
-    int rc = capture_file_create(cfg->path_prefix, id, trace_format_extension(cfg->enc.format),
-                                 r->path, sizeof(r->path), &fd, &renamed);
+    char ext[32];
+    snprintf(ext, sizeof(ext), "%s%s", trace_format_extension(cfg->enc.format),
+             capture_compress_suffix(cfg->comp.alg));
+    int rc =
+        capture_file_create(cfg->path_prefix, id, ext, r->path, sizeof(r->path), &fd, &renamed);
     if (rc) {
         r->path[0] = '\0';
         stats_inc(cfg->stats.files_failed);
@@ -276,8 +280,7 @@ void capture_rec_open(struct capture_rec *r)
         LOGI(id, "%s: trace files for prefix %s can be created again", cfg->kind, cfg->path_prefix);
     if (renamed)
         LOGW(id, "%s: %s_%llu%s exists (file or symlink, left untouched); writing %s instead",
-             cfg->kind, cfg->path_prefix, (unsigned long long)id,
-             trace_format_extension(cfg->enc.format), r->path);
+             cfg->kind, cfg->path_prefix, (unsigned long long)id, ext, r->path);
     struct capture_wstats ws = {.has_stats = true,
                                 .bytes_written = cfg->stats.bytes_written,
                                 .write_errors = cfg->stats.write_errors};
@@ -285,11 +288,17 @@ void capture_rec_open(struct capture_rec *r)
         goto err_close_fd;
     if ((rc = tbuf_reserve(&r->buf, 256)) || (rc = trace_enc_begin(r->enc, &r->buf)))
         goto err_free_enc;
-    if ((rc = capture_wfile_new(fd, r->path, id, cfg->max_backlog, &ws, &r->file)))
+    if ((rc = capture_wfile_new(fd, r->path, id, cfg->max_backlog, &cfg->comp, &ws, &r->file)))
         goto err_free_enc;
     stats_inc(cfg->stats.files_opened);
     LOGD(id, "%s: writing %s", cfg->kind, r->path);
     r->capturing = true;
+    /* An empty file is no zstd stream (`zstd -d` refuses it): a compressed trace whose opening
+     * bytes are none (v3 buffered: everything comes at close) starts with an empty frame, so
+     * the file decodes, to an empty trace, until then. */
+    if (r->buf.len == 0 && cfg->comp.alg != CAPTURE_COMPRESS_NONE &&
+        capture_wfile_submit(r->file, NULL, 0) != 0)
+        capture_rec_stop(r, "out of memory");
     capture_flush(r);
     return;
 

@@ -70,7 +70,7 @@ static int wire_keys_open(struct wire_rec *w)
     struct capture_wstats ws = {.has_stats = true,
                                 .bytes_written = w->cfg->stats.bytes_written,
                                 .write_errors = w->cfg->stats.write_errors};
-    int rc = capture_wfile_new(fd, path, w->conn_id, WIRE_KEYLOG_BACKLOG, &ws, &w->keys);
+    int rc = capture_wfile_new(fd, path, w->conn_id, WIRE_KEYLOG_BACKLOG, NULL, &ws, &w->keys);
     if (rc)
         close(fd);
     return rc;

@@ -244,6 +244,26 @@ def exchange(port, request, chunk=1 << 20):
         return me, bytes(out)
 
 
+def send_bulk(port, mb, pid):
+    """Client: sends MB MiB of random bytes (each MiB numbered, so a dropped or repeated block
+    changes the hash), half-closes, reads to EOF. Returns (sha256 of what was sent, socktap PID's
+    VmHWM after 16 MiB)."""
+    block = os.urandom(1 << 20)
+    sent = hashlib.sha256()
+    hwm_start = None
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as c:
+        for i in range(mb):
+            piece = i.to_bytes(8, "little") + block[8:]
+            sent.update(piece)
+            c.sendall(piece)
+            if i == 16:
+                hwm_start = vm_status(pid, "VmHWM")
+        c.shutdown(socket.SHUT_WR)
+        while c.recv(65536):
+            pass
+    return sent, hwm_start
+
+
 def capture_ts(prefix, fmt="PROTO_BINARY", indent=6, extra=""):
     pad = " " * indent
     return ("%stransport_socket:\n%s  name: envoy.transport_sockets.capture\n%s  config:\n"
@@ -425,20 +445,7 @@ class CaptureTest(E2ETest):
         # is held back (backpressure), so the trace must be complete.
         st = self.start(up.port, listener_ts=capture_ts(prefix),
                         env={"ASAN_OPTIONS": "detect_leaks=1:quarantine_size_mb=16"})
-        block = os.urandom(1 << 20)
-        sent = hashlib.sha256()
-        hwm_start = None
-        with socket.create_connection(("127.0.0.1", self.port), timeout=120) as c:
-            for i in range(mb):
-                # vary each MiB so a dropped or repeated block changes the hash
-                piece = i.to_bytes(8, "little") + block[8:]
-                sent.update(piece)
-                c.sendall(piece)
-                if i == 16:
-                    hwm_start = vm_status(st.pid, "VmHWM")
-            c.shutdown(socket.SHUT_WR)
-            while c.recv(65536):
-                pass
+        sent, hwm_start = send_bulk(self.port, mb, st.pid)
         up.join(300)
         self.assertEqual(up.count, mb << 20)
         self.assertEqual(up.hash.hexdigest(), sent.hexdigest())

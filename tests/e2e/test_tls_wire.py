@@ -14,8 +14,9 @@ import test_tls as T  # noqa: E402
 from harness import free_port, wait_port  # noqa: E402
 
 
-def wire(prefix, fmt=None):
-    return "socktap_wire_capture: {path_prefix: %s%s}, " % (prefix, ", format: %s" % fmt if fmt else "")
+def wire(prefix, fmt=None, comp=None):
+    return "socktap_wire_capture: {path_prefix: %s%s%s}, " % (
+        prefix, ", format: %s" % fmt if fmt else "", ", socktap_compression: %s" % comp if comp else "")
 
 
 class TlsWireTest(T.TlsBase):
@@ -48,14 +49,15 @@ class TlsWireTest(T.TlsBase):
         self.assertEqual(r.returncode, 0, r.stderr)
         return r.stdout
 
-    def h2_exchange(self, curl_args, cap):
+    def h2_exchange(self, curl_args, cap, comp=None):
         with open(os.path.join(self.tmp, "h2.txt"), "wb") as f:
             f.write(b"over h2 inside TLS\n")
         up = free_port()
         p = self.procs.start(["nghttpd", "-d", self.tmp, "-a", "127.0.0.1", str(up),
                               os.path.join(self.pki, "server.key"), os.path.join(self.pki, "server.pem")])
         wait_port(up, proc=p)
-        st, lp = self.start(T.listener_tls(self.pki, extra=wire(cap), extra_common=", alpn_protocols: [h2, http/1.1]"),
+        st, lp = self.start(T.listener_tls(self.pki, extra=wire(cap, comp=comp),
+                                           extra_common=", alpn_protocols: [h2, http/1.1]"),
                             T.cluster_tls(self.pki, alpn="h2"), upstream_port=up)
         r = self.curl(lp, "/h2.txt", "--http2", "-w", "\n%{http_version}", *curl_args)
         self.assertEqual(r.stdout, b"over h2 inside TLS\n\n2")
@@ -108,6 +110,28 @@ class TlsWireTest(T.TlsBase):
         _, keys, _ = self.check_h2_decrypts(["--tlsv1.2", "--tls-max", "1.2"], "TLSv1.2")
         with open(keys) as f:
             self.assertTrue(f.read().startswith("CLIENT_RANDOM "))
+
+    def test_zstd_wire_capture_decrypts_from_the_compressed_trace(self):
+        """socktap_compression on the wire capture: a .pb_length_delimited.zst whose `zstd -d`
+        is the ordinary wire trace; the key log beside it stays plain text; capture2pcap reads
+        the compressed trace and embeds its key log: tshark decrypts the HTTP/2 exchange."""
+        cap = os.path.join(self.tmp, "wire")
+        lp = self.h2_exchange(["--tlsv1.3"], cap, comp="zstd")
+        trace, keys = self.one_trace(cap)
+        self.assertTrue(trace.endswith(".pb_length_delimited.zst"), trace)
+        with open(keys) as f:
+            self.assertIn("CLIENT_TRAFFIC_SECRET_0", f.read())
+        plain = os.path.join(self.tmp, "decoded.pb_length_delimited")
+        subprocess.run(["zstd", "-q", "-d", trace, "-o", plain], check=True)
+        a = subprocess.run([harness.tool("socktap-trace"), "cat", "--direction", "read", trace], capture_output=True)
+        b = subprocess.run([harness.tool("socktap-trace"), "cat", "--direction", "read", plain], capture_output=True)
+        self.assertEqual((a.returncode, b.returncode), (0, 0), a.stderr + b.stderr)
+        self.assertEqual(a.stdout, b.stdout)
+        self.assertEqual(a.stdout[0], 0x16)  # a TLS handshake record: the ClientHello
+        out = self.tshark(trace, lp, None, "-Y", "http2", "-T", "fields", "-e", "http2.header.value",
+                          ext=".pcapng")
+        self.assertIn("/h2.txt", out)
+        self.assertIn("200", out)
 
     def test_every_byte_on_the_wire_is_in_the_trace(self):
         """The trace's bytes are the TCP payload itself: tshark's reassembly of the pcap sees

@@ -166,7 +166,7 @@ static void test_writer_order_and_close(void **state)
     assert_int_equal(capture_file_create(prefix, 3, ".pb", path, sizeof(path), &fd, &renamed), 0);
     struct capture_wstats ws = {0};
     struct capture_wfile *f;
-    assert_int_equal(capture_wfile_new(fd, path, 3, 1 << 20, &ws, &f), 0);
+    assert_int_equal(capture_wfile_new(fd, path, 3, 1 << 20, NULL, &ws, &f), 0);
     const char *parts[] = {"alpha,", "beta,", "gamma,", "delta"};
     for (size_t i = 0; i < 4; i++)
         assert_int_equal(capture_wfile_submit(f, dup_text(parts[i]), strlen(parts[i])), 0);
@@ -188,7 +188,7 @@ static void test_writer_backlog_bound(void **state)
     struct capture_wstats ws = {0};
     struct capture_wfile *f;
     const size_t chunk = 128 * 1024, max = 512 * 1024;
-    assert_int_equal(capture_wfile_new(p[1], "pipe", 5, max, &ws, &f), 0);
+    assert_int_equal(capture_wfile_new(p[1], "pipe", 5, max, NULL, &ws, &f), 0);
     size_t accepted = 0;
     int rc = 0;
     for (int i = 0; i < 16 && rc == 0; i++) {
@@ -236,7 +236,7 @@ static void test_writer_full_disk(void **state)
                                 .write_errors = stats_register("t.write_errors", STAT_COUNTER)};
     assert_int_equal(stats_freeze(1), 0);
     struct capture_wfile *f;
-    assert_int_equal(capture_wfile_new(fd, "/dev/full", 6, 1 << 20, &ws, &f), 0);
+    assert_int_equal(capture_wfile_new(fd, "/dev/full", 6, 1 << 20, NULL, &ws, &f), 0);
     assert_int_equal(capture_wfile_submit(f, dup_text("lost"), 4), 0);
     capture_writer_sync();
     assert_true(capture_wfile_failed(f));
