@@ -1172,24 +1172,49 @@ int cfg_get_duration_ms(struct cfg_err *err, const struct cfg_doc *doc, const st
     return 0;
 }
 
-int cfg_get_enum(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
-                 const struct cfg_path *path, const char *const *names, int *out)
+static int get_enum(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                    const struct cfg_path *path, const char *const *names, bool numeric,
+                    const int *numbers, int *out)
 {
-    char got[CFG_DESCRIBE_MAX + 16], list[512];
+    char got[CFG_DESCRIBE_MAX + 16], list[768];
     size_t pos = 0;
     int i;
+    uint64_t v;
     if (scalar_ok(node))
         for (i = 0; names[i]; i++)
             if (!strcmp(node->str, names[i]))
                 return *out = i, 0;
+    /* protobuf's JSON mapping (which Envoy's YAML goes through) takes an enum's number too */
+    if (numeric && scalar_ok(node) && !node->quoted && parse_u64(node->str, &v))
+        for (i = 0; names[i]; i++)
+            if ((uint64_t)(numbers ? numbers[i] : i) == v)
+                return *out = i, 0;
     list[0] = '\0';
     for (i = 0; names[i]; i++) {
+        char num[24];
         if (pos)
             buf_append(list, sizeof(list), &pos, ", ", 2);
         buf_append(list, sizeof(list), &pos, names[i], strlen(names[i]));
+        if (numeric) {
+            int n = snprintf(num, sizeof(num), " (%d)", numbers ? numbers[i] : i);
+            buf_append(list, sizeof(list), &pos, num, (size_t)n);
+        }
     }
     return cfg_error(err, doc, node, path, "expected one of %s, got %s", list,
                      cfg_node_describe(node, got, sizeof(got)));
+}
+
+int cfg_get_enum(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                 const struct cfg_path *path, const char *const *names, int *out)
+{
+    return get_enum(err, doc, node, path, names, false, NULL, out);
+}
+
+int cfg_get_enum_num(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                     const struct cfg_path *path, const char *const *names, const int *numbers,
+                     int *out)
+{
+    return get_enum(err, doc, node, path, names, true, numbers, out);
 }
 
 static bool str_listed(const char *s, const char *const *list)

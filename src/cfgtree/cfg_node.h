@@ -130,8 +130,15 @@ int cfg_extension_settings(struct cfg_err *err, const struct cfg_doc *doc,
                            const char *const *urls, const char *url_owner,
                            const struct cfg_node **out, struct cfg_path *out_path);
 
-/* One of NAMES (NULL-terminated); *OUT is the index. The message lists the accepted names. */
+/* One of NAMES (NULL-terminated); *OUT is the index. The message lists the accepted names. For
+ * socktap's own enums (no proto numbers). */
 int cfg_get_enum(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
                  const struct cfg_path *path, const char *const *names, int *out);
+/* A proto enum: one of NAMES, or (plain, unquoted) the number NUMBERS[i] of one (NULL: the
+ * numbers are the indexes, NAMES being in proto order), as protobuf's JSON parser takes it.
+ * *OUT is the index; the message lists names with their numbers. */
+int cfg_get_enum_num(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
+                     const struct cfg_path *path, const char *const *names, const int *numbers,
+                     int *out);
 
 #endif

@@ -99,12 +99,13 @@ static int opt_string(struct cfg_state *st, const struct cfg_node *map, const st
     return n ? cfg_get_string(st->err, st->doc, n, &kp, out) : 0;
 }
 
+/* A proto enum KEY of MAP: a name of NAMES or its number in NUMBERS (NULL: the index). */
 static int opt_enum(struct cfg_state *st, const struct cfg_node *map, const struct cfg_path *path,
-                    const char *key, const char *const *names, int *out)
+                    const char *key, const char *const *names, const int *numbers, int *out)
 {
     const struct cfg_node *n = cfg_map_get(map, key);
     struct cfg_path kp = CFG_PATH_KEY(path, key);
-    return n ? cfg_get_enum(st->err, st->doc, n, &kp, names, out) : 0;
+    return n ? cfg_get_enum_num(st->err, st->doc, n, &kp, names, numbers, out) : 0;
 }
 
 static int opt_duration(struct cfg_state *st, const struct cfg_node *map,
@@ -241,7 +242,7 @@ static int parse_socket_address(struct cfg_err *err, const struct cfg_doc *doc,
     n = cfg_map_get(sa, "protocol");
     if (n) {
         pp = CFG_PATH_KEY(sa_path, "protocol");
-        rc = cfg_get_enum(err, doc, n, &pp, protocols, &proto);
+        rc = cfg_get_enum_num(err, doc, n, &pp, protocols, NULL, &proto);
         if (rc)
             return rc;
     }
@@ -739,7 +740,7 @@ static int parse_circuit_breakers(struct cfg_state *st, const struct cfg_node *c
         rc = cfg_check_keys(st->err, st->doc, t, &ip, t_keys);
         if (rc)
             return rc;
-        rc = opt_enum(st, t, &ip, "priority", priorities, &prio);
+        rc = opt_enum(st, t, &ip, "priority", priorities, NULL, &prio);
         if (rc)
             return rc;
         for (const char *const *k = t_keys + 1; *k; k++) {
@@ -770,10 +771,14 @@ static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node
                                        "circuit_breakers",
                                        "dns_lookup_family",
                                        NULL};
+    /* proto numbers from envoy.config.cluster.v3.Cluster's DiscoveryType, LbPolicy and
+     * DnsLookupFamily (api/envoy/config/cluster/v3/cluster.proto) */
     static const char *const types[] = {"STATIC", "STRICT_DNS", "LOGICAL_DNS", NULL};
     static const char *const policies[] = {"ROUND_ROBIN", "RANDOM", "LEAST_REQUEST", NULL};
+    static const int policy_numbers[] = {0, 3, 1};
     static const char *const families[] = {"V4_PREFERRED", "AUTO", "V4_ONLY",
                                            "V6_ONLY",      "ALL",  NULL};
+    static const int family_numbers[] = {3, 0, 1, 2, 4};
     struct cfg_cluster *c = &st->cfg->clusters[idx];
     const struct cfg_node *n, *hosts, *la;
     struct cfg_path kp;
@@ -814,9 +819,9 @@ static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node
                              cfg_node_describe(n, got, sizeof(got)));
     }
     c->buffer_limit = CFG_DEFAULT_BUFFER_LIMIT;
-    if ((rc = opt_enum(st, node, path, "type", types, &type)) ||
-        (rc = opt_enum(st, node, path, "lb_policy", policies, &policy)) ||
-        (rc = opt_enum(st, node, path, "dns_lookup_family", families, &family)) ||
+    if ((rc = opt_enum(st, node, path, "type", types, NULL, &type)) ||
+        (rc = opt_enum(st, node, path, "lb_policy", policies, policy_numbers, &policy)) ||
+        (rc = opt_enum(st, node, path, "dns_lookup_family", families, family_numbers, &family)) ||
         (rc = opt_u32(st, node, path, "per_connection_buffer_limit_bytes", 1, &c->buffer_limit)))
         return rc;
     c->type = (enum cfg_cluster_type)type;

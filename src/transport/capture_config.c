@@ -249,7 +249,7 @@ int capture_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
     if (fmt) {
         struct cfg_path p = CFG_PATH_KEY(&sink_path, "format");
         int idx;
-        if ((rc = cfg_get_enum(ctx->err, ctx->doc, fmt, &p, v2_format_names, &idx)))
+        if ((rc = cfg_get_enum_num(ctx->err, ctx->doc, fmt, &p, v2_format_names, NULL, &idx)))
             goto err_free_cfg;
         cfg->enc.format = v2_formats[idx];
     }
@@ -328,7 +328,7 @@ static int parse_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sink,
     if (fmt) {
         struct cfg_path p = CFG_PATH_KEY(path, "format");
         int idx;
-        if ((rc = cfg_get_enum(ctx->err, ctx->doc, fmt, &p, v3_format_names, &idx)))
+        if ((rc = cfg_get_enum_num(ctx->err, ctx->doc, fmt, &p, v3_format_names, NULL, &idx)))
             return rc;
         cfg->enc.format = v3_formats[idx];
     }
@@ -485,7 +485,7 @@ int capture_wire_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *conf
     if (fmt) {
         struct cfg_path p = CFG_PATH_KEY(path, "format");
         int idx;
-        if ((rc = cfg_get_enum(ctx->err, ctx->doc, fmt, &p, v3_format_names, &idx)))
+        if ((rc = cfg_get_enum_num(ctx->err, ctx->doc, fmt, &p, v3_format_names, NULL, &idx)))
             goto err_free_cfg;
         cfg->enc.format = v3_formats[idx];
     }

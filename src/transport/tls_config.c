@@ -479,7 +479,7 @@ static int tls_parse_params(struct tls_parse *p, const struct cfg_node *node,
     struct cfg_path minp = CFG_PATH_KEY(path, "tls_minimum_protocol_version");
     struct cfg_path maxp = CFG_PATH_KEY(path, "tls_maximum_protocol_version");
     if ((v = cfg_map_get(node, "tls_minimum_protocol_version"))) {
-        if (cfg_get_enum(p->err, p->doc, v, &minp, versions, &vmin) < 0)
+        if (cfg_get_enum_num(p->err, p->doc, v, &minp, versions, NULL, &vmin) < 0)
             return -EINVAL;
         if (vmin == 0)
             vmin = 3;
@@ -494,7 +494,7 @@ static int tls_parse_params(struct tls_parse *p, const struct cfg_node *node,
         }
     }
     if ((v = cfg_map_get(node, "tls_maximum_protocol_version"))) {
-        if (cfg_get_enum(p->err, p->doc, v, &maxp, versions, &vmax) < 0)
+        if (cfg_get_enum_num(p->err, p->doc, v, &maxp, versions, NULL, &vmax) < 0)
             return -EINVAL;
         if (vmax == 0)
             vmax = tls_default_max(p->cfg->side);

@@ -118,6 +118,33 @@ static void test_billion_laughs(void **state)
                  false);
 }
 
+/* Enums by number, as protobuf's JSON parser (Envoy's YAML path) takes them: lb_policy 3 is
+ * RANDOM, 1 LEAST_REQUEST (api/envoy/config/cluster/v3/cluster.proto); a quoted number is a
+ * name, not a number. */
+static void test_numeric_enums(void **state)
+{
+    static const char yaml[] =
+        "static_resources:\n"
+        "  clusters:\n"
+        "  - {name: a, lb_policy: 3, type: 0, hosts: [{address: 127.0.0.1, "
+        "port_value: 1, protocol: 0}]}\n"
+        "  - {name: b, lb_policy: 1, dns_lookup_family: 1, hosts: [{address: "
+        "127.0.0.1, port_value: 1}]}\n";
+    struct socktap_config *cfg = load_ok(yaml);
+    assert_int_equal(cfg->clusters[0].lb_policy, CFG_LB_RANDOM);
+    assert_int_equal(cfg->clusters[0].type, CFG_CLUSTER_STATIC);
+    assert_int_equal(cfg->clusters[1].lb_policy, CFG_LB_LEAST_REQUEST);
+    config_free(cfg);
+    static const char quoted[] = "static_resources:\n"
+                                 "  clusters:\n"
+                                 "  - {name: a, lb_policy: \"3\", hosts: [{address: 127.0.0.1, "
+                                 "port_value: 1}]}\n";
+    expect_error("quoted_number", quoted, strlen(quoted),
+                 "t.yaml:3:26: static_resources.clusters[0].lb_policy: expected one of ROUND_ROBIN "
+                 "(0), RANDOM (3), LEAST_REQUEST (1), got \"3\"",
+                 false);
+}
+
 /* Anchors, aliases and merge keys as YAML users write them to share settings (Envoy's loader
  * takes them): the config is the one with everything written out. */
 static void test_anchors_and_merge_keys(void **state)
@@ -622,6 +649,7 @@ int main(void)
         cmocka_unit_test(test_long_scalar_described_briefly),
         cmocka_unit_test(test_billion_laughs),
         cmocka_unit_test(test_anchors_and_merge_keys),
+        cmocka_unit_test(test_numeric_enums),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_file_name_in_message),
         cmocka_unit_test(test_fifo_and_directory_refused),
