@@ -1200,8 +1200,15 @@ static int start(struct trace_reader *r)
         return -ENOMEM;
     if (avail == (size_t)-2)
         return fail(r, -EIO, 0, "read error");
-    if (r->opts.follow && avail < FOLLOW_DETECT_MIN && r->opts.format == TRACE_IN_AUTO)
-        return -EAGAIN; /* the bytes stay in buf: detection runs again on more */
+    if (r->opts.follow && r->opts.format == TRACE_IN_AUTO) {
+        /* the bytes stay in buf: detection runs again on more */
+        const uint8_t *p = r->buf + r->pos;
+        size_t i = 0;
+        while (i < avail && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+            i++;
+        if (avail < FOLLOW_DETECT_MIN || i == avail)
+            return -EAGAIN;
+    }
     enum trace_in_format f = r->opts.format;
     bool text = f == TRACE_IN_V2_TEXT || f == TRACE_IN_V3_TEXT;
     if (f == TRACE_IN_AUTO) {
@@ -1238,7 +1245,7 @@ int trace_reader_next(struct trace_reader *r, struct trace_event *ev,
         r->msg = NULL;
     }
     int rc = 0;
-    if (r->followed && r->eof) { /* the file may have grown since: EOF is not sticky */
+    if (r->followed) { /* the file may have grown since: EOF is not sticky (nor stdio's) */
         r->eof = false;
         clearerr(r->f);
     }

@@ -20,7 +20,7 @@
 
 #define NEV 5
 
-static uint8_t payload[70000]; /* one event larger than the reader's 64 KiB read block */
+static uint8_t payload[70000 + NEV]; /* one event larger than the reader's 64 KiB read block */
 static const size_t lens[NEV] = {100, 0, 70000, 1, 3000};
 
 static const struct trace_conn conn = {
