@@ -6,6 +6,7 @@ SIGINT ends with exit 0 and a stream capinfos/tshark read cleanly; memory stays 
 many connections pass; a corrupt trace is reported with its offset and makes the exit status
 non-zero without stopping the others."""
 import os
+import shlex
 import signal
 import socket
 import struct
@@ -17,7 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETest, free_port, proxy_config, vm_status, wait_port  # noqa: E402
-from test_capture import capture_ts  # noqa: E402
+from test_capture import capture_ts, tap_ts  # noqa: E402
 from test_live import epb_payloads, parse_pcapng  # noqa: E402
 
 C2P = harness.tool("capture2pcap")
@@ -46,7 +47,7 @@ class Follow:
         if tshark_args is not None:
             fifo = os.path.join(test.tmp, "fifo-%d" % time.time_ns())
             os.mkfifo(fifo)
-            sh = "exec tshark -l -n -i - %s < '%s'" % (" ".join(tshark_args), fifo)
+            sh = "exec tshark -l -n -i - %s < %s" % (" ".join(shlex.quote(a) for a in tshark_args), shlex.quote(fifo))
             self.tshark = test.procs.start(["sh", "-c", sh], stdout=subprocess.PIPE)
             self.fifo = open(fifo, "wb", buffering=0)
             threading.Thread(target=self.read_tshark, daemon=True).start()
@@ -282,6 +283,48 @@ class FollowTest(E2ETest):
         self.assertTrue(f.wait(lambda s: "/g.txt?again" in s.lines), f.stderr())
         self.assertEqual(f.stop(), 1, f.stderr())  # something was skipped: said at the end
         self.assertIn("1 skipped for errors", f.stderr())
+
+    def test_h2c_v3_length_delimited_glob(self):
+        # socktap's tap socket, v3 streamed length-delimited; curl h2c to nghttpd; a quoted glob
+        with open(os.path.join(self.tmp, "h2.txt"), "wb") as fobj:
+            fobj.write(b"over http2\n")
+        up = free_port()
+        ng = self.procs.start(["nghttpd", "--no-tls", "-d", self.tmp, "-a", "127.0.0.1", str(up)])
+        wait_port(up, proc=ng)
+        caps = os.path.join(self.tmp, "caps")
+        os.makedirs(caps)
+        self.start(upstream_port=up, ts=tap_ts(os.path.join(caps, "h2"), "PROTO_BINARY_LENGTH_DELIMITED", True))
+        with open(os.path.join(caps, "unrelated.pb"), "wb"):
+            pass  # not matched by the glob: never read
+        f = Follow(self, [os.path.join(caps, "h2_*")],
+                   tshark_args=["-d", "tcp.port==%d,http2" % self.lp, "-Y", "http2.header.name == \":path\"",
+                                "-T", "fields", "-e", "http2.headers.path"])
+        for i in range(2):
+            self.curl("/h2.txt", "--http2-prior-knowledge")
+            self.assertTrue(f.wait(lambda s: s.lines.count("/h2.txt") == i + 1), (f.lines, f.stderr()))
+        self.assertEqual(f.stop(signal.SIGTERM), 0, f.stderr())
+        self.assertIn("followed 2 trace(s) (2 finished", f.stderr())
+
+    def test_max_open_waits_and_loses_nothing(self):
+        with open(os.path.join(self.tmp, "w.txt"), "wb") as fobj:
+            fobj.write(b"waited\n")
+        self.start()
+        f = Follow(self, ["--max-open", "1", self.caps],
+                   tshark_args=["-d", "tcp.port==%d,http" % self.lp, "-Y", "http.request", "-T", "fields",
+                                "-e", "http.request.uri"])
+        hold = socket.create_connection(("127.0.0.1", self.lp))  # an open connection takes the one slot
+        self.addCleanup(hold.close)
+        deadline = time.time() + 20
+        while not os.listdir(self.caps) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        self.curl("/w.txt")
+        self.assertTrue(f.wait(lambda s: "and later ones wait until one finishes" in s.stderr()), f.stderr())
+        self.assertNotIn("/w.txt", f.lines)
+        hold.close()  # its trace finishes: the waiting one is read, nothing lost
+        self.assertTrue(f.wait(lambda s: "/w.txt" in s.lines), (f.lines, f.stderr()))
+        self.assertEqual(f.stop(), 0, f.stderr())
+        self.assertIn("followed 2 trace(s) (2 finished, 1 waited for a descriptor", f.stderr())
 
     def test_reader_gone_and_usage(self):
         self.start()
