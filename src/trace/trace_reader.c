@@ -1235,6 +1235,31 @@ static int start(struct trace_reader *r)
     return 0;
 }
 
+/* Follow mode, waiting: keeps only the unfinished field's bytes, in a buffer of their size. A
+ * follower holds one reader per open connection, most of them idle (a keep-alive, a slow
+ * client), so the 64 KiB read block is not kept for each: an idle reader holds no buffer. */
+static void follow_shrink(struct trace_reader *r)
+{
+    size_t keep = r->end - r->pos;
+    if (r->cap <= keep + 4096)
+        return;
+    memmove(r->buf, r->buf + r->pos, keep);
+    r->base += r->pos;
+    r->end = keep;
+    r->pos = 0;
+    if (!keep) {
+        free(r->buf);
+        r->buf = NULL;
+        r->cap = 0;
+        return;
+    }
+    uint8_t *p = realloc(r->buf, keep);
+    if (p) {
+        r->buf = p;
+        r->cap = keep;
+    }
+}
+
 int trace_reader_next(struct trace_reader *r, struct trace_event *ev,
                       const struct trace_conn **conn)
 {
@@ -1263,6 +1288,7 @@ int trace_reader_next(struct trace_reader *r, struct trace_event *ev,
         r->err = 0;
         r->errmsg[0] = 0;
         rc = -EAGAIN;
+        follow_shrink(r);
     }
     if (rc == -EAGAIN)
         return rc;

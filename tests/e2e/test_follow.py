@@ -267,6 +267,52 @@ class FollowTest(E2ETest):
                     "-e", "http.request.uri"]).split()
         self.assertEqual(len(uris), 10 * n)
 
+    def test_open_connections_cost_little(self):
+        # an echo upstream that keeps every connection open
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(512)
+        self.addCleanup(srv.close)
+        conns = []
+
+        def accept():
+            while True:
+                try:
+                    c, _ = srv.accept()
+                except OSError:
+                    return
+                conns.append(c)
+                threading.Thread(target=lambda c=c: [c.sendall(b) for b in iter(lambda: c.recv(65536), b"")],
+                                 daemon=True).start()
+        threading.Thread(target=accept, daemon=True).start()
+        self.start(upstream_port=srv.getsockname()[1])
+        out = os.path.join(self.tmp, "open.pcap")
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:quarantine_size_mb=1")
+        p = self.procs.start([C2P, "--follow", self.caps, out], env=env)
+        clients = []
+
+        def open_n(n):
+            for i in range(n):
+                c = socket.create_connection(("127.0.0.1", self.lp))
+                c.sendall(b"hello %d\n" % len(clients))
+                self.assertEqual(c.recv(100), b"hello %d\n" % len(clients))
+                clients.append(c)
+            deadline = time.time() + 60  # every trace open in the follower
+            while time.time() < deadline and len(os.listdir("/proc/%d/fd" % p.pid)) < len(clients) + 5:
+                time.sleep(0.1)
+            time.sleep(0.5)
+        open_n(20)
+        hwm1 = vm_status(p.pid, "VmHWM")
+        open_n(200)
+        hwm2 = vm_status(p.pid, "VmHWM")
+        sys.stderr.write("follow VmHWM with 20 open connections: %d kB, with 220: %d kB (%.1f kB each)\n"
+                         % (hwm1, hwm2, (hwm2 - hwm1) / 200.0))
+        # an idle followed trace keeps no read buffer: a few kB each, not the 64 KiB read block
+        self.assertLess(hwm2 - hwm1, 200 * 24)
+        for c in clients:
+            c.close()
+        self.assertEqual(self.procs.stop(p, signal.SIGINT), 0)
+
     def test_corrupt_trace_among_good_ones(self):
         with open(os.path.join(self.tmp, "g.txt"), "wb") as fobj:
             fobj.write(b"good\n")
