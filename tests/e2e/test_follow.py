@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import E2ETest, free_port, proxy_config, vm_status, wait_port  # noqa: E402
+from harness import E2ETest, free_port, proxy_config, varint, vm_status, wait_port  # noqa: E402
 from test_capture import capture_ts, tap_ts  # noqa: E402
 from test_live import epb_payloads, parse_pcapng  # noqa: E402
 
@@ -371,6 +371,24 @@ class FollowTest(E2ETest):
         self.assertTrue(f.wait(lambda s: "/w.txt" in s.lines), (f.lines, f.stderr()))
         self.assertEqual(f.stop(), 0, f.stderr())
         self.assertIn("followed 2 trace(s) (2 finished, 1 waited for a descriptor", f.stderr())
+
+    def test_unknown_fields_rule(self):
+        # a v2 Trace with one read event and a top-level field 15 the schema lacks, value 5
+        data = b"\x0a\x02\x08\x07"  # connection {id: 7}
+        ev = b"\x0a\x02\x08\x01" + b"\x12" + varint(len(b"\x0a\x05hello")) + b"\x0a\x05hello"
+        data += b"\x12" + varint(len(ev)) + ev + b"\x78\x05"
+        for allow, rc, word in ((False, 1, "error"), (True, 0, "warning")):
+            with self.subTest(allow=allow):
+                d = os.path.join(self.tmp, "u%d" % allow)
+                os.makedirs(d)
+                f = Follow(self, (["--allow-unknown"] if allow else []) + ["--pcapng", d])
+                with open(os.path.join(d, "x_7.pb"), "wb") as t:  # appears after the start, then closed
+                    t.write(data)
+                self.assertTrue(f.wait(lambda s: "skipped 1 unknown field(s) with data" in s.stderr()), f.stderr())
+                self.assertTrue(f.wait(lambda s: b"hello" in b"".join(epb_payloads(parse_pcapng(bytes(s.data))[0]))))
+                self.assertEqual(f.stop(), rc, f.stderr())
+                self.assertIn("capture2pcap: %s: %s/x_7.pb: skipped 1 unknown field(s) with data" % (word, d),
+                              f.stderr())
 
     def test_reader_gone_and_usage(self):
         self.start()
