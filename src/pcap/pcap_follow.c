@@ -70,6 +70,7 @@ struct follow_file {
     bool closed_seen;                /* IN_CLOSE_WRITE arrived while it waited */
     bool ended;                      /* v3 `closed` event read */
     bool whole_noted;                /* "text waits for the end" said */
+    uint64_t keylog_off;             /* bytes of <path>.keylog embedded so far (pcapng) */
 };
 
 struct follow_list {
@@ -211,9 +212,55 @@ static int follow_end(struct follow *fl, struct follow_file *f, int rc)
     return ret;
 }
 
+#define FOLLOW_KEYLOG_STEP (1u << 20)
+
+/* pcapng: a TLS wire trace's key log (`<trace>.keylog`) grows with its handshake, possibly
+ * after the follower opened the trace: before each read of the trace, the whole lines it gained
+ * go out as a Decryption Secrets Block, so they precede the records they decrypt (socktap
+ * writes a key-log line when OpenSSL derives the secret, before the records it protects reach
+ * the trace). Returns 0 or -errno (output). */
+static int follow_keylog(struct follow *fl, struct follow_file *f)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    int ret = 0;
+
+    if (!pcap_writer_is_pcapng(fl->w) || fl->opts->conv.no_secrets)
+        return 0;
+    int k = snprintf(path, sizeof(path), "%s.keylog", f->path);
+    if (k < 0 || (size_t)k >= sizeof(path))
+        return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0; /* none (yet): a TLS handshake logs its first secret later */
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size <= f->keylog_off)
+        goto out_close;
+    uint64_t n = (uint64_t)st.st_size - f->keylog_off;
+    size_t len = n < FOLLOW_KEYLOG_STEP ? (size_t)n : FOLLOW_KEYLOG_STEP;
+    char *buf = malloc(len);
+    if (!buf) {
+        ret = -ENOMEM;
+        goto out_close;
+    }
+    ssize_t got = pread(fd, buf, len, (off_t)f->keylog_off);
+    while (got > 0 && buf[got - 1] != '\n')
+        got--; /* a line being written: the rest comes next time */
+    if (got > 0) {
+        ret = pcap_writer_secrets(fl->w, PCAPNG_SECRETS_TLS_KEYLOG, buf, (size_t)got);
+        f->keylog_off += (uint64_t)got;
+    }
+    free(buf);
+out_close:
+    close(fd);
+    return ret;
+}
+
 /* Converts everything F's reader has now. Returns 0 (F may be forgotten) or -errno. */
 static int follow_drain(struct follow *fl, struct follow_file *f)
 {
+    int kret = follow_keylog(fl, f);
+    if (kret)
+        return kret;
     for (;;) {
         const struct trace_conn *conn = NULL;
         int rc = trace_reader_next(f->in.reader, &f->in.ev, &conn);
@@ -304,13 +351,13 @@ static int follow_open(struct follow *fl, struct follow_file *f)
         if (rc)
             return rc;
     }
-    bool bad = false;
-    rc = pcap_input_secrets(&f->in, fl->w, &fl->opts->conv, fl->err, &bad);
-    if (bad) {
-        fl->bad = true;
-        fl->st.errors++;
+    if (!pcap_writer_is_pcapng(fl->w)) {
+        bool bad = false; /* classic pcap: says once that it cannot hold the key log */
+        rc = pcap_input_secrets(&f->in, fl->w, &fl->opts->conv, fl->err, &bad);
+        if (rc)
+            return rc;
     }
-    return rc ? rc : follow_drain(fl, f);
+    return follow_drain(fl, f); /* pcapng: the key log goes in there, as it grows */
 }
 
 /* Opens waiting traces while descriptors allow. */

@@ -390,6 +390,41 @@ class FollowTest(E2ETest):
                 self.assertIn("capture2pcap: %s: %s/x_7.pb: skipped 1 unknown field(s) with data" % (word, d),
                               f.stderr())
 
+    def test_tls_wire_decrypts_live(self):
+        # curl over TLS (OpenSSL on both ends) to socktap's TLS listener with a wire capture: the
+        # follower embeds each connection's key log as it grows, and a live tshark decrypts with
+        # no key-log preference
+        import test_tls as T
+        from test_tls_wire import wire
+        pki = os.path.join(self.tmp, "pki")
+        subprocess.run(["sh", T.GEN, pki], check=True, capture_output=True)
+        with open(os.path.join(self.tmp, "s.txt"), "wb") as fobj:
+            fobj.write(b"secret body\n")
+        caps = os.path.join(self.tmp, "caps")
+        os.makedirs(caps)
+        self.start(ts=T.listener_tls(pki, extra=wire(os.path.join(caps, "wire"))))
+        time.sleep(0.3)
+        f = Follow(self, ["--pcapng", caps],
+                   tshark_args=["-d", "tcp.port==%d,tls" % self.lp, "-Y", "http.request", "-T", "fields",
+                                "-e", "http.request.uri"])
+        for i, v in enumerate(("--tlsv1.3", "--tls-max")):
+            args = [v] if v == "--tlsv1.3" else ["--tls-max", "1.2"]
+            r = subprocess.run(["curl", "-sS", "--max-time", "20", "--cacert", os.path.join(pki, "ca.pem"),
+                                "--resolve", "server.test:%d:127.0.0.1" % self.lp, *args,
+                                "https://server.test:%d/s.txt" % self.lp], capture_output=True)
+            self.assertEqual(r.stdout, b"secret body\n", r.stderr)
+            self.assertTrue(f.wait(lambda s: s.lines.count("/s.txt") == i + 1), (v, f.lines, f.stderr()))
+        self.assertEqual(f.stop(), 0, f.stderr())
+        saved = self.save(f, "tls.pcapng")
+        self.assert_clean(saved, "pcapng")
+        with open(saved, "rb") as fobj:
+            dsbs = [body for btype, body in parse_pcapng(fobj.read())[0] if btype == 0x0A]
+        self.assertGreaterEqual(len(dsbs), 2)  # at least one per connection, before its packets
+        self.assertTrue(all(b"CLIENT_" in d or b"SERVER_" in d for d in dsbs))
+        uris = run(["tshark", "-r", saved, "-d", "tcp.port==%d,tls" % self.lp, "-Y", "http.request", "-T", "fields",
+                    "-e", "http.request.uri"]).split()
+        self.assertEqual(uris, ["/s.txt", "/s.txt"])
+
     def test_reader_gone_and_usage(self):
         self.start()
         # the viewer quits: capture2pcap ends quietly (EPIPE), no crash
