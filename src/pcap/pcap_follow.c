@@ -3,9 +3,9 @@
  * One thread, one poll(2) over an inotify descriptor, a signalfd and the output descriptor
  * (POLLERR: the pipe's reader is gone). Each input's directory is watched once with
  * IN_CREATE/IN_MOVED_TO (a new trace), IN_MODIFY (it grew) and IN_CLOSE_WRITE (its writer is
- * done: socktap and Envoy open a trace once and close it when the connection ends). A 1 s poll
- * timeout also re-reads every open trace, for growth inotify cannot report (network file
- * systems) or did not (a full event queue).
+ * done: socktap and Envoy open a trace once and close it when the connection ends). Every
+ * second every open trace is also re-read, for growth inotify cannot report (network file
+ * systems) or did not (a full event queue); an idle trace costs one read(2) returning 0.
  *
  * A trace that existed before the follower started may be finished already, and its close
  * happened before we watched: a read lease (F_SETLEASE F_RDLCK) can only be taken on a file
@@ -38,6 +38,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pcap/pcap_follow.h"
@@ -93,6 +94,9 @@ struct follow {
     size_t max_open;
     size_t index; /* arrival number of the next trace */
     bool lease_noted, limit_noted, wait_noted;
+    bool out_reg; /* the output is a regular file (out_dev, out_ino): never followed itself */
+    dev_t out_dev;
+    ino_t out_ino;
 };
 
 static void follow_list_add(struct follow_list *l, struct follow_file *f)
@@ -215,10 +219,14 @@ static int follow_end(struct follow *fl, struct follow_file *f, int rc)
 #define FOLLOW_KEYLOG_STEP (1u << 20)
 
 /* pcapng: a TLS wire trace's key log (`<trace>.keylog`) grows with its handshake, possibly
- * after the follower opened the trace: before each read of the trace, the whole lines it gained
- * go out as a Decryption Secrets Block, so they precede the records they decrypt (socktap
- * writes a key-log line when OpenSSL derives the secret, before the records it protects reach
- * the trace). Returns 0 or -errno (output). */
+ * after the follower opened the trace. socktap hands a key-log line to its writer thread when
+ * OpenSSL derives the secret, and the records it protects only later (the worker's 5 ms tick),
+ * so once an event has been read from the trace, the key log already holds the keys for it:
+ * looked at after every event read and before its packets, the whole lines it gained go out
+ * as a Decryption Secrets Block ahead of those packets, where Wireshark needs them (it derives
+ * a TLS session's keys at the handshake, not later). Rejected: looking before reading the
+ * trace (a ServerHello read in the same pass went out before its keys; seen under ASan).
+ * Returns 0 or -errno (output). */
 static int follow_keylog(struct follow *fl, struct follow_file *f)
 {
     char path[PATH_MAX];
@@ -258,9 +266,6 @@ out_close:
 /* Converts everything F's reader has now. Returns 0 (F may be forgotten) or -errno. */
 static int follow_drain(struct follow *fl, struct follow_file *f)
 {
-    int kret = follow_keylog(fl, f);
-    if (kret)
-        return kret;
     for (;;) {
         const struct trace_conn *conn = NULL;
         int rc = trace_reader_next(f->in.reader, &f->in.ev, &conn);
@@ -270,7 +275,9 @@ static int follow_drain(struct follow *fl, struct follow_file *f)
             if (!f->in.cur)
                 return -ENOMEM;
             fl->st.connections += f->in.nflows - before;
-            int ret = pcap_flow_event(&f->in.cur->flow, fl->w, &f->in.ev);
+            /* after the read: a key is on disk before the records it protects are */
+            int ret = follow_keylog(fl, f);
+            ret = ret ? ret : pcap_flow_event(&f->in.cur->flow, fl->w, &f->in.ev);
             ret = ret ? ret : pcap_writer_flush(fl->w);
             if (ret)
                 return ret;
@@ -385,6 +392,8 @@ static int follow_add(struct follow *fl, const char *path, bool only_live)
         return 0;
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
         return 0;
+    if (fl->out_reg && st.st_dev == fl->out_dev && st.st_ino == fl->out_ino)
+        return 0; /* our own output, named like a trace in a followed directory */
     if (only_live && follow_being_written(path) != 1)
         return 0;
     struct follow_file *f = calloc(1, sizeof(*f));
@@ -557,6 +566,13 @@ static int follow_poll_all(struct follow *fl)
     return follow_open_waiting(fl);
 }
 
+static int64_t follow_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static size_t follow_default_max_open(void)
 {
     struct rlimit rl;
@@ -634,6 +650,12 @@ int pcap_follow(const char *const *specs, size_t n, struct pcap_writer *w,
     fl->err = err;
     fl->ifd = -1;
     fl->max_open = opts->max_open ? opts->max_open : follow_default_max_open();
+    struct stat ost;
+    if (opts->out_fd >= 0 && fstat(opts->out_fd, &ost) == 0 && S_ISREG(ost.st_mode)) {
+        fl->out_reg = true;
+        fl->out_dev = ost.st_dev;
+        fl->out_ino = ost.st_ino;
+    }
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
@@ -657,6 +679,7 @@ int pcap_follow(const char *const *specs, size_t n, struct pcap_writer *w,
     for (size_t i = 0; i < fl->nspecs && !ret; i++)
         ret = follow_scan(fl, &fl->specs[i], false);
     ret = ret ? ret : pcap_writer_flush(w); /* the file header even before any packet */
+    int64_t last_poll = follow_now_ms();
     while (!ret) {
         struct pollfd p[3] = {{.fd = fl->ifd, .events = POLLIN},
                               {.fd = sfd, .events = POLLIN},
@@ -680,7 +703,12 @@ int pcap_follow(const char *const *specs, size_t n, struct pcap_writer *w,
             ret = -EPIPE;
             break;
         }
-        ret = k == 0 ? follow_poll_all(fl) : (p[0].revents & POLLIN) ? follow_read_inotify(fl) : 0;
+        ret = (p[0].revents & POLLIN) ? follow_read_inotify(fl) : 0;
+        /* the re-read of every open trace, also while inotify keeps us busy with others */
+        if (!ret && follow_now_ms() - last_poll >= FOLLOW_POLL_MS) {
+            ret = follow_poll_all(fl);
+            last_poll = follow_now_ms();
+        }
     }
     if (ret && ret != -EPIPE)
         ret = follow_write_failed(fl, ret);

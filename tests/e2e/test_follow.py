@@ -439,6 +439,19 @@ class FollowTest(E2ETest):
         self.assertEqual(r.returncode, 2)
         self.assertIn("--max-open goes with --follow", r.stderr)
         self.assertIn("--follow", subprocess.run([C2P, "--help"], capture_output=True, text=True).stdout)
+        # an output named like a trace inside the followed directory is never read back
+        own = os.path.join(self.caps, "self_1.pb")
+        err = open(os.path.join(self.tmp, "own.err"), "wb")
+        self.addCleanup(err.close)
+        p = self.procs.start([C2P, "--follow", self.caps, own], stderr=err)
+        time.sleep(0.5)
+        self.curl("/")
+        time.sleep(1.5)
+        self.assertEqual(self.procs.stop(p, signal.SIGINT), 0)
+        with open(os.path.join(self.tmp, "own.err")) as e:
+            text = e.read()
+        self.assertNotIn("self_1.pb", text)
+        self.assertIn("0 skipped for errors", text)
 
 
 if __name__ == "__main__":
