@@ -6,6 +6,7 @@ SIGINT ends with exit 0 and a stream capinfos/tshark read cleanly; memory stays 
 many connections pass; a corrupt trace is reported with its offset and makes the exit status
 non-zero without stopping the others."""
 import os
+import re
 import shlex
 import signal
 import socket
@@ -262,10 +263,13 @@ class FollowTest(E2ETest):
         self.assertEqual(self.procs.stop(p, signal.SIGINT), 0)
         err.close()
         with open(os.path.join(self.tmp, "flat.err")) as e:
-            self.assertIn("followed %d trace(s) (%d finished" % (10 * n, 10 * n), e.read())
+            m = re.search(r"followed (\d+) trace\(s\) \((\d+) finished", e.read())
+        # every trace finished and forgotten (a stray connection from elsewhere on this shared
+        # machine may add a trace: counted, not asserted away)
+        self.assertTrue(m and int(m.group(1)) == int(m.group(2)) >= 10 * n, m and m.group(0))
         uris = run(["tshark", "-r", out, "-d", "tcp.port==%d,http" % self.lp, "-Y", "http.request", "-T", "fields",
                     "-e", "http.request.uri"]).split()
-        self.assertEqual(len(uris), 10 * n)
+        self.assertEqual(uris.count("/m.txt"), 10 * n)
 
     def test_open_connections_cost_little(self):
         # an echo upstream that keeps every connection open
