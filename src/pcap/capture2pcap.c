@@ -65,7 +65,9 @@ static void c2p_usage(FILE *f)
           "  -q, --quiet              no summary on stderr\n"
           "  -h, --help               this text\n"
           "  --version                print the version\n"
-          "Exit: 0 ok, 1 bad input or output error, 2 usage.\n",
+          "Exit: 0 ok, 1 bad input or output error, 2 usage. --follow: 0 when stopped\n"
+          "(signal, or the output's reader went away) with every trace converted, 1 when\n"
+          "a trace was skipped (its error names the file and offset) or the output failed.\n",
           f);
 }
 
