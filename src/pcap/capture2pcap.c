@@ -141,6 +141,7 @@ static int c2p_follow(const char *const *inputs, size_t nin, const char *opath, 
         return C2P_EXIT_INPUT;
     }
     fo.out_fd = out.fd;
+    fo.out_name = opath;
     ret = pcap_writer_open_fd(out.fd, opath, wopts, &w, err, sizeof(err));
     if (ret) {
         fprintf(stderr, "capture2pcap: error: %s\n", err);
@@ -150,15 +151,13 @@ static int c2p_follow(const char *const *inputs, size_t nin, const char *opath, 
     ret = pcap_follow(inputs, nin, w, &fo, stderr, &st);
     uint64_t packets = pcap_writer_packets(w);
     int wret = pcap_writer_close(w);
-    if (ret < 0 && ret != -EPIPE)
-        fprintf(stderr, "capture2pcap: error: %s: %s\n", opath, strerror(-ret));
-    else if (wret && ret != -EPIPE)
+    if (wret && ret >= 0) /* pcap_follow reported its own failures */
         fprintf(stderr, "capture2pcap: error: %s: write failed\n", opath);
     if (trace_out_commit(&out, "capture2pcap", opath, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
         ret = ret ? ret : -EIO;
     }
-    if (!quiet)
+    if (!quiet && (ret >= 0 || ret == -EPIPE))
         fprintf(stderr,
                 "capture2pcap: followed %llu trace(s) (%llu finished, %llu waited for a "
                 "descriptor, %llu skipped for errors): %llu connection(s), %llu event(s), %llu "

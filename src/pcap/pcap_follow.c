@@ -466,8 +466,9 @@ static int follow_spec_init(struct follow *fl, struct follow_spec *s, const char
     }
     s->kind = strpbrk(base, "*?[") ? FOLLOW_GLOB : FOLLOW_FILE;
     if (s->kind == FOLLOW_FILE && stat(spec, &st) != 0) {
-        fprintf(fl->err, "capture2pcap: %s: %s\n", spec, strerror(errno));
-        return -errno;
+        int ret = -errno;
+        fprintf(fl->err, "capture2pcap: error: %s: %s\n", spec, strerror(-ret));
+        return ret;
     }
     s->dir = slash ? strndup(spec, (size_t)(slash - spec)) : strdup(".");
     if (s->dir && !s->dir[0]) {
@@ -642,6 +643,7 @@ int pcap_follow(const char *const *specs, size_t n, struct pcap_writer *w,
     struct follow *fl = calloc(1, sizeof(*fl));
     sigset_t set, old;
     int sfd = -1, ret;
+    bool said = false; /* the failure was reported already */
 
     if (!fl)
         return -ENOMEM;
@@ -666,11 +668,15 @@ int pcap_follow(const char *const *specs, size_t n, struct pcap_writer *w,
     sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0) {
         ret = -errno;
+        fprintf(err, "capture2pcap: --follow: signalfd: %s\n", strerror(-ret));
+        said = true;
         goto out;
     }
     ret = follow_setup(fl, specs, n);
-    if (ret)
+    if (ret) {
+        said = ret != -ENOMEM; /* follow_setup names what is wrong */
         goto out;
+    }
     if (opts->conv.keylog) {
         ret = pcap_embed_keylog(opts->conv.keylog, false, w, err);
         if (ret)
@@ -717,6 +723,9 @@ int pcap_follow(const char *const *specs, size_t n, struct pcap_writer *w,
     if (ret && ret != -EPIPE)
         ret = follow_write_failed(fl, ret);
 out:
+    if (ret < 0 && ret != -EPIPE && !said)
+        fprintf(err, "capture2pcap: error: %s: %s\n", opts->out_name ? opts->out_name : "output",
+                strerror(-ret));
     if (sfd >= 0)
         close(sfd);
     follow_cleanup(fl);

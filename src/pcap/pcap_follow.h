@@ -29,6 +29,7 @@ struct pcap_follow_opts {
      * 0 = the descriptor limit minus a reserve */
     size_t max_open;
     int out_fd; /* the output's descriptor, watched for a reader that went away; -1 = none */
+    const char *out_name; /* for messages (borrowed; NULL = "output") */
 };
 
 struct pcap_follow_stats {
@@ -46,7 +47,8 @@ struct pcap_follow_stats {
  * file (and byte offset); a bad trace stops only itself. STATS (may be NULL) is filled.
  * Returns 0 (stopped, everything converted), 1 (some input was skipped: see ERR), -EPIPE (the
  * output's reader went away; STATS->errors says whether inputs were bad), or -errno (output
- * or memory failure, setup failure such as inotify being unavailable). */
+ * or memory failure, setup failure such as inotify being unavailable; -EINVAL for a usage
+ * error), every failure but -EPIPE already reported on ERR. */
 int pcap_follow(const char *const *specs, size_t n, struct pcap_writer *w,
                 const struct pcap_follow_opts *opts, FILE *err, struct pcap_follow_stats *stats)
     __attribute__((warn_unused_result, nonnull(1, 3, 4, 5)));

@@ -443,6 +443,10 @@ class FollowTest(E2ETest):
         self.assertEqual(r.returncode, 2)
         self.assertIn("--max-open goes with --follow", r.stderr)
         self.assertIn("--follow", subprocess.run([C2P, "--help"], capture_output=True, text=True).stdout)
+        missing = os.path.join(self.tmp, "nope.pb")
+        r = subprocess.run([C2P, "--follow", missing, "-"], capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(("capture2pcap: error: %s: No such file or directory" % missing).encode(), r.stderr)
         # an output named like a trace inside the followed directory is never read back
         own = os.path.join(self.caps, "self_1.pb")
         err = open(os.path.join(self.tmp, "own.err"), "wb")
