@@ -677,8 +677,17 @@ int pcap_follow(const char *const *specs, size_t n, struct pcap_writer *w,
         said = ret != -ENOMEM; /* follow_setup names what is wrong */
         goto out;
     }
+    if (opts->conv.keylog && !pcap_writer_is_pcapng(w)) {
+        fprintf(err, "capture2pcap: error: --keylog needs pcapng output (--pcapng or a .pcapng "
+                     "name)\n");
+        ret = -EINVAL;
+        said = true;
+        goto out;
+    }
     if (opts->conv.keylog) {
         ret = pcap_embed_keylog(opts->conv.keylog, false, w, err);
+        said = ret == 1;                /* a key log file problem, reported */
+        ret = ret == 1 ? -ENOENT : ret; /* exit 1, as without --follow */
         if (ret)
             goto out;
     }

@@ -443,6 +443,11 @@ class FollowTest(E2ETest):
         self.assertEqual(r.returncode, 2)
         self.assertIn("--max-open goes with --follow", r.stderr)
         self.assertIn("--follow", subprocess.run([C2P, "--help"], capture_output=True, text=True).stdout)
+        r = subprocess.run([C2P, "--follow", "--keylog", missing_kl := os.path.join(self.tmp, "k.log"), self.caps, "-"],
+                           capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"--keylog needs pcapng output", r.stderr)
+        self.assertFalse(os.path.exists(missing_kl))
         missing = os.path.join(self.tmp, "nope.pb")
         r = subprocess.run([C2P, "--follow", missing, "-"], capture_output=True, timeout=30)
         self.assertEqual(r.returncode, 1)
