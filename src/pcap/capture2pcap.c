@@ -10,6 +10,7 @@
 
 #include "core/fdlimit.h"
 #include "pcap/pcap_convert.h"
+#include "pcap/pcap_follow.h"
 #include "trace/trace_out.h"
 
 #define C2P_EXIT_OK    0
@@ -29,6 +30,17 @@ static void c2p_usage(FILE *f)
           "OUTPUT must not exist (--force replaces it) and is never one of the INPUTs; it\n"
           "appears, mode 0600, only when the run succeeds (nothing is left on failure).\n"
           "\n"
+          "  --follow                 keep converting as traces grow and appear, until\n"
+          "                           interrupted (SIGINT/SIGTERM): INPUTs are files,\n"
+          "                           directories (every trace in them, now and later) or\n"
+          "                           quoted globs ('/var/tmp/socktap/ingress_*'); each\n"
+          "                           packet is flushed at once, e.g.\n"
+          "                             capture2pcap --follow DIR - | wireshark -k -i -\n"
+          "                           implies --tcp-handshake; binary traces stream as they\n"
+          "                           grow, text/JSON ones when their writer closes them;\n"
+          "                           a named OUTPUT is written in place as it goes\n"
+          "  --max-open N             --follow: traces followed at once (default: the\n"
+          "                           descriptor limit); later ones wait, nothing is lost\n"
           "  --force                  replace an existing OUTPUT (never an INPUT)\n"
           "  --pcapng                 write pcapng whatever OUTPUT's name\n"
           "  --pcap                   write classic pcap whatever OUTPUT's name\n"
@@ -53,7 +65,9 @@ static void c2p_usage(FILE *f)
           "  -q, --quiet              no summary on stderr\n"
           "  -h, --help               this text\n"
           "  --version                print the version\n"
-          "Exit: 0 ok, 1 bad input or output error, 2 usage.\n",
+          "Exit: 0 ok, 1 bad input or output error, 2 usage. --follow: 0 when stopped\n"
+          "(signal, or the output's reader went away) with every trace converted, 1 when\n"
+          "a trace was skipped (its error names the file and offset) or the output failed.\n",
           f);
 }
 
@@ -89,6 +103,8 @@ enum {
     C2P_OPT_PCAP,
     C2P_OPT_NO_SECRETS,
     C2P_OPT_KEYLOG,
+    C2P_OPT_FOLLOW,
+    C2P_OPT_MAX_OPEN,
 };
 
 enum c2p_format { C2P_FMT_BY_NAME, C2P_FMT_PCAP, C2P_FMT_PCAPNG };
@@ -101,6 +117,61 @@ static bool c2p_want_pcapng(enum c2p_format fmt, const char *opath)
     if (fmt != C2P_FMT_BY_NAME)
         return fmt == C2P_FMT_PCAPNG;
     return n > 7 && strcmp(opath + n - 7, ".pcapng") == 0;
+}
+
+/* --follow (pcap_follow.h): runs until interrupted; a named OUTPUT is written in place (it never
+ * "ends", and a reader may watch it grow), so it keeps what was written when stopped. The exit
+ * status is 0 when stopped by a signal or by the output's reader going away with every input
+ * converted, 1 when some input was skipped (its error is on stderr) or the output failed. */
+static int c2p_follow(const char *const *inputs, size_t nin, const char *opath, bool force,
+                      bool quiet, const struct pcap_convert_opts *copts,
+                      const struct pcap_writer_opts *wopts, uint32_t max_open)
+{
+    struct pcap_follow_opts fo = {.conv = *copts, .max_open = max_open};
+    struct pcap_follow_stats st = {0};
+    struct pcap_writer *w;
+    struct trace_out out;
+    char err[512];
+    int ret;
+
+    fo.conv.flow.handshake = true; /* finished connections end with their FINs */
+    ret = trace_out_open_direct(&out, "capture2pcap", opath, inputs, nin, force, err, sizeof(err));
+    if (ret) {
+        fprintf(stderr, "%s\n", err);
+        return C2P_EXIT_INPUT;
+    }
+    fo.out_fd = out.fd;
+    fo.out_name = opath;
+    ret = pcap_writer_open_fd(out.fd, opath, wopts, &w, err, sizeof(err));
+    if (ret) {
+        fprintf(stderr, "capture2pcap: error: %s\n", err);
+        trace_out_abort(&out);
+        return C2P_EXIT_INPUT;
+    }
+    ret = pcap_follow(inputs, nin, w, &fo, stderr, &st);
+    uint64_t packets = pcap_writer_packets(w);
+    int wret = pcap_writer_close(w);
+    if (wret && ret >= 0) /* pcap_follow reported its own failures */
+        fprintf(stderr, "capture2pcap: error: %s: write failed\n", opath);
+    if (trace_out_commit(&out, "capture2pcap", opath, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        ret = ret ? ret : -EIO;
+    }
+    if (!quiet && (ret >= 0 || ret == -EPIPE))
+        fprintf(stderr,
+                "capture2pcap: followed %llu trace(s) (%llu finished, %llu waited for a "
+                "descriptor, %llu skipped for errors): %llu connection(s), %llu event(s), %llu "
+                "payload bytes -> %llu packet(s) (%s)%s\n",
+                (unsigned long long)st.traces, (unsigned long long)st.finished,
+                (unsigned long long)st.waited, (unsigned long long)st.errors,
+                (unsigned long long)st.connections, (unsigned long long)st.events,
+                (unsigned long long)st.bytes, (unsigned long long)packets,
+                wopts->pcapng ? "pcapng" : "pcap", st.output_gone ? "; output closed" : "");
+    if (ret == -EPIPE)
+        return st.errors ? C2P_EXIT_INPUT : C2P_EXIT_OK; /* the viewer quit: a normal end */
+    if (ret == -EINVAL)
+        return C2P_EXIT_USAGE;
+    return ret || (wret && !st.output_gone) ? C2P_EXIT_INPUT : C2P_EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -123,6 +194,8 @@ int main(int argc, char **argv)
         {"pcap", no_argument, NULL, C2P_OPT_PCAP},
         {"no-secrets", no_argument, NULL, C2P_OPT_NO_SECRETS},
         {"keylog", required_argument, NULL, C2P_OPT_KEYLOG},
+        {"follow", no_argument, NULL, C2P_OPT_FOLLOW},
+        {"max-open", required_argument, NULL, C2P_OPT_MAX_OPEN},
         {NULL, 0, NULL, 0},
     };
     struct pcap_convert_opts copts = {0};
@@ -131,7 +204,8 @@ int main(int argc, char **argv)
     struct pcap_writer *w;
     struct trace_out out;
     enum c2p_format fmt = C2P_FMT_BY_NAME;
-    bool quiet = false, force = false;
+    bool quiet = false, force = false, follow = false;
+    uint32_t max_open = 0;
     char err[512];
     uint32_t v;
     int c, ret, nin, stdin_uses = 0;
@@ -207,6 +281,16 @@ int main(int argc, char **argv)
         case C2P_OPT_KEYLOG:
             copts.keylog = optarg;
             break;
+        case C2P_OPT_FOLLOW:
+            follow = true;
+            break;
+        case C2P_OPT_MAX_OPEN:
+            if (c2p_parse_u32(optarg, 1, 1u << 20, &max_open) != 0) {
+                fprintf(stderr, "capture2pcap: --max-open: expected 1..1048576, got '%s'\n",
+                        optarg);
+                return C2P_EXIT_USAGE;
+            }
+            break;
         case 'q':
             quiet = true;
             break;
@@ -246,6 +330,13 @@ int main(int argc, char **argv)
     (void)fd_limit_raise(NULL, NULL);
     const char *opath = argv[argc - 1];
     wopts.pcapng = c2p_want_pcapng(fmt, opath);
+    if (follow)
+        return c2p_follow((const char *const *)&argv[optind], (size_t)nin, opath, force, quiet,
+                          &copts, &wopts, max_open);
+    if (max_open) {
+        fprintf(stderr, "capture2pcap: --max-open goes with --follow\n");
+        return C2P_EXIT_USAGE;
+    }
     ret = trace_out_open(&out, "capture2pcap", opath, (const char *const *)&argv[optind],
                          (size_t)nin, force, err, sizeof(err));
     if (ret) {

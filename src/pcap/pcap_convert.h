@@ -14,22 +14,9 @@
 #include <stdio.h>
 
 #include "pcap/pcap_flow.h"
+#include "pcap/pcap_input.h"
 #include "pcap/pcap_writer.h"
 #include "trace/trace_reader.h"
-
-struct pcap_convert_opts {
-    struct pcap_flow_opts flow;
-    enum trace_in_format format;        /* forced for every input, or TRACE_IN_AUTO */
-    enum trace_conn_fields conn_fields; /* forced for every input, or AUTO */
-    bool allow_truncated;               /* a crash-cut input is a warning, not a failure */
-    bool allow_unknown; /* skipped unknown fields with data are a warning, not a failure */
-    /* pcapng: each input's `<input>.keylog` (the TLS wire capture's key log, docs/tls.md) is
-     * embedded as a Decryption Secrets Block before the input's first packet, unless
-     * no_secrets. KEYLOG (borrowed, NULL = none): an NSS key log embedded before every packet
-     * (asked for explicitly, so no_secrets does not drop it). */
-    bool no_secrets;
-    const char *keylog;
-};
 
 struct pcap_convert_stats {
     uint64_t events, bytes, connections;
@@ -45,12 +32,5 @@ struct pcap_convert_stats {
 int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
                  const struct pcap_convert_opts *opts, FILE *err, struct pcap_convert_stats *stats)
     __attribute__((warn_unused_result, nonnull(1, 3, 4, 5)));
-
-/* The capture owner of trace file PATH, i.e. its path_prefix: PATH without the extension
- * (.pb, .pb_text, .pb_length_delimited, .json, each maybe followed by .zst or .lz4),
- * socktap's collision suffix ".<n>" and the
- * "_<id>"; a name without "_<id>" is its own owner (PATH minus extension); "-" is "stdin".
- * Written into BUF (N bytes, truncated). Returns the owner's length, as snprintf. */
-size_t pcap_convert_owner(const char *path, char *buf, size_t n) __attribute__((nonnull));
 
 #endif

@@ -126,8 +126,9 @@ out_free:
     return ret;
 }
 
-int trace_out_open(struct trace_out *o, const char *tool, const char *path,
-                   const char *const *inputs, size_t n, bool force, char *err, size_t errlen)
+static int trace_out_open_mode(struct trace_out *o, const char *tool, const char *path,
+                               const char *const *inputs, size_t n, bool force, bool direct,
+                               char *err, size_t errlen)
 {
     enum trace_in_format fmt = TRACE_IN_AUTO;
     struct stat lst, st;
@@ -208,6 +209,17 @@ int trace_out_open(struct trace_out *o, const char *tool, const char *path,
         snprintf(err, errlen, "%s: output %s: %s", tool, path, strerror(-ret));
         return ret;
     }
+    if (direct) {
+        /* O_EXCL: a file that appeared since the checks above is not ours to truncate */
+        o->fd =
+            open(o->dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (force ? 0 : O_EXCL), 0600);
+        ret = o->fd < 0 ? -errno : 0;
+        free(o->dest);
+        o->dest = NULL;
+        if (ret)
+            snprintf(err, errlen, "%s: output %s: %s", tool, path, strerror(-ret));
+        return ret;
+    }
     trace_out_sig_block(true, &oldmask);
     ret = trace_out_mktemp(o);
     if (!ret)
@@ -221,6 +233,18 @@ int trace_out_open(struct trace_out *o, const char *tool, const char *path,
         return ret;
     }
     return 0;
+}
+
+int trace_out_open(struct trace_out *o, const char *tool, const char *path,
+                   const char *const *inputs, size_t n, bool force, char *err, size_t errlen)
+{
+    return trace_out_open_mode(o, tool, path, inputs, n, force, false, err, errlen);
+}
+
+int trace_out_open_direct(struct trace_out *o, const char *tool, const char *path,
+                          const char *const *inputs, size_t n, bool force, char *err, size_t errlen)
+{
+    return trace_out_open_mode(o, tool, path, inputs, n, force, true, err, errlen);
 }
 
 int trace_out_commit(struct trace_out *o, const char *tool, const char *path, char *err,

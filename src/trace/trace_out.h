@@ -33,6 +33,14 @@ int trace_out_open(struct trace_out *o, const char *tool, const char *path,
                    const char *const *inputs, size_t n, bool force, char *err, size_t errlen)
     __attribute__((warn_unused_result, nonnull(1, 2, 3, 7)));
 
+/* As trace_out_open, but a named output is created (0600; O_EXCL unless FORCE) and written in
+ * place, no temporary file and no signal handlers: for an output that never "ends"
+ * (capture2pcap --follow), whose packets must be readable while it is written. An interrupted
+ * run leaves what was written, a valid capture up to its last flush. */
+int trace_out_open_direct(struct trace_out *o, const char *tool, const char *path,
+                          const char *const *inputs, size_t n, bool force, char *err, size_t errlen)
+    __attribute__((warn_unused_result, nonnull(1, 2, 3, 7)));
+
 /* Makes the output final: fsync, close, rename over dest, fsync of the directory. The caller
  * has flushed and closed its own FILE on o->fd first. On failure the temporary file is
  * removed and ERR names the path. Returns 0 or -errno; *O is empty afterwards either way. */

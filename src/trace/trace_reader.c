@@ -18,7 +18,14 @@
  * length, and the wire, text and (with PBFIELD_FLAG_TEXT_BYTES) JSON forms are the same.
  *
  * Unknown fields are skipped and counted everywhere: top-level fields here, fields inside
- * records from protobuf-c's unknown_fields (binary) or by the text/JSON parsers. */
+ * records from protobuf-c's unknown_fields (binary) or by the text/JSON parsers.
+ *
+ * Follow mode is a rewind, not a resumable parser: every step of bin_next (one top-level or
+ * container field: a key, its length and a whole record, or a scalar) has its side effects only
+ * after all its bytes are in the buffer, so a step the input cuts short is simply parsed again
+ * from its first byte (the mark) when more bytes exist. The cost is re-reading one field
+ * header per wait. Rejected: a state machine per varint/record (every path of bin_next twice)
+ * and fseek back to the mark (no pipes, no decompressed streams later). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -92,6 +99,10 @@ struct trace_reader {
     size_t cap, pos, end, consume;
     uint64_t base;
     bool eof;
+    /* follow mode: offset where the field being parsed starts; bytes from there stay in buf,
+     * and an input that ends before the field does rewinds pos to it (-EAGAIN) */
+    uint64_t mark;
+    bool followed; /* follow mode was on at some point: EOF is not sticky */
 
     struct frame st[MAX_DEPTH];
     int depth;
@@ -107,6 +118,7 @@ struct trace_reader {
     bool have_event;
     struct trace_event ev;
     bool read_truncated, write_truncated;
+    bool follow_text; /* follow mode met text/JSON: waits for the end */
 
     struct pblex lx;
     bool lx_on;
@@ -600,11 +612,15 @@ static uint64_t boff(const struct trace_reader *r)
 static size_t bfill(struct trace_reader *r, size_t n)
 {
     while (r->end - r->pos < n && !r->eof) {
-        if (r->pos > 0 && (r->cap - r->end < READ_BLOCK || r->cap - r->pos < n)) {
-            memmove(r->buf, r->buf + r->pos, r->end - r->pos);
-            r->base += r->pos;
-            r->end -= r->pos;
-            r->pos = 0;
+        /* in follow mode the bytes from the mark on may be parsed again */
+        size_t keep = r->opts.follow && r->mark >= r->base ? (size_t)(r->mark - r->base) : r->pos;
+        if (keep > r->pos)
+            keep = r->pos;
+        if (keep > 0 && (r->cap - r->end < READ_BLOCK || r->cap - r->pos < n)) {
+            memmove(r->buf, r->buf + keep, r->end - keep);
+            r->base += keep;
+            r->end -= keep;
+            r->pos -= keep;
         }
         size_t want = n - (r->end - r->pos);
         if (want < READ_BLOCK)
@@ -620,7 +636,10 @@ static size_t bfill(struct trace_reader *r, size_t n)
         size_t got = fread(r->buf + r->end, 1, r->cap - r->end, r->f);
         r->end += got;
         if (got == 0) {
-            if (ferror(r->f))
+            /* a non-blocking descriptor (pipe) with nothing yet is the end of "for now" */
+            if (ferror(r->f) && r->opts.follow && (errno == EAGAIN || errno == EWOULDBLOCK))
+                clearerr(r->f);
+            else if (ferror(r->f))
                 return (size_t)-2;
             r->eof = true;
         }
@@ -813,6 +832,7 @@ static int bin_next(struct trace_reader *r)
             pop(r);
             continue;
         }
+        r->mark = off;
         size_t avail = bfill(r, 1);
         if (avail == (size_t)-1)
             return -ENOMEM;
@@ -891,6 +911,10 @@ static int bin_next(struct trace_reader *r)
             on_scalar(r, fr->kind, (uint32_t)num, v);
             break;
         default:
+            if (wt == 2 && r->opts.follow && v > r->opts.max_event)
+                return fail(r, -E2BIG, off,
+                            "unknown field of %llu bytes exceeds the %zu-byte limit",
+                            (unsigned long long)v, r->opts.max_event); /* kept whole: the mark */
             if (wt == 2) {
                 rc = bskip(r, v, off, "an unknown field");
                 if (rc)
@@ -1200,10 +1224,12 @@ static int start_decompressing(struct trace_reader *r)
     size_t avail = bfill(r, 64);
     return avail == (size_t)-1 ? -ENOMEM : avail == (size_t)-2 ? -EIO : 0;
 }
+/* Follow mode: fewer bytes than this may not tell the format apart (a length-delimited
+ * wrapper's varint length and first key); every trace with an event is longer. */
+#define FOLLOW_DETECT_MIN 12
 
 static int start(struct trace_reader *r)
 {
-    r->started = true;
     size_t avail = bfill(r, 64);
     if (avail == (size_t)-1)
         return -ENOMEM;
@@ -1214,12 +1240,26 @@ static int start(struct trace_reader *r)
         return fail(r, -EIO, 0, "read error");
     if (rc)
         return rc;
+    if (r->opts.follow && r->opts.format == TRACE_IN_AUTO) {
+        /* the bytes stay in buf: detection runs again on more */
+        const uint8_t *p = r->buf + r->pos;
+        size_t i = 0;
+        while (i < avail && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+            i++;
+        if (avail < FOLLOW_DETECT_MIN || i == avail)
+            return -EAGAIN;
+    }
     enum trace_in_format f = r->opts.format;
     bool text = f == TRACE_IN_V2_TEXT || f == TRACE_IN_V3_TEXT;
     if (f == TRACE_IN_AUTO) {
         f = detect(r);
         text = f == TRACE_IN_AUTO;
     }
+    if (r->opts.follow && (text || f == TRACE_IN_V3_JSON)) {
+        r->follow_text = true; /* streamed only once whole: see trace_reader.h */
+        return -EAGAIN;
+    }
+    r->started = true;
     r->fmt = f;
     enum frame_kind top = f == TRACE_IN_V2_BINARY || f == TRACE_IN_V2_TEXT ? FR_V2_TRACE
                           : f == TRACE_IN_V3_LENGTH_DELIMITED              ? FR_LD
@@ -1259,6 +1299,31 @@ static int zin_verdict(struct trace_reader *r, int rc)
     return r->err = zrc;
 }
 
+/* Follow mode, waiting: keeps only the unfinished field's bytes, in a buffer of their size. A
+ * follower holds one reader per open connection, most of them idle (a keep-alive, a slow
+ * client), so the 64 KiB read block is not kept for each: an idle reader holds no buffer. */
+static void follow_shrink(struct trace_reader *r)
+{
+    size_t keep = r->end - r->pos;
+    if (r->cap <= keep + 4096)
+        return;
+    memmove(r->buf, r->buf + r->pos, keep);
+    r->base += r->pos;
+    r->end = keep;
+    r->pos = 0;
+    if (!keep) {
+        free(r->buf);
+        r->buf = NULL;
+        r->cap = 0;
+        return;
+    }
+    uint8_t *p = realloc(r->buf, keep);
+    if (p) {
+        r->buf = p;
+        r->cap = keep;
+    }
+}
+
 int trace_reader_next(struct trace_reader *r, struct trace_event *ev,
                       const struct trace_conn **conn)
 {
@@ -1269,6 +1334,10 @@ int trace_reader_next(struct trace_reader *r, struct trace_event *ev,
         r->msg = NULL;
     }
     int rc = 0;
+    if (r->followed) { /* the file may have grown since: EOF is not sticky (nor stdio's) */
+        r->eof = false;
+        clearerr(r->f);
+    }
     if (!r->started)
         rc = start(r);
     if (!rc) {
@@ -1277,6 +1346,16 @@ int trace_reader_next(struct trace_reader *r, struct trace_event *ev,
         else
             rc = bin_next(r);
     }
+    if (r->opts.follow && !r->lx_on && (rc == 0 || rc == -ENODATA)) {
+        /* not the end, only the end so far: rewind to the unfinished field */
+        r->pos = (size_t)(r->mark - r->base);
+        r->err = 0;
+        r->errmsg[0] = 0;
+        rc = -EAGAIN;
+        follow_shrink(r);
+    }
+    if (rc == -EAGAIN)
+        return rc;
     if (r->depth && r->fmt != TRACE_IN_V3_JSON && rc == 0 && r->lx_on && r->fmt == TRACE_IN_AUTO)
         r->fmt = TRACE_IN_V2_TEXT; /* empty text input */
     echo_flush(r);
@@ -1310,6 +1389,7 @@ int trace_reader_open_file(FILE *f, const struct trace_reader_opts *opts, struct
     if (!r->opts.max_event)
         r->opts.max_event = TRACE_READER_DEFAULT_MAX_EVENT;
     r->conn_fields = r->opts.conn_fields;
+    r->followed = r->opts.follow;
     if (schema_init(&r->schema)) {
         free(r);
         return -EINVAL;
@@ -1398,6 +1478,17 @@ bool trace_reader_report_unknown(const struct trace_reader *r, const char *prog,
     fprintf(err, allow ? " (accepted by --allow-unknown)\n"
                        : "; the schema does not know them: --allow-unknown converts anyway\n");
     return !allow;
+}
+
+void trace_reader_set_follow(struct trace_reader *r, bool follow)
+{
+    r->opts.follow = follow;
+    r->followed |= follow;
+}
+
+bool trace_reader_follow_whole(const struct trace_reader *r)
+{
+    return r->follow_text;
 }
 
 bool trace_reader_read_truncated(const struct trace_reader *r)

@@ -16,7 +16,18 @@
  *             before that point has been delivered, so callers may accept a crash-cut prefix
  *   -E2BIG    one event larger than opts.max_event
  *   -EIO etc. the read itself failed
+ *   -EAGAIN   follow mode only (opts.follow): no whole event yet; not an error, see below
  * Once an error is returned the reader stays failed (next() returns the same error).
+ *
+ * Follow mode (capture2pcap --follow) reads a trace that is still being written: the end of
+ * the bytes available so far, inside an event or between two, is -EAGAIN instead of the end
+ * of input or -ENODATA, and the next call resumes at the start of the unfinished field once
+ * more bytes exist. The bytes of that field stay in the reader's buffer (never fseek), so a
+ * pipe or a non-blocking descriptor works as well as a file. Binary formats (v2 Trace, v3
+ * concatenated and length-delimited) stream event by event; text and JSON cannot tell a
+ * finished value from a growing one (a number, a string cut at a buffer end) and wait for
+ * the end: trace_reader_follow_whole() says so, and their events come once
+ * trace_reader_set_follow(r, false) says the writer is done.
  *
  * Unknown fields: a field the schema (Envoy's, see src/trace/proto) does not have is skipped, as
  * protobuf does, but also counted, in every format: a newer Envoy's data
@@ -56,6 +67,8 @@ struct trace_reader_opts {
     /* Name used in error messages and as the extension hint; NULL allowed ("<input>").
      * Borrowed: must outlive the reader. */
     const char *name;
+    /* Follow a growing input (see the top of the file). */
+    bool follow;
 };
 
 #define TRACE_READER_DEFAULT_MAX_EVENT ((size_t)64 << 20)
@@ -98,6 +111,14 @@ int trace_reader_open_path(const char *path, const struct trace_reader_opts *opt
  * nothing present. */
 int trace_reader_next(struct trace_reader *r, struct trace_event *ev,
                       const struct trace_conn **conn) __attribute__((warn_unused_result));
+
+/* Ends (FOLLOW false) or resumes follow mode: once the writer has closed the input, its end
+ * is the end again (0, or -ENODATA for a cut event). */
+void trace_reader_set_follow(struct trace_reader *r, bool follow) __attribute__((nonnull));
+
+/* Follow mode: true when R's format cannot be read before its writer is done (text, JSON), so
+ * its events wait for trace_reader_set_follow(r, false). False until the format is known. */
+bool trace_reader_follow_whole(const struct trace_reader *r) __attribute__((nonnull));
 
 /* Human-readable description of the last error, naming the input, e.g.
  * "t.pb: corrupt at offset 1234: length 99999 beyond end of message". Never NULL; owned by
