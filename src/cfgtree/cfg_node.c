@@ -922,14 +922,37 @@ err_close_file:
 
 /* ---- lookups and getters ---- */
 
+/* Whether KEY is field NAME, as written ("port_value") or as its proto3 JSON name
+ * ("portValue": protobuf's ToJsonName drops each '_' and upper-cases the letter after it).
+ * Envoy's YAML goes through protobuf's JSON parser, which takes both. */
+static bool key_is(const struct cfg_node *key, const char *name)
+{
+    size_t n = strlen(name);
+    if (key->len == n && !memcmp(key->str, name, n))
+        return true;
+    size_t k = 0;
+    bool up = false;
+    for (const char *c = name; *c; c++) {
+        if (*c == '_') {
+            up = true;
+            continue;
+        }
+        char want = up && *c >= 'a' && *c <= 'z' ? (char)(*c - 'a' + 'A') : *c;
+        up = false;
+        if (k >= key->len || key->str[k] != want)
+            return false;
+        k++;
+    }
+    return k == key->len;
+}
+
 const struct cfg_node *cfg_map_get(const struct cfg_node *node, const char *key)
 {
-    size_t i, klen;
+    size_t i;
     if (!node || node->type != CFG_MAP || !key)
         return NULL;
-    klen = strlen(key);
     for (i = 0; i < node->n; i++)
-        if (node->entries[i].key->len == klen && !memcmp(node->entries[i].key->str, key, klen))
+        if (key_is(node->entries[i].key, key))
             return node->entries[i].value;
     return NULL;
 }
@@ -998,10 +1021,21 @@ int cfg_check_keys(struct cfg_err *err, const struct cfg_doc *doc, const struct 
         char list[512];
         size_t pos = 0;
         for (a = allowed; *a; a++)
-            if (key->len == strlen(*a) && !memcmp(key->str, *a, key->len))
+            if (key_is(key, *a))
                 break;
-        if (*a)
+        if (*a) {
+            /* one field written twice, once per spelling ("port_value" and "portValue") */
+            for (size_t j = 0; j < i; j++) {
+                const struct cfg_node *other = node->entries[j].key;
+                if (key_is(other, *a)) {
+                    struct cfg_path kp = CFG_PATH_KEY(path, key->str);
+                    return cfg_error(err, doc, key, &kp,
+                                     "duplicate key '%s': the same field as '%s' (%u:%u)", key->str,
+                                     other->str, other->line, other->col);
+                }
+            }
             continue;
+        }
         struct cfg_path kp = CFG_PATH_KEY(path, key->str);
         if (!allowed[0])
             return cfg_error(err, doc, key, &kp, "unknown key '%s' (no settings are accepted here)",

@@ -145,6 +145,51 @@ static void test_numeric_enums(void **state)
                  false);
 }
 
+/* proto3 JSON names (lowerCamelCase), which Envoy's loader takes beside the proto names: the
+ * same config, and a field written in both spellings is a duplicate. */
+static void test_camel_case_names(void **state)
+{
+    static const char yaml[] =
+        "staticResources:\n"
+        "  listeners:\n"
+        "  - address: {socketAddress: {address: 127.0.0.1, portValue: 0}}\n"
+        "    perConnectionBufferLimitBytes: 65536\n"
+        "    filterChains:\n"
+        "    - filters:\n"
+        "      - name: envoy.filters.network.tcp_proxy\n"
+        "        typedConfig:\n"
+        "          \"@type\": "
+        "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n"
+        "          statPrefix: p\n"
+        "          cluster: c\n"
+        "          idleTimeout: 7s\n"
+        "  clusters:\n"
+        "  - name: c\n"
+        "    connectTimeout: 2s\n"
+        "    lbPolicy: LEAST_REQUEST\n"
+        "    loadAssignment:\n"
+        "      clusterName: c\n"
+        "      endpoints: [{lbEndpoints: [{endpoint: {address: {socketAddress: {address: "
+        "127.0.0.1, "
+        "portValue: 9}}}}]}]\n";
+    struct socktap_config *cfg = load_ok(yaml);
+    assert_int_equal(cfg->listeners[0].buffer_limit, 65536);
+    assert_string_equal(cfg->listeners[0].tcp_proxy.stat_prefix, "p");
+    assert_int_equal(cfg->listeners[0].tcp_proxy.idle_timeout_ms, 7000);
+    assert_int_equal(cfg->clusters[0].connect_timeout_ms, 2000);
+    assert_int_equal(cfg->clusters[0].lb_policy, CFG_LB_LEAST_REQUEST);
+    assert_string_equal(cfg->clusters[0].hosts[0].text, "127.0.0.1:9");
+    config_free(cfg);
+    static const char dup[] = "static_resources:\n"
+                              "  clusters:\n"
+                              "  - name: c\n"
+                              "    hosts: [{address: 127.0.0.1, port_value: 1, portValue: 2}]\n";
+    expect_error("camel_dup", dup, strlen(dup),
+                 "t.yaml:4:49: static_resources.clusters[0].hosts[0].portValue: duplicate key "
+                 "'portValue': the same field as 'port_value' (4:34)",
+                 false);
+}
+
 /* Anchors, aliases and merge keys as YAML users write them to share settings (Envoy's loader
  * takes them): the config is the one with everything written out. */
 static void test_anchors_and_merge_keys(void **state)
@@ -650,6 +695,7 @@ int main(void)
         cmocka_unit_test(test_billion_laughs),
         cmocka_unit_test(test_anchors_and_merge_keys),
         cmocka_unit_test(test_numeric_enums),
+        cmocka_unit_test(test_camel_case_names),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_file_name_in_message),
         cmocka_unit_test(test_fifo_and_directory_refused),
