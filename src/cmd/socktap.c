@@ -156,7 +156,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
+    if (cfg->log_format) {
+        /* Envoy's rule and words (source/server/utils.cc, assertExclusiveLogFormatMethod) */
+        char why[200];
+        if (log_format_set()) {
+            fprintf(stderr,
+                    "%s: Only one of ApplicationLogConfig.log_format or CLI option "
+                    "--log-format can be specified.\n",
+                    config_path);
+            config_free(cfg);
+            return 1;
+        }
+        (void)log_set_format(cfg->log_format, why, sizeof(why)); /* checked at load */
+    }
     if (validate) {
+        config_warn_ignored(cfg);
         printf("configuration '%s' OK\n", config_path);
         config_free(cfg);
         return 0;
@@ -171,6 +185,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    config_warn_ignored(cfg);
     raise_fd_limit();
     if (!concurrency) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "config/config.h"
+#include "core/log.h"
 #include "core/name_list.h"
 #include "core/sockaddr_text.h"
 #include "transport/ts_registry.h"
@@ -1041,9 +1042,152 @@ static int parse_static_resources(struct cfg_state *st, const struct cfg_node *s
     return 0;
 }
 
+/* Bootstrap fields that do not change what an L4 proxy does with its connections: accepted, and
+ * named once in a warning, so an Envoy bootstrap runs as it is (docs/envoy-compat.md). */
+static const struct {
+    const char *key, *why;
+} ignored_keys[] = {
+    {"node", "it names an Envoy to its control plane; socktap has none"},
+    {"layered_runtime", "socktap has no runtime layers"},
+    {"stats_sinks", "socktap serves its stats on the admin (/stats, /stats/prometheus) only"},
+    {"stats_config", "socktap's stat names and tags are fixed (Envoy's defaults)"},
+    {"stats_flush_interval", "socktap has no stats sinks to flush"},
+    {"stats_flush_on_admin", "socktap has no stats sinks to flush"},
+    {"overload_manager",
+     "socktap bounds memory by its own limits (buffer limits, capture backlog)"},
+    {"cluster_manager", "its settings (local cluster, outlier and load stats) do not apply here"},
+    {"watchdog", "socktap has no watchdog"},
+    {"watchdogs", "socktap has no watchdog"},
+    {"tracing", "tracing is HTTP's"},
+    {"enable_dispatcher_stats", "socktap has no dispatcher histograms"},
+    {"header_prefix", "headers are HTTP's"},
+    {"inline_headers", "headers are HTTP's"},
+    {"stats_server_version_override", "socktap has no server.version stat"},
+    {"use_tcp_for_dns_lookups", "socktap resolves STRICT_DNS hosts with the system resolver"},
+    {"dns_resolution_config", "socktap resolves STRICT_DNS hosts with the system resolver"},
+    {"typed_dns_resolver_config", "socktap resolves STRICT_DNS hosts with the system resolver"},
+    {"default_regex_engine", "socktap's regular expressions (admin filter) are POSIX"},
+    {"fatal_actions", "socktap has no fatal-action extensions"},
+    {"perf_tracing_file_path", "socktap has no perf tracing"},
+    {"default_socket_interface", "socktap uses the kernel's sockets"},
+    {"node_context_params", "socktap has no control plane"},
+    {"memory_allocator_manager", "socktap uses the C library's allocator"},
+    {"default_config_validators", "socktap has no xDS config to validate"},
+};
+
+/* Keys that would change behaviour socktap cannot give: refused with why. */
+static const struct {
+    const char *key, *why;
+} refused_keys[] = {
+    {"dynamic_resources", "xDS is not supported: socktap reads static_resources only"},
+    {"hds_config", "health discovery (HDS) is not supported"},
+    {"bootstrap_extensions", "bootstrap extensions are not supported"},
+    {"flags_path", "flag files are not supported"},
+};
+
+/* application_log_config.log_format (envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig):
+ * text_format is a --log-format pattern; json_format a Struct whose string values are patterns,
+ * written as one JSON object per line (Envoy's Logger::Registry::setJsonLogFormat: %v and %_ are
+ * refused there, %j is the JSON-escaped message). */
+static int json_pattern(struct cfg_state *st, const struct cfg_node *n, const struct cfg_path *path,
+                        FILE *out)
+{
+    if (n->type == CFG_MAP) {
+        fputc('{', out);
+        for (size_t i = 0; i < n->n; i++) {
+            struct cfg_path kp = CFG_PATH_KEY(path, n->entries[i].key->str);
+            fputs(i ? ",\"" : "\"", out);
+            for (const char *c = n->entries[i].key->str; *c; c++)
+                fprintf(out, *c == '"' || *c == '\\' ? "\\%c" : *c == '%' ? "%%%%" : "%c", *c);
+            fputs("\":", out);
+            int rc = json_pattern(st, n->entries[i].value, &kp, out);
+            if (rc)
+                return rc;
+        }
+        fputc('}', out);
+        return 0;
+    }
+    if (n->type == CFG_SEQ)
+        return cfg_error(st->err, st->doc, n, path, "expected a string, number, bool or mapping");
+    if (!n->quoted && (!strcmp(n->str, "true") || !strcmp(n->str, "false") ||
+                       !strcmp(n->str, "null") || strspn(n->str, "0123456789.-eE") == n->len)) {
+        fputs(n->str, out); /* a JSON literal as it is */
+        return 0;
+    }
+    if (strstr(n->str, "%v") || strstr(n->str, "%_"))
+        return cfg_error(st->err, st->doc, n, path,
+                         "%%v and %%_ are not allowed in json_format (use %%j, the JSON-escaped "
+                         "message), as in Envoy");
+    fputc('"', out);
+    for (const char *c = n->str; *c; c++)
+        if (*c == '"' || *c == '\\')
+            fprintf(out, "\\%c", *c);
+        else
+            fputc(*c, out);
+    fputc('"', out);
+    return 0;
+}
+
+static int parse_application_log(struct cfg_state *st, const struct cfg_node *node,
+                                 const struct cfg_path *path)
+{
+    static const char *const keys[] = {"log_format", NULL};
+    static const char *const fkeys[] = {"text_format", "json_format", NULL};
+    int rc;
+    if ((rc = cfg_check_keys(st->err, st->doc, node, path, keys)))
+        return rc;
+    const struct cfg_node *lf = cfg_map_get(node, "log_format");
+    struct cfg_path lp = CFG_PATH_KEY(path, "log_format");
+    if (!lf)
+        return 0;
+    if ((rc = cfg_check_keys(st->err, st->doc, lf, &lp, fkeys)))
+        return rc;
+    const struct cfg_node *text = cfg_map_get(lf, "text_format");
+    const struct cfg_node *json = cfg_map_get(lf, "json_format");
+    if (!text == !json)
+        return cfg_error(st->err, st->doc, lf, &lp, "give one of text_format or json_format");
+    struct cfg_path fp = CFG_PATH_KEY(&lp, text ? "text_format" : "json_format");
+    char *pattern = NULL;
+    size_t len = 0;
+    if (text) {
+        const char *s;
+        if ((rc = cfg_get_string(st->err, st->doc, text, &fp, &s)))
+            return rc;
+        if (!(pattern = strdup(s)))
+            return cfg_error(st->err, st->doc, text, &fp, "out of memory"), -ENOMEM;
+    } else {
+        if ((rc = cfg_expect_map(st->err, st->doc, json, &fp)))
+            return rc;
+        FILE *f = open_memstream(&pattern, &len);
+        if (!f)
+            return cfg_error(st->err, st->doc, json, &fp, "out of memory"), -ENOMEM;
+        rc = json_pattern(st, json, &fp, f);
+        fclose(f);
+        if (rc) {
+            free(pattern);
+            return rc;
+        }
+    }
+    char why[200];
+    if (log_format_check(pattern, why, sizeof(why))) {
+        free(pattern);
+        return cfg_error(st->err, st->doc, text ? text : json, &fp, "%s", why);
+    }
+    st->cfg->log_format = pattern;
+    return 0;
+}
+
 static int parse_bootstrap(struct cfg_state *st)
 {
-    static const char *const keys[] = {"static_resources", "admin", "node", NULL};
+#define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
+    const char *keys[3 + NKEYS(ignored_keys) + NKEYS(refused_keys) + 1] = {
+        "static_resources", "admin", "application_log_config"};
+    size_t nk = 3;
+    for (size_t i = 0; i < NKEYS(ignored_keys); i++)
+        keys[nk++] = ignored_keys[i].key;
+    for (size_t i = 0; i < NKEYS(refused_keys); i++)
+        keys[nk++] = refused_keys[i].key;
+    keys[nk] = NULL;
     const struct cfg_node *root = st->doc->root, *n;
     struct cfg_path kp;
     int rc;
@@ -1062,8 +1206,26 @@ static int parse_bootstrap(struct cfg_state *st)
     kp = CFG_PATH_KEY(NULL, "admin");
     if (n && (rc = parse_admin(st, n, &kp)))
         return rc;
-    /* node: identifies an Envoy to its control plane; socktap has none. Accepted as is. */
+    n = cfg_map_get(root, "application_log_config");
+    kp = CFG_PATH_KEY(NULL, "application_log_config");
+    if (n && (rc = parse_application_log(st, n, &kp)))
+        return rc;
+    for (size_t i = 0; i < NKEYS(refused_keys); i++) {
+        kp = CFG_PATH_KEY(NULL, refused_keys[i].key);
+        if ((n = cfg_map_get(root, refused_keys[i].key)))
+            return cfg_error(st->err, st->doc, n, &kp, "%s", refused_keys[i].why);
+    }
     return 0;
+#undef NKEYS
+}
+
+void config_warn_ignored(const struct socktap_config *cfg)
+{
+    const struct cfg_node *n;
+    for (size_t i = 0; i < sizeof(ignored_keys) / sizeof(ignored_keys[0]); i++)
+        if ((n = cfg_map_get(cfg->doc->root, ignored_keys[i].key)))
+            LOGW(0, "%s:%u:%u: %s: accepted and ignored: %s (docs/envoy-compat.md)", cfg->doc->file,
+                 n->line, n->col, ignored_keys[i].key, ignored_keys[i].why);
 }
 
 void config_free(struct socktap_config *cfg)
@@ -1083,6 +1245,7 @@ void config_free(struct socktap_config *cfg)
     }
     free(cfg->clusters);
     free(cfg->admin.pcap_over_ip);
+    free(cfg->log_format);
     cfg_doc_free(cfg->doc);
     free(cfg);
 }

@@ -83,6 +83,8 @@ struct socktap_config {
     struct cfg_cluster *clusters;
     size_t nclusters;
     struct cfg_admin admin;
+    /* application_log_config.log_format as a --log-format pattern (owned), or NULL */
+    char *log_format;
 };
 
 /* Loads and validates FILE. On success *OUT is owned by the caller (config_free). On failure
@@ -93,6 +95,10 @@ int config_load(const char *file, struct socktap_config **out, struct cfg_err *e
 int config_load_string(const char *name, const char *text, size_t len, struct socktap_config **out,
                        struct cfg_err *err);
 void config_free(struct socktap_config *cfg);
+/* Logs one warning per bootstrap field CFG has that socktap accepts and ignores (node,
+ * layered_runtime, stats_sinks, ...: docs/envoy-compat.md). Main calls it once the log is set up
+ * (--log-path, the log format), so the warnings land where the other lines do. */
+void config_warn_ignored(const struct socktap_config *cfg);
 
 /* Parses an Envoy address node {socket_address: {address, port_value, protocol?}} or a
  * bare socket_address map (used by TLS/capture parsers too). */

@@ -109,6 +109,28 @@ static char *g_format; /* --log-format, NULL: default_line */
 static bool g_escaped; /* --log-format-escaped */
 static const char g_flags[] = "v_jlLtnPYymdHMSTDefFzEgs#!%WC";
 
+int log_format_check(const char *fmt, char *why, size_t why_size)
+{
+    for (const char *p = fmt; *p; p++) {
+        if (*p != '%')
+            continue;
+        if (!p[1] || !strchr(g_flags, p[1])) {
+            snprintf(why, why_size, "unknown flag '%%%.1s' at offset %zu (socktap knows %s)",
+                     p[1] ? p + 1 : "", (size_t)(p - fmt),
+                     "%v %_ %j %l %L %t %n %P %Y %y %m %d %H %M %S %T %D %e %f %F %z %E %g %s %# "
+                     "%! %W %C %%");
+            return -EINVAL;
+        }
+        p++;
+    }
+    return 0;
+}
+
+bool log_format_set(void)
+{
+    return g_format != NULL;
+}
+
 int log_set_format(const char *fmt, char *why, size_t why_size)
 {
     if (!fmt) {
@@ -116,17 +138,9 @@ int log_set_format(const char *fmt, char *why, size_t why_size)
         g_format = NULL;
         return 0;
     }
-    for (const char *p = fmt; *p; p++) {
-        if (*p != '%')
-            continue;
-        if (!p[1] || !strchr(g_flags, p[1])) {
-            snprintf(why, why_size, "unknown flag '%%%.1s' at offset %zu (socktap knows %%%s)",
-                     p[1] ? p + 1 : "", (size_t)(p - fmt),
-                     "v _ j l L t n P Y y m d H M S T D e f F z E g s # ! W C %");
-            return -EINVAL;
-        }
-        p++;
-    }
+    int rc = log_format_check(fmt, why, why_size);
+    if (rc)
+        return rc;
     char *copy = strdup(fmt);
     if (!copy)
         return -ENOMEM;

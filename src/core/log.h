@@ -44,6 +44,10 @@ const char *log_file_path(void);
  * NULL restores socktap's default ("[<time>Z][<level>][W<worker>][C<conn>] message"). FMT is
  * copied; call before threads start. Returns 0, or -EINVAL with WHY naming the flag. */
 int log_set_format(const char *fmt, char *why, size_t why_size);
+/* The check log_set_format makes, alone (config parsers): 0 or -EINVAL with WHY. */
+int log_format_check(const char *fmt, char *why, size_t why_size);
+/* Whether a format was set (--log-format): Envoy refuses it beside application_log_config. */
+bool log_format_set(void);
 /* Envoy's --log-format-escaped: %v escapes newlines and other control characters. */
 void log_set_format_escaped(bool on);
 

@@ -96,6 +96,41 @@ class LogFormatTest(E2ETest):
         text = self.start("--log-format", "%l|%v", odd=True)
         self.assertIn('no "such" \\ dir\nhere', text)
 
+    def test_application_log_config_and_bootstrap_fields(self):
+        """Envoy's bootstrap way: application_log_config.log_format.json_format, one JSON object
+        a line; beside --log-format it is refused with Envoy's words; the L4-irrelevant bootstrap
+        fields are accepted with one warning each, naming file:line:col."""
+        cfg = proxy_config(self.port, self.up.getsockname()[1]) + (
+            "node: {id: edge-1, cluster: edge}\n"
+            "layered_runtime: {layers: [{name: rt, static_layer: {}}]}\n"
+            "application_log_config:\n"
+            "  log_format:\n"
+            "    json_format: {time: \"%Y-%m-%dT%T.%eZ\", level: \"%l\", msg: \"%j\", pid: \"%P\"}\n")
+        st = self.socktap(cfg, args=("-l", "debug"))
+        self.assertEqual(roundtrip(self.port, b"ping"), b"ping")
+        st.wait_log("new connection")
+        self.assertEqual(st.stop(), 0)
+        recs = [json.loads(l) for l in st.logtext().splitlines()]
+        self.assertEqual({r["pid"] for r in recs}, {str(st.pid)})
+        warn = [r["msg"] for r in recs if r["level"] == "warning"]
+        self.assertTrue(any(re.search(r"socktap-\d+\.yaml:\d+:7: node: accepted and ignored: it names an Envoy", m)
+                            for m in warn), warn)
+        self.assertTrue(any("layered_runtime: accepted and ignored: socktap has no runtime layers" in m
+                            for m in warn), warn)
+        self.assertTrue(any(r["msg"].startswith("[C1] new connection") for r in recs))
+        path = os.path.join(self.tmp, "both.yaml")
+        with open(path, "w") as f:
+            f.write(cfg)
+        r = subprocess.run([harness.SOCKTAP, "-c", path, "--log-format", "%v"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("Only one of ApplicationLogConfig.log_format or CLI option --log-format can be specified.",
+                      r.stderr)
+        with open(path, "w") as f:
+            f.write(proxy_config(self.port, 1) + "dynamic_resources: {lds_config: {path: /x}}\n")
+        r = subprocess.run([harness.SOCKTAP, "-c", path, "--mode", "validate"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("dynamic_resources: xDS is not supported: socktap reads static_resources only", r.stderr)
+
     def test_unknown_flag(self):
         for fmt, msg in (("%Q", "unknown flag '%Q' at offset 0"), ("ab%", "unknown flag '%' at offset 2")):
             r = subprocess.run([harness.SOCKTAP, "-c", "x.yaml", "--log-format", fmt], capture_output=True,

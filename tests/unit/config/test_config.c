@@ -190,6 +190,32 @@ static void test_camel_case_names(void **state)
                  false);
 }
 
+/* An Envoy bootstrap's other fields: the L4-irrelevant ones are accepted (and warned about, at
+ * load), application_log_config becomes the log pattern (Envoy's json_format as one JSON object
+ * per line, keys escaped, literals kept). */
+static void test_bootstrap_fields(void **state)
+{
+    static const char yaml[] = "node: {id: a, cluster: b}\n"
+                               "layered_runtime: {layers: [{name: static, static_layer: {}}]}\n"
+                               "stats_sinks: [{name: envoy.stat_sinks.statsd}]\n"
+                               "overload_manager: {refresh_interval: 0.25s}\n"
+                               "cluster_manager: {local_cluster_name: x}\n"
+                               "application_log_config:\n"
+                               "  log_format:\n"
+                               "    json_format: {Time: \"%Y-%m-%dT%T.%eZ\", \"a\\\"b\": \"%l\", "
+                               "N: 1, On: true, Msg: \"%j\"}\n"
+                               "static_resources: {}\n";
+    struct socktap_config *cfg = load_ok(yaml);
+    assert_string_equal(cfg->log_format, "{\"Time\":\"%Y-%m-%dT%T.%eZ\",\"a\\\"b\":\"%l\",\"N\":1,"
+                                         "\"On\":true,\"Msg\":\"%j\"}");
+    config_free(cfg);
+    static const char text[] = "application_log_config: {log_format: {text_format: \"%l %v\"}}\n"
+                               "static_resources: {}\n";
+    cfg = load_ok(text);
+    assert_string_equal(cfg->log_format, "%l %v");
+    config_free(cfg);
+}
+
 /* Anchors, aliases and merge keys as YAML users write them to share settings (Envoy's loader
  * takes them): the config is the one with everything written out. */
 static void test_anchors_and_merge_keys(void **state)
@@ -696,6 +722,7 @@ int main(void)
         cmocka_unit_test(test_anchors_and_merge_keys),
         cmocka_unit_test(test_numeric_enums),
         cmocka_unit_test(test_camel_case_names),
+        cmocka_unit_test(test_bootstrap_fields),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_file_name_in_message),
         cmocka_unit_test(test_fifo_and_directory_refused),
