@@ -6,7 +6,7 @@ CMAKE_ARGS ?=
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 
-.PHONY: all build asan deps install fresh-check test test-release test-asan demo bench lint format fuzz fuzz-smoke soak valgrind clean
+.PHONY: all build asan deps install deb fresh-check test test-release test-asan demo bench lint format fuzz fuzz-smoke soak valgrind clean
 
 all: build
 
@@ -42,6 +42,10 @@ test-release: build
 
 test-asan: asan
 	./scripts/run-tests.sh $(ASAN_BUILD)
+
+# a .deb of this tree (scripts/make-deb.sh; build-deb/socktap_VERSION_ARCH.deb)
+deb: deps
+	./scripts/make-deb.sh build-deb
 
 # the two commands in a minimal Debian root (root only; see the script's header)
 fresh-check:

@@ -11,6 +11,7 @@ PKGS=(
   libzstd-dev liblz4-dev zstd lz4 # capture compression (socktap_compression); tests decode with the CLIs
   git time # lint lists sources with git ls-files; tests measure peak RSS with /usr/bin/time
   python3-prometheus-client # test_admin reads /stats/prometheus with the real parser
+  help2man groff-base # man pages from --help; the install test renders them
 )
 missing=()
 for p in "${PKGS[@]}"; do

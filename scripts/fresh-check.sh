@@ -100,5 +100,9 @@ t_demo=$(date +%s)
 echo "fresh-check: make test"
 run_in_root "make test"
 t_test=$(date +%s)
+# the package: built here, installed with dpkg in this root, a request through it
+echo "fresh-check: .deb install and smoke"
+run_in_root "./scripts/deb-smoke.sh"
+t_deb=$(date +%s)
 
-echo "fresh-check: passed (root $((t_root - t0)) s, make demo $((t_demo - t_root)) s, make test $((t_test - t_demo)) s, total $((t_test - t0)) s)"
+echo "fresh-check: passed (root $((t_root - t0)) s, make demo $((t_demo - t_root)) s, make test $((t_test - t_demo)) s, deb $((t_deb - t_test)) s, total $((t_deb - t0)) s)"

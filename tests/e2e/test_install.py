@@ -38,7 +38,37 @@ class InstallTest(E2ETest):
             extcap_dir = os.path.join(prefix, extcap_dir)
         want = {os.path.join(prefix, "bin", p).lstrip("/"): 0o755 for p in ("socktap", "capture2pcap", "socktap-trace")}
         want[os.path.join(extcap_dir, "socktap-extcap").lstrip("/")] = 0o755
+        want[os.path.join(prefix, "share/socktap/examples/socktap.yaml").lstrip("/")] = 0o644
+        want[os.path.join(prefix, "lib/systemd/system/socktap.service").lstrip("/")] = 0o644
+        # man pages come with the normal build (help2man over each program's --help); the
+        # sanitizer build installs none
+        if cache_var("SOCKTAP_SANITIZE") in ("OFF", "FALSE", "0", ""):
+            for p in ("socktap", "capture2pcap", "socktap-trace", "socktap-extcap"):
+                want[os.path.join(prefix, "share/man/man1", p + ".1").lstrip("/")] = 0o644
         return want, extcap_dir
+
+    def check_extras(self, dest, prefix):
+        """The unit starts the installed socktap; the example validates; a man page names its
+        program and its options."""
+        root = os.path.join(dest, prefix.lstrip("/"))
+        with open(os.path.join(root, "lib/systemd/system/socktap.service")) as f:
+            unit = f.read()
+        self.assertIn("ExecStart=%s/bin/socktap -c /etc/socktap/socktap.yaml\n" % prefix, unit)
+        for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/socktap",
+                     "Type=simple"):
+            self.assertIn(line + "\n", unit)
+        r = subprocess.run([os.path.join(root, "bin/socktap"), "--mode", "validate", "-c",
+                            os.path.join(root, "share/socktap/examples/socktap.yaml")],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        page = os.path.join(root, "share/man/man1/capture2pcap.1")
+        if os.path.exists(page):
+            r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", page], capture_output=True, text=True,
+                               timeout=30, env=dict(os.environ, LC_ALL="C.UTF-8"))
+            self.assertEqual(r.stderr, "")
+            text = re.sub(".\b", "", r.stdout)  # grotty's overstrike bold
+            self.assertIn("capture2pcap - convert socktap and Envoy tap traces", text)
+            self.assertIn("--follow", text)
 
     def test_cmake_install_with_destdir(self):
         dest = os.path.join(self.tmp, "dest")
@@ -49,6 +79,7 @@ class InstallTest(E2ETest):
         self.assertEqual(r.returncode, 0, r.stderr)
         want, extcap_dir = self.expected(prefix)
         self.assertEqual(self.installed(dest), want)
+        self.check_extras(dest, prefix)
         # The default is where this machine's Wireshark looks (tshark -G folders), unless the
         # build was configured with another directory or wireshark.pc says otherwise.
         folders = subprocess.run(["tshark", "-G", "folders"], capture_output=True, text=True, timeout=120).stdout
@@ -82,6 +113,7 @@ class InstallTest(E2ETest):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         want, _ = self.expected(prefix)
         self.assertEqual(self.installed(dest), want)
+        self.check_extras(dest, prefix)
 
 
 if __name__ == "__main__":
