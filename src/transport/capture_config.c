@@ -217,6 +217,35 @@ static struct capture_cfg *capture_cfg_new(const char *kind, enum trace_schema s
     return cfg;
 }
 
+/* The child KEY of PARENT (at PARENT_PATH), which must be there, with the keys KEYS (NULL: not
+ * checked here): *OUT, and its path in *OUT_PATH (pointing at PARENT_PATH: valid while it is). */
+static int req_child(struct ts_parse_ctx *ctx, const struct cfg_node *parent,
+                     const struct cfg_path *parent_path, const char *key, const char *const *keys,
+                     const struct cfg_node **out, struct cfg_path *out_path)
+{
+    *out_path = CFG_PATH_KEY(parent_path, key);
+    *out = cfg_map_get(parent, key);
+    if (!*out)
+        return cfg_error(ctx->err, ctx->doc, parent, out_path, "%s is required", key);
+    return keys ? cfg_check_keys(ctx->err, ctx->doc, *out, out_path, keys) : 0;
+}
+
+/* MAP's `format`, when it has one: a name of NAMES (or its number, proto order), as FORMATS[i]. */
+static int opt_format(struct ts_parse_ctx *ctx, const struct cfg_node *map,
+                      const struct cfg_path *path, const char *const *names,
+                      const enum trace_format *formats, enum trace_format *out)
+{
+    const struct cfg_node *fmt = cfg_map_get(map, "format");
+    struct cfg_path p = CFG_PATH_KEY(path, "format");
+    int idx, rc;
+    if (!fmt)
+        return 0;
+    if ((rc = cfg_get_enum_num(ctx->err, ctx->doc, fmt, &p, names, NULL, &idx)))
+        return rc;
+    *out = formats[idx];
+    return 0;
+}
+
 int capture_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                       const struct cfg_path *path, void **out)
 {
@@ -234,25 +263,14 @@ int capture_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
         return -ENOMEM;
     cfg->enc.format = TRACE_FMT_PROTO_BINARY;
 
-    struct cfg_path sink_path = CFG_PATH_KEY(path, "file_sink");
-    const struct cfg_node *sink = cfg_map_get(config, "file_sink");
-    if (!sink) {
-        rc = cfg_error(ctx->err, ctx->doc, config, &sink_path, "file_sink is required");
-        goto err_free_cfg;
-    }
-    if ((rc = cfg_check_keys(ctx->err, ctx->doc, sink, &sink_path, sink_keys)))
+    struct cfg_path sink_path;
+    const struct cfg_node *sink;
+    if ((rc = req_child(ctx, config, path, "file_sink", sink_keys, &sink, &sink_path)))
         goto err_free_cfg;
     struct cfg_path prefix_path = CFG_PATH_KEY(&sink_path, "path_prefix");
-    if ((rc = parse_path_prefix(ctx, cfg_map_get(sink, "path_prefix"), &prefix_path, cfg)))
+    if ((rc = parse_path_prefix(ctx, cfg_map_get(sink, "path_prefix"), &prefix_path, cfg)) ||
+        (rc = opt_format(ctx, sink, &sink_path, v2_format_names, v2_formats, &cfg->enc.format)))
         goto err_free_cfg;
-    const struct cfg_node *fmt = cfg_map_get(sink, "format");
-    if (fmt) {
-        struct cfg_path p = CFG_PATH_KEY(&sink_path, "format");
-        int idx;
-        if ((rc = cfg_get_enum_num(ctx->err, ctx->doc, fmt, &p, v2_format_names, NULL, &idx)))
-            goto err_free_cfg;
-        cfg->enc.format = v2_formats[idx];
-    }
     if ((rc = parse_common(ctx, config, path, cfg)))
         goto err_free_cfg;
     *out = cfg;
@@ -324,14 +342,8 @@ static int parse_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sink,
     if ((rc = cfg_check_keys(ctx->err, ctx->doc, sink, path, keys)))
         return rc;
     cfg->enc.format = TRACE_FMT_JSON_BODY_AS_BYTES;
-    const struct cfg_node *fmt = cfg_map_get(sink, "format");
-    if (fmt) {
-        struct cfg_path p = CFG_PATH_KEY(path, "format");
-        int idx;
-        if ((rc = cfg_get_enum_num(ctx->err, ctx->doc, fmt, &p, v3_format_names, NULL, &idx)))
-            return rc;
-        cfg->enc.format = v3_formats[idx];
-    }
+    if ((rc = opt_format(ctx, sink, path, v3_format_names, v3_formats, &cfg->enc.format)))
+        return rc;
     for (size_t i = 0; i < sink->n; i++) {
         const struct cfg_node *k = sink->entries[i].key;
         if (strcmp(k->str, "format") != 0 && strcmp(k->str, "file_per_tap") != 0) {
@@ -340,11 +352,9 @@ static int parse_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sink,
                              "not supported: socktap's tap writes `file_per_tap` sinks only");
         }
     }
-    struct cfg_path fpt_path = CFG_PATH_KEY(path, "file_per_tap");
-    const struct cfg_node *fpt = cfg_map_get(sink, "file_per_tap");
-    if (!fpt)
-        return cfg_error(ctx->err, ctx->doc, sink, &fpt_path, "file_per_tap is required");
-    if ((rc = cfg_check_keys(ctx->err, ctx->doc, fpt, &fpt_path, fpt_keys)))
+    struct cfg_path fpt_path;
+    const struct cfg_node *fpt;
+    if ((rc = req_child(ctx, sink, path, "file_per_tap", fpt_keys, &fpt, &fpt_path)))
         return rc;
     struct cfg_path prefix_path = CFG_PATH_KEY(&fpt_path, "path_prefix");
     return parse_path_prefix(ctx, cfg_map_get(fpt, "path_prefix"), &prefix_path, cfg);
@@ -358,11 +368,10 @@ static int parse_output(struct ts_parse_ctx *ctx, const struct cfg_node *out_nod
     int rc;
     if ((rc = cfg_check_keys(ctx->err, ctx->doc, out_node, path, keys)))
         return rc;
-    struct cfg_path sinks_path = CFG_PATH_KEY(path, "sinks");
-    const struct cfg_node *sinks = cfg_map_get(out_node, "sinks");
-    if (!sinks)
-        return cfg_error(ctx->err, ctx->doc, out_node, &sinks_path, "sinks is required");
-    if ((rc = cfg_expect_seq(ctx->err, ctx->doc, sinks, &sinks_path)))
+    struct cfg_path sinks_path;
+    const struct cfg_node *sinks;
+    if ((rc = req_child(ctx, out_node, path, "sinks", NULL, &sinks, &sinks_path)) ||
+        (rc = cfg_expect_seq(ctx->err, ctx->doc, sinks, &sinks_path)))
         return rc;
     if (sinks->n != 1)
         return cfg_error(ctx->err, ctx->doc, sinks, &sinks_path,
@@ -407,13 +416,9 @@ int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
     if (!cfg)
         return -ENOMEM;
 
-    struct cfg_path common_path = CFG_PATH_KEY(path, "common_config");
-    const struct cfg_node *common = cfg_map_get(config, "common_config");
-    if (!common) {
-        rc = cfg_error(ctx->err, ctx->doc, config, &common_path, "common_config is required");
-        goto err_free_cfg;
-    }
-    if ((rc = cfg_check_keys(ctx->err, ctx->doc, common, &common_path, common_keys)))
+    struct cfg_path common_path, static_path, out_path;
+    const struct cfg_node *common, *st, *out_node;
+    if ((rc = req_child(ctx, config, path, "common_config", common_keys, &common, &common_path)))
         goto err_free_cfg;
     if (cfg_map_get(common, "admin_config")) {
         struct cfg_path p = CFG_PATH_KEY(&common_path, "admin_config");
@@ -421,13 +426,8 @@ int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                        "not supported: socktap's tap takes a static_config only");
         goto err_free_cfg;
     }
-    struct cfg_path static_path = CFG_PATH_KEY(&common_path, "static_config");
-    const struct cfg_node *st = cfg_map_get(common, "static_config");
-    if (!st) {
-        rc = cfg_error(ctx->err, ctx->doc, common, &static_path, "static_config is required");
-        goto err_free_cfg;
-    }
-    if ((rc = cfg_check_keys(ctx->err, ctx->doc, st, &static_path, static_keys)))
+    if ((rc =
+             req_child(ctx, common, &common_path, "static_config", static_keys, &st, &static_path)))
         goto err_free_cfg;
     const char *match_key = cfg_map_get(st, "match") ? "match" : "match_config";
     struct cfg_path match_path = CFG_PATH_KEY(&static_path, match_key);
@@ -439,13 +439,8 @@ int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
     }
     if ((rc = parse_match(ctx, match, &match_path)))
         goto err_free_cfg;
-    struct cfg_path out_path = CFG_PATH_KEY(&static_path, "output_config");
-    const struct cfg_node *out_node = cfg_map_get(st, "output_config");
-    if (!out_node) {
-        rc = cfg_error(ctx->err, ctx->doc, st, &out_path, "output_config is required");
-        goto err_free_cfg;
-    }
-    if ((rc = parse_output(ctx, out_node, &out_path, cfg)))
+    if ((rc = req_child(ctx, st, &static_path, "output_config", NULL, &out_node, &out_path)) ||
+        (rc = parse_output(ctx, out_node, &out_path, cfg)))
         goto err_free_cfg;
     if ((rc = parse_common(ctx, config, path, cfg)))
         goto err_free_cfg;
@@ -473,22 +468,12 @@ int capture_wire_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *conf
      * exactly what it is for), length-delimited unless asked otherwise: unambiguous to split. */
     cfg->enc.streaming = true;
     cfg->enc.format = TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED;
-    struct cfg_path prefix_path = CFG_PATH_KEY(path, "path_prefix");
-    const struct cfg_node *prefix = cfg_map_get(config, "path_prefix");
-    if (!prefix) {
-        rc = cfg_error(ctx->err, ctx->doc, config, &prefix_path, "path_prefix is required");
+    struct cfg_path prefix_path;
+    const struct cfg_node *prefix;
+    if ((rc = req_child(ctx, config, path, "path_prefix", NULL, &prefix, &prefix_path)) ||
+        (rc = parse_path_prefix(ctx, prefix, &prefix_path, cfg)) ||
+        (rc = opt_format(ctx, config, path, v3_format_names, v3_formats, &cfg->enc.format)))
         goto err_free_cfg;
-    }
-    if ((rc = parse_path_prefix(ctx, prefix, &prefix_path, cfg)))
-        goto err_free_cfg;
-    const struct cfg_node *fmt = cfg_map_get(config, "format");
-    if (fmt) {
-        struct cfg_path p = CFG_PATH_KEY(path, "format");
-        int idx;
-        if ((rc = cfg_get_enum_num(ctx->err, ctx->doc, fmt, &p, v3_format_names, NULL, &idx)))
-            goto err_free_cfg;
-        cfg->enc.format = v3_formats[idx];
-    }
     if ((rc = parse_backlog(ctx, config, path, cfg)) ||
         (rc = parse_compression(ctx, config, path, cfg)))
         goto err_free_cfg;
