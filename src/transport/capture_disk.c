@@ -23,6 +23,7 @@
 #include "core/log.h"
 
 #define CAPTURE_MAX_SUFFIX 999
+#define CAPTURE_PATH_MAX   4096
 
 int capture_file_create(const char *path_prefix, uint64_t conn_id, const char *ext, char *path,
                         size_t path_size, int *out_fd, bool *out_renamed)
@@ -123,10 +124,17 @@ struct capture_wfile {
     int fd;
     uint64_t conn_id;
     size_t max_backlog;
-    size_t backlog; /* atomic: bytes queued, not yet written */
-    bool failed;    /* atomic: set by the writer */
-    off_t size;     /* writer only: bytes in the file, always on an event boundary */
+    size_t backlog;      /* atomic: bytes queued, not yet written */
+    bool failed;         /* atomic: set by the writer */
+    bool create_failed;  /* atomic: set by the writer (with failed) */
+    bool created;        /* atomic: path is final (set by the writer once it is written) */
+    bool pending_create; /* writer only after construction: create at the first job */
+    off_t size;          /* writer only: bytes in the file, always on an event boundary */
     struct capture_wstats stats;
+    struct capture_wcreate create;
+    struct capture_wfile *beside; /* open_beside: the file whose path ours extends */
+    const char *suffix;
+    size_t path_size;
     char path[];
 };
 
@@ -144,13 +152,13 @@ static struct {
     .idle = PTHREAD_COND_INITIALIZER,
 };
 
-static void writer_count(const struct capture_wfile *f, bool bytes, int64_t n)
+static void writer_count(const struct capture_wfile *f, stat_id id, int64_t n)
 {
     if (!f->stats.has_stats)
         return;
     if (!stats_tls)
         stats_bind_aux_thread();
-    stats_add(bytes ? f->stats.bytes_written : f->stats.write_errors, n);
+    stats_add(id, n);
 }
 
 /* Writes all of DATA or fails the file (logged once: later jobs for it are dropped unlogged).
@@ -170,25 +178,93 @@ static void writer_write(struct capture_wfile *f, const uint8_t *data, size_t le
             if (off > 0 && ftruncate(f->fd, f->size) != 0)
                 LOGE(f->conn_id, "capture: cannot cut %s back to its last whole event: %s", f->path,
                      strerror(errno));
-            writer_count(f, false, 1);
+            writer_count(f, f->stats.write_errors, 1);
             __atomic_store_n(&f->failed, true, __ATOMIC_RELEASE);
             close(f->fd);
             f->fd = -1;
             return;
         }
         off += (size_t)n;
-        writer_count(f, true, n);
+        writer_count(f, f->stats.bytes_written, n);
     }
     f->size += (off_t)len;
+}
+
+static void writer_fail_create(struct capture_wfile *f)
+{
+    f->path[0] = '\0';
+    __atomic_store_n(&f->create_failed, true, __ATOMIC_RELAXED);
+    __atomic_store_n(&f->failed, true, __ATOMIC_RELEASE);
+}
+
+static void writer_create_beside(struct capture_wfile *f)
+{
+    const char *why = NULL;
+    if (!__atomic_load_n(&f->beside->created, __ATOMIC_ACQUIRE)) {
+        writer_fail_create(f); /* the trace itself failed: counted and logged there */
+        return;
+    }
+    int n = snprintf(f->path, f->path_size, "%s%s", f->beside->path, f->suffix);
+    if (n < 0 || (size_t)n >= f->path_size)
+        why = strerror(ENAMETOOLONG);
+    else if ((f->fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) <
+             0)
+        why = strerror(errno);
+    if (why) {
+        LOGW(f->conn_id, "%s: cannot write the key log %s%s: %s; the wire trace has no keys",
+             f->create.kind, f->beside->path, f->suffix, why);
+        writer_count(f, f->stats.write_errors, 1);
+        writer_fail_create(f);
+        return;
+    }
+    __atomic_store_n(&f->created, true, __ATOMIC_RELEASE);
+}
+
+/* Creates F's file (capture_wfile_open); the logging and counting capture_disk.h describes. */
+static void writer_create(struct capture_wfile *f)
+{
+    const struct capture_wcreate *c = &f->create;
+    bool renamed;
+    f->pending_create = false;
+    if (f->beside) {
+        writer_create_beside(f);
+        return;
+    }
+    int rc = capture_file_create(c->path_prefix, f->conn_id, c->ext, f->path, f->path_size, &f->fd,
+                                 &renamed);
+    if (rc) {
+        f->fd = -1;
+        writer_count(f, f->stats.files_failed, 1);
+        if (!__atomic_exchange_n(c->failing, true, __ATOMIC_RELAXED))
+            LOGE(f->conn_id,
+                 "%s: cannot create a trace file for prefix %s: %s; connection not captured "
+                 "(until a file can be created again, further failures are only counted in "
+                 "%s.files_failed)",
+                 c->kind, c->path_prefix, strerror(-rc), c->kind);
+        writer_fail_create(f);
+        return;
+    }
+    if (__atomic_exchange_n(c->failing, false, __ATOMIC_RELAXED))
+        LOGI(f->conn_id, "%s: trace files for prefix %s can be created again", c->kind,
+             c->path_prefix);
+    if (renamed)
+        LOGW(f->conn_id,
+             "%s: %s_%" PRIu64 "%s exists (file or symlink, left untouched); writing %s instead",
+             c->kind, c->path_prefix, f->conn_id, c->ext, f->path);
+    writer_count(f, f->stats.files_opened, 1);
+    LOGD(f->conn_id, "%s: writing %s", c->kind, f->path);
+    __atomic_store_n(&f->created, true, __ATOMIC_RELEASE);
 }
 
 static void writer_run_job(struct wjob *job)
 {
     struct capture_wfile *f = job->file;
+    if (f->pending_create)
+        writer_create(f);
     if (job->kind == WJOB_CLOSE) {
         if (f->fd >= 0 && close(f->fd) != 0) {
             LOGE(f->conn_id, "capture: closing %s failed: %s", f->path, strerror(errno));
-            writer_count(f, false, 1);
+            writer_count(f, f->stats.write_errors, 1);
         }
         free(f);
     } else {
@@ -252,11 +328,11 @@ static void writer_push(struct wjob *job)
     pthread_mutex_unlock(&g_writer.lock);
 }
 
-int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_backlog,
-                      const struct capture_wstats *stats, struct capture_wfile **out)
+/* A file of PATH_SIZE bytes of path, the writer started. */
+static int wfile_alloc(size_t path_size, uint64_t conn_id, size_t max_backlog,
+                       const struct capture_wstats *stats, struct capture_wfile **out)
 {
-    size_t plen = strlen(path) + 1;
-    struct capture_wfile *f = calloc(1, sizeof(*f) + plen);
+    struct capture_wfile *f = malloc(sizeof(*f) + path_size);
     if (!f)
         return -ENOMEM;
     pthread_mutex_lock(&g_writer.lock);
@@ -266,12 +342,49 @@ int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_bac
         free(f);
         return rc;
     }
-    f->fd = fd;
-    f->conn_id = conn_id;
-    f->max_backlog = max_backlog;
-    f->stats = *stats;
-    memcpy(f->path, path, plen);
+    *f = (struct capture_wfile){
+        .fd = -1, .conn_id = conn_id, .max_backlog = max_backlog, .stats = *stats};
+    f->path_size = path_size;
+    f->path[0] = '\0';
     *out = f;
+    return 0;
+}
+
+int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_backlog,
+                      const struct capture_wstats *stats, struct capture_wfile **out)
+{
+    size_t plen = strlen(path) + 1;
+    int rc = wfile_alloc(plen, conn_id, max_backlog, stats, out);
+    if (rc)
+        return rc;
+    (*out)->fd = fd;
+    (*out)->created = true;
+    memcpy((*out)->path, path, plen);
+    return 0;
+}
+
+int capture_wfile_open(const struct capture_wcreate *c, uint64_t conn_id, size_t max_backlog,
+                       const struct capture_wstats *stats, struct capture_wfile **out)
+{
+    int rc = wfile_alloc(CAPTURE_PATH_MAX, conn_id, max_backlog, stats, out);
+    if (rc)
+        return rc;
+    (*out)->create = *c;
+    (*out)->pending_create = true;
+    return 0;
+}
+
+int capture_wfile_open_beside(struct capture_wfile *beside, const char *suffix, uint64_t conn_id,
+                              size_t max_backlog, const struct capture_wstats *stats,
+                              struct capture_wfile **out)
+{
+    int rc = wfile_alloc(CAPTURE_PATH_MAX, conn_id, max_backlog, stats, out);
+    if (rc)
+        return rc;
+    (*out)->create = beside->create;
+    (*out)->beside = beside;
+    (*out)->suffix = suffix;
+    (*out)->pending_create = true;
     return 0;
 }
 
@@ -301,6 +414,16 @@ int capture_wfile_submit(struct capture_wfile *f, void *data, size_t len)
 bool capture_wfile_failed(const struct capture_wfile *f)
 {
     return __atomic_load_n(&f->failed, __ATOMIC_ACQUIRE);
+}
+
+bool capture_wfile_create_failed(const struct capture_wfile *f)
+{
+    return __atomic_load_n(&f->create_failed, __ATOMIC_ACQUIRE);
+}
+
+const char *capture_wfile_path(const struct capture_wfile *f)
+{
+    return __atomic_load_n(&f->created, __ATOMIC_ACQUIRE) ? f->path : "";
 }
 
 size_t capture_wfile_backlog(const struct capture_wfile *f)

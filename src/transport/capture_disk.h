@@ -2,7 +2,8 @@
  * takes their bytes off the relay's hot path.
  *
  * A worker encodes events into a per-file buffer and hands whole buffers (each ends on an event
- * boundary) to the writer with capture_wfile_submit(); the writer does the write(2) calls. Each
+ * boundary) to the writer with capture_wfile_submit(); the writer does the open(2) (for files
+ * made with capture_wfile_open), the write(2) and close(2) calls. Each
  * file's backlog (bytes handed over but not yet written) is bounded by its max_backlog; a submit
  * that would exceed it is refused, and the caller stops that capture there, so the file stays a
  * valid prefix and memory never grows with traffic. A write error stops the file the same way
@@ -42,10 +43,22 @@ int capture_highest_id(const char *path_prefix, uint64_t *out)
     __attribute__((warn_unused_result, nonnull));
 
 /* Stats the writer thread updates for a file (ids registered at config time); a zeroed struct
- * with has_stats false counts nothing (unit tests). */
+ * with has_stats false counts nothing (unit tests). files_opened/files_failed count the files
+ * the writer creates itself (capture_wfile_open). */
 struct capture_wstats {
     bool has_stats;
-    stat_id bytes_written, write_errors;
+    stat_id bytes_written, write_errors, files_opened, files_failed;
+};
+
+/* How the writer names and creates a trace file for capture_wfile_open. The strings and
+ * FAILING are borrowed: they must outlive the writer thread (they are the config's, freed after
+ * capture_writer_shutdown). */
+struct capture_wcreate {
+    const char *path_prefix, *ext; /* capture_file_create's arguments */
+    const char *kind;              /* log prefix ("capture", "tap", "tls_wire") */
+    /* atomic, shared by every file of the config: a create failure was logged and no file was
+     * created since, so further failures are only counted */
+    bool *failing;
 };
 
 /* A file being written: shared by one capture socket (until capture_wfile_close) and the
@@ -59,6 +72,24 @@ int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_bac
                       const struct capture_wstats *stats, struct capture_wfile **out)
     __attribute__((warn_unused_result, nonnull));
 
+/* A file the writer creates itself, with capture_file_create(C's prefix, CONN_ID, C's ext),
+ * when it handles the file's first job: the open(2) stays off the worker's accept path, and a
+ * connection whose trace is all small events costs one writer job. A failure to create is
+ * counted (files_failed), logged once per failing period, and fails the file
+ * (capture_wfile_create_failed); files_opened counts successes. Otherwise as capture_wfile_new. */
+int capture_wfile_open(const struct capture_wcreate *c, uint64_t conn_id, size_t max_backlog,
+                       const struct capture_wstats *stats, struct capture_wfile **out)
+    __attribute__((warn_unused_result, nonnull));
+
+/* A file the writer creates (O_EXCL, 0600) at BESIDE's path plus SUFFIX (borrowed, static) when
+ * it handles this file's first job: BESIDE (a capture_wfile_open file) must have a job queued
+ * before that one (its create runs first) and must not be closed before it. Fails quietly when
+ * BESIDE could not be created; another failure is logged and counted in write_errors. */
+int capture_wfile_open_beside(struct capture_wfile *beside, const char *suffix, uint64_t conn_id,
+                              size_t max_backlog, const struct capture_wstats *stats,
+                              struct capture_wfile **out)
+    __attribute__((warn_unused_result, nonnull));
+
 /* Hands DATA (LEN bytes, malloc'd; ownership passes to the writer in every case, it is freed
  * even on error) to the writer. Returns 0, -ENOBUFS when the backlog is not empty and would
  * exceed max_backlog (the data is dropped: the caller stops capturing; the capture socket
@@ -67,8 +98,12 @@ int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_bac
 int capture_wfile_submit(struct capture_wfile *f, void *data, size_t len)
     __attribute__((warn_unused_result));
 
-/* True once a write to F failed (the writer logged and counted it). */
+/* True once a write to F failed, or its creation (the writer logged and counted it). */
 bool capture_wfile_failed(const struct capture_wfile *f);
+/* True once the writer failed to create F (counted in files_failed, not a write error). */
+bool capture_wfile_create_failed(const struct capture_wfile *f);
+/* F's path once the writer created it, else "". Valid until F is closed. */
+const char *capture_wfile_path(const struct capture_wfile *f);
 /* Bytes queued and not yet written (0: everything submitted was written or dropped). */
 size_t capture_wfile_backlog(const struct capture_wfile *f);
 
