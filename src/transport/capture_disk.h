@@ -19,6 +19,8 @@
 #include <stdint.h>
 
 #include "core/stats.h"
+#include "trace/tbuf.h"
+#include "transport/capture.h"
 
 /* Creates a new trace file `<PATH_PREFIX>_<CONN_ID><EXT>` with open(O_WRONLY | O_CREAT | O_EXCL
  * | O_NOFOLLOW | O_CLOEXEC, 0600). An existing file or symlink at that name is never opened,
@@ -97,6 +99,23 @@ int capture_wfile_open_beside(struct capture_wfile *beside, const char *suffix, 
  * -ENOMEM. Called by the owning socket's thread only. */
 int capture_wfile_submit(struct capture_wfile *f, void *data, size_t len)
     __attribute__((warn_unused_result));
+
+/* Buffers of CAPTURE_BUF_BYTES, for bulk flows to encode into: taken from a pool the writer
+ * refills with the buffers it has written (at most CAPTURE_POOL_MAX kept, about 9 MiB, freed at
+ * capture_writer_shutdown), so a bulk flow does not malloc, fault in, grow (realloc copies)
+ * and free a fresh buffer per hand-over. Sized for one read of the default 1 MiB
+ * per_connection_buffer_limit_bytes plus its framing (a bulk read is one event that large). */
+#define CAPTURE_BUF_BYTES (1024u * 1024u + 64u * 1024u)
+#define CAPTURE_POOL_MAX  8
+
+/* Gives the empty B (data NULL) a pool buffer (cap CAPTURE_BUF_BYTES), owned by B's owner:
+ * hand it over with capture_wfile_submit_buf (or tbuf_free it). Returns 0 or -ENOMEM. */
+int capture_buf_take(struct tbuf *b) __attribute__((warn_unused_result, nonnull));
+
+/* As capture_wfile_submit for B's bytes; B's memory goes with them (back to the pool once
+ * written, when it is a pool buffer) and B is left empty (data NULL). */
+int capture_wfile_submit_buf(struct capture_wfile *f, struct tbuf *b)
+    __attribute__((warn_unused_result, nonnull));
 
 /* True once a write to F failed, or its creation (the writer logged and counted it). */
 bool capture_wfile_failed(const struct capture_wfile *f);

@@ -51,6 +51,7 @@ struct capture_rec {
     struct capture_rec *tick_prev, *tick_next; /* on this worker's flush list */
     bool tick_queued;
     bool handed_over; /* the writer has a job for the file (it creates it) */
+    bool bulk;        /* the last hand-over was large: encode into pool buffers */
     bool opened;
     bool capturing; /* file open, capture not stopped */
 };
@@ -162,16 +163,31 @@ static void capture_flush(struct capture_rec *r)
     if (!r->capturing || (r->buf.len == 0 && r->handed_over))
         return;
     r->handed_over = true;
-    size_t len = r->buf.len;
-    void *data = r->buf.data;
-    r->buf = (struct tbuf){0};
-    int rc = capture_wfile_submit(r->file, data, len);
+    r->bulk = r->buf.len >= CAPTURE_CHUNK_BYTES / 4;
+    int rc = capture_wfile_submit_buf(r->file, &r->buf);
     if (rc == -ENOBUFS)
         capture_rec_stop(r, "the disk cannot keep up (backlog full)");
     else if (rc)
         capture_rec_stop(r, rc == -EIO ? "write error" : "out of memory");
     else
         r->buf_events = 0;
+}
+
+/* Room for N more bytes in R's buffer. A bulk flow encodes into pool buffers (capture_disk.h):
+ * one that would overflow is handed over first, so pool buffers never grow (a realloc'd chunk
+ * copied every byte once more). Small flows keep a small malloc'd buffer. */
+static int capture_reserve(struct capture_rec *r, size_t n)
+{
+    if (r->buf.cap - r->buf.len >= n)
+        return 0;
+    if (r->buf.cap == CAPTURE_BUF_BYTES || (r->bulk && r->buf.len + n > CAPTURE_CHUNK_BYTES / 4)) {
+        capture_flush(r);
+        if (!r->capturing)
+            return -EIO;
+    }
+    if (!r->buf.data && r->bulk && n <= CAPTURE_BUF_BYTES)
+        return capture_buf_take(&r->buf);
+    return tbuf_reserve(&r->buf, n);
 }
 
 void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct iovec *iov,
@@ -198,7 +214,7 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
     };
     if (live_hub_wanted(r->cfg->live))
         live_hub_publish(r->cfg->live, &r->conn, &ev);
-    if (tbuf_reserve(&r->buf, len + 64) != 0 || trace_enc_event(r->enc, &ev, &r->buf) != 0) {
+    if (capture_reserve(r, len + 64) != 0 || trace_enc_event(r->enc, &ev, &r->buf) != 0) {
         stats_inc(st->events_dropped);
         capture_rec_stop(r, "out of memory");
         return;
