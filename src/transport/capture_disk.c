@@ -35,7 +35,6 @@
 #include "core/log.h"
 
 #define CAPTURE_MAX_SUFFIX 999
-#define CAPTURE_PATH_MAX   4096
 
 int capture_file_create(const char *path_prefix, uint64_t conn_id, const char *ext, char *path,
                         size_t path_size, int *out_fd, bool *out_renamed)
@@ -138,6 +137,12 @@ static struct {
     void *bufs[CAPTURE_POOL_MAX];
     int n;
 } g_pool = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* atomic: bytes held for the writer over all files (data queued, and each file's struct until
+ * the writer frees it), for capture_writer_behind */
+static size_t g_held;
+/* atomic: files made with capture_wfile_open* that the writer has not created yet */
+static size_t g_creates;
 
 int capture_buf_take(struct tbuf *b)
 {
@@ -277,6 +282,7 @@ static void writer_create(struct capture_wfile *f)
     const struct capture_wcreate *c = &f->create;
     bool renamed;
     f->pending_create = false;
+    __atomic_sub_fetch(&g_creates, 1, __ATOMIC_RELAXED);
     if (f->beside) {
         writer_create_beside(f);
         return;
@@ -317,11 +323,13 @@ static void writer_run_job(struct wjob *job)
             LOGE(f->conn_id, "capture: closing %s failed: %s", f->path, strerror(errno));
             writer_count(f, f->stats.write_errors, 1);
         }
+        __atomic_sub_fetch(&g_held, sizeof(*f) + f->path_size, __ATOMIC_RELAXED);
         free(f);
     } else {
         if (!__atomic_load_n(&f->failed, __ATOMIC_ACQUIRE))
             writer_write(f, job->data, job->len);
         __atomic_sub_fetch(&f->backlog, job->len, __ATOMIC_RELEASE);
+        __atomic_sub_fetch(&g_held, job->len, __ATOMIC_RELAXED);
         if (job->pooled)
             pool_put(job->data);
         else
@@ -399,6 +407,7 @@ static int wfile_alloc(size_t path_size, uint64_t conn_id, size_t max_backlog,
     *f = (struct capture_wfile){
         .fd = -1, .conn_id = conn_id, .max_backlog = max_backlog, .stats = *stats};
     f->path_size = path_size;
+    __atomic_add_fetch(&g_held, sizeof(*f) + path_size, __ATOMIC_RELAXED);
     f->path[0] = '\0';
     *out = f;
     return 0;
@@ -420,11 +429,14 @@ int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_bac
 int capture_wfile_open(const struct capture_wcreate *c, uint64_t conn_id, size_t max_backlog,
                        const struct capture_wstats *stats, struct capture_wfile **out)
 {
-    int rc = wfile_alloc(CAPTURE_PATH_MAX, conn_id, max_backlog, stats, out);
+    /* "<prefix>_<id>.<suffix><ext>" */
+    int rc =
+        wfile_alloc(strlen(c->path_prefix) + strlen(c->ext) + 32, conn_id, max_backlog, stats, out);
     if (rc)
         return rc;
     (*out)->create = *c;
     (*out)->pending_create = true;
+    __atomic_add_fetch(&g_creates, 1, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -432,13 +444,14 @@ int capture_wfile_open_beside(struct capture_wfile *beside, const char *suffix, 
                               size_t max_backlog, const struct capture_wstats *stats,
                               struct capture_wfile **out)
 {
-    int rc = wfile_alloc(CAPTURE_PATH_MAX, conn_id, max_backlog, stats, out);
+    int rc = wfile_alloc(beside->path_size + strlen(suffix), conn_id, max_backlog, stats, out);
     if (rc)
         return rc;
     (*out)->create = beside->create;
     (*out)->beside = beside;
     (*out)->suffix = suffix;
     (*out)->pending_create = true;
+    __atomic_add_fetch(&g_creates, 1, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -462,6 +475,7 @@ static int wfile_submit(struct capture_wfile *f, void *data, size_t len, bool po
     }
     *job = (struct wjob){.kind = WJOB_DATA, .file = f, .data = data, .len = len, .pooled = pooled};
     __atomic_add_fetch(&f->backlog, len, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&g_held, len, __ATOMIC_RELAXED);
     writer_push(job);
     return 0;
 
@@ -492,6 +506,12 @@ bool capture_wfile_failed(const struct capture_wfile *f)
     return __atomic_load_n(&f->failed, __ATOMIC_ACQUIRE);
 }
 
+bool capture_writer_behind(void)
+{
+    return __atomic_load_n(&g_held, __ATOMIC_RELAXED) > CAPTURE_WRITER_MAX_HELD ||
+           __atomic_load_n(&g_creates, __ATOMIC_RELAXED) > CAPTURE_WRITER_MAX_CREATES;
+}
+
 bool capture_wfile_create_failed(const struct capture_wfile *f)
 {
     return __atomic_load_n(&f->create_failed, __ATOMIC_ACQUIRE);
@@ -517,6 +537,9 @@ void capture_wfile_close(struct capture_wfile *f)
         capture_writer_sync();
         if (f->fd >= 0)
             close(f->fd);
+        if (f->pending_create)
+            __atomic_sub_fetch(&g_creates, 1, __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&g_held, sizeof(*f) + f->path_size, __ATOMIC_RELAXED);
         free(f);
         return;
     }

@@ -234,6 +234,8 @@ size_t capture_rec_room(const struct capture_rec *r)
     size_t pending = capture_wfile_backlog(r->file) + r->buf.len;
     if (pending == 0)
         return SIZE_MAX;
+    if (capture_writer_behind())
+        return 0; /* the writer's global bound (capture_disk.h): wait for it */
     size_t used = pending + CAPTURE_EVENT_SLACK;
     return used < r->cfg->max_backlog ? r->cfg->max_backlog - used : 0;
 }

@@ -52,7 +52,8 @@ void capture_rec_event_range(struct capture_rec *r, enum trace_dir dir, struct e
                              size_t offset, size_t len, bool end_stream) __attribute__((nonnull));
 
 /* Bytes the connection may still move before the backlog (queued for the disk plus encoded
- * here) reaches max_backlog; SIZE_MAX when nothing is pending or the recorder is inactive (one
+ * here) reaches max_backlog, 0 while the writer is behind its global bound
+ * (capture_writer_behind); SIZE_MAX when nothing is pending or the recorder is inactive (one
  * event larger than max_backlog still goes through, alone). */
 size_t capture_rec_room(const struct capture_rec *r) __attribute__((nonnull));
 
