@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # bench/run.sh BUILD_DIR: socktap against the direct path, haproxy (mode tcp), nginx stream and
 # socat on loopback, interleaved, with ../shared/bench/proxy-bench.sh; then capture-on and TLS
-# rows, capture compression rows (bench/compress-bench.sh), capture2pcap conversion, live capture
-# latency. Prints median tables with ratios. Knobs: REPS, DUR_A, DUR_B, DUR_C, SCENARIOS,
-# SKIP_TLS, SKIP_COMPRESS, LATENCY_N.
+# rows, bulk capture into tmpfs, the capture table of issue 14 with its dd floors
+# (bench/capture-rows.sh), capture compression rows (bench/compress-bench.sh), capture2pcap
+# conversion, live capture latency. Prints median tables with ratios.
+# Knobs: REPS, DUR_A, DUR_B, DUR_C, SCENARIOS, SKIP_TLS, SKIP_TMPFS, SKIP_CONVERT, SKIP_COMPRESS,
+#   SKIP_LATENCY, LATENCY_N,
+#   ONLY_SOCKTAP=1 (no haproxy/nginx/socat rows: quick capture iterations, e.g.
+#   `ONLY_SOCKTAP=1 SKIP_CONVERT=1 REPS=1 DUR_A=3 DUR_B=3 DUR_C=3 bench/run.sh build`),
+#   SOCKTAP_THREADS (socktap --concurrency, default 1), TMPFS_DIR (default /dev/shm).
 set -euo pipefail
 BUILD=$(cd "${1:-build}" && pwd)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,32 +18,59 @@ BENCHDIR=$(dirname "$HARNESS")
 OUT=${OUT:-/tmp/socktap-bench}
 mkdir -p "$OUT"
 export REPS=${REPS:-3} DUR_A=${DUR_A:-5} DUR_B=${DUR_B:-5} DUR_C=${DUR_C:-5}
+export WORKDIR=${WORKDIR:-/tmp/proxy-bench}
 S=$ROOT/bench/socktap-start.sh
+T=${SOCKTAP_THREADS:-1}
+others=()
+[[ -n ${ONLY_SOCKTAP:-} ]] || others=(
+  -p haproxy-tcp "bash $BENCHDIR/proxies/start.sh haproxy-tcp {LISTEN} {UPSTREAM} {WORKDIR}"
+  -p nginx-stream "bash $BENCHDIR/proxies/start.sh nginx-stream {LISTEN} {UPSTREAM} {WORKDIR}"
+  -p socat "bash $BENCHDIR/proxies/start.sh socat {LISTEN} {UPSTREAM} {WORKDIR}")
 plain=$OUT/plain-$(date +%s).tsv
 bash "$HARNESS" -o "$plain" -S "${SCENARIOS:-A1,A4,B,C}" \
   -d direct \
-  -p socktap "$S $BUILD {LISTEN} {UPSTREAM} {CAPDIR} plain 1" \
-  -p socktap-capture "$S $BUILD {LISTEN} {UPSTREAM} {CAPDIR} capture 1" \
-  -p haproxy-tcp "bash $BENCHDIR/proxies/start.sh haproxy-tcp {LISTEN} {UPSTREAM} {WORKDIR}" \
-  -p nginx-stream "bash $BENCHDIR/proxies/start.sh nginx-stream {LISTEN} {UPSTREAM} {WORKDIR}" \
-  -p socat "bash $BENCHDIR/proxies/start.sh socat {LISTEN} {UPSTREAM} {WORKDIR}"
+  -p socktap "$S $BUILD {LISTEN} {UPSTREAM} {CAPDIR} plain $T" \
+  -p socktap-capture "$S $BUILD {LISTEN} {UPSTREAM} {CAPDIR} capture $T" \
+  "${others[@]}"
 echo; echo "== plain TCP (ratios vs direct)"
 bash "$HARNESS" --summary "$plain"
+tls=-
 if [[ -z ${SKIP_TLS:-} ]]; then
   tls=$OUT/tls-$(date +%s).tsv
-  bash "$HARNESS" --tls -o "$tls" -S B,C \
+  [[ -n ${ONLY_SOCKTAP:-} ]] || others=(
+    -p haproxy-tls-term "bash $BENCHDIR/proxies/start.sh haproxy-tls-term {LISTEN} {UP_HTTP} {WORKDIR}")
+  CERT_DIR=$WORKDIR/certs bash "$HARNESS" --tls -o "$tls" -S B,C \
     -d direct-tls \
-    -p socktap-tls "$S $BUILD {LISTEN} {UP_HTTP} {CAPDIR} tls-term 1" \
-    -p socktap-tls-capture "$S $BUILD {LISTEN} {UP_HTTP} {CAPDIR} tls-term-capture 1" \
-    -p haproxy-tls-term "bash $BENCHDIR/proxies/start.sh haproxy-tls-term {LISTEN} {UP_HTTP} {WORKDIR}"
-  echo; echo "== TLS terminated at the proxy (ratios vs haproxy-tls-term)"
-  bash "$HARNESS" --summary "$tls" --ref haproxy-tls-term
+    -p socktap-tls "$S $BUILD {LISTEN} {UP_HTTP} {CAPDIR} tls-term $T" \
+    -p socktap-tls-capture "$S $BUILD {LISTEN} {UP_HTTP} {CAPDIR} tls-term-capture $T" \
+    "${others[@]}"
+  echo; echo "== TLS terminated at the proxy (ratios vs ${ONLY_SOCKTAP:+direct-tls}${ONLY_SOCKTAP:-haproxy-tls-term})"
+  bash "$HARNESS" --summary "$tls" --ref "${ONLY_SOCKTAP:+direct-tls}${ONLY_SOCKTAP:-haproxy-tls-term}"
+fi
+# Bulk capture into tmpfs: the harness's CAPDIR lives in its WORKDIR, so a WORKDIR on tmpfs.
+tmpfs=-
+tmpwork=${TMPFS_DIR:-/dev/shm}/socktap-bench-work
+if [[ -z ${SKIP_TMPFS:-} ]]; then
+  tmpfs=$OUT/tmpfs-$(date +%s).tsv
+  WORKDIR=$tmpwork bash "$HARNESS" -o "$tmpfs" -S A1,A4 \
+    -d direct \
+    -p socktap "$S $BUILD {LISTEN} {UPSTREAM} {CAPDIR} plain $T" \
+    -p socktap-capture "$S $BUILD {LISTEN} {UPSTREAM} {CAPDIR} capture $T"
+  echo; echo "== bulk, capture directory on tmpfs (ratios vs direct)"
+  bash "$HARNESS" --summary "$tmpfs"
+fi
+mkdir -p "$WORKDIR/cap" "$tmpwork"
+bash "$ROOT/bench/capture-rows.sh" "$plain" "$tls" "$tmpfs" "$WORKDIR/cap" "$tmpwork"
+rm -rf "$tmpwork"
+if [[ -z ${SKIP_CONVERT:-} ]]; then
+  echo; echo "== capture2pcap conversion (1 GiB trace) beside Envoy's od | text2pcap way"
+  OUT= bash "$ROOT/bench/convert-bench.sh" "$BUILD"
 fi
 if [[ -z ${SKIP_COMPRESS:-} ]]; then
   echo; echo "== capture compression (socktap_compression): none / raw / zstd / lz4, random and JSON"
   bash "$ROOT/bench/compress-bench.sh" "$BUILD"
 fi
-echo; echo "== capture2pcap conversion (1 GiB trace) beside Envoy's od | text2pcap way"
-OUT= bash "$ROOT/bench/convert-bench.sh" "$BUILD"
-echo; echo "== live capture latency: a byte through the proxy -> its packet out of a live viewer"
-python3 "$ROOT/bench/live-latency.py" "$BUILD" "${LATENCY_N:-300}"
+if [[ -z ${SKIP_LATENCY:-} ]]; then
+  echo; echo "== live capture latency: a byte through the proxy -> its packet out of a live viewer"
+  python3 "$ROOT/bench/live-latency.py" "$BUILD" "${LATENCY_N:-300}"
+fi

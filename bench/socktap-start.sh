@@ -11,7 +11,7 @@ cfg=$capdir/../socktap-$listen-$mode.yaml
 # could swap them), so they go to a private directory inside it.
 mkdir -p -m 0700 "$capdir/traces"
 capdir=$capdir/traces
-certs=${CERT_DIR:-/tmp/proxy-bench/certs}
+certs=${CERT_DIR:-${WORKDIR:-/tmp/proxy-bench}/certs}
 ts=""
 tls_inner="name: envoy.transport_sockets.tls
           typed_config:

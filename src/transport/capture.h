@@ -41,6 +41,7 @@ struct capture_cfg {
     struct trace_enc_cfg enc;
     size_t max_backlog; /* socktap extension `socktap_max_backlog_bytes`, default 8 MiB */
     struct capture_compress_cfg comp; /* socktap extension `socktap_compression`, default none */
+    char ext[40]; /* the trace files' extension: the format's, then ".zst"/".lz4" if compressed */
     struct ts_config inner;
     struct capture_stats stats;
     /* owned, atomic, shared by the workers (the config itself is const to them): a create

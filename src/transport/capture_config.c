@@ -182,6 +182,14 @@ static int parse_compression(struct ts_parse_ctx *ctx, const struct cfg_node *co
 /* The keys both forms share at their top level (the inner socket, socktap's backlog and
  * compression knobs),
  * then the stats: registered only for a config that parsed. */
+/* The last step of every capture config: its stats, and its files' extension. */
+static void capture_cfg_done(struct capture_cfg *cfg, const char *owner)
+{
+    snprintf(cfg->ext, sizeof(cfg->ext), "%s%s", trace_format_extension(cfg->enc.format),
+             capture_compress_suffix(cfg->comp.alg));
+    capture_register_stats(cfg, owner);
+}
+
 static int parse_common(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                         const struct cfg_path *path, struct capture_cfg *cfg)
 {
@@ -196,7 +204,7 @@ static int parse_common(struct ts_parse_ctx *ctx, const struct cfg_node *config,
     } else {
         ts_config_default(&cfg->inner);
     }
-    capture_register_stats(cfg, ctx->owner_name);
+    capture_cfg_done(cfg, ctx->owner_name);
     return 0;
 }
 
@@ -478,7 +486,7 @@ int capture_wire_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *conf
         (rc = parse_compression(ctx, config, path, cfg)))
         goto err_free_cfg;
     ts_config_default(&cfg->inner);
-    capture_register_stats(cfg, ctx->owner_name);
+    capture_cfg_done(cfg, ctx->owner_name);
     *out = cfg;
     return 0;
 

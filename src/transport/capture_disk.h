@@ -2,7 +2,8 @@
  * takes their bytes off the relay's hot path.
  *
  * A worker encodes events into a per-file buffer and hands whole buffers (each ends on an event
- * boundary) to the writer with capture_wfile_submit(); the writer does the write(2) calls. Each
+ * boundary) to the writer with capture_wfile_submit(); the writer does the open(2) (for files
+ * made with capture_wfile_open), the write(2) and close(2) calls. Each
  * file's backlog (bytes handed over but not yet written) is bounded by its max_backlog; a submit
  * that would exceed it is refused, and the caller stops that capture there, so the file stays a
  * valid prefix and memory never grows with traffic. A write error stops the file the same way
@@ -18,7 +19,8 @@
 #include <stdint.h>
 
 #include "core/stats.h"
-#include "transport/capture_compress.h"
+#include "trace/tbuf.h"
+#include "transport/capture.h"
 
 /* Creates a new trace file `<PATH_PREFIX>_<CONN_ID><EXT>` with open(O_WRONLY | O_CREAT | O_EXCL
  * | O_NOFOLLOW | O_CLOEXEC, 0600). An existing file or symlink at that name is never opened,
@@ -43,10 +45,25 @@ int capture_highest_id(const char *path_prefix, uint64_t *out)
     __attribute__((warn_unused_result, nonnull));
 
 /* Stats the writer thread updates for a file (ids registered at config time); a zeroed struct
- * with has_stats false counts nothing (unit tests). */
+ * with has_stats false counts nothing (unit tests). files_opened/files_failed count the files
+ * the writer creates itself (capture_wfile_open). */
 struct capture_wstats {
     bool has_stats;
-    stat_id bytes_written, write_errors;
+    stat_id bytes_written, write_errors, files_opened, files_failed;
+};
+
+/* How the writer names and creates a trace file for capture_wfile_open. The strings and
+ * FAILING are borrowed: they must outlive the writer thread (they are the config's, freed after
+ * capture_writer_shutdown). */
+struct capture_wcreate {
+    const char *path_prefix, *ext; /* capture_file_create's arguments (ext with ".zst"...) */
+    const char *kind;              /* log prefix ("capture", "tap", "tls_wire") */
+    /* NULL: written as given; else each submitted buffer is written as one compressed frame
+     * (capture_compress.h) */
+    const struct capture_compress_cfg *comp;
+    /* atomic, shared by every file of the config: a create failure was logged and no file was
+     * created since, so further failures are only counted */
+    bool *failing;
 };
 
 /* A file being written: shared by one capture socket (until capture_wfile_close) and the
@@ -54,14 +71,29 @@ struct capture_wstats {
 struct capture_wfile;
 
 /* Wraps FD (ownership passes to the writer on success; on failure FD is untouched). PATH is
- * copied (for messages); COMP (NULL: uncompressed) and STATS are copied: with COMP, the writer
- * writes each submitted buffer as one compressed frame (capture_compress.h). MAX_BACKLOG bounds
- * the (uncompressed) bytes queued and not yet written. Starts the writer thread on first use.
- * Returns 0 or -errno. */
+ * copied (for messages); STATS is copied. MAX_BACKLOG bounds the bytes queued and not yet
+ * written. Starts the writer thread on first use. Returns 0 or -errno. */
 int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_backlog,
-                      const struct capture_compress_cfg *comp, const struct capture_wstats *stats,
-                      struct capture_wfile **out)
-    __attribute__((warn_unused_result, nonnull(2, 6, 7)));
+                      const struct capture_wstats *stats, struct capture_wfile **out)
+    __attribute__((warn_unused_result, nonnull));
+
+/* A file the writer creates itself, with capture_file_create(C's prefix, CONN_ID, C's ext),
+ * when it handles the file's first job: the open(2) stays off the worker's accept path, and a
+ * connection whose trace is all small events costs one writer job. A failure to create is
+ * counted (files_failed), logged once per failing period, and fails the file
+ * (capture_wfile_create_failed); files_opened counts successes. Otherwise as capture_wfile_new. */
+int capture_wfile_open(const struct capture_wcreate *c, uint64_t conn_id, size_t max_backlog,
+                       const struct capture_wstats *stats, struct capture_wfile **out)
+    __attribute__((warn_unused_result, nonnull));
+
+/* A file the writer creates (O_EXCL, 0600) at BESIDE's path plus SUFFIX (borrowed, static) when
+ * it handles this file's first job: BESIDE (a capture_wfile_open file) must have a job queued
+ * before that one (its create runs first) and must not be closed before it. Fails quietly when
+ * BESIDE could not be created; another failure is logged and counted in write_errors. */
+int capture_wfile_open_beside(struct capture_wfile *beside, const char *suffix, uint64_t conn_id,
+                              size_t max_backlog, const struct capture_wstats *stats,
+                              struct capture_wfile **out)
+    __attribute__((warn_unused_result, nonnull));
 
 /* Hands DATA (LEN bytes, malloc'd; ownership passes to the writer in every case, it is freed
  * even on error) to the writer. Returns 0, -ENOBUFS when the backlog is not empty and would
@@ -71,14 +103,47 @@ int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_bac
 int capture_wfile_submit(struct capture_wfile *f, void *data, size_t len)
     __attribute__((warn_unused_result));
 
-/* True once a write to F failed (the writer logged and counted it). */
+/* Buffers of CAPTURE_BUF_BYTES, for bulk flows to encode into: taken from a pool the writer
+ * refills with the buffers it has written (at most CAPTURE_POOL_MAX kept, about 9 MiB, freed at
+ * capture_writer_shutdown), so a bulk flow does not malloc, fault in, grow (realloc copies)
+ * and free a fresh buffer per hand-over. Sized for one read of the default 1 MiB
+ * per_connection_buffer_limit_bytes plus its framing (a bulk read is one event that large). */
+#define CAPTURE_BUF_BYTES (1024u * 1024u + 64u * 1024u)
+#define CAPTURE_POOL_MAX  8
+
+/* Gives the empty B (data NULL) a pool buffer (cap CAPTURE_BUF_BYTES), owned by B's owner:
+ * hand it over with capture_wfile_submit_buf (or tbuf_free it). Returns 0 or -ENOMEM. */
+int capture_buf_take(struct tbuf *b) __attribute__((warn_unused_result, nonnull));
+
+/* As capture_wfile_submit for B's bytes; B's memory goes with them (back to the pool once
+ * written, when it is a pool buffer) and B is left empty (data NULL). */
+int capture_wfile_submit_buf(struct capture_wfile *f, struct tbuf *b)
+    __attribute__((warn_unused_result, nonnull));
+
+/* True once a write to F failed, or its creation (the writer logged and counted it). */
 bool capture_wfile_failed(const struct capture_wfile *f);
+/* True once the writer failed to create F (counted in files_failed, not a write error). */
+bool capture_wfile_create_failed(const struct capture_wfile *f);
+/* F's path once the writer created it, else "". Valid until F is closed. */
+const char *capture_wfile_path(const struct capture_wfile *f);
 /* Bytes queued and not yet written (0: everything submitted was written or dropped). */
 size_t capture_wfile_backlog(const struct capture_wfile *f);
 
 /* Queues the end of F: the writer writes what is queued, closes the fd and frees F. The caller
  * must not use F afterwards. F may be NULL. */
 void capture_wfile_close(struct capture_wfile *f);
+
+/* The writer's global bounds: bytes held for it over all files (queued data, and the files of
+ * closed connections not yet written and closed), and files waiting to be created. Creating
+ * files on the writer lets a worker accept connections faster than the writer can create their
+ * files (ext4: 100-300 us each): measured without a bound, 5 s of new connections with capture
+ * grew socktap to 37 MB RSS (6.6 MB when the worker created them). Past a bound,
+ * capture_rec_room holds capturing connections back (backpressure, as for a full per-connection
+ * backlog) until the writer catches up. */
+#define CAPTURE_WRITER_MAX_HELD    (32u * 1024u * 1024u)
+#define CAPTURE_WRITER_MAX_CREATES 256u
+/* True while the writer is past one of its global bounds. Any thread. */
+bool capture_writer_behind(void);
 
 /* Blocks until the writer has handled everything queued so far (tests, orderly shutdown). */
 void capture_writer_sync(void);

@@ -20,6 +20,7 @@
 
 struct evbuffer;
 struct capture_rec;
+struct capture_wfile;
 
 /* A recorder for the connection INFO describes (addresses copied; INFO->fd borrowed, only for
  * getsockname at open), writing with CFG (borrowed; must outlive the recorder). No file yet.
@@ -27,17 +28,20 @@ struct capture_rec;
 int capture_rec_new(const struct capture_cfg *cfg, const struct ts_conn_info *info,
                     struct capture_rec **out) __attribute__((warn_unused_result, nonnull));
 
-/* Creates the trace file and writes its opening bytes. A failure is counted (files_failed) and
- * logged once per failing period, and the recorder stays inactive: the connection goes on
- * uncaptured. Call once. */
+/* Starts the trace: encodes its opening bytes and queues them with the file's creation for the
+ * writer thread (capture_disk.h capture_wfile_open), at the next flush tick. A failure to
+ * create the file is counted there (files_failed) and logged once per failing period, and the
+ * recorder turns inactive when it sees it: the connection goes on uncaptured. Call once. */
 void capture_rec_open(struct capture_rec *r) __attribute__((nonnull));
 
 /* True once capture_rec_open was called. */
 bool capture_rec_opened(const struct capture_rec *r) __attribute__((nonnull));
 /* True while events are being recorded (file open, capture not stopped). */
 bool capture_rec_active(const struct capture_rec *r) __attribute__((nonnull));
-/* The trace file's name ("" before open). Valid for the recorder's life. */
-const char *capture_rec_path(const struct capture_rec *r) __attribute__((nonnull));
+/* Hands the pending bytes to the writer now and returns the trace's file (NULL when inactive),
+ * borrowed: valid until the recorder stops or finishes. A file created beside it
+ * (capture_wfile_open_beside) is then created after it. */
+struct capture_wfile *capture_rec_handover(struct capture_rec *r) __attribute__((nonnull));
 
 /* Records one event of LEN bytes gathered from IOV (read, not kept), stamped now. A no-op when
  * inactive. */
@@ -48,7 +52,8 @@ void capture_rec_event_range(struct capture_rec *r, enum trace_dir dir, struct e
                              size_t offset, size_t len, bool end_stream) __attribute__((nonnull));
 
 /* Bytes the connection may still move before the backlog (queued for the disk plus encoded
- * here) reaches max_backlog; SIZE_MAX when nothing is pending or the recorder is inactive (one
+ * here) reaches max_backlog, 0 while the writer is behind its global bound
+ * (capture_writer_behind); SIZE_MAX when nothing is pending or the recorder is inactive (one
  * event larger than max_backlog still goes through, alone). */
 size_t capture_rec_room(const struct capture_rec *r) __attribute__((nonnull));
 

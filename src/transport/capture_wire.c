@@ -3,15 +3,13 @@
  * The key lines go to their own file rather than into the trace: Envoy's trace schema has no
  * place for secrets, and an extra field would break Envoy's text/JSON readers; a sidecar keeps
  * the wire trace an ordinary Envoy trace and the keys in the format every TLS tool reads. They
- * are written by capture_disk's writer thread like the trace (no disk write on the worker). */
+ * are created and written by capture_disk's writer thread like the trace, right after it (no disk
+ * call on the worker). */
 #include "transport/capture_wire.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/log.h"
 #include "transport/capture.h"
@@ -60,20 +58,14 @@ static void wire_rec_bytes(void *p, bool read, const void *buf, size_t len)
 
 static int wire_keys_open(struct wire_rec *w)
 {
-    char path[4200];
-    int n = snprintf(path, sizeof(path), "%s.keylog", capture_rec_path(w->rec));
-    if (n < 0 || (size_t)n >= sizeof(path))
-        return -ENAMETOOLONG;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
+    struct capture_wfile *trace = capture_rec_handover(w->rec);
+    if (!trace)
+        return -EIO;
     struct capture_wstats ws = {.has_stats = true,
                                 .bytes_written = w->cfg->stats.bytes_written,
                                 .write_errors = w->cfg->stats.write_errors};
-    int rc = capture_wfile_new(fd, path, w->conn_id, WIRE_KEYLOG_BACKLOG, NULL, &ws, &w->keys);
-    if (rc)
-        close(fd);
-    return rc;
+    return capture_wfile_open_beside(trace, ".keylog", w->conn_id, WIRE_KEYLOG_BACKLOG, &ws,
+                                     &w->keys);
 }
 
 static void wire_rec_keylog(void *p, const char *line)
@@ -93,9 +85,12 @@ static void wire_rec_keylog(void *p, const char *line)
     }
     if (rc) {
         w->keys_failed = true;
+        if (w->keys && capture_wfile_create_failed(w->keys))
+            return; /* logged and counted by the writer, or the trace itself failed */
         stats_inc(w->cfg->stats.write_errors);
-        LOGW(w->conn_id, "%s: cannot write the key log of %s: %s; the wire trace has no keys",
-             w->cfg->kind, capture_rec_path(w->rec), strerror(-rc));
+        LOGW(w->conn_id,
+             "%s: cannot write the key log of connection %llu: %s; the wire trace has no keys",
+             w->cfg->kind, (unsigned long long)w->conn_id, strerror(-rc));
     }
 }
 

@@ -19,6 +19,7 @@ import time
 
 import harness
 from harness import E2ETest, free_port, proxy_config, vm_status, wait_port
+from test_faults import wait_until
 
 # ---- minimal protobuf wire parsing -------------------------------------------------------
 
@@ -530,6 +531,8 @@ class CaptureTest(E2ETest):
         for _ in range(n):
             _, got = exchange(self.port, b"ping" * 1000)
             self.assertEqual(got, b"pong" * 1000)
+        # the writer thread creates the files (and counts): soon after the traffic, not before
+        wait_until(lambda: self.stat(st, "capture.files_failed") == n, what="the failed creates")
         self.assertEqual(self.stat(st, "capture.files_failed"), n)
         self.assertEqual(self.stat(st, "capture.files_opened"), 0)
         self.assertEqual(st.logtext().count("cannot create a trace file"), 1, st.logtext())
@@ -537,6 +540,7 @@ class CaptureTest(E2ETest):
         _, got = exchange(self.port, b"ping" * 1000)
         self.assertEqual(got, b"pong" * 1000)
         up.join()
+        wait_until(lambda: self.stat(st, "capture.files_opened") == 1, what="the trace")
         self.assertEqual(self.stat(st, "capture.files_opened"), 1)
         self.assertEqual(st.stop(), 0)
         self.assertIn("can be created again", st.logtext())

@@ -155,12 +155,15 @@ class CaptureFaultTest(E2ETest):
         shutil.rmtree(d)
         x = self.exchange(1 << 20, 1 << 20)  # traffic intact without a capture
         del x
+        # the writer thread creates the files (and counts): soon after the traffic, not before
+        wait_until(lambda: self.stat("files_failed") == 1, what="the failed create counted")
         self.assertEqual(self.stat("files_failed"), 1)
         self.assertEqual(self.stat("files_opened"), 1)
         self.assertIn("cannot create a trace file", self.st.logtext())
         # the directory comes back: capturing resumes, no restart needed
         os.mkdir(d, 0o700)
         self.exchange(32 << 10, 32 << 10)
+        wait_until(lambda: self.stat("files_opened") == 2, what="the second trace")
         self.assertEqual(self.stat("files_opened"), 2)
         self.assertEqual(self.st.stop(), 0)
         files = os.listdir(d)
@@ -200,11 +203,13 @@ class CaptureFaultTest(E2ETest):
         self.start(capture_ts(os.path.join(d, "cap")))
         ro()
         self.exchange(512 << 10, 512 << 10)
+        wait_until(lambda: self.stat("files_failed") == 1, what="the failed create counted")
         self.assertEqual(self.stat("files_failed"), 1)
         self.assertEqual(self.stat("files_opened"), 0)
         self.assertRegex(self.st.logtext(), "cannot create a trace file .*(Read-only file system|Permission denied)")
         rw()
         x = self.exchange(64 << 10, 64 << 10)
+        wait_until(lambda: self.stat("files_opened") == 1, what="the trace")
         self.assertEqual(self.stat("files_opened"), 1)
         self.assertEqual(self.st.stop(), 0)
         files = os.listdir(d)

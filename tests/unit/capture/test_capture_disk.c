@@ -1,7 +1,7 @@
 /* Unit tests for the capture disk side: safe file creation (O_EXCL, no symlink following, next
  * free name) and the writer thread (ordering, bounded backlog, write errors). A pipe stands in
  * for a disk that cannot keep up (the writer blocks on it until we read), /dev/full for a full
- * disk. */
+ * disk. The writer also creates files itself (capture_wfile_open) and recycles pool buffers. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -166,7 +166,7 @@ static void test_writer_order_and_close(void **state)
     assert_int_equal(capture_file_create(prefix, 3, ".pb", path, sizeof(path), &fd, &renamed), 0);
     struct capture_wstats ws = {0};
     struct capture_wfile *f;
-    assert_int_equal(capture_wfile_new(fd, path, 3, 1 << 20, NULL, &ws, &f), 0);
+    assert_int_equal(capture_wfile_new(fd, path, 3, 1 << 20, &ws, &f), 0);
     const char *parts[] = {"alpha,", "beta,", "gamma,", "delta"};
     for (size_t i = 0; i < 4; i++)
         assert_int_equal(capture_wfile_submit(f, dup_text(parts[i]), strlen(parts[i])), 0);
@@ -188,7 +188,7 @@ static void test_writer_backlog_bound(void **state)
     struct capture_wstats ws = {0};
     struct capture_wfile *f;
     const size_t chunk = 128 * 1024, max = 512 * 1024;
-    assert_int_equal(capture_wfile_new(p[1], "pipe", 5, max, NULL, &ws, &f), 0);
+    assert_int_equal(capture_wfile_new(p[1], "pipe", 5, max, &ws, &f), 0);
     size_t accepted = 0;
     int rc = 0;
     for (int i = 0; i < 16 && rc == 0; i++) {
@@ -225,6 +225,75 @@ static void test_writer_backlog_bound(void **state)
     close(p[0]);
 }
 
+/* The writer creates the file itself at the first job (capture_wfile_open), 0600, then a key log
+ * beside it; a pool buffer's bytes arrive like malloc'd ones. */
+static void test_writer_creates_files(void **state)
+{
+    (void)state;
+    char prefix[300], path[600];
+    snprintf(prefix, sizeof(prefix), "%s/made", g_dir);
+    bool failing = false;
+    struct capture_wcreate wc = {
+        .path_prefix = prefix, .ext = ".pb", .kind = "capture", .failing = &failing};
+    struct capture_wstats ws = {0};
+    struct capture_wfile *f, *keys;
+    assert_int_equal(capture_wfile_open(&wc, 12, 1 << 20, &ws, &f), 0);
+    assert_string_equal(capture_wfile_path(f), ""); /* nothing queued yet: no file */
+    struct tbuf b = {0};
+    assert_int_equal(capture_buf_take(&b), 0);
+    assert_int_equal(b.cap, CAPTURE_BUF_BYTES);
+    assert_int_equal(tbuf_append(&b, "pooled,", 7), 0);
+    assert_int_equal(capture_wfile_submit_buf(f, &b), 0);
+    assert_null(b.data);
+    assert_int_equal(capture_wfile_open_beside(f, ".keylog", 12, 1 << 16, &ws, &keys), 0);
+    assert_int_equal(capture_wfile_submit(keys, dup_text("KEYS"), 4), 0);
+    assert_int_equal(capture_wfile_submit(f, dup_text("malloced"), 8), 0);
+    capture_writer_sync();
+    snprintf(path, sizeof(path), "%s_12.pb", prefix);
+    assert_string_equal(capture_wfile_path(f), path);
+    assert_false(capture_wfile_failed(f));
+    capture_wfile_close(keys);
+    capture_wfile_close(f);
+    capture_writer_sync();
+    assert_file_text(path, "pooled,malloced");
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    snprintf(path, sizeof(path), "%s_12.pb.keylog", prefix);
+    assert_file_text(path, "KEYS");
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_false(failing);
+}
+
+/* A create that fails (missing directory) fails the file, marks the prefix failing, and a key
+ * log beside it fails quietly; submits are refused from then on. */
+static void test_writer_create_fails(void **state)
+{
+    (void)state;
+    char prefix[300];
+    snprintf(prefix, sizeof(prefix), "%s/missing/cap", g_dir);
+    bool failing = false;
+    struct capture_wcreate wc = {
+        .path_prefix = prefix, .ext = ".pb", .kind = "capture", .failing = &failing};
+    struct capture_wstats ws = {0};
+    struct capture_wfile *f, *keys;
+    assert_int_equal(capture_wfile_open(&wc, 13, 1 << 20, &ws, &f), 0);
+    assert_int_equal(capture_wfile_submit(f, dup_text("lost"), 4), 0);
+    assert_int_equal(capture_wfile_open_beside(f, ".keylog", 13, 1 << 16, &ws, &keys), 0);
+    assert_int_equal(capture_wfile_submit(keys, dup_text("KEYS"), 4), 0);
+    capture_writer_sync();
+    assert_true(capture_wfile_failed(f));
+    assert_true(capture_wfile_create_failed(f));
+    assert_true(capture_wfile_create_failed(keys));
+    assert_true(failing);
+    assert_string_equal(capture_wfile_path(f), "");
+    assert_int_equal(capture_wfile_submit(f, dup_text("more"), 4), -EIO);
+    capture_wfile_close(keys);
+    capture_wfile_close(f);
+    capture_writer_sync();
+}
+
 static void test_writer_full_disk(void **state)
 {
     (void)state;
@@ -236,7 +305,7 @@ static void test_writer_full_disk(void **state)
                                 .write_errors = stats_register("t.write_errors", STAT_COUNTER)};
     assert_int_equal(stats_freeze(1), 0);
     struct capture_wfile *f;
-    assert_int_equal(capture_wfile_new(fd, "/dev/full", 6, 1 << 20, NULL, &ws, &f), 0);
+    assert_int_equal(capture_wfile_new(fd, "/dev/full", 6, 1 << 20, &ws, &f), 0);
     assert_int_equal(capture_wfile_submit(f, dup_text("lost"), 4), 0);
     capture_writer_sync();
     assert_true(capture_wfile_failed(f));
@@ -257,6 +326,8 @@ int main(void)
         cmocka_unit_test(test_create_errors),
         cmocka_unit_test(test_writer_order_and_close),
         cmocka_unit_test(test_writer_backlog_bound),
+        cmocka_unit_test(test_writer_creates_files),
+        cmocka_unit_test(test_writer_create_fails),
         cmocka_unit_test(test_writer_full_disk),
     };
     int rc = cmocka_run_group_tests(tests, setup_dir, teardown_dir);
