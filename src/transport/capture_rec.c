@@ -337,7 +337,16 @@ bool capture_rec_active(const struct capture_rec *r)
 
 struct capture_wfile *capture_rec_handover(struct capture_rec *r)
 {
-    capture_flush(r);
+    /* Only the create must be queued first (a file beside this one is created after it): the
+     * pending bytes stay. A TLS key logged now protects records read just before it, still in
+     * the buffer, and a live follower (capture2pcap --follow) must meet the key first, or
+     * Wireshark cannot decrypt them (measured: TLS 1.2 live decryption failed under load when
+     * the buffer went first). */
+    if (r->capturing && !r->handed_over) {
+        r->handed_over = true;
+        if (capture_wfile_submit(r->file, NULL, 0) != 0)
+            capture_rec_stop(r, "out of memory");
+    }
     return r->capturing ? r->file : NULL;
 }
 

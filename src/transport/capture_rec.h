@@ -38,9 +38,10 @@ void capture_rec_open(struct capture_rec *r) __attribute__((nonnull));
 bool capture_rec_opened(const struct capture_rec *r) __attribute__((nonnull));
 /* True while events are being recorded (file open, capture not stopped). */
 bool capture_rec_active(const struct capture_rec *r) __attribute__((nonnull));
-/* Hands the pending bytes to the writer now and returns the trace's file (NULL when inactive),
- * borrowed: valid until the recorder stops or finishes. A file created beside it
- * (capture_wfile_open_beside) is then created after it. */
+/* Returns the trace's file (NULL when inactive), borrowed: valid until the recorder stops or
+ * finishes, with its create queued, so a file created beside it (capture_wfile_open_beside) is
+ * created after it. The pending bytes are not handed over: jobs queued now for the file beside
+ * (a key log) reach the disk before them. */
 struct capture_wfile *capture_rec_handover(struct capture_rec *r) __attribute__((nonnull));
 
 /* Records one event of LEN bytes gathered from IOV (read, not kept), stamped now. A no-op when
