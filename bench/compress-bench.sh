@@ -127,7 +127,7 @@ for wl in $WORKLOADS; do
     s0=$(date +%s.%N)
     find "$CAPDIR/run" -type f -name 'trace_*' -exec sync {} +
     s1=$(date +%s.%N)
-    disk=$(find "$CAPDIR/run" -type f -name 'trace_*' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+    disk=$(find "$CAPDIR/run" -type f -name 'trace_*' -printf '%s\n' | awk '{s += $1} END {printf "%.0f\n", s}')
     [[ $wl == json && $mode == capture ]] && RAW_JSON_DISK=$disk
     python3 - "$wl" "$mode" "$bytes" "$secs" "$c0" "$c1" "$TCK" "$disk" "$s0" "$s1" "${base:-0}" <<'PY'
 import sys
