@@ -289,7 +289,10 @@ def tap_ts(prefix, fmt, streaming, indent=6, rx=None, tx=None):
                "true" if streaming else "false", limits, pad))
 
 
-class CaptureTest(E2ETest):
+class CaptureBase(E2ETest):
+    """A socktap with capture sockets and the stats a capture test reads (no tests of its own:
+    test_compression.py builds on it)."""
+
     def start(self, upstream_port, listener_ts="", cluster_ts="", **kw):
         self.port = free_port()
         self.admin = free_port()
@@ -305,6 +308,8 @@ class CaptureTest(E2ETest):
                 return v
         self.fail("no stat %s in %s" % (name, sorted(st.stats())))
 
+
+class CaptureTest(CaptureBase):
     def one_file(self, pattern):
         files = glob.glob(pattern)
         self.assertEqual(len(files), 1, "files matching %s: %s" % (pattern, files))

@@ -20,7 +20,7 @@ import time
 
 import harness
 from harness import E2ETest, free_port, proxy_config, vm_status
-from test_capture import (Upstream, capture_ts, exchange, joined, parse_v2_trace, send_bulk,
+from test_capture import (CaptureBase, Upstream, capture_ts, exchange, joined, parse_v2_trace, send_bulk,
                           stream_v2_events, tap_ts)
 from test_capture_faults import Exchange, mount_tmpfs
 from test_faults import listen
@@ -72,20 +72,7 @@ def json_document(size):
     return ("[\n" + ",\n".join(items) + "\n]\n").encode()
 
 
-class CompressionTest(E2ETest):
-    def start(self, upstream_port, listener_ts="", cluster_ts="", **kw):
-        self.port = free_port()
-        self.admin = free_port()
-        cfg = proxy_config(self.port, upstream_port, self.admin, listener_ts=listener_ts,
-                           cluster_ts=cluster_ts)
-        return self.socktap(cfg, admin_port=self.admin, **kw)
-
-    def stat(self, st, name):
-        for k, v in st.stats().items():
-            if k.endswith(name):
-                return v
-        self.fail("no stat %s" % name)
-
+class CompressionTest(CaptureBase):
     def curl(self, path):
         r = subprocess.run(["curl", "-sS", "--fail", "-o", "-", "http://127.0.0.1:%d/%s" % (self.port, path)],
                            capture_output=True, timeout=120)

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETest, free_port, proxy_config, varint, vm_status, wait_port  # noqa: E402
 from test_capture import capture_ts, tap_ts  # noqa: E402
+from test_listen import echo_server  # noqa: E402
 from test_live import epb_payloads, parse_pcapng  # noqa: E402
 
 C2P = harness.tool("capture2pcap")
@@ -172,20 +173,8 @@ class FollowTest(E2ETest):
 
     def test_long_lived_connection_grows(self):
         # an echo upstream: the client's bytes come back, so every step is a read and a write
-        srv = socket.socket()
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(4)
+        srv = echo_server()
         self.addCleanup(srv.close)
-
-        def echo():
-            c, _ = srv.accept()
-            with c:
-                while True:
-                    b = c.recv(65536)
-                    if not b:
-                        return
-                    c.sendall(b)
-        threading.Thread(target=echo, daemon=True).start()
         self.start(upstream_port=srv.getsockname()[1])
         f = Follow(self, ["--pcapng", self.caps])
         cli = socket.create_connection(("127.0.0.1", self.lp))
