@@ -34,6 +34,25 @@ struct capture_stats {
         truncated, backpressure;
 };
 
+/* socktap extension `socktap_limits` (docs/capture.md "Budgets, rotation and finished files"):
+ * what bounds a capture config's disk use and what happens to finished files. Every number 0
+ * means "no limit"; a config without the block behaves as Envoy's (no limits). */
+enum capture_policy { CAPTURE_POLICY_STOP_NEW, CAPTURE_POLICY_DELETE_OLDEST };
+enum capture_on_failure { CAPTURE_ON_FAILURE_PROXY, CAPTURE_ON_FAILURE_REJECT };
+struct capture_limits {
+    uint64_t max_trace_bytes; /* per connection (per trace, all its rotated pieces) */
+    uint64_t max_total_bytes; /* per path_prefix: the traces on disk (finished_dir's too) */
+    uint64_t max_files;       /* per path_prefix, likewise */
+    enum capture_policy policy;
+    uint64_t min_free_bytes; /* free space floor of the prefix's filesystem (statvfs) */
+    uint64_t rotate_bytes;   /* a trace piece's size that ends it: `<prefix>_<id>.<n><ext>` */
+    uint64_t rotate_ms;      /* a trace piece's age that ends it (rotate_seconds) */
+    char *finished_dir;      /* owned or NULL: finished traces are renamed into it */
+    char **on_finished; /* owned or NULL: argv (NULL-terminated) run with the finished file's path
+                           appended as its last argument */
+    enum capture_on_failure on_failure; /* a trace that cannot be opened: relay or close */
+};
+
 /* A parsed capture/tap config; owned by the registry's ts_config, freed by free_cfg. */
 struct capture_cfg {
     const char *kind;  /* "capture" or "tap": stats and log prefix */
@@ -41,6 +60,7 @@ struct capture_cfg {
     struct trace_enc_cfg enc;
     size_t max_backlog; /* socktap extension `socktap_max_backlog_bytes`, default 8 MiB */
     struct capture_compress_cfg comp; /* socktap extension `socktap_compression`, default none */
+    struct capture_limits limits;     /* socktap extension `socktap_limits`, default none */
     char ext[40]; /* the trace files' extension: the format's, then ".zst"/".lz4" if compressed */
     struct ts_config inner;
     struct capture_stats stats;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/conn_id.h"
 #include "core/log.h"
@@ -31,6 +32,11 @@ void capture_cfg_free(void *p)
     if (!cfg)
         return;
     ts_config_free(&cfg->inner);
+    free(cfg->limits.finished_dir);
+    if (cfg->limits.on_finished)
+        for (char **a = cfg->limits.on_finished; *a; a++)
+            free(*a);
+    free(cfg->limits.on_finished);
     free(cfg->path_prefix);
     free(cfg->create_failing);
     live_hub_free(cfg->live);
@@ -179,6 +185,162 @@ static int parse_compression(struct ts_parse_ctx *ctx, const struct cfg_node *co
     return 0;
 }
 
+/* A byte count of socktap_limits: a plain integer, 0 meaning no limit. */
+static int limit_u64(struct ts_parse_ctx *ctx, const struct cfg_node *map,
+                     const struct cfg_path *path, const char *key, uint64_t min, uint64_t *out)
+{
+    const struct cfg_node *n = cfg_map_get(map, key);
+    if (!n)
+        return 0;
+    struct cfg_path p = CFG_PATH_KEY(path, key);
+    int rc = cfg_get_u64(ctx->err, ctx->doc, n, &p, 0, UINT64_MAX / 2, out);
+    if (rc)
+        return rc;
+    if (*out && *out < min)
+        return cfg_error(ctx->err, ctx->doc, n, &p,
+                         "expected 0 (no limit) or at least %" PRIu64 ", got %" PRIu64, min, *out);
+    return 0;
+}
+
+/* finished_dir: an existing private directory on the prefix's filesystem, so a finished trace
+ * moves there with one atomic rename(2) (a copy across filesystems could be seen half-written,
+ * which is what the directory exists to prevent). */
+static int limits_finished_dir(struct ts_parse_ctx *ctx, const struct cfg_node *n,
+                               const struct cfg_path *path, const struct capture_cfg *cfg,
+                               char **out)
+{
+    const char *s;
+    struct stat st, pst;
+    char dir[4096];
+    int rc = cfg_get_string(ctx->err, ctx->doc, n, path, &s);
+    if (rc)
+        return rc;
+    if (!*s)
+        return cfg_error(ctx->err, ctx->doc, n, path, "expected a directory");
+    if (stat(s, &st) != 0)
+        return cfg_error(ctx->err, ctx->doc, n, path, "cannot use '%s': %s", s, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return cfg_error(ctx->err, ctx->doc, n, path, "'%s' is not a directory", s);
+    if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))
+        return cfg_error(ctx->err, ctx->doc, n, path,
+                         "directory '%s' is world-writable without the sticky bit: any local user "
+                         "could rename, delete or replace the traces",
+                         s);
+    if (!capture_prefix_dir(cfg->path_prefix, dir, sizeof(dir)) && stat(dir, &pst) == 0 &&
+        pst.st_dev != st.st_dev)
+        return cfg_error(ctx->err, ctx->doc, n, path,
+                         "'%s' is on another filesystem than the traces' directory '%s': finished "
+                         "traces are moved with rename(2), which cannot cross filesystems",
+                         s, dir);
+    return (*out = strdup(s)) ? 0 : -ENOMEM;
+}
+
+/* on_finished: a program (run directly, no shell) or [program, args...]; the finished file's
+ * path is appended as the last argument. */
+static int limits_on_finished(struct ts_parse_ctx *ctx, const struct cfg_node *n,
+                              const struct cfg_path *path, char ***out)
+{
+    size_t argc = n->type == CFG_SEQ ? n->n : 1;
+    int rc = 0;
+    if (n->type == CFG_SEQ && !argc)
+        return cfg_error(ctx->err, ctx->doc, n, path, "expected a program and its arguments");
+    char **argv = calloc(argc + 1, sizeof(*argv));
+    if (!argv)
+        return -ENOMEM;
+    for (size_t i = 0; i < argc; i++) {
+        const struct cfg_node *a = n->type == CFG_SEQ ? n->items[i] : n;
+        struct cfg_path p = n->type == CFG_SEQ ? CFG_PATH_INDEX(path, i) : *path;
+        const char *s;
+        if ((rc = cfg_get_string(ctx->err, ctx->doc, a, &p, &s)))
+            goto err_free;
+        if (i == 0 && !*s) {
+            rc = cfg_error(ctx->err, ctx->doc, a, &p, "expected a program");
+            goto err_free;
+        }
+        if (i == 0 && strchr(s, '/') && access(s, X_OK) != 0) {
+            rc = cfg_error(ctx->err, ctx->doc, a, &p, "cannot run '%s': %s", s, strerror(errno));
+            goto err_free;
+        }
+        if (!(argv[i] = strdup(s))) {
+            rc = -ENOMEM;
+            goto err_free;
+        }
+    }
+    *out = argv;
+    return 0;
+
+err_free:
+    for (size_t i = 0; i < argc; i++)
+        free(argv[i]);
+    free(argv);
+    return rc;
+}
+
+/* socktap extension `socktap_limits` in CONFIG, if given (after path_prefix is parsed). */
+static int parse_limits(struct ts_parse_ctx *ctx, const struct cfg_node *config,
+                        const struct cfg_path *path, struct capture_cfg *cfg)
+{
+    static const char *const keys[] = {"max_trace_bytes",
+                                       "max_total_bytes",
+                                       "max_files",
+                                       "policy",
+                                       "min_free_bytes",
+                                       "rotate_bytes",
+                                       "rotate_seconds",
+                                       "finished_dir",
+                                       "on_finished",
+                                       "on_capture_failure",
+                                       NULL};
+    static const char *const policies[] = {"stop_new", "delete_oldest", NULL};
+    static const char *const failures[] = {"proxy", "reject", NULL};
+    const struct cfg_node *m = cfg_map_get(config, "socktap_limits"), *n;
+    if (!m || cfg_node_is_null(m))
+        return 0;
+    struct cfg_path p = CFG_PATH_KEY(path, "socktap_limits");
+    struct capture_limits *l = &cfg->limits;
+    uint64_t secs = 0;
+    int rc, idx;
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, m, &p, keys)) ||
+        (rc = limit_u64(ctx, m, &p, "max_trace_bytes", 1, &l->max_trace_bytes)) ||
+        (rc = limit_u64(ctx, m, &p, "max_total_bytes", 4096, &l->max_total_bytes)) ||
+        (rc = limit_u64(ctx, m, &p, "max_files", 1, &l->max_files)) ||
+        (rc = limit_u64(ctx, m, &p, "min_free_bytes", 1, &l->min_free_bytes)) ||
+        (rc = limit_u64(ctx, m, &p, "rotate_bytes", 4096, &l->rotate_bytes)) ||
+        (rc = limit_u64(ctx, m, &p, "rotate_seconds", 1, &secs)))
+        return rc;
+    if (secs > UINT64_MAX / 1000 / 2) {
+        struct cfg_path kp = CFG_PATH_KEY(&p, "rotate_seconds");
+        return cfg_error(ctx->err, ctx->doc, cfg_map_get(m, "rotate_seconds"), &kp, "too large");
+    }
+    l->rotate_ms = secs * 1000;
+    if ((n = cfg_map_get(m, "policy"))) {
+        struct cfg_path kp = CFG_PATH_KEY(&p, "policy");
+        if ((rc = cfg_get_enum(ctx->err, ctx->doc, n, &kp, policies, &idx)))
+            return rc;
+        l->policy = (enum capture_policy)idx;
+        if (l->policy == CAPTURE_POLICY_DELETE_OLDEST && !l->max_total_bytes && !l->max_files)
+            return cfg_error(ctx->err, ctx->doc, n, &kp,
+                             "delete_oldest needs max_total_bytes or max_files to act on");
+    }
+    if ((n = cfg_map_get(m, "on_capture_failure"))) {
+        struct cfg_path kp = CFG_PATH_KEY(&p, "on_capture_failure");
+        if ((rc = cfg_get_enum(ctx->err, ctx->doc, n, &kp, failures, &idx)))
+            return rc;
+        l->on_failure = (enum capture_on_failure)idx;
+    }
+    if ((n = cfg_map_get(m, "finished_dir"))) {
+        struct cfg_path kp = CFG_PATH_KEY(&p, "finished_dir");
+        if ((rc = limits_finished_dir(ctx, n, &kp, cfg, &l->finished_dir)))
+            return rc;
+    }
+    if ((n = cfg_map_get(m, "on_finished"))) {
+        struct cfg_path kp = CFG_PATH_KEY(&p, "on_finished");
+        if ((rc = limits_on_finished(ctx, n, &kp, &l->on_finished)))
+            return rc;
+    }
+    return 0;
+}
+
 /* The keys both forms share at their top level (the inner socket, socktap's backlog and
  * compression knobs),
  * then the stats: registered only for a config that parsed. */
@@ -194,7 +356,8 @@ static int parse_common(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                         const struct cfg_path *path, struct capture_cfg *cfg)
 {
     int rc = parse_backlog(ctx, config, path, cfg);
-    if (rc || (rc = parse_compression(ctx, config, path, cfg)))
+    if (rc || (rc = parse_compression(ctx, config, path, cfg)) ||
+        (rc = parse_limits(ctx, config, path, cfg)))
         return rc;
     const struct cfg_node *n = cfg_map_get(config, "transport_socket");
     if (n && !cfg_node_is_null(n)) {
@@ -257,8 +420,9 @@ static int opt_format(struct ts_parse_ctx *ctx, const struct cfg_node *map,
 int capture_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                       const struct cfg_path *path, void **out)
 {
-    static const char *const keys[] = {"file_sink", "transport_socket", "socktap_max_backlog_bytes",
-                                       "socktap_compression", NULL};
+    static const char *const keys[] = {
+        "file_sink",           "transport_socket", "socktap_max_backlog_bytes",
+        "socktap_compression", "socktap_limits",   NULL};
     static const char *const sink_keys[] = {"path_prefix", "format", NULL};
     int rc;
     if (!config)
@@ -409,8 +573,9 @@ static int parse_output(struct ts_parse_ctx *ctx, const struct cfg_node *out_nod
 int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                   const struct cfg_path *path, void **out)
 {
-    static const char *const keys[] = {"common_config", "transport_socket",
-                                       "socktap_max_backlog_bytes", "socktap_compression", NULL};
+    static const char *const keys[] = {
+        "common_config",       "transport_socket", "socktap_max_backlog_bytes",
+        "socktap_compression", "socktap_limits",   NULL};
     static const char *const common_keys[] = {"static_config", "admin_config", NULL};
     static const char *const static_keys[] = {"match", "match_config", "output_config", NULL};
     int rc;
@@ -463,8 +628,9 @@ err_free_cfg:
 int capture_wire_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                            const struct cfg_path *path, void **out)
 {
-    static const char *const keys[] = {"path_prefix", "format", "socktap_max_backlog_bytes",
-                                       "socktap_compression", NULL};
+    static const char *const keys[] = {
+        "path_prefix",         "format",         "socktap_max_backlog_bytes",
+        "socktap_compression", "socktap_limits", NULL};
     int rc;
     if ((rc = cfg_expect_map(ctx->err, ctx->doc, config, path)) ||
         (rc = cfg_check_keys(ctx->err, ctx->doc, config, path, keys)))
@@ -483,7 +649,8 @@ int capture_wire_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *conf
         (rc = opt_format(ctx, config, path, v3_format_names, v3_formats, &cfg->enc.format)))
         goto err_free_cfg;
     if ((rc = parse_backlog(ctx, config, path, cfg)) ||
-        (rc = parse_compression(ctx, config, path, cfg)))
+        (rc = parse_compression(ctx, config, path, cfg)) ||
+        (rc = parse_limits(ctx, config, path, cfg)))
         goto err_free_cfg;
     ts_config_default(&cfg->inner);
     capture_cfg_done(cfg, ctx->owner_name);
