@@ -6,7 +6,7 @@ CMAKE_ARGS ?=
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 
-.PHONY: all build asan deps install deb fresh-check test test-release test-asan demo bench lint format fuzz fuzz-smoke soak valgrind clean
+.PHONY: all build asan deps install deb fresh-check test test-release test-asan demo bench lint format fuzz fuzz-smoke soak retention valgrind clean
 
 all: build
 
@@ -77,6 +77,12 @@ SOAK_BUILD ?= $(ASAN_BUILD)
 soak: deps
 	$(MAKE) build asan
 	./tests/soak/run.sh $(SOAK_BUILD)
+
+# issue 12's retention run: 10 min of bulk capture under a 1 GiB delete_oldest budget
+# (tests/soak/retention.py; RETENTION_ARGS="--seconds 60" for a short one)
+retention: deps
+	$(MAKE) build
+	python3 tests/soak/retention.py --build $(BUILD) $(RETENTION_ARGS)
 
 valgrind: deps
 	$(MAKE) build
