@@ -220,23 +220,6 @@ int pbjson_parse_object(struct pblex *lx, const ProtobufCMessageDescriptor *desc
 
 /* ---- printer ------------------------------------------------------------------------------ */
 
-static int put_camel(struct tbuf *out, const char *name)
-{
-    bool up = false;
-    for (const char *p = name; *p; p++) {
-        if (*p == '_') {
-            up = true;
-            continue;
-        }
-        char c = up && *p >= 'a' && *p <= 'z' ? (char)(*p - 32) : *p;
-        up = false;
-        int rc = tbuf_append(out, &c, 1);
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
 static int print_json_value(struct tbuf *out, const ProtobufCFieldDescriptor *fd, const void *v,
                             int depth, bool prim)
 {
@@ -329,7 +312,7 @@ int pbjson_print(struct tbuf *out, const ProtobufCMessage *m, int depth, bool pr
         rc = tbuf_str(out, any ? ",\n" : "\n");
         rc = rc ?: tbuf_indent(out, depth + 1);
         rc = rc ?: tbuf_str(out, "\"");
-        rc = rc ?: put_camel(out, fd->name);
+        rc = rc ?: tbuf_str(out, fd->name); /* proto field names, as Envoy prints them */
         rc = rc ?: tbuf_str(out, "\": ");
         any = true;
         if (rc)

@@ -274,7 +274,9 @@ static int txt_event(struct tbuf *b, int ind, const char *name, bool v3,
     return rc ?: txt_close(b, ind);
 }
 
-/* ---- JSON (protobuf's mapping, Envoy's options: pretty, primitives always printed) ----- */
+/* ---- JSON (protobuf's mapping with Envoy's options: pretty, primitives always printed, proto
+ * field names: MessageUtil::getJsonStringFromMessage in source/common/protobuf/utility.cc sets
+ * preserve_proto_field_names, so Envoy writes "as_bytes", not "asBytes") ---------------------- */
 
 static int js_key(struct tbuf *b, int ind, const char *key)
 {
@@ -289,7 +291,7 @@ static int js_addr(struct tbuf *b, int ind, const char *key, const struct trace_
     size_t alen = strnlen(a->address, sizeof(a->address));
     int rc = js_key(b, ind, key);
     rc = rc ?: tbuf_str(b, "{\n");
-    rc = rc ?: js_key(b, ind + 1, "socketAddress");
+    rc = rc ?: js_key(b, ind + 1, "socket_address");
     rc = rc ?: tbuf_str(b, "{\n");
     rc = rc ?: js_key(b, ind + 2, "protocol");
     rc = rc ?: tbuf_str(b, "\"TCP\",\n");
@@ -297,12 +299,12 @@ static int js_addr(struct tbuf *b, int ind, const char *key, const struct trace_
     rc = rc ?: tbuf_str(b, "\"");
     rc = rc ?: pbfmt_json_escape(b, (const uint8_t *)a->address, alen);
     rc = rc ?: tbuf_str(b, "\",\n");
-    rc = rc ?: js_key(b, ind + 2, "portValue");
+    rc = rc ?: js_key(b, ind + 2, "port_value");
     rc = rc ?: tbuf_u64(b, a->port);
     rc = rc ?: tbuf_str(b, ",\n");
-    rc = rc ?: js_key(b, ind + 2, "resolverName");
+    rc = rc ?: js_key(b, ind + 2, "resolver_name");
     rc = rc ?: tbuf_str(b, "\"\",\n");
-    rc = rc ?: js_key(b, ind + 2, "ipv4Compat");
+    rc = rc ?: js_key(b, ind + 2, "ipv4_compat");
     rc = rc ?: tbuf_str(b, "false\n");
     rc = rc ?: tbuf_indent(b, ind + 1);
     rc = rc ?: tbuf_str(b, "}\n");
@@ -315,9 +317,9 @@ static int js_conn(struct tbuf *b, int ind, const struct trace_conn *c, bool las
     int rc = js_key(b, ind, "connection");
     rc = rc ?: tbuf_str(b, "{\n");
     if (!rc && c->local.present)
-        rc = js_addr(b, ind + 1, "localAddress", &c->local, !c->remote.present);
+        rc = js_addr(b, ind + 1, "local_address", &c->local, !c->remote.present);
     if (!rc && c->remote.present)
-        rc = js_addr(b, ind + 1, "remoteAddress", &c->remote, true);
+        rc = js_addr(b, ind + 1, "remote_address", &c->remote, true);
     rc = rc ?: tbuf_indent(b, ind);
     return rc ?: tbuf_str(b, last ? "}\n" : "},\n");
 }
@@ -342,7 +344,7 @@ static int js_event(struct tbuf *b, int ind, const char *key, bool as_string,
         rc = rc ?: tbuf_str(b, "{\n");
         rc = rc ?: js_key(b, ind + 2, "data");
         rc = rc ?: tbuf_str(b, "{\n");
-        rc = rc ?: js_key(b, ind + 3, as_string ? "asString" : "asBytes");
+        rc = rc ?: js_key(b, ind + 3, as_string ? "as_string" : "as_bytes");
         rc = rc ?: tbuf_str(b, "\"");
         if (!rc)
             rc = as_string ? pbfmt_json_escape_iov(b, ev->iov, ev->iovcnt)
@@ -353,7 +355,7 @@ static int js_event(struct tbuf *b, int ind, const char *key, bool as_string,
         rc = rc ?: tbuf_indent(b, ind + 2);
         if (ev->dir == TRACE_EV_WRITE) {
             rc = rc ?: tbuf_str(b, "},\n");
-            rc = rc ?: js_key(b, ind + 2, "endStream");
+            rc = rc ?: js_key(b, ind + 2, "end_stream");
             rc = rc ?: tbuf_str(b, ev->end_stream ? "true\n" : "false\n");
         } else {
             rc = rc ?: tbuf_str(b, "}\n");
@@ -446,9 +448,9 @@ static int js_segment(struct trace_enc *enc, const struct trace_event *ev, struc
 {
     bool as_string = enc->cfg.format == TRACE_FMT_JSON_BODY_AS_STRING;
     int rc = tbuf_str(out, "{\n");
-    rc = rc ?: js_key(out, 1, "socketStreamedTraceSegment");
+    rc = rc ?: js_key(out, 1, "socket_streamed_trace_segment");
     rc = rc ?: tbuf_str(out, "{\n");
-    rc = rc ?: js_key(out, 2, "traceId");
+    rc = rc ?: js_key(out, 2, "trace_id");
     rc = rc ?: tbuf_str(out, "\"");
     rc = rc ?: tbuf_u64(out, enc->conn.id);
     rc = rc ?: tbuf_str(out, "\",\n");
@@ -616,9 +618,9 @@ static int end_buffered(struct trace_enc *enc, struct tbuf *out)
     }
     if (is_json(enc->cfg.format)) {
         rc = tbuf_str(out, "{\n");
-        rc = rc ?: js_key(out, 1, "socketBufferedTrace");
+        rc = rc ?: js_key(out, 1, "socket_buffered_trace");
         rc = rc ?: tbuf_str(out, "{\n");
-        rc = rc ?: js_key(out, 2, "traceId");
+        rc = rc ?: js_key(out, 2, "trace_id");
         rc = rc ?: tbuf_str(out, "\"");
         rc = rc ?: tbuf_u64(out, c->id);
         rc = rc ?: tbuf_str(out, "\",\n");
@@ -631,9 +633,9 @@ static int end_buffered(struct trace_enc *enc, struct tbuf *out)
         } else if (!rc) {
             rc = tbuf_str(out, "[],\n");
         }
-        rc = rc ?: js_key(out, 2, "readTruncated");
+        rc = rc ?: js_key(out, 2, "read_truncated");
         rc = rc ?: tbuf_str(out, enc->read_truncated ? "true,\n" : "false,\n");
-        rc = rc ?: js_key(out, 2, "writeTruncated");
+        rc = rc ?: js_key(out, 2, "write_truncated");
         rc = rc ?: tbuf_str(out, enc->write_truncated ? "true\n" : "false\n");
         return rc ?: tbuf_str(out, " }\n}\n");
     }

@@ -149,7 +149,7 @@ class CompressionTest(CaptureBase):
         self.assertEqual(rc, 0, err)
         objs = json_objects(raw.decode())
         self.assertGreater(len(objs), 2)
-        self.assertTrue(all("socketStreamedTraceSegment" in o for o in objs), objs[0])
+        self.assertTrue(all("socket_streamed_trace_segment" in o for o in objs), objs[0])
         out = trace_tool("cat", "--direction", "write", files[0])
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertTrue(out.stdout.endswith(doc))
@@ -338,7 +338,13 @@ class CompressionTest(CaptureBase):
         self.addCleanup(up.close)
         self.port = free_port()
         self.admin = free_port()
-        cfg = proxy_config(self.port, up.getsockname()[1], self.admin,
+        # 64 KiB buffers on both sides: an event (a read, or a write of what the other side
+        # read) is at most that, so the first frame fits the tmpfs whatever the flush timing
+        # (with 1 MiB events the first frame was 1.2 MB, larger than the disk, and the file
+        # ended empty: 1 run in 3, seen with strace)
+        limit = "    per_connection_buffer_limit_bytes: 65536\n"
+        cfg = proxy_config(self.port, up.getsockname()[1], self.admin, listener_extra=limit,
+                           cluster_extra=limit,
                            listener_ts=with_compression(capture_ts(os.path.join(mnt, "cap")), "zstd"))
         st = self.socktap(cfg, admin_port=self.admin, env=ASAN_SMALL_QUARANTINE)
         x = Exchange(self.port, up, 4 << 20, 1 << 20)
@@ -350,7 +356,7 @@ class CompressionTest(CaptureBase):
         self.assertEqual(st.stop(), 0)
         path = self.one(os.path.join(mnt, "cap_*.pb.zst"))
         t = subprocess.run(["zstd", "-t", path], capture_output=True)
-        self.assertEqual(t.returncode, 0, t.stderr)
+        self.assertEqual(t.returncode, 0, (t.stderr, os.path.getsize(path)))
         rc, raw, err = decompress(path, "zstd")
         self.assertEqual(rc, 0, err)
         conn, events = parse_v2_trace(raw)  # raises on any torn field
@@ -403,7 +409,9 @@ class CompressionTest(CaptureBase):
         deadline = time.time() + 30
         while time.time() < deadline and self.stat(st, "capture.events") < 2 * n:
             time.sleep(0.1)
-        time.sleep(0.1)
+        # the writer thread creates the files after the workers counted the events: wait for it
+        while time.time() < deadline and self.stat(st, "capture.files_opened") < n:
+            time.sleep(0.1)
         hwm = vm_status(st.pid, "VmHWM")
         self.assertEqual(len(glob.glob(prefix + "_*.pb.zst")), n)
         for c in clients + ups:

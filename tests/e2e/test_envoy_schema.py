@@ -113,6 +113,16 @@ class EnvoySchemaTest(E2ETest):
         out = os.path.join(self.tmp, "rt.json")
         self.run_tool([TRACE, "convert", "--to", "v3-json-string", "--buffered", "-o", out, js])
         self.assertEqual(self.cat(out, "read"), H2_BODY)
+        # with proto field names, as Envoy writes JSON (preserve_proto_field_names in
+        # MessageUtil::getJsonStringFromMessage, source/common/protobuf/utility.cc), while the
+        # input above spelled them in lowerCamelCase: readers take both
+        with open(out) as f:
+            text = f.read()
+        for key in ("socket_buffered_trace", "trace_id", "as_string", "remote_address",
+                    "socket_address", "port_value"):
+            self.assertIn('"%s"' % key, text)
+        for key in ("socketBufferedTrace", "traceId", "asString", "remoteAddress", "portValue"):
+            self.assertNotIn(key, text)
 
     def test_per_event_connection_netns_and_truncation(self):
         """Per-event connection and seq_num, a network namespace path, and the truncation flags,
