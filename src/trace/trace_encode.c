@@ -489,6 +489,10 @@ int trace_enc_begin(struct trace_enc *enc, struct tbuf *out)
  * crosses the limit is cut (Body.truncated) and marks the trace, later ones are dropped. */
 static int hold_event(struct trace_enc *enc, const struct trace_event *ev)
 {
+    /* Envoy's buffered trace has no closed event: closeSocket submits the trace instead
+     * (source/extensions/transport_sockets/tap/tap_config_impl.cc). */
+    if (ev->dir == TRACE_EV_CLOSED)
+        return 0;
     uint32_t *used = NULL, max = 0;
     bool *flag = NULL;
     if (ev->dir == TRACE_EV_READ)
