@@ -147,6 +147,11 @@ int pcap_flow_event(struct pcap_flow *f, struct pcap_writer *w, const struct tra
         if (ret)
             return ret;
     }
+    if (f->fin_pending && !(ev->dir == TRACE_EV_WRITE && ev->len > 0)) {
+        f->fin_pending = false;
+        if ((ret = pcap_flow_fin(f, w, PCAP_FLOW_OUT)))
+            return ret;
+    }
     if (ev->dir == TRACE_EV_CLOSED)
         return pcap_flow_finish(f, w);
     if (f->opts.mss && f->opts.mss < max)
@@ -157,8 +162,10 @@ int pcap_flow_event(struct pcap_flow *f, struct pcap_writer *w, const struct tra
         if (ret)
             return ret;
     }
-    if (ev->end_stream && f->opts.handshake)
-        return pcap_flow_fin(f, w, d);
+    /* Envoy marks end_stream on every write of a half-close that took several (partial)
+     * writes: the FIN waits until the next event shows the data has ended. */
+    if (ev->end_stream && f->opts.handshake && d == PCAP_FLOW_OUT && !f->fin[d])
+        f->fin_pending = true;
     return 0;
 }
 
@@ -168,6 +175,11 @@ int pcap_flow_finish(struct pcap_flow *f, struct pcap_writer *w)
 
     if (!f->opts.handshake || !f->opened || f->closed)
         return 0;
+    if (f->fin_pending) {
+        f->fin_pending = false;
+        if ((ret = pcap_flow_fin(f, w, PCAP_FLOW_OUT)))
+            return ret;
+    }
     /* The client closes first unless one side already half-closed. */
     enum pcap_flow_dir first = f->local_is_client ? PCAP_FLOW_OUT : PCAP_FLOW_IN;
     if (f->fin[!first])

@@ -37,7 +37,10 @@ struct pcap_flow {
     uint32_t seq[2]; /* next sequence number per pcap_flow_dir */
     bool opened;     /* handshake written (or not wanted and first segment written) */
     bool fin[2];     /* FIN sent per direction */
-    bool closed;     /* both FINs and the last ACK written */
+    /* a write ended with end_stream: its FIN goes out before the next event that is not more
+     * data of the same half-close (Envoy marks every partial write of one) */
+    bool fin_pending;
+    bool closed; /* both FINs and the last ACK written */
     bool local_is_client;
     int64_t last_sec; /* timestamp of the latest event, for FINs at the end of input */
     int32_t last_nsec;

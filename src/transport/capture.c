@@ -103,12 +103,19 @@ static struct ts_io_result capture_do_write(struct transport_socket *ts, struct 
     bool ends = end_stream && offered == len; /* the inner may half-close only if it sees all */
     struct ts_io_result r = ts_do_write(ts->inner, cs->scratch, ends);
     size_t consumed = offered - evbuffer_get_length(cs->scratch);
-    /* Half-closed when everything was consumed with end_stream and the inner did not fail;
-     * recorded once (a TLS close_notify may take several calls). */
-    bool half_closed = ends && consumed == offered && r.action == TS_KEEP_OPEN && !cs->write_ended;
-    if (consumed > 0 || half_closed) {
-        cs->write_ended |= half_closed;
-        capture_rec_event_range(cs->rec, TRACE_EV_WRITE, from, 0, consumed, half_closed);
+    /* As Envoy's tap (source/extensions/transport_sockets/tap/tap.cc, doWrite): a write that
+     * moved bytes is an event, with end_stream as the write was asked (so a half-close that
+     * takes several partial writes marks each); a write that moved nothing is none. With
+     * socktap_record_half_close, a half-close no data write carried is recorded once as a
+     * 0-byte write with end_stream, when it completes (a TLS close_notify may take several
+     * calls), so converters can place the FIN. */
+    if (consumed > 0) {
+        cs->write_ended |= end_stream;
+        capture_rec_event_range(cs->rec, TRACE_EV_WRITE, from, 0, consumed, end_stream);
+    } else if (cs->cfg->record_half_close && ends && consumed == offered &&
+               r.action == TS_KEEP_OPEN && !cs->write_ended) {
+        cs->write_ended = true;
+        capture_rec_event_range(cs->rec, TRACE_EV_WRITE, from, 0, 0, true);
     }
     evbuffer_drain(from, consumed);
     evbuffer_drain(cs->scratch, evbuffer_get_length(cs->scratch));

@@ -61,6 +61,9 @@ struct capture_cfg {
     size_t max_backlog; /* socktap extension `socktap_max_backlog_bytes`, default 8 MiB */
     struct capture_compress_cfg comp; /* socktap extension `socktap_compression`, default none */
     struct capture_limits limits;     /* socktap extension `socktap_limits`, default none */
+    /* socktap extension `socktap_record_half_close`: a half-close that moved no bytes is
+     * recorded as a 0-byte write with end_stream (Envoy records writes that moved bytes only) */
+    bool record_half_close;
     char ext[40]; /* the trace files' extension: the format's, then ".zst"/".lz4" if compressed */
     struct ts_config inner;
     struct capture_stats stats;

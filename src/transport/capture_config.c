@@ -359,7 +359,13 @@ static int parse_common(struct ts_parse_ctx *ctx, const struct cfg_node *config,
     if (rc || (rc = parse_compression(ctx, config, path, cfg)) ||
         (rc = parse_limits(ctx, config, path, cfg)))
         return rc;
-    const struct cfg_node *n = cfg_map_get(config, "transport_socket");
+    const struct cfg_node *n = cfg_map_get(config, "socktap_record_half_close");
+    if (n) {
+        struct cfg_path p = CFG_PATH_KEY(path, "socktap_record_half_close");
+        if ((rc = cfg_get_bool(ctx->err, ctx->doc, n, &p, &cfg->record_half_close)))
+            return rc;
+    }
+    n = cfg_map_get(config, "transport_socket");
     if (n && !cfg_node_is_null(n)) {
         struct cfg_path p = CFG_PATH_KEY(path, "transport_socket");
         if ((rc = ts_config_parse(ctx, n, &p, &cfg->inner)))
@@ -420,9 +426,13 @@ static int opt_format(struct ts_parse_ctx *ctx, const struct cfg_node *map,
 int capture_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                       const struct cfg_path *path, void **out)
 {
-    static const char *const keys[] = {
-        "file_sink",           "transport_socket", "socktap_max_backlog_bytes",
-        "socktap_compression", "socktap_limits",   NULL};
+    static const char *const keys[] = {"file_sink",
+                                       "transport_socket",
+                                       "socktap_max_backlog_bytes",
+                                       "socktap_compression",
+                                       "socktap_limits",
+                                       "socktap_record_half_close",
+                                       NULL};
     static const char *const sink_keys[] = {"path_prefix", "format", NULL};
     int rc;
     if (!config)
@@ -573,9 +583,13 @@ static int parse_output(struct ts_parse_ctx *ctx, const struct cfg_node *out_nod
 int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                   const struct cfg_path *path, void **out)
 {
-    static const char *const keys[] = {
-        "common_config",       "transport_socket", "socktap_max_backlog_bytes",
-        "socktap_compression", "socktap_limits",   NULL};
+    static const char *const keys[] = {"common_config",
+                                       "transport_socket",
+                                       "socktap_max_backlog_bytes",
+                                       "socktap_compression",
+                                       "socktap_limits",
+                                       "socktap_record_half_close",
+                                       NULL};
     static const char *const common_keys[] = {"static_config", "admin_config", NULL};
     static const char *const static_keys[] = {"match", "match_config", "output_config", NULL};
     int rc;

@@ -370,16 +370,37 @@ class CaptureTest(CaptureBase):
         # File names carry the connection ids written inside.
         self.assertTrue(down.endswith("_%d.pb" % dconn["id"]))
         self.assertTrue(upf.endswith("_%d.pb" % uconn["id"]))
-        # Half-closes are recorded once, on the last write of each side.
+        # As Envoy: only writes that moved bytes are events (the client's half-close arrives
+        # after its data was written, so no write carries it here).
         for evs in (dev, uev):
-            ends = [e for e in evs if e["end_stream"]]
-            self.assertEqual(len(ends), 1)
-            self.assertEqual(ends[0]["dir"], "write")
-            self.assertIs([e for e in evs if e["dir"] == "write"][-1], ends[0])
-            self.assertTrue(all(e["data"] or e["end_stream"] for e in evs))
+            self.assertTrue(all(e["data"] for e in evs), [e for e in evs if not e["data"]])
             ts = [e["ts"] for e in evs]
             self.assertEqual(ts, sorted(ts))
             self.assertLess(abs(ts[0][0] - time.time()), 120)
+
+    def test_record_half_close_extension(self):
+        """socktap_record_half_close (socktap extension): the half-close that no data write
+        carried is recorded once, as a 0-byte write with end_stream, the last write of each
+        side; capture2pcap --tcp-handshake puts each side's FIN there."""
+        request, response = b"q" * 3000, b"r" * 5000
+        up = Upstream(response)
+        down_prefix = os.path.join(self.tmp, "down")
+        up_prefix = os.path.join(self.tmp, "up")
+        ext = "          socktap_record_half_close: true\n"
+        st = self.start(up.port, listener_ts=capture_ts(down_prefix, extra=ext),
+                        cluster_ts=capture_ts(up_prefix, indent=4, extra=ext[2:]))
+        _, got = exchange(self.port, request)
+        up.join()
+        self.assertEqual(got, response)
+        self.assertEqual(st.stop(), 0)
+        for prefix in (down_prefix, up_prefix):
+            with open(self.one_file(prefix + "_*.pb"), "rb") as f:
+                _, evs = parse_v2_trace(f.read())
+            ends = [e for e in evs if e["end_stream"]]
+            self.assertEqual(len(ends), 1, evs)
+            self.assertEqual(ends[0]["dir"], "write")
+            self.assertIs([e for e in evs if e["dir"] == "write"][-1], ends[0])
+            self.assertTrue(all(e["data"] or e["end_stream"] for e in evs))
 
     def test_curl_text_format(self):
         body = b"captured by socktap\n" * 5000

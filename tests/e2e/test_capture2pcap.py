@@ -340,6 +340,30 @@ class Capture2PcapTest(harness.E2ETest):
         fins = [r.split("\t")[0] for r in rows if r.split("\t")[1] == "1"]
         self.assertEqual(sorted(fins), ["41000", "41001", "9000", "9001"])
 
+    def test_half_close_over_partial_writes_one_fin_after_the_data(self):
+        """Envoy marks end_stream on every write of a half-close that took several partial
+        writes (tap.cc passes doWrite's end_stream to each): one FIN, after the last of them,
+        no data after a FIN."""
+        conn = v3_connection(("127.0.0.1", 9000), ("127.0.0.1", 41000))
+        src = self.p("h.pb_length_delimited")
+        segs = []
+        for seg in (v3_segment(7, conn=conn), v3_segment(7, event=v3_event(10, 0, "read", b"req")),
+                    v3_segment(7, event=v3_event(11, 0, "write", b"part1", end_stream=True)),
+                    v3_segment(7, event=v3_event(11, 5, "write", b"part2", end_stream=True)),
+                    v3_segment(7, event=v3_event(12, 0, "closed"))):
+            segs.append(varint(len(seg)) + seg)
+        with open(src, "wb") as f:
+            f.write(b"".join(segs))
+        out = self.p("h.pcap")
+        self.convert_ok("--tcp-handshake", src, out)
+        rows = [r.split("\t") for r in tshark(out, "-T", "fields", "-e", "tcp.srcport", "-e",
+                                               "tcp.flags.fin", "-e", "tcp.payload").splitlines()]
+        local = [r for r in rows if r[0] == "9000"]
+        self.assertEqual([bytes.fromhex(r[2]) for r in local if r[2]], [b"part1", b"part2"])
+        fins = [i for i, r in enumerate(local) if r[1] == "1"]
+        self.assertEqual(len(fins), 1, local)
+        self.assertGreater(fins[0], max(i for i, r in enumerate(local) if r[2]))
+
     def test_v3_old_connection_numbering(self):
         for old, force in ((True, []), (False, []), (True, ["--connection-fields", "old"])):
             with self.subTest(old=old, force=force):
