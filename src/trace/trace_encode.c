@@ -461,7 +461,52 @@ static int js_segment(struct trace_enc *enc, const struct trace_event *ev, struc
     return rc;
 }
 
+#define CAP_STACK_IOV 16
+
+static int segment_write(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out);
+
+/* Envoy's streamed event body: at most max_buffered_rx/tx bytes of the read or write, with
+ * Body.truncated when cut (Utility::addBufferToProtoBytes). Fills *CUT (IOV, of N entries, for
+ * its gather list) and returns it, or EV when nothing is cut. */
+static const struct trace_event *cap_event(const struct trace_enc *enc,
+                                           const struct trace_event *ev, struct trace_event *cut,
+                                           struct iovec *iov, int n)
+{
+    if (!enc->cfg.cap_streamed || (ev->dir != TRACE_EV_READ && ev->dir != TRACE_EV_WRITE))
+        return ev;
+    size_t max = ev->dir == TRACE_EV_READ ? enc->cfg.max_buffered_rx : enc->cfg.max_buffered_tx;
+    if (ev->len <= max)
+        return ev;
+    *cut = *ev;
+    cut->len = max;
+    cut->truncated = true;
+    cut->iov = iov;
+    cut->iovcnt = 0;
+    for (size_t left = max; left && cut->iovcnt < ev->iovcnt && cut->iovcnt < n; cut->iovcnt++) {
+        iov[cut->iovcnt] = ev->iov[cut->iovcnt];
+        if (iov[cut->iovcnt].iov_len > left)
+            iov[cut->iovcnt].iov_len = left;
+        left -= iov[cut->iovcnt].iov_len;
+    }
+    return cut;
+}
+
 static int segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
+{
+    struct trace_event cut;
+    struct iovec iov[CAP_STACK_IOV];
+    int n = ev ? ev->iovcnt : 0;
+    struct iovec *big = NULL;
+    if (ev && enc->cfg.cap_streamed && n > CAP_STACK_IOV && !(big = malloc(n * sizeof(*big))))
+        return -ENOMEM;
+    if (ev)
+        ev = cap_event(enc, ev, &cut, big ? big : iov, big ? n : CAP_STACK_IOV);
+    int rc = segment_write(enc, ev, out);
+    free(big);
+    return rc;
+}
+
+static int segment_write(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
 {
     if (enc->cfg.format == TRACE_FMT_PROTO_TEXT)
         return txt_segment(enc, ev, out);

@@ -24,8 +24,11 @@ struct trace_enc_cfg {
     enum trace_schema schema;
     enum trace_format format;
     bool streaming;           /* v3 only: streamed segments vs one buffered trace */
-    uint32_t max_buffered_rx; /* v3 buffered only (Envoy default 1024 each) */
-    uint32_t max_buffered_tx;
+    uint32_t max_buffered_rx; /* v3 buffered: per trace; with cap_streamed, per streamed event */
+    uint32_t max_buffered_tx; /* (Envoy's default 1024 each) */
+    /* v3 streaming: each event's body is cut at max_buffered_rx/tx with Body.truncated, as
+     * Envoy's tap socket does (tap_config_impl.cc onRead/onWrite); converters leave it off */
+    bool cap_streamed;
 };
 
 struct trace_enc;

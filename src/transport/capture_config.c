@@ -567,6 +567,8 @@ static int parse_output(struct ts_parse_ctx *ctx, const struct cfg_node *out_nod
         if ((rc = cfg_get_bool(ctx->err, ctx->doc, n, &p, &cfg->enc.streaming)))
             return rc;
     }
+    /* streamed events are cut at max_buffered_rx/tx_bytes too, as Envoy's */
+    cfg->enc.cap_streamed = true;
     if ((n = cfg_map_get(out_node, "max_buffered_rx_bytes"))) {
         struct cfg_path p = CFG_PATH_KEY(path, "max_buffered_rx_bytes");
         if ((rc = parse_u32_wrapper(ctx, n, &p, &cfg->enc.max_buffered_rx)))

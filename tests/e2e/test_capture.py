@@ -272,6 +272,11 @@ def capture_ts(prefix, fmt="PROTO_BINARY", indent=6, extra=""):
             % (pad, pad, pad, pad, prefix, fmt, pad, extra))
 
 
+# max_buffered_rx/tx_bytes that keep whole bodies: a streamed tap cuts every event at them
+# (Envoy's default 1024 each), as a buffered one cuts the whole trace
+FULL = 4294967295
+
+
 def tap_ts(prefix, fmt, streaming, indent=6, rx=None, tx=None):
     pad = " " * indent
     limits = ""
@@ -428,12 +433,13 @@ class CaptureTest(CaptureBase):
 
     def test_tap_streaming_and_buffered(self):
         request, response = b"q" * 5000, b"r" * 7000
-        cases = [("PROTO_BINARY_LENGTH_DELIMITED", True, None, None, ".pb_length_delimited"),
+        cases = [("PROTO_BINARY_LENGTH_DELIMITED", True, FULL, FULL, ".pb_length_delimited"),
+                 ("PROTO_BINARY_LENGTH_DELIMITED", True, None, None, ".pb_length_delimited"),
                  ("PROTO_BINARY", False, 100, 6000, ".pb")]
         for fmt, streaming, rx, tx, ext in cases:
-            with self.subTest(fmt=fmt, streaming=streaming):
+            with self.subTest(fmt=fmt, streaming=streaming, rx=rx):
                 up = Upstream(response)
-                prefix = os.path.join(self.tmp, "tap%d" % streaming)
+                prefix = os.path.join(self.tmp, "tap%d%s" % (streaming, rx))
                 st = self.start(up.port, listener_ts=tap_ts(prefix, fmt, streaming, rx=rx, tx=tx))
                 client, got = exchange(self.port, request)
                 up.join()
@@ -446,8 +452,19 @@ class CaptureTest(CaptureBase):
                     self.assertTrue(all(m[0] == "segment" for m in msgs))
                     conn = msgs[0][1]
                     events = [e for m in msgs for e in m[2]]
-                    self.assertEqual(joined(events, "read"), request)
-                    self.assertEqual(joined(events, "write"), response)
+                    if rx == FULL:
+                        self.assertEqual(joined(events, "read"), request)
+                        self.assertEqual(joined(events, "write"), response)
+                        self.assertFalse(any(e["truncated"] for e in events))
+                    else:
+                        # Envoy's default: each streamed event's body is cut at 1024 bytes
+                        # with Body.truncated (tap_config_impl.cc onRead/onWrite)
+                        for e in events[:-1]:
+                            self.assertLessEqual(len(e["data"]), 1024)
+                            if e["truncated"]:
+                                self.assertEqual(len(e["data"]), 1024, e)
+                        self.assertTrue(any(e["truncated"] for e in events))
+                        self.assertTrue(request.startswith(events[0]["data"]))
                     self.assertEqual(events[-1]["dir"], "closed")
                 else:
                     kind, conn, events, rt, wt = parse_v3_wrapper(data)

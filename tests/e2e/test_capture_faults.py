@@ -14,7 +14,7 @@ import threading
 import harness
 from harness import E2ETest, free_port, proxy_config
 from test_faults import ASAN_ENV, listen, wait_until
-from test_capture import capture_ts, tap_ts
+from test_capture import capture_ts, tap_ts, FULL
 
 
 def mount_tmpfs(test, path, size):
@@ -138,7 +138,7 @@ class CaptureFaultTest(E2ETest):
     def test_disk_full_tap_length_delimited(self):
         mnt = os.path.join(self.tmp, "small")
         mount_tmpfs(self, mnt, "1m")
-        self.start(tap_ts(os.path.join(mnt, "tap"), "PROTO_BINARY_LENGTH_DELIMITED", True))
+        self.start(tap_ts(os.path.join(mnt, "tap"), "PROTO_BINARY_LENGTH_DELIMITED", True, rx=FULL, tx=FULL))
         self.exchange(4 << 20, 1 << 20)
         name = "listener.127.0.0.1_%d.tap.write_errors" % self.port
         wait_until(lambda: self.st.stats().get(name, 0) >= 1, what="the tap write error counted")

@@ -21,7 +21,7 @@ import time
 import harness
 from harness import E2ETest, free_port, proxy_config, vm_status
 from test_capture import (CaptureBase, Upstream, capture_ts, exchange, joined, parse_v2_trace, send_bulk,
-                          stream_v2_events, tap_ts)
+                          stream_v2_events, tap_ts, FULL)
 from test_capture_faults import Exchange, mount_tmpfs
 from test_faults import listen
 
@@ -139,7 +139,7 @@ class CompressionTest(CaptureBase):
             f.write(doc)
         up_port, _ = self.start_http_upstream()
         prefix = os.path.join(self.tmp, "tap")
-        st = self.start(up_port, listener_ts=with_compression(tap_ts(prefix, "JSON_BODY_AS_STRING", True), "zstd"),
+        st = self.start(up_port, listener_ts=with_compression(tap_ts(prefix, "JSON_BODY_AS_STRING", True, rx=FULL, tx=FULL), "zstd"),
                         env=ASAN_SMALL_QUARANTINE)
         self.assertEqual(self.curl("data.json"), doc)
         self.assertEqual(st.stop(), 0)

@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETest, free_port, proxy_config, varint, vm_status, wait_port  # noqa: E402
-from test_capture import capture_ts, tap_ts  # noqa: E402
+from test_capture import capture_ts, tap_ts, FULL  # noqa: E402
 from test_listen import echo_server  # noqa: E402
 from test_live import epb_payloads, parse_pcapng  # noqa: E402
 
@@ -332,7 +332,7 @@ class FollowTest(E2ETest):
         wait_port(up, proc=ng)
         caps = os.path.join(self.tmp, "caps")
         os.makedirs(caps)
-        self.start(upstream_port=up, ts=tap_ts(os.path.join(caps, "h2"), "PROTO_BINARY_LENGTH_DELIMITED", True))
+        self.start(upstream_port=up, ts=tap_ts(os.path.join(caps, "h2"), "PROTO_BINARY_LENGTH_DELIMITED", True, rx=FULL, tx=FULL))
         with open(os.path.join(caps, "unrelated.pb"), "wb"):
             pass  # not matched by the glob: never read
         f = Follow(self, [os.path.join(caps, "h2_*")],

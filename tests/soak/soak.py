@@ -263,7 +263,8 @@ def config(ports, up, pki, cap, admin):
                 "    transport_socket:\n      name: envoy.transport_sockets.tap\n      typed_config:\n"
                 "        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tap.v3.Tap\n"
                 "        common_config: {static_config: {match: {any_match: true}, output_config: "
-                "{sinks: [{format: %s, file_per_tap: {path_prefix: \"%s/up_%s\"}}], streaming: true}}}\n"
+                "{sinks: [{format: %s, file_per_tap: {path_prefix: \"%s/up_%s\"}}], streaming: true, "
+                "max_buffered_rx_bytes: 4294967295, max_buffered_tx_bytes: 4294967295}}}\n"
                 "        transport_socket: {name: raw_buffer}\n" % (name, port, fmt, cap, name))
 
     return ("static_resources:\n  listeners:\n"
