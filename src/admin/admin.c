@@ -65,7 +65,7 @@ static void admin_accept_error_cb(struct evconnlistener *lev, void *arg)
     time_t now = time(NULL);
     if (now != last_log) {
         last_log = now;
-        LOGW(0, "admin: accept failed: %s; pausing admin accepts for %d ms",
+        LOGW(LOG_NO_CONN, "admin: accept failed: %s; pausing admin accepts for %d ms",
              strerror(EVUTIL_SOCKET_ERROR()), ADMIN_ACCEPT_BACKOFF_MS);
     }
     evconnlistener_disable(lev);
@@ -291,7 +291,7 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
                            &port);
     struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(a->http, host, port);
     if (!bound) {
-        LOGE(0, "admin: cannot listen on %s: %s", addr->text, strerror(errno));
+        LOGE(LOG_NO_CONN, "admin: cannot listen on %s: %s", addr->text, strerror(errno));
         goto err_free_http;
     }
     a->listener = evhttp_bound_socket_get_listener(bound);
@@ -301,11 +301,11 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     g_admin = a;
     evconnlistener_set_error_cb(a->listener, admin_accept_error_cb);
     if (!is_loopback(addr))
-        LOGW(0,
+        LOGW(LOG_NO_CONN,
              "admin listens on %s, which is NOT loopback: anyone who can reach it reads "
              "every stat; bind it to 127.0.0.1 unless you mean it",
              addr->text);
-    LOGI(0, "admin listening on %s", addr->text);
+    LOGI(LOG_NO_CONN, "admin listening on %s", addr->text);
     *out = a;
     return 0;
 

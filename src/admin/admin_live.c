@@ -293,7 +293,8 @@ static void live_drain(struct live_view *v)
         rc = pcap_writer_flush(v->w);
     live_send(v);
     if (rc) {
-        LOGW(0, "admin: live stream of %s failed: %s; ending it", v->ifname, strerror(-rc));
+        LOGW(LOG_NO_CONN, "admin: live stream of %s failed: %s; ending it", v->ifname,
+             strerror(-rc));
         live_view_free(v, true);
     }
 }
@@ -510,7 +511,7 @@ static void live_stream_cb(struct evhttp_request *req, void *arg)
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_send_reply_start(req, 200, "OK");
     live_send(v); /* SHB + IDB: a viewer can start at once */
-    LOGI(0, "admin: live viewer of %s connected", ifname);
+    LOGI(LOG_NO_CONN, "admin: live viewer of %s connected", ifname);
 out:
     evhttp_clear_headers(&q);
 }
@@ -527,7 +528,7 @@ static void poi_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct live_view *v = arg;
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-        LOGI(0, "admin: PCAP-over-IP viewer of %s left", v->ifname);
+        LOGI(LOG_NO_CONN, "admin: PCAP-over-IP viewer of %s left", v->ifname);
         live_view_free(v, false);
     }
 }
@@ -543,7 +544,7 @@ static void poi_accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct
         return;
     }
     if (live_view_new(p->owner, p->hub, p->ifname, LIVE_DEFAULT_QUEUE, false, &v)) {
-        LOGW(0, "admin: PCAP-over-IP viewer of %s refused: out of memory", p->ifname);
+        LOGW(LOG_NO_CONN, "admin: PCAP-over-IP viewer of %s refused: out of memory", p->ifname);
         bufferevent_free(bev);
         return;
     }
@@ -551,7 +552,8 @@ static void poi_accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct
     bufferevent_setcb(bev, poi_read_cb, NULL, poi_event_cb, v);
     bufferevent_enable(bev, EV_READ);
     live_send(v); /* the pcap file header: a reader can start at once */
-    LOGI(0, "admin: PCAP-over-IP viewer of %s connected on %s", p->ifname, p->cfg->addr.text);
+    LOGI(LOG_NO_CONN, "admin: PCAP-over-IP viewer of %s connected on %s", p->ifname,
+         p->cfg->addr.text);
 }
 
 static void poi_accept_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -565,7 +567,7 @@ static void poi_accept_error_cb(struct evconnlistener *lis, void *arg)
 {
     struct live_poi *p = arg;
     static const struct timeval tv = {.tv_sec = 0, .tv_usec = 100 * 1000};
-    LOGW(0, "admin: PCAP-over-IP on %s: accept: %s", p->cfg->addr.text, strerror(errno));
+    LOGW(LOG_NO_CONN, "admin: PCAP-over-IP on %s: accept: %s", p->cfg->addr.text, strerror(errno));
     evconnlistener_disable(lis);
     evtimer_add(p->accept_retry, &tv);
 }
@@ -596,12 +598,12 @@ static int poi_start(struct admin_live *l)
             (const struct sockaddr *)&c->addr.ss, (int)c->addr.len);
         if (!p->listener) {
             int err = errno;
-            LOGE(0, "admin: cannot listen on %s (socktap_pcap_over_ip of %s): %s", c->addr.text,
-                 p->ifname, strerror(err));
+            LOGE(LOG_NO_CONN, "admin: cannot listen on %s (socktap_pcap_over_ip of %s): %s",
+                 c->addr.text, p->ifname, strerror(err));
             return err ? -err : -EADDRNOTAVAIL;
         }
         evconnlistener_set_error_cb(p->listener, poi_accept_error_cb);
-        LOGI(0, "admin: PCAP-over-IP of %s on %s", p->ifname, c->addr.text);
+        LOGI(LOG_NO_CONN, "admin: PCAP-over-IP of %s on %s", p->ifname, c->addr.text);
     }
     return 0;
 }

@@ -53,7 +53,7 @@ static void raise_fd_limit(void)
 {
     uint64_t was, now;
     if (fd_limit_raise(&was, &now) == 0 && now != was)
-        LOGD(0, "descriptor limit raised from %llu to %llu", (unsigned long long)was,
+        LOGD(LOG_NO_CONN, "descriptor limit raised from %llu to %llu", (unsigned long long)was,
              (unsigned long long)now);
 }
 
@@ -196,7 +196,7 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = server_run(&srv);
     else if (rc != -EADDRINUSE && rc != -EACCES && rc != -EADDRNOTAVAIL)
-        LOGE(0, "startup failed: %s", strerror(-rc));
+        LOGE(LOG_NO_CONN, "startup failed: %s", strerror(-rc));
     /* every socket is gone once server_run returned (workers stop at zero sessions), and the
      * kinds' helper threads (the capture writer) count into stats that server_free frees:
      * write out what they hold in between */

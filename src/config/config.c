@@ -1224,8 +1224,8 @@ void config_warn_ignored(const struct socktap_config *cfg)
     const struct cfg_node *n;
     for (size_t i = 0; i < sizeof(ignored_keys) / sizeof(ignored_keys[0]); i++)
         if ((n = cfg_map_get(cfg->doc->root, ignored_keys[i].key)))
-            LOGW(0, "%s:%u:%u: %s: accepted and ignored: %s (docs/envoy-compat.md)", cfg->doc->file,
-                 n->line, n->col, ignored_keys[i].key, ignored_keys[i].why);
+            LOGW(LOG_NO_CONN, "%s:%u:%u: %s: accepted and ignored: %s (docs/envoy-compat.md)",
+                 cfg->doc->file, n->line, n->col, ignored_keys[i].key, ignored_keys[i].why);
 }
 
 void config_free(struct socktap_config *cfg)

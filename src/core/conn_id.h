@@ -11,7 +11,9 @@
 
 #include <stdint.h>
 
-/* The next connection id (the first is 1 above the highest reserved id). Thread-safe. */
+/* The next connection id: 0 first, as Envoy's counter (source/common/network/connection_impl.cc
+ * next_global_id_), or 1 above the highest reserved id. Every connection takes one, downstream
+ * and upstream (each connect attempt) alike. Thread-safe. */
 uint64_t conn_id_next(void);
 
 /* Makes every later conn_id_next() return more than ID. Thread-safe; never lowers the counter. */

@@ -99,7 +99,7 @@ static size_t default_line(char *line, size_t size, enum log_level level, uint64
         n += (size_t)snprintf(line + n, size - n, "[W%d]", t_worker);
     else
         n += (size_t)snprintf(line + n, size - n, "[main]");
-    if (conn_id)
+    if (conn_id != LOG_NO_CONN)
         n += (size_t)snprintf(line + n, size - n, "[C%llu]", (unsigned long long)conn_id);
     line[n++] = ' ';
     return n;
@@ -278,7 +278,7 @@ static size_t format_line(char *line, size_t size, enum log_level level, uint64_
                 snprintf(tmp, sizeof(tmp), "main");
             break;
         case 'C':
-            if (conn_id)
+            if (conn_id != LOG_NO_CONN)
                 snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)conn_id);
             break;
         default:
@@ -311,7 +311,9 @@ static void log_emit(enum log_level level, uint64_t conn_id, const struct log_si
         n += (size_t)k < sizeof(line) - n - 1 ? (size_t)k : sizeof(line) - n - 2;
     } else {
         /* Envoy's ENVOY_CONN_LOG puts "[C<id>] " before a connection's message */
-        int m = conn_id ? snprintf(msg, sizeof(msg), "[C%llu] ", (unsigned long long)conn_id) : 0;
+        int m = conn_id != LOG_NO_CONN
+                    ? snprintf(msg, sizeof(msg), "[C%llu] ", (unsigned long long)conn_id)
+                    : 0;
         int k = vsnprintf(msg + m, sizeof(msg) - (size_t)m, fmt, ap);
         size_t len = (size_t)m + (k < 0 ? 0 : (size_t)k);
         if (len > sizeof(msg) - 1)

@@ -54,7 +54,10 @@ void log_set_format_escaped(bool on);
 /* Worker index shown in log lines of the calling thread (-1: main thread). */
 void log_set_thread_worker(int worker);
 
-/* conn_id 0 means "no connection". Thread-safe: one write(2) per line. */
+/* A line about no connection. Not 0: connection ids start at 0, as Envoy's (core/conn_id.h). */
+#define LOG_NO_CONN UINT64_MAX
+
+/* CONN_ID is the connection's id, or LOG_NO_CONN. Thread-safe: one write(2) per line. */
 void log_msg(enum log_level level, uint64_t conn_id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The same with the source location (%g, %#, %!), as the LOG* macros call it. FILE and FUNC

@@ -140,8 +140,8 @@ void listener_pause_accepts(struct worker *w, size_t li, int err)
         return;
     if (now != last_log) {
         last_log = now;
-        LOGW(0, "accept on %s: %s; pausing accepts for %d ms", w->srv->cfg->listeners[li].addr.text,
-             strerror(err), ACCEPT_BACKOFF_MS);
+        LOGW(LOG_NO_CONN, "accept on %s: %s; pausing accepts for %d ms",
+             w->srv->cfg->listeners[li].addr.text, strerror(err), ACCEPT_BACKOFF_MS);
     }
     event_del(w->accept_ev[li]);
     struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000};
@@ -232,7 +232,8 @@ int listener_worker_init(struct worker *w, listener_accept_fn *on_accept)
             return -ENOMEM;
         int fd = listener_socket(l, w->index == 0);
         if (fd < 0) {
-            LOGE(0, "listener %s cannot listen on %s: %s", l->name, l->addr.text, strerror(-fd));
+            LOGE(LOG_NO_CONN, "listener %s cannot listen on %s: %s", l->name, l->addr.text,
+                 strerror(-fd));
             return fd;
         }
         w->accept_ev[i] = event_new(w->base, fd, EV_READ | EV_PERSIST, accept_cb, &w->lctx[i]);

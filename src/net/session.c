@@ -37,6 +37,7 @@
  * touches the session after it is freed. Events are level-triggered and added/removed only when
  * the wanted set changes. */
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -653,6 +654,11 @@ static int upstream_start(struct session *s)
         return rc; /* fd now in the conn: conn_release or session_free closes it */
     struct ts_conn_info info;
     fill_info(&info, s, fd);
+    /* Its own id, as Envoy gives every connection (and every connect attempt) one from the
+     * process-wide counter: an upstream trace is <prefix>_<its id>, never the downstream's. */
+    info.conn_id = conn_id_next();
+    LOGD(s->id, "upstream connection C%" PRIu64 " to %s", info.conn_id,
+         cluster_host_name(s->w, s->ci, s->host));
     memcpy(&info.remote, &host->ss, host->len);
     info.remote_len = host->len;
     rc = ts_config_create(&cl->ts, &info, &s->c[UP].ts);

@@ -42,10 +42,10 @@ static void worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
     if (__atomic_load_n(&w->srv->draining, __ATOMIC_ACQUIRE) && !w->draining) {
         w->draining = true;
         listener_worker_close(w);
-        LOGD(0, "draining %zu connections", w->nsessions);
+        LOGD(LOG_NO_CONN, "draining %zu connections", w->nsessions);
     }
     if (__atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE) && w->nsessions) {
-        LOGI(0, "drain time over: closing %zu connections", w->nsessions);
+        LOGI(LOG_NO_CONN, "drain time over: closing %zu connections", w->nsessions);
         session_close_all(w);
     }
     if (w->draining && w->nsessions == 0)
@@ -145,11 +145,11 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct server *srv = arg;
     if (srv->draining) {
-        LOGI(0, "second signal: closing all connections now");
+        LOGI(LOG_NO_CONN, "second signal: closing all connections now");
         drain_timer_cb(-1, 0, srv);
         return;
     }
-    LOGI(0, "caught %s: draining (up to %u s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+    LOGI(LOG_NO_CONN, "caught %s: draining (up to %u s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
          srv->drain_time_s);
     __atomic_store_n(&srv->draining, true, __ATOMIC_RELEASE);
     admin_set_draining(srv->admin);
@@ -164,14 +164,14 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 static void signal_other_cb(evutil_socket_t sig, short what, void *arg)
 {
     if (sig != SIGHUP) {
-        LOGI(0, "caught SIGUSR1: ignored (no meaning yet)");
+        LOGI(LOG_NO_CONN, "caught SIGUSR1: ignored (no meaning yet)");
         return;
     }
     int rc = log_reopen();
     if (rc < 0)
-        LOGE(0, "caught SIGHUP: cannot re-open the log file: %s", strerror(-rc));
+        LOGE(LOG_NO_CONN, "caught SIGHUP: cannot re-open the log file: %s", strerror(-rc));
     else
-        LOGI(0, "caught SIGHUP: %s (config reload is not supported yet)",
+        LOGI(LOG_NO_CONN, "caught SIGHUP: %s (config reload is not supported yet)",
              rc > 0 ? "log file re-opened" : "logging to stderr, nothing to re-open");
 }
 
@@ -225,9 +225,10 @@ int server_run(struct server *srv)
     }
     if (rc == 0) {
         if (srv->cfg->nlisteners == 0)
-            LOGW(0, "no listeners configured: serving nothing (%d workers)", srv->nworkers);
+            LOGW(LOG_NO_CONN, "no listeners configured: serving nothing (%d workers)",
+                 srv->nworkers);
         for (size_t i = 0; i < srv->cfg->nlisteners; i++)
-            LOGI(0, "listening on %s (%d workers)", srv->cfg->listeners[i].addr.text,
+            LOGI(LOG_NO_CONN, "listening on %s (%d workers)", srv->cfg->listeners[i].addr.text,
                  srv->nworkers);
         event_base_dispatch(srv->main_base);
     } else {
@@ -236,7 +237,7 @@ int server_run(struct server *srv)
     }
     for (int i = 0; i < started; i++)
         pthread_join(srv->workers[i].thread, NULL);
-    LOGI(0, "stopped");
+    LOGI(LOG_NO_CONN, "stopped");
     return rc;
 }
 

@@ -70,7 +70,7 @@ static int check_prefix_dir(struct ts_parse_ctx *ctx, const struct cfg_node *nod
         return cfg_error(ctx->err, ctx->doc, node, path, "path prefix too long");
     if (stat(dir, &st) != 0) {
         char kp[512];
-        LOGW(0,
+        LOGW(LOG_NO_CONN,
              "%s:%u:%u: %s: capture directory '%s' does not exist: connections are not "
              "captured until it does",
              ctx->doc->file, node->line, node->col, cfg_path_format(path, kp, sizeof(kp)), dir);
@@ -104,13 +104,13 @@ static int parse_path_prefix(struct ts_parse_ctx *ctx, const struct cfg_node *no
     /* A restart continues after the last run's traces instead of colliding with them (see
      * core/conn_id.h); an unreadable directory leaves the collision handling of
      * capture_file_create as the fallback. */
-    uint64_t highest;
-    if (!capture_highest_id(s, &highest) && highest) {
-        conn_id_reserve(highest);
-        LOGI(0,
+    uint64_t next;
+    if (!capture_next_free_id(s, &next) && next) {
+        conn_id_reserve(next - 1);
+        LOGI(LOG_NO_CONN,
              "capture: %s already holds traces up to _%" PRIu64
              "; connection ids continue at %" PRIu64,
-             s, highest, highest + 1);
+             s, next - 1, next);
     }
     cfg->path_prefix = strdup(s);
     cfg->create_failing = calloc(1, sizeof(*cfg->create_failing));

@@ -98,7 +98,7 @@ static bool parse_trace_id(const char *s, uint64_t *out)
     return true;
 }
 
-int capture_highest_id(const char *path_prefix, uint64_t *out)
+int capture_next_free_id(const char *path_prefix, uint64_t *out)
 {
     const char *slash = strrchr(path_prefix, '/');
     const char *base = slash ? slash + 1 : path_prefix;
@@ -118,8 +118,8 @@ int capture_highest_id(const char *path_prefix, uint64_t *out)
     while ((de = readdir(d))) {
         uint64_t id;
         if (!strncmp(de->d_name, base, blen) && de->d_name[blen] == '_' &&
-            parse_trace_id(de->d_name + blen + 1, &id) && id > *out)
-            *out = id;
+            parse_trace_id(de->d_name + blen + 1, &id) && id >= *out && id < UINT64_MAX)
+            *out = id + 1;
     }
     if (errno)
         rc = -errno;
@@ -373,7 +373,7 @@ static void *writer_main(void *arg)
     (void)arg;
     log_set_thread_worker(-1);
     if (capture_compressor_new(&g_writer.comp))
-        LOGE(0, "capture: no memory for the compressor: compressed traces will fail");
+        LOGE(LOG_NO_CONN, "capture: no memory for the compressor: compressed traces will fail");
     pthread_mutex_lock(&g_writer.lock);
     for (;;) {
         while (!g_writer.head && !g_writer.stop)

@@ -38,10 +38,10 @@ int capture_file_create(const char *path_prefix, uint64_t conn_id, const char *e
 int capture_prefix_dir(const char *path_prefix, char *dir, size_t dir_size)
     __attribute__((warn_unused_result, nonnull));
 
-/* Sets *OUT to the highest <id> of the names `<basename>_<id>`, `<basename>_<id>.<anything>`
- * in PATH_PREFIX's directory (0 if none): the ids a new run must not reuse. Returns 0 or -errno
- * (-ENOENT for a missing directory, with *OUT 0). */
-int capture_highest_id(const char *path_prefix, uint64_t *out)
+/* Sets *OUT to 1 + the highest <id> of the names `<basename>_<id>`, `<basename>_<id>.<anything>`
+ * in PATH_PREFIX's directory (0 if none, ids starting at 0): the first id a new run may use.
+ * Returns 0 or -errno (-ENOENT for a missing directory, with *OUT 0). */
+int capture_next_free_id(const char *path_prefix, uint64_t *out)
     __attribute__((warn_unused_result, nonnull));
 
 /* Stats the writer thread updates for a file (ids registered at config time); a zeroed struct

@@ -485,7 +485,7 @@ static int tls_parse_params(struct tls_parse *p, const struct cfg_node *node,
             vmin = 3;
         if (vmin < 3) {
             char kp[512];
-            LOGW(0,
+            LOGW(LOG_NO_CONN,
                  "%s:%u:%u: %s: %s is accepted but cannot work: OpenSSL 3 at its default "
                  "security level refuses TLS 1.0 and 1.1 handshakes (they need SHA-1 signatures), "
                  "and socktap does not lower it; clients limited to them fail",

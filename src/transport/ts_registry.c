@@ -28,7 +28,8 @@ void ts_registry_add(const struct ts_factory *f)
             return;
     if (ts_nfactories == TS_REGISTRY_MAX) {
         /* A programming error (too many built-in kinds), not a runtime condition. */
-        log_msg(ST_LOG_CRITICAL, 0, "transport socket registry full (%d kinds)", TS_REGISTRY_MAX);
+        log_msg(ST_LOG_CRITICAL, LOG_NO_CONN, "transport socket registry full (%d kinds)",
+                TS_REGISTRY_MAX);
         abort();
     }
     ts_factories[ts_nfactories++] = f;

@@ -443,7 +443,7 @@ class CompressionTest(CaptureBase):
                 self.assertIn("connection ids continue at %d" % (max(names) + 1), st.logtext())
             new = [int(re.search(r"_(\d+)\.pb\.", f).group(1)) for f in glob.glob(prefix + "_*.pb" + SUFFIX[alg])]
             self.assertEqual(len(new), 2)
-            self.assertGreater(min(new), max(names, default=0))
+            self.assertGreater(min(new), max(names, default=-1))
             names += new
         self.assertNotIn("left untouched", st.logtext())
 

@@ -191,7 +191,7 @@ class FollowTest(E2ETest):
                 return b"".join(epb_payloads(parse_pcapng(bytes(s.data))[0])).count(chunk) == 2
             # the same trace file, appended to: the follower shows each step while it is open
             self.assertTrue(f.wait(seen), (i, f.stderr()))
-            self.assertEqual(os.listdir(self.caps), ["ingress_1.pb"])
+            self.assertEqual(os.listdir(self.caps), ["ingress_0.pb"])
 
         def fins(s):
             n = 0

@@ -52,7 +52,7 @@ class LogFormatTest(E2ETest):
         self.assertTrue(any(re.search(r"\]\[info\]\[socktap\] \[src/net/[a-z_]+\.c:\d+\] listening on ", l)
                             for l in lines), text)
         # a connection's message starts "[C<id>] ", as Envoy's ENVOY_CONN_LOG
-        self.assertTrue(any(re.search(r"\]\[debug\]\[socktap\] \[[^]]+\] \[C1\] new connection from "
+        self.assertTrue(any(re.search(r"\]\[debug\]\[socktap\] \[[^]]+\] \[C0\] new connection from "
                                       r"127\.0\.0\.1 on 127\.0\.0\.1:%d$" % self.port, l) for l in lines), text)
         # the main thread and the workers are different threads
         tids = {re.match(r"^\[[^]]+\]\[(\d+)\]", l).group(1) for l in lines}
@@ -78,8 +78,8 @@ class LogFormatTest(E2ETest):
         self.assertEqual(odd[0]["level"], "warning")
         conn = [r for r in recs if "new connection" in r["msg"]]
         self.assertEqual(len(conn), 1)
-        self.assertEqual(conn[0]["conn"], "1")
-        self.assertTrue(conn[0]["msg"].startswith("[C1] "))
+        self.assertEqual(conn[0]["conn"], "0")  # the first connection is 0, as Envoy's
+        self.assertTrue(conn[0]["msg"].startswith("[C0] "))
         self.assertRegex(conn[0]["worker"], r"^W\d+$")
         self.assertIn("main", {r["worker"] for r in recs})
         self.assertIn("", {r["conn"] for r in recs})
@@ -117,7 +117,7 @@ class LogFormatTest(E2ETest):
                             for m in warn), warn)
         self.assertTrue(any("layered_runtime: accepted and ignored: socktap has no runtime layers" in m
                             for m in warn), warn)
-        self.assertTrue(any(r["msg"].startswith("[C1] new connection") for r in recs))
+        self.assertTrue(any(r["msg"].startswith("[C0] new connection") for r in recs))
         path = os.path.join(self.tmp, "both.yaml")
         with open(path, "w") as f:
             f.write(cfg)

@@ -351,7 +351,7 @@ class RelayTest(E2ETest):
         t.join(10)
         c.close()
         deadline = time.time() + 10
-        pat = (r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z\]\[debug\]\[W\d+\]\[C1\] "
+        pat = (r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z\]\[debug\]\[W\d+\]\[C0\] "
                r"new connection from 127\.0\.0\.1 on 127\.0\.0\.1:%d$" % self.port)
         while time.time() < deadline and not re.search(pat, st.logtext(), re.M):
             time.sleep(0.05)

@@ -221,12 +221,12 @@ class TlsWireTest(T.TlsBase):
         # Made after start-up (files there at start-up move the ids past them): the first
         # connection is _1 in a fresh directory.
         st, lp = self.start(T.listener_tls(self.pki, extra=wire(cap)))
-        os.symlink(victim, cap + "_1.pb_length_delimited.keylog")
+        os.symlink(victim, cap + "_0.pb_length_delimited.keylog")
         self.curl(lp, "/")
         self.assertEqual(st.stop(), 0)
         with open(victim) as f:
             self.assertEqual(f.read(), "untouched")
-        self.assertTrue(os.path.getsize(cap + "_1.pb_length_delimited") > 0)
+        self.assertTrue(os.path.getsize(cap + "_0.pb_length_delimited") > 0)
         self.assertIn("cannot write the key log", st.logtext())
 
 
