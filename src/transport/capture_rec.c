@@ -325,6 +325,11 @@ err:
     stats_inc(cfg->stats.files_failed);
 }
 
+void capture_rec_unconnected(struct capture_rec *r)
+{
+    r->fd = -1;
+}
+
 bool capture_rec_opened(const struct capture_rec *r)
 {
     return r->opened;

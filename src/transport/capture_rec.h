@@ -34,6 +34,10 @@ int capture_rec_new(const struct capture_cfg *cfg, const struct ts_conn_info *in
  * recorder turns inactive when it sees it: the connection goes on uncaptured. Call once. */
 void capture_rec_open(struct capture_rec *r) __attribute__((nonnull));
 
+/* The connection never connected, or not yet (an upstream connect): the trace gets no local
+ * address, as Envoy's (tap_config_impl.cc fillConnectionInfo). Call before capture_rec_open. */
+void capture_rec_unconnected(struct capture_rec *r) __attribute__((nonnull));
+
 /* True once capture_rec_open was called. */
 bool capture_rec_opened(const struct capture_rec *r) __attribute__((nonnull));
 /* True while events are being recorded (file open, capture not stopped). */
