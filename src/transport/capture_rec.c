@@ -1,11 +1,11 @@
 /* capture_rec.c: the recording half of the capture socket, shared with the TLS wire capture.
  *
- * The trace is started at capture_rec_open (the capture socket calls it at on_connected, so a
- * failed upstream connect leaves no file); the writer thread creates the file when it handles
- * the first buffer, so no disk call is on a worker thread (measured with the open(2) and the
- * first write(2) on the worker: new conn/s with capture at 0.68x of without, 0.57x with TLS;
- * numbers after the move in the commit and docs/capture.md). A file the writer cannot create
- * fails like a write error, except that it counts in files_failed (by the writer) instead of
+ * The trace is started at capture_rec_open (the capture socket calls it at on_connected, or
+ * when a connection that never connected closes: capture.c); the writer thread creates the file
+ * when it handles the first buffer, so no disk call is on a worker thread (measured with the
+ * open(2) and the first write(2) on the worker: new conn/s with capture at 0.68x of without, 0.57x
+ * with TLS; numbers after the move in the commit and docs/capture.md). A file the writer cannot
+ * create fails like a write error, except that it counts in files_failed (by the writer) instead of
  * truncated. Events are encoded into a per-connection buffer handed to the writer thread
  * (capture_disk.h) when it reaches CAPTURE_CHUNK_BYTES, and otherwise by a per-worker tick
  * CAPTURE_FLUSH_MS after the first unflushed event, which hands over every pending buffer of
