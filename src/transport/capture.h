@@ -18,6 +18,7 @@
 #include "core/stats.h"
 #include "trace/trace_encode.h"
 #include "transport/capture_compress.h"
+#include "transport/capture_finish.h"
 #include "transport/ts_registry.h"
 
 #define CAPTURE_DEFAULT_MAX_BACKLOG (8u * 1024u * 1024u)
@@ -64,6 +65,7 @@ struct capture_cfg {
     char ext[40]; /* the trace files' extension: the format's, then ".zst"/".lz4" if compressed */
     struct ts_config inner;
     struct capture_stats stats;
+    struct capture_finish_stats fstats; /* rotation, finished_dir, on_finished */
     /* owned, atomic, shared by the workers (the config itself is const to them): a create
      * failure was logged and no file opened since, so the next ones are only counted (a missing
      * directory must not log once per connection) */
