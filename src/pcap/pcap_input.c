@@ -92,9 +92,36 @@ struct pcap_conn_flow *pcap_input_flow(struct pcap_input *in, const struct trace
     return &in->flows[0];
 }
 
+/* IN ends: its first connection's flow continues in IN's next piece (sequence numbers,
+ * handshake and comment already written), unless that piece has already written packets of its
+ * own (pieces overlapping in time: not socktap's, which end before the next begins). */
+static void pcap_input_pass_on(struct pcap_input *in)
+{
+    struct pcap_input *next = in->next_piece;
+    for (size_t i = 0; i < in->nflows; i++) {
+        if (!pcap_conn_same(&in->flows[i].conn, &next->first_conn))
+            continue;
+        for (size_t j = 0; j < next->nflows; j++) {
+            struct pcap_conn_flow *nf = &next->flows[j];
+            if (!pcap_conn_same(&nf->conn, &next->first_conn) || nf->flow.opened)
+                continue;
+            pcap_flow_release(&nf->flow);
+            nf->flow = in->flows[i].flow; /* moved, with whatever it owns */
+            in->nflows--;
+            memmove(in->flows + i, in->flows + i + 1, (in->nflows - i) * sizeof(*in->flows));
+            if (in->cur == &in->flows[i])
+                in->cur = NULL;
+            return;
+        }
+        return;
+    }
+}
+
 /* Finishes every flow of IN (FINs with --tcp-handshake). */
 int pcap_input_finish(struct pcap_input *in, struct pcap_writer *w)
 {
+    if (in->next_piece)
+        pcap_input_pass_on(in);
     for (size_t i = 0; i < in->nflows; i++) {
         int ret = pcap_flow_finish(&in->flows[i].flow, w);
         if (ret)

@@ -47,6 +47,13 @@ struct pcap_input {
     struct pcap_conn_flow *cur; /* flow of the pending event */
     struct pcap_conn_flow *flows;
     size_t nflows, capflows;
+    /* Rotated traces (socktap_limits rotate_bytes/rotate_seconds): the input holding the next
+     * piece of this input's first connection (same id and addresses, same capture owner), or
+     * NULL. At this input's end that connection's flow is passed on to it instead of being
+     * finished, so the pieces make one TCP flow. Set by the merge (pcap_convert.c). */
+    struct pcap_input *next_piece;
+    struct trace_conn first_conn; /* valid when has_first_conn */
+    bool has_first_conn;
 };
 
 /* The capture owners seen so far, one pcapng interface each. */
