@@ -115,7 +115,8 @@ path = sys.argv[-1]
 fds = sorted(int(x) for x in os.listdir("/proc/self/fd"))
 mode = os.environ.get("HOOK_MODE", "ok")
 with open(os.environ["HOOK_LOG"], "a") as f:
-    f.write("%s\t%s\t%s\t%d\n" % (path, ",".join(map(str, fds)), "%d" % os.path.exists(path), os.getpgrp() == os.getpid()))
+    f.write("%s\t%s\t%d\t%d\t%d\n" % (path, ",".join(map(str, fds)), os.path.exists(path),
+                                    os.getpgrp() == os.getpid(), os.getpid()))
 if mode == "fail":
     sys.exit(3)
 if mode == "hang":
@@ -323,7 +324,7 @@ class RotateTest(CaptureBase):
         self.assertEqual(st.stop(), 0)
         lines = self.hook_lines(log)
         self.assertEqual(sorted(l[0] for l in lines), finished)  # each file once, final path
-        for path, fds, existed, own_group in lines:
+        for path, fds, existed, own_group, _ in lines:
             self.assertEqual(existed, "1")
             self.assertEqual(fds, "0,1,2,3", "descriptors the hook got: " + fds)  # 3: listdir's
             self.assertEqual(own_group, "1")  # its own process group
@@ -356,10 +357,29 @@ class RotateTest(CaptureBase):
                 logtext = st.logtext()
                 self.assertEqual(logtext.count("on_finished"), 1, logtext)  # once per state
                 self.assertEqual(st.stop(), 0)
-                if mode == "hang":
-                    # the hooks were killed: no python hook process of ours is left
-                    r = subprocess.run(["pgrep", "-f", hook], capture_output=True)
-                    self.assertEqual(r.stdout.strip(), b"", "hook still running")
+                lines = [l for l in self.hook_lines(log) if l[0].startswith(prefix)]
+                self.assertEqual(len(lines), 2, lines)
+                for line in lines:  # killed (hang) or ended (fail), and reaped either way
+                    self.assertFalse(os.path.exists("/proc/%s" % line[4]), line)
+
+    def test_shutdown_kills_running_hooks_and_skips_queued_ones(self):
+        hook, log = self.hook()
+        prefix = os.path.join(self.tmp, "sd")
+        up = Upstream(b"ok", conns=6)
+        ts = capture_ts(prefix, extra=limits(on_finished='["%s"]' % hook))
+        st = self.start(up.port, listener_ts=ts, env={"HOOK_LOG": log, "HOOK_MODE": "hang"})
+        for i in range(6):
+            Chatty(self.port, b"x%d" % i)
+        up.join()
+        # 4 run at once (and hang), the other 2 wait in the queue
+        wait_until(lambda: len(self.hook_lines(log)) == 4, timeout=20)
+        self.assertEqual(st.stop(), 0)
+        logtext = st.logtext()
+        self.assertIn("2 queued on_finished hook(s) skipped", logtext)
+        lines = self.hook_lines(log)
+        self.assertEqual(len(lines), 4, lines)
+        for line in lines:
+            self.assertFalse(os.path.exists("/proc/%s" % line[4]), line)
 
 
 if __name__ == "__main__":
