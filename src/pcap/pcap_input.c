@@ -11,7 +11,7 @@
 
 #include "pcap/pcap_input.h"
 
-static bool pcap_conn_same(const struct trace_conn *a, const struct trace_conn *b)
+bool pcap_conn_same(const struct trace_conn *a, const struct trace_conn *b)
 {
     return a->id == b->id && a->local.present == b->local.present &&
            a->remote.present == b->remote.present && a->local.port == b->local.port &&

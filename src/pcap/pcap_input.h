@@ -67,6 +67,10 @@ struct pcap_owners {
     size_t n, cap;
 };
 
+/* True when A and B are the same connection: id and both addresses. */
+bool pcap_conn_same(const struct trace_conn *a, const struct trace_conn *b)
+    __attribute__((nonnull));
+
 /* Finds or creates the flow of CONN (NULL: a connection with nothing known) in IN; a new flow
  * gets IN's interface and, in pcapng, a comment naming the connection and IN's trace on its
  * first packet. A connection without addresses is reported on ERR. Returns the flow (owned by

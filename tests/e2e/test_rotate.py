@@ -19,6 +19,7 @@ from test_capture import (CaptureBase, Upstream, exchange, joined, parse_length_
                           parse_v2_trace, parse_v3_wrapper, tap_ts, capture_ts)
 from test_compression import decompress
 from test_faults import wait_until
+from test_follow import Follow
 from test_listen import echo_server
 
 
@@ -62,6 +63,20 @@ def follow_raw(pcap):
         elif line.strip():
             a += bytes.fromhex(line.strip())
     return bytes(a), bytes(b)
+
+
+def pcap_fins(data):
+    """FIN segments in classic pcap bytes DATA (Ethernet, IPv4), complete records only."""
+    pos, n = 24, 0
+    while pos + 16 <= len(data):
+        incl = int.from_bytes(data[pos + 8:pos + 12], "little")
+        frame = data[pos + 16:pos + 16 + incl]
+        if len(frame) < incl:
+            break
+        ihl = (frame[14] & 15) * 4
+        n += frame[14 + ihl + 13] & 1
+        pos += 16 + incl
+    return n
 
 
 def trace_tool(*args):
@@ -380,6 +395,30 @@ class RotateTest(CaptureBase):
         self.assertEqual(len(lines), 4, lines)
         for line in lines:
             self.assertFalse(os.path.exists("/proc/%s" % line[4]), line)
+
+
+    def test_follow_continues_a_connection_across_pieces(self):
+        echo = self.echo()
+        caps = os.path.join(self.tmp, "caps")
+        os.mkdir(caps, 0o700)
+        st = self.start(echo, listener_ts=capture_ts(os.path.join(caps, "in"),
+                                                     extra=limits(rotate_bytes=16384)))
+        f = Follow(self, [caps])
+        request = os.urandom(64 * 1024)
+        self.assertEqual(PingPong(self.port, request).got, request)
+        # the last piece's end: its FINs (after the grace in which a next piece could continue)
+        self.assertTrue(f.wait(lambda s: pcap_fins(bytes(s.data)) == 2), f.stderr())
+        self.assertEqual(f.stop(), 0, f.stderr())
+        self.assertEqual(st.stop(), 0)
+        self.assertGreaterEqual(len(os.listdir(caps)), 4)
+        out = os.path.join(self.tmp, "followed.pcap")
+        with open(out, "wb") as fh:
+            fh.write(bytes(f.data))
+        syns = tshark(out, "-Y", "tcp.flags.syn==1 && tcp.flags.ack==0").splitlines()
+        self.assertEqual(len(syns), 1, syns)
+        self.assertEqual(set(tshark(out, "-T", "fields", "-e", "tcp.stream").split()), {"0"})
+        self.assertEqual(follow_raw(out), (request, request))
+        self.assertIn("1 connection", f.stderr())
 
 
 if __name__ == "__main__":
