@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,7 +21,7 @@
 static void usage_text(FILE *f)
 {
     fputs("usage: socktap-trace dump [--format F] [--connection-fields auto|old|new] FILE\n"
-          "       socktap-trace cat --direction read|write [--format F] FILE\n"
+          "       socktap-trace cat --direction read|write [--format F] FILE...\n"
           "       socktap-trace convert --to v2-binary|v2-text|v3-binary|v3-length-delimited|\n"
           "                             v3-text|v3-json|v3-json-string [--buffered]\n"
           "                             [-o OUTPUT [--force]] FILE\n"
@@ -28,6 +30,8 @@ static void usage_text(FILE *f)
           "v2-text v3-binary v3-length-delimited v3-text v3-json\n"
           "--allow-unknown: fields the schema does not know are skipped with a warning\n"
           "(without it, skipped fields with data fail with exit 1)\n"
+          "cat over several FILEs (the pieces of a rotated trace) takes them in the order of\n"
+          "their first events, whatever the order given.\n"
           "convert writes stdout, or OUTPUT ('-' = stdout): OUTPUT must not exist (--force\n"
           "replaces it) and is never FILE; it appears, mode 0600, only when the run succeeds.\n"
           "Exit: 0 ok, 1 bad input or output error, 2 usage.\n",
@@ -170,6 +174,94 @@ static int close_output(struct trace_out *o, FILE *f, const char *opath, int rc)
     return 0;
 }
 
+/* cat of one trace: DIR's bytes to stdout. Returns the exit status (0 or 1, reported). */
+static int cat_one(const char *path, const struct trace_reader_opts *opts, int dir,
+                   bool allow_unknown)
+{
+    struct trace_reader *r;
+    struct trace_event ev;
+    int status = 0;
+    int rc = trace_reader_open_path(path, opts, &r);
+    if (rc) {
+        fprintf(stderr, "socktap-trace: %s: %s\n", path, strerror(-rc));
+        return 1;
+    }
+    while ((rc = trace_reader_next(r, &ev, NULL)) == 1) {
+        if ((int)ev.dir == dir && ev.len &&
+            fwrite(ev.iov[0].iov_base, 1, ev.len, stdout) != ev.len) {
+            rc = -EIO;
+            break;
+        }
+    }
+    if (rc < 0) {
+        fprintf(stderr, "socktap-trace: %s\n", rc == -EIO ? strerror(EIO) : trace_reader_error(r));
+        status = 1;
+    }
+    if (trace_reader_report_unknown(r, "socktap-trace", allow_unknown, stderr))
+        status = 1;
+    trace_reader_free(r);
+    return status;
+}
+
+struct cat_piece {
+    const char *path;
+    int64_t sec; /* first event's time; a trace without events sorts first */
+    int32_t nsec;
+    int index;
+};
+
+static int cat_piece_cmp(const void *pa, const void *pb)
+{
+    const struct cat_piece *a = pa, *b = pb;
+    if (a->sec != b->sec)
+        return a->sec < b->sec ? -1 : 1;
+    if (a->nsec != b->nsec)
+        return a->nsec < b->nsec ? -1 : 1;
+    return a->index - b->index;
+}
+
+/* cat over the N traces PATHS (socktap_limits rotation pieces, socktap extension): a first pass
+ * reads each one's first event, then they are cat in that order, so a shell glob's order
+ * (`in_1.1.pb` before `in_1.pb`) does not matter. Stops at the first failing input. Returns the
+ * exit status. */
+static int cat_pieces(char *const *paths, int n, const struct trace_reader_opts *opts, int dir,
+                      bool allow_unknown)
+{
+    struct cat_piece *v = calloc((size_t)n, sizeof(*v));
+    int status = 0;
+    if (!v) {
+        fprintf(stderr, "socktap-trace: %s\n", strerror(ENOMEM));
+        return 1;
+    }
+    for (int i = 0; i < n; i++) {
+        struct trace_reader *r;
+        struct trace_event ev;
+        v[i] = (struct cat_piece){.path = paths[i], .index = i, .sec = INT64_MIN};
+        if (strcmp(paths[i], "-") == 0) {
+            fprintf(stderr, "socktap-trace: cat: stdin ('-') cannot be one of several FILEs\n");
+            status = 2;
+            goto out_free;
+        }
+        int rc = trace_reader_open_path(paths[i], opts, &r);
+        if (rc) {
+            fprintf(stderr, "socktap-trace: %s: %s\n", paths[i], strerror(-rc));
+            status = 1;
+            goto out_free;
+        }
+        if (trace_reader_next(r, &ev, NULL) == 1) {
+            v[i].sec = ev.sec;
+            v[i].nsec = ev.nsec;
+        }
+        trace_reader_free(r);
+    }
+    qsort(v, (size_t)n, sizeof(*v), cat_piece_cmp);
+    for (int i = 0; i < n && !status; i++)
+        status = cat_one(v[i].path, opts, dir, allow_unknown);
+out_free:
+    free(v);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -258,11 +350,15 @@ int main(int argc, char **argv)
     }
     if (optind >= argc)
         return usage("%s: missing FILE", cmd);
-    if (optind != argc - 1)
+    if (optind != argc - 1 && (dump || convert))
         return usage("%s: expected one FILE, got %d (first extra: '%s')", cmd, argc - optind,
                      argv[optind + 1]);
     if (!dump && !convert && dir < 0)
         return usage("cat: --direction read|write is required");
+    if (!dump && !convert && optind != argc - 1 && !opath && !force && !to) {
+        int status = cat_pieces(argv + optind, argc - optind, &opts, dir, allow_unknown);
+        return fflush(stdout) != 0 ? 1 : status;
+    }
     if (convert && !to)
         return usage("convert: --to FORMAT is required (" TO_NAMES ")");
     if (convert && parse_to(to, &ecfg))

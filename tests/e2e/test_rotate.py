@@ -196,6 +196,8 @@ class RotateTest(CaptureBase):
             self.assertLess(os.path.getsize(f), 65536 + (1 << 20) + 4096, f)
         self.assertEqual(reads, request)
         self.assertEqual(writes, response)
+        r = trace_tool("cat", "--direction", "write", *reversed(files))
+        self.assertEqual((r.returncode, r.stdout), (0, response), r.stderr)
         self.assertTrue(all(x == conns[0] for x in conns), conns)
         self.assertTrue(files[0].endswith("_%d.pb" % conns[0]["id"]))
         self.assertEqual(conns[0]["remote"], c.me)
@@ -297,6 +299,10 @@ class RotateTest(CaptureBase):
             self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(reads, request)
         self.assertEqual(closed, 1)  # the connection closed once, in the last piece
+        # socktap-trace cat over the pieces, given in any order: one byte stream
+        r = trace_tool("cat", "--direction", "read", *reversed(files))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, request)
 
     def test_finished_dir_and_on_finished(self):
         done = os.path.join(self.tmp, "done")
