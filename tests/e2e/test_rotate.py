@@ -19,6 +19,8 @@ from test_capture import (CaptureBase, Upstream, exchange, joined, parse_length_
                           parse_v2_trace, parse_v3_wrapper, tap_ts, capture_ts)
 from test_compression import decompress
 from test_faults import wait_until
+import test_tls as T
+from harness import free_port, wait_port
 from test_follow import Follow
 from test_listen import echo_server
 
@@ -425,6 +427,45 @@ class RotateTest(CaptureBase):
         self.assertEqual(set(tshark(out, "-T", "fields", "-e", "tcp.stream").split()), {"0"})
         self.assertEqual(follow_raw(out), (request, request))
         self.assertIn("1 connection", f.stderr())
+
+
+class RotateTlsWireTest(T.TlsBase):
+    def test_wire_capture_pieces_decrypt_with_the_first_pieces_key_log(self):
+        """A TLS wire capture rotated into pieces: the key log stays one file beside the first
+        piece (the handshake is there, and without it no piece decrypts anyway); capture2pcap
+        over all pieces embeds it and tshark decrypts the whole HTTP/2 exchange as one stream."""
+        body = os.urandom(96 * 1024)
+        with open(os.path.join(self.tmp, "big.bin"), "wb") as f:
+            f.write(body)
+        up = free_port()
+        p = self.procs.start(["nghttpd", "-d", self.tmp, "-a", "127.0.0.1", str(up),
+                              os.path.join(self.pki, "server.key"), os.path.join(self.pki, "server.pem")])
+        wait_port(up, proc=p)
+        cap = os.path.join(self.tmp, "wire")
+        extra = "socktap_wire_capture: {path_prefix: %s, socktap_limits: {rotate_bytes: 16384}}, " % cap
+        st, lp = self.start(T.listener_tls(self.pki, extra=extra,
+                                           extra_common=", alpn_protocols: [h2, http/1.1]"),
+                            T.cluster_tls(self.pki, alpn="h2"), upstream_port=up)
+        r = self.curl(lp, "/big.bin", "--http2", "--tlsv1.3")
+        self.assertEqual(r.stdout, body)
+        self.assertEqual(st.stop(), 0)
+        keys = glob.glob(cap + "_*.keylog")
+        files = sorted((f for f in glob.glob(cap + "_*") if not f.endswith(".keylog")),
+                       key=lambda p: piece_no(p.replace(".pb_length_delimited", ".pb")))
+        self.assertGreaterEqual(len(files), 3, files)
+        self.assertEqual(keys, [files[0] + ".keylog"])
+        out = os.path.join(self.tmp, "wire.pcapng")
+        r = subprocess.run([harness.tool("capture2pcap"), *reversed(files), out], capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(set(tshark(out, "-T", "fields", "-e", "tcp.stream").split()), {"0"})
+        vals = tshark(out, "-d", "tcp.port==%d,tls" % lp, "-Y", "http2", "-T", "fields", "-e",
+                      "http2.header.value")
+        self.assertIn("/big.bin", vals)
+        self.assertIn("200", vals)
+        lens = tshark(out, "-d", "tcp.port==%d,tls" % lp, "-Y", "http2.type==0", "-T", "fields",
+                      "-e", "http2.length").split()
+        # every DATA frame of the response decrypted, pieces after the first included
+        self.assertGreaterEqual(sum(int(v) for x in lens for v in x.split(",") if v), len(body))
 
 
 if __name__ == "__main__":
