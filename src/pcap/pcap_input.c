@@ -263,11 +263,15 @@ size_t pcap_input_owner(const char *path, char *buf, size_t n)
     if (i < len && i > (size_t)(base - path) && path[i - 1] == '.')
         end = i - 1;
     size_t noext = end;
-    /* socktap's collision suffix ".<n>" (see docs/capture.md), then the id "_<id>" */
-    for (i = end; i > (size_t)(base - path) && isdigit((unsigned char)path[i - 1]); i--)
-        ;
-    if (i < end && i > (size_t)(base - path) && path[i - 1] == '.')
+    /* socktap's suffixes ".<n>" (see docs/capture.md: a collision, a rotated trace's piece,
+     * a clash in finished_dir, in any number), then the id "_<id>" */
+    for (;;) {
+        for (i = end; i > (size_t)(base - path) && isdigit((unsigned char)path[i - 1]); i--)
+            ;
+        if (!(i < end && i > (size_t)(base - path) && path[i - 1] == '.'))
+            break;
         end = i - 1;
+    }
     for (i = end; i > (size_t)(base - path) && isdigit((unsigned char)path[i - 1]); i--)
         ;
     if (i < end && i > (size_t)(base - path) && path[i - 1] == '_')

@@ -109,7 +109,7 @@ int pcap_input_secrets(const struct pcap_input *in, struct pcap_writer *w,
 
 /* The capture owner of trace file PATH, i.e. its path_prefix: PATH without the extension
  * (.pb, .pb_text, .pb_length_delimited, .json, each maybe followed by .zst or .lz4),
- * socktap's collision suffix ".<n>" and the
+ * socktap's suffixes ".<n>" (collision, rotated piece; any number of them) and the
  * "_<id>"; a name without "_<id>" is its own owner (PATH minus extension); "-" is "stdin".
  * Written into BUF (N bytes, truncated). Returns the owner's length, as snprintf. */
 size_t pcap_input_owner(const char *path, char *buf, size_t n) __attribute__((nonnull));

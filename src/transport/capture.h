@@ -7,7 +7,8 @@
  *        streaming or buffered (bounded by max_buffered_rx/tx_bytes).
  * Stats (registered at parse time, per owner, Envoy-style):
  *   <owner>.<capture|tap>.{files_opened, files_failed, events, events_dropped, backpressure,
- * bytes_written, write_errors, truncated}, e.g. listener.127.0.0.1_10000.capture.files_opened. */
+ * bytes_written, write_errors, truncated}, e.g. listener.127.0.0.1_10000.capture.files_opened,
+ * and capture_finish.h's (rotation, finished_dir, on_finished). */
 #ifndef SOCKTAP_TRANSPORT_CAPTURE_H
 #define SOCKTAP_TRANSPORT_CAPTURE_H
 

@@ -222,6 +222,23 @@ class RotateTest(CaptureBase):
         self.assertEqual(hashlib.sha256(a).hexdigest(), hashlib.sha256(request).hexdigest())
         self.assertEqual(hashlib.sha256(b).hexdigest(), hashlib.sha256(response).hexdigest())
 
+        # pcapng: the pieces are one capture owner (interface "in"), also under the names a
+        # first piece's collision gives them (in_1.3.pb, in_1.3.1.pb, ...)
+        moved = os.path.join(self.tmp, "renamed")
+        os.mkdir(moved)
+        names = []
+        for f in files:
+            n = piece_no(f)
+            names.append(os.path.join(moved, "in_%d.3%s.pb" % (conns[0]["id"], ".%d" % n if n else "")))
+            os.link(f, names[-1])
+        out = os.path.join(self.tmp, "all.pcapng")
+        r = subprocess.run([harness.tool("capture2pcap"), *names, out], capture_output=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(set(tshark(out, "-T", "fields", "-e", "frame.interface_name").split()), {"in"})
+        self.assertEqual(set(tshark(out, "-T", "fields", "-e", "tcp.stream").split()), {"0"})
+        self.assertEqual(len(tshark(out, "-Y", "frame.comment").splitlines()), 1)
+        self.assertEqual(follow_raw(out), (request, response))
+
     def test_rotate_seconds_ends_an_idle_connections_piece(self):
         prefix = os.path.join(self.tmp, "idle")
         up = Upstream(b"bye")
