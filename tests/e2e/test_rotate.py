@@ -459,13 +459,18 @@ class RotateTlsWireTest(T.TlsBase):
                               os.path.join(self.pki, "server.key"), os.path.join(self.pki, "server.pem")])
         wait_port(up, proc=p)
         cap = os.path.join(self.tmp, "wire")
-        extra = "socktap_wire_capture: {path_prefix: %s, socktap_limits: {rotate_bytes: 16384}}, " % cap
+        done = os.path.join(self.tmp, "done")
+        os.mkdir(done, 0o700)
+        extra = ("socktap_wire_capture: {path_prefix: %s, socktap_limits: {rotate_bytes: 16384, "
+                 "finished_dir: %s}}, " % (cap, done))
         st, lp = self.start(T.listener_tls(self.pki, extra=extra,
                                            extra_common=", alpn_protocols: [h2, http/1.1]"),
                             T.cluster_tls(self.pki, alpn="h2"), upstream_port=up)
         r = self.curl(lp, "/big.bin", "--http2", "--tlsv1.3")
         self.assertEqual(r.stdout, body)
+        wait_until(lambda: not glob.glob(cap + "_*"), timeout=20)  # all finished: moved
         self.assertEqual(st.stop(), 0)
+        cap = os.path.join(done, "wire")  # the key log moved too, beside its first piece
         keys = glob.glob(cap + "_*.keylog")
         files = sorted((f for f in glob.glob(cap + "_*") if not f.endswith(".keylog")),
                        key=lambda p: piece_no(p.replace(".pb_length_delimited", ".pb")))
