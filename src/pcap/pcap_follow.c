@@ -505,11 +505,34 @@ static int follow_add(struct follow *fl, const char *path, bool only_live)
     return follow_open_waiting(fl);
 }
 
-/* Adds every trace of spec S that exists now, in version order (ingress_2 before ingress_10). */
+/* NAME's length without its extension: up to the first '.' after the last '_' that is not
+ * followed by a digit ("in_1.2.pb.zst" -> "in_1.2"). */
+static size_t follow_stem_len(const char *name)
+{
+    const char *u = strrchr(name, '_');
+    for (const char *p = u ? u : name; *p; p++)
+        if (*p == '.' && !(p[1] >= '0' && p[1] <= '9'))
+            return (size_t)(p - name);
+    return strlen(name);
+}
+
+/* Version order of the names without their extensions, so a rotated trace's pieces come in
+ * order (ingress_1.pb, ingress_1.1.pb, ingress_1.2.pb: versionsort puts "ingress_1.1.pb" first,
+ * '1' < 'p') and ingress_2 before ingress_10; then the whole names. */
+static int follow_name_cmp(const struct dirent **a, const struct dirent **b)
+{
+    char x[sizeof((*a)->d_name)], y[sizeof((*b)->d_name)];
+    snprintf(x, sizeof(x), "%.*s", (int)follow_stem_len((*a)->d_name), (*a)->d_name);
+    snprintf(y, sizeof(y), "%.*s", (int)follow_stem_len((*b)->d_name), (*b)->d_name);
+    int c = strverscmp(x, y);
+    return c ? c : versionsort(a, b);
+}
+
+/* Adds every trace of spec S that exists now, in follow_name_cmp's order. */
 static int follow_scan(struct follow *fl, const struct follow_spec *s, bool only_live)
 {
     struct dirent **names;
-    int n = scandir(s->dir, &names, NULL, versionsort);
+    int n = scandir(s->dir, &names, NULL, follow_name_cmp);
     int ret = 0;
     if (n < 0) {
         fprintf(fl->err, "capture2pcap: error: %s: %s\n", s->dir, strerror(errno));

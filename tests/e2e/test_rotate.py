@@ -423,27 +423,35 @@ class RotateTest(CaptureBase):
 
 
     def test_follow_continues_a_connection_across_pieces(self):
+        """Two followers: one running while the pieces appear (live), one started once they all
+        exist (its first scan must take them in piece order: versionsort alone puts in_1.1.pb
+        before in_1.pb)."""
         echo = self.echo()
         caps = os.path.join(self.tmp, "caps")
         os.mkdir(caps, 0o700)
         st = self.start(echo, listener_ts=capture_ts(os.path.join(caps, "in"),
                                                      extra=limits(rotate_bytes=16384)))
-        f = Follow(self, [caps])
+        live = Follow(self, [caps])
         request = os.urandom(64 * 1024)
         self.assertEqual(PingPong(self.port, request).got, request)
-        # the last piece's end: its FINs (after the grace in which a next piece could continue)
-        self.assertTrue(f.wait(lambda s: pcap_fins(bytes(s.data)) == 2), f.stderr())
-        self.assertEqual(f.stop(), 0, f.stderr())
+        wait_until(lambda: self.stat(st, "capture.files_opened") == len(os.listdir(caps)), timeout=20)
+        late = Follow(self, [caps])
+        for name, f in (("live", live), ("late", late)):
+            with self.subTest(follower=name):
+                # the last piece's end: its FINs (after the grace in which a next piece could
+                # continue the flow)
+                self.assertTrue(f.wait(lambda s: pcap_fins(bytes(s.data)) == 2), f.stderr())
+                self.assertEqual(f.stop(), 0, f.stderr())
+                out = os.path.join(self.tmp, name + ".pcap")
+                with open(out, "wb") as fh:
+                    fh.write(bytes(f.data))
+                syns = tshark(out, "-Y", "tcp.flags.syn==1 && tcp.flags.ack==0").splitlines()
+                self.assertEqual(len(syns), 1, syns)
+                self.assertEqual(set(tshark(out, "-T", "fields", "-e", "tcp.stream").split()), {"0"})
+                self.assertEqual(follow_raw(out), (request, request))
+                self.assertIn("1 connection", f.stderr())
         self.assertEqual(st.stop(), 0)
         self.assertGreaterEqual(len(os.listdir(caps)), 4)
-        out = os.path.join(self.tmp, "followed.pcap")
-        with open(out, "wb") as fh:
-            fh.write(bytes(f.data))
-        syns = tshark(out, "-Y", "tcp.flags.syn==1 && tcp.flags.ack==0").splitlines()
-        self.assertEqual(len(syns), 1, syns)
-        self.assertEqual(set(tshark(out, "-T", "fields", "-e", "tcp.stream").split()), {"0"})
-        self.assertEqual(follow_raw(out), (request, request))
-        self.assertIn("1 connection", f.stderr())
 
 
 class RotateTlsWireTest(T.TlsBase):
