@@ -174,13 +174,27 @@ static int close_output(struct trace_out *o, FILE *f, const char *opath, int rc)
     return 0;
 }
 
+/* The end of a run over R: RC (the last result) and unknown fields reported, R freed. Returns
+ * the exit status (0 or 1). */
+static int reader_done(struct trace_reader *r, int rc, bool allow_unknown)
+{
+    int status = 0;
+    if (rc < 0) {
+        fprintf(stderr, "socktap-trace: %s\n", rc == -EIO ? strerror(EIO) : trace_reader_error(r));
+        status = 1;
+    }
+    if (trace_reader_report_unknown(r, "socktap-trace", allow_unknown, stderr))
+        status = 1;
+    trace_reader_free(r);
+    return status;
+}
+
 /* cat of one trace: DIR's bytes to stdout. Returns the exit status (0 or 1, reported). */
 static int cat_one(const char *path, const struct trace_reader_opts *opts, int dir,
                    bool allow_unknown)
 {
     struct trace_reader *r;
     struct trace_event ev;
-    int status = 0;
     int rc = trace_reader_open_path(path, opts, &r);
     if (rc) {
         fprintf(stderr, "socktap-trace: %s: %s\n", path, strerror(-rc));
@@ -193,14 +207,7 @@ static int cat_one(const char *path, const struct trace_reader_opts *opts, int d
             break;
         }
     }
-    if (rc < 0) {
-        fprintf(stderr, "socktap-trace: %s\n", rc == -EIO ? strerror(EIO) : trace_reader_error(r));
-        status = 1;
-    }
-    if (trace_reader_report_unknown(r, "socktap-trace", allow_unknown, stderr))
-        status = 1;
-    trace_reader_free(r);
-    return status;
+    return reader_done(r, rc, allow_unknown);
 }
 
 struct cat_piece {
@@ -355,16 +362,19 @@ int main(int argc, char **argv)
                      argv[optind + 1]);
     if (!dump && !convert && dir < 0)
         return usage("cat: --direction read|write is required");
-    if (!dump && !convert && optind != argc - 1 && !opath && !force && !to) {
-        int status = cat_pieces(argv + optind, argc - optind, &opts, dir, allow_unknown);
-        return fflush(stdout) != 0 ? 1 : status;
-    }
+
     if (convert && !to)
         return usage("convert: --to FORMAT is required (" TO_NAMES ")");
     if (convert && parse_to(to, &ecfg))
         return usage("--to: expected " TO_NAMES ", got '%s'", to);
     if (!convert && (opath || force || to))
         return usage("%s: --to, --output and --force belong to convert", cmd);
+    if (!dump && !convert) {
+        int status = argc - optind == 1
+                         ? cat_one(argv[optind], &opts, dir, allow_unknown)
+                         : cat_pieces(argv + optind, argc - optind, &opts, dir, allow_unknown);
+        return fflush(stdout) != 0 ? 1 : status;
+    }
     if (!opath)
         opath = "-";
     const char *path = argv[optind];
@@ -387,22 +397,10 @@ int main(int argc, char **argv)
         rc = convert_all(r, &ecfg, out_f);
         goto done;
     }
-    while ((rc = trace_reader_next(r, &ev, NULL)) == 1) {
-        if (!dump && (int)ev.dir == dir && ev.len &&
-            fwrite(ev.iov[0].iov_base, 1, ev.len, stdout) != ev.len) {
-            rc = -EIO;
-            break;
-        }
-    }
+    while ((rc = trace_reader_next(r, &ev, NULL)) == 1)
+        ; /* dump: the reader echoes each event */
 done:;
-    int status = 0;
-    if (rc < 0) {
-        fprintf(stderr, "socktap-trace: %s\n", rc == -EIO ? strerror(EIO) : trace_reader_error(r));
-        status = 1;
-    }
-    if (trace_reader_report_unknown(r, "socktap-trace", allow_unknown, stderr))
-        status = 1;
-    trace_reader_free(r);
+    int status = reader_done(r, rc, allow_unknown);
     if (convert && close_output(&out, out_f, opath, status ? -EIO : 0))
         status = 1;
     if (fflush(stdout) != 0)

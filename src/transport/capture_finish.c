@@ -86,7 +86,7 @@ int capture_finish_move(const char *path, const char *dir, const char *ext, char
     return -EEXIST;
 }
 
-static void finish_count(const struct capture_finish_stats *st, stat_id id)
+void capture_finish_count(const struct capture_finish_stats *st, stat_id id)
 {
     if (!st->has_stats)
         return;
@@ -107,7 +107,7 @@ void capture_finish_file(const struct capture_limits *l, const struct capture_fi
         bool renamed;
         int rc = capture_finish_move(path, l->finished_dir, ext, final, sizeof(final), &renamed);
         if (rc) {
-            finish_count(st, st->finished_move_failed);
+            capture_finish_count(st, st->finished_move_failed);
             if (!g_move_failing)
                 LOGE(conn_id,
                      "%s: cannot move %s into %s: %s; it stays where it is (until a move "
@@ -123,7 +123,7 @@ void capture_finish_file(const struct capture_limits *l, const struct capture_fi
                 LOGW(conn_id, "%s: %s/%s exists (left untouched); %s moved to %s instead", kind,
                      l->finished_dir, strrchr(path, '/') ? strrchr(path, '/') + 1 : path, path,
                      final);
-            finish_count(st, st->finished_moved);
+            capture_finish_count(st, st->finished_moved);
             at = final;
         }
     }

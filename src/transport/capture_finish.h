@@ -30,6 +30,11 @@ struct capture_finish_stats {
 void capture_finish_register_stats(struct capture_finish_stats *st, const char *owner,
                                    const char *kind) __attribute__((nonnull(1, 3)));
 
+/* Adds one to ST's stat ID (nothing when ST has no stats) from a helper thread (the writer or
+ * the hook runner, bound to the main thread's slot for stats only they update). */
+void capture_finish_count(const struct capture_finish_stats *st, stat_id id)
+    __attribute__((nonnull));
+
 /* True when L asks for anything at a file's end (finished_dir or on_finished). L may be NULL. */
 bool capture_finish_wanted(const struct capture_limits *l);
 

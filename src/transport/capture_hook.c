@@ -49,29 +49,19 @@ struct hook_child {
 
 static struct {
     pthread_mutex_t lock;
-    pthread_cond_t idle;
     struct hook_job *head, *tail;
-    size_t queued, running; /* under lock */
+    size_t queued; /* under lock */
     int wake_fd;
     bool started, stop;
     pthread_t thread;
     bool skipping; /* caller (writer) thread only: a skip was logged */
-} g_hook = {.lock = PTHREAD_MUTEX_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER, .wake_fd = -1};
+} g_hook = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake_fd = -1};
 
 static uint64_t hook_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void hook_count(const struct capture_finish_stats *st, stat_id id)
-{
-    if (!st->has_stats)
-        return;
-    if (!stats_tls)
-        stats_bind_aux_thread();
-    stats_inc(id);
 }
 
 static void hook_wake(void)
@@ -157,16 +147,16 @@ static void hook_reaped(struct hook_child *c, int status)
     struct hook_job *job = c->job;
     char what[96];
     if (c->signals) {
-        hook_count(job->st, job->st->hook_timeout);
+        capture_finish_count(job->st, job->st->hook_timeout);
         snprintf(what, sizeof(what), "still running after its timeout, killed");
         hook_failed(job, what);
     } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        hook_count(job->st, job->st->hook_ok);
+        capture_finish_count(job->st, job->st->hook_ok);
         if (t_failing)
             LOGI(job->conn_id, "%s: on_finished hooks succeed again", job->kind);
         t_failing = false;
     } else {
-        hook_count(job->st, job->st->hook_failed);
+        capture_finish_count(job->st, job->st->hook_failed);
         if (WIFEXITED(status))
             snprintf(what, sizeof(what), "exit status %d", WEXITSTATUS(status));
         else
@@ -211,7 +201,7 @@ static void *hook_main(void *arg)
             while (g_hook.head) {
                 struct hook_job *job = g_hook.head;
                 g_hook.head = job->next;
-                hook_count(job->st, job->st->hook_skipped);
+                capture_finish_count(job->st, job->st->hook_skipped);
                 kind = job->kind;
                 skipped++;
                 free(job);
@@ -234,22 +224,17 @@ static void *hook_main(void *arg)
             if (!g_hook.head)
                 g_hook.tail = NULL;
             g_hook.queued--;
-            g_hook.running++;
             pthread_mutex_unlock(&g_hook.lock);
             int rc = hook_spawn(job, &run[nrun], timeout_ms);
             if (rc) {
-                hook_count(job->st, job->st->hook_failed);
+                capture_finish_count(job->st, job->st->hook_failed);
                 hook_failed(job, strerror(-rc));
                 free(job);
             } else {
                 nrun++;
             }
             pthread_mutex_lock(&g_hook.lock);
-            if (rc)
-                g_hook.running--;
         }
-        if (!g_hook.queued && !nrun)
-            pthread_cond_broadcast(&g_hook.idle);
         pthread_mutex_unlock(&g_hook.lock);
         if (stopping && !nrun)
             break;
@@ -281,9 +266,6 @@ static void *hook_main(void *arg)
             if (p == run[i].pid || (p < 0 && errno == ECHILD)) {
                 hook_reaped(&run[i], p < 0 ? 0 : status);
                 run[i] = run[--nrun];
-                pthread_mutex_lock(&g_hook.lock);
-                g_hook.running--;
-                pthread_mutex_unlock(&g_hook.lock);
                 continue;
             }
             if (run[i].deadline_ms <= now)
@@ -341,21 +323,13 @@ void capture_hook_run(char *const *argv, const char *path, const struct capture_
 err_free_job:
     free(job);
 err_skip:
-    hook_count(st, st->hook_skipped);
+    capture_finish_count(st, st->hook_skipped);
     if (!g_hook.skipping)
         LOGW(conn_id,
              "%s: on_finished for %s skipped: %s (%d running, %d queued at most; until one is "
              "queued again, further skips are only counted in %s.hook_skipped)",
              kind, path, why, CAPTURE_HOOK_MAX_RUNNING, CAPTURE_HOOK_MAX_QUEUED, kind);
     g_hook.skipping = true;
-}
-
-void capture_hook_sync(void)
-{
-    pthread_mutex_lock(&g_hook.lock);
-    while (g_hook.started && (g_hook.queued || g_hook.running))
-        pthread_cond_wait(&g_hook.idle, &g_hook.lock);
-    pthread_mutex_unlock(&g_hook.lock);
 }
 
 void capture_hook_shutdown(void)
@@ -372,8 +346,6 @@ void capture_hook_shutdown(void)
     pthread_mutex_lock(&g_hook.lock);
     g_hook.started = false;
     g_hook.stop = false;
-    g_hook.running = 0;
-    pthread_cond_broadcast(&g_hook.idle);
     pthread_mutex_unlock(&g_hook.lock);
     close(g_hook.wake_fd);
     g_hook.wake_fd = -1;

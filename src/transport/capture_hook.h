@@ -36,7 +36,4 @@ void capture_hook_run(char *const *argv, const char *path, const struct capture_
  * by capture_writer_shutdown once the writer has stopped (nothing queues hooks after it). */
 void capture_hook_shutdown(void);
 
-/* Blocks until no hook is queued or running (tests). */
-void capture_hook_sync(void);
-
 #endif

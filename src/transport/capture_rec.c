@@ -54,6 +54,13 @@
 #define CAPTURE_EVENT_SLACK     4096 /* encoding overhead of one event, generously */
 #define CAPTURE_ROTATE_CHECK_MS 250
 
+/* A recorder's place on each of its worker's lists: the flush tick's and the rotation check's. */
+enum capture_list { CAPTURE_LIST_TICK, CAPTURE_LIST_ROT, CAPTURE_LISTS };
+struct capture_link {
+    struct capture_rec *prev, *next;
+    bool listed;
+};
+
 struct capture_rec {
     const struct capture_cfg *cfg;
     uint64_t conn_id;
@@ -63,9 +70,8 @@ struct capture_rec {
     struct tbuf buf;
     size_t buf_events; /* events in buf, counted as dropped if buf is refused */
     struct capture_wfile *file;
-    struct event_base *loop;                   /* the worker's loop (flush tick) */
-    struct capture_rec *tick_prev, *tick_next; /* on this worker's flush list */
-    bool tick_queued;
+    struct event_base *loop;                  /* the worker's loop (flush tick) */
+    struct capture_link links[CAPTURE_LISTS]; /* on this worker's lists */
     bool handed_over; /* the writer has a job for the file (it creates it) */
     bool bulk;        /* the last hand-over was large: encode into pool buffers */
     bool opened;
@@ -75,8 +81,6 @@ struct capture_rec {
     uint64_t piece_bytes;    /* encoded bytes of the current piece */
     uint64_t piece_start_ms; /* CLOCK_MONOTONIC when the current piece started */
     size_t piece_events;
-    struct capture_rec *rot_prev, *rot_next; /* on this worker's rotation list */
-    bool rot_listed;
 };
 
 static void capture_addr(const struct sockaddr_storage *ss, socklen_t len, struct trace_addr *out)
@@ -99,18 +103,32 @@ struct capture_tick {
 };
 static __thread struct capture_tick t_tick;
 
+/* R onto / off list K starting at *FIRST. */
+static void capture_list_add(struct capture_rec **first, struct capture_rec *r, enum capture_list k)
+{
+    r->links[k] = (struct capture_link){.next = *first, .listed = true};
+    if (*first)
+        (*first)->links[k].prev = r;
+    *first = r;
+}
+
+static void capture_list_del(struct capture_rec **first, struct capture_rec *r, enum capture_list k)
+{
+    struct capture_link *l = &r->links[k];
+    if (!l->listed)
+        return;
+    if (l->prev)
+        l->prev->links[k].next = l->next;
+    else
+        *first = l->next;
+    if (l->next)
+        l->next->links[k].prev = l->prev;
+    *l = (struct capture_link){0};
+}
+
 static void capture_tick_unlink(struct capture_rec *r)
 {
-    if (!r->tick_queued)
-        return;
-    if (r->tick_prev)
-        r->tick_prev->tick_next = r->tick_next;
-    else
-        t_tick.first = r->tick_next;
-    if (r->tick_next)
-        r->tick_next->tick_prev = r->tick_prev;
-    r->tick_prev = r->tick_next = NULL;
-    r->tick_queued = false;
+    capture_list_del(&t_tick.first, r, CAPTURE_LIST_TICK);
 }
 
 static void capture_flush(struct capture_rec *r);
@@ -127,7 +145,7 @@ static void capture_tick_cb(evutil_socket_t fd, short what, void *arg)
 /* Makes sure R's buffer is handed over within CAPTURE_FLUSH_MS. */
 static void capture_tick_queue(struct capture_rec *r)
 {
-    if (r->tick_queued)
+    if (r->links[CAPTURE_LIST_TICK].listed)
         return;
     if (!t_tick.ev && r->loop)
         t_tick.ev = evtimer_new(r->loop, capture_tick_cb, NULL);
@@ -135,12 +153,7 @@ static void capture_tick_queue(struct capture_rec *r)
         capture_flush(r); /* no timer: flush now rather than hold events */
         return;
     }
-    r->tick_prev = NULL;
-    r->tick_next = t_tick.first;
-    if (t_tick.first)
-        t_tick.first->tick_prev = r;
-    t_tick.first = r;
-    r->tick_queued = true;
+    capture_list_add(&t_tick.first, r, CAPTURE_LIST_TICK);
     if (!evtimer_pending(t_tick.ev, NULL)) {
         static const struct timeval tv = {.tv_sec = 0, .tv_usec = CAPTURE_FLUSH_MS * 1000};
         evtimer_add(t_tick.ev, &tv);
@@ -164,16 +177,9 @@ static __thread struct capture_rot t_rot;
 
 static void capture_rot_unlink(struct capture_rec *r)
 {
-    if (!r->rot_listed)
+    if (!r->links[CAPTURE_LIST_ROT].listed)
         return;
-    if (r->rot_prev)
-        r->rot_prev->rot_next = r->rot_next;
-    else
-        t_rot.first = r->rot_next;
-    if (r->rot_next)
-        r->rot_next->rot_prev = r->rot_prev;
-    r->rot_prev = r->rot_next = NULL;
-    r->rot_listed = false;
+    capture_list_del(&t_rot.first, r, CAPTURE_LIST_ROT);
     if (!t_rot.first && t_rot.ev)
         event_del(t_rot.ev);
 }
@@ -186,7 +192,7 @@ static void capture_rot_cb(evutil_socket_t fd, short what, void *arg)
     uint64_t now = capture_now_ms();
     struct capture_rec *next;
     for (struct capture_rec *r = t_rot.first; r; r = next) {
-        next = r->rot_next; /* R may leave the list (a stop) */
+        next = r->links[CAPTURE_LIST_ROT].next; /* R may leave the list (a stop) */
         if (r->file && r->piece_events && now - r->piece_start_ms >= r->cfg->limits.rotate_ms)
             capture_piece_end(r);
     }
@@ -194,7 +200,7 @@ static void capture_rot_cb(evutil_socket_t fd, short what, void *arg)
 
 static void capture_rot_link(struct capture_rec *r)
 {
-    if (r->rot_listed || !r->cfg->limits.rotate_ms || !r->loop)
+    if (r->links[CAPTURE_LIST_ROT].listed || !r->cfg->limits.rotate_ms || !r->loop)
         return;
     if (!t_rot.ev && !(t_rot.ev = event_new(r->loop, -1, EV_PERSIST, capture_rot_cb, NULL)))
         return; /* ages are still checked at each event */
@@ -202,12 +208,7 @@ static void capture_rot_link(struct capture_rec *r)
         static const struct timeval tv = {.tv_sec = 0, .tv_usec = CAPTURE_ROTATE_CHECK_MS * 1000};
         event_add(t_rot.ev, &tv);
     }
-    r->rot_prev = NULL;
-    r->rot_next = t_rot.first;
-    if (t_rot.first)
-        t_rot.first->rot_prev = r;
-    t_rot.first = r;
-    r->rot_listed = true;
+    capture_list_add(&t_rot.first, r, CAPTURE_LIST_ROT);
 }
 
 /* True when CFG's traces rotate (capture_rec.c's top says why v3 buffered ones do not). */

@@ -17,6 +17,7 @@ import time
 import harness
 from test_capture import (CaptureBase, Upstream, exchange, joined, parse_length_delimited,
                           parse_v2_trace, parse_v3_wrapper, tap_ts, capture_ts)
+from test_capture2pcap import follow_raw, tshark
 from test_compression import decompress
 from test_faults import wait_until
 import test_tls as T
@@ -40,31 +41,6 @@ def piece_no(path):
 
 def pieces(pattern):
     return sorted(glob.glob(pattern), key=piece_no)
-
-
-def tshark(pcap, *args):
-    r = subprocess.run(["tshark", "-r", pcap, *args], capture_output=True, timeout=300)
-    if r.returncode:
-        raise AssertionError("tshark failed: %s" % r.stderr.decode(errors="replace"))
-    return r.stdout.decode()
-
-
-def follow_raw(pcap):
-    """`tshark -z follow,tcp,raw,0` -> (bytes from the first sender, bytes from the other)."""
-    out = tshark(pcap, "-q", "-z", "follow,tcp,raw,0")
-    a, b = bytearray(), bytearray()
-    started = False
-    for line in out.splitlines():
-        if line.startswith("Node 1:"):
-            started = True
-            continue
-        if not started or line.startswith("====="):
-            continue
-        if line.startswith("\t"):
-            b += bytes.fromhex(line.strip())
-        elif line.strip():
-            a += bytes.fromhex(line.strip())
-    return bytes(a), bytes(b)
 
 
 def pcap_fins(data):
@@ -343,9 +319,10 @@ class RotateTest(CaptureBase):
             # while the connection is open: its finished pieces are in done/, the open one not
             wait_until(lambda: self.stat(st, "capture.finished_moved") >= 3, timeout=20)
             # (at most one piece is open: the next one starts with the next event)
+            # (listed in this order: a piece can move from the first listing to the second)
+            moved = os.listdir(done)
             open_now = glob.glob(prefix + "_*")
             self.assertLessEqual(len(open_now), 1, open_now)
-            moved = os.listdir(done)
             self.assertTrue(moved)
             for name in moved:  # every file in done/ is a whole trace
                 with open(os.path.join(done, name), "rb") as fh:
