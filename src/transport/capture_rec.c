@@ -30,7 +30,8 @@
  * every piece's queued bytes (a closed piece may still be queued). v3 buffered traces do not
  * rotate: they are one message written at the close, bounded by max_buffered_rx/tx, and
  * rotating them would give each piece its own max_buffered budget, which is not what Envoy's
- * buffered mode means. */
+ * buffered mode means. Cost measured (256 MiB upload into /dev/shm, socktap cpu-s): 0.25 without
+ * rotation, 0.24 with 64 MiB pieces, 0.33 with 1 MiB pieces (252 files). */
 #include "transport/capture_rec.h"
 
 #include <errno.h>
