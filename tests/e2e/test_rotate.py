@@ -355,6 +355,25 @@ class RotateTest(CaptureBase):
                 reads += joined(parse_v2_trace(fh.read())[1], "read")
         self.assertEqual(reads, request)
 
+    def test_restart_continues_ids_above_finished_dir(self):
+        """Finished traces leave the prefix's directory: a restart must not reuse their ids
+        (which would make every move a clash)."""
+        done = os.path.join(self.tmp, "done")
+        os.mkdir(done, 0o700)
+        prefix = os.path.join(self.tmp, "r")
+        for run, conns in ((1, 2), (2, 1)):
+            up = Upstream(b"ok", conns=conns)
+            st = self.start(up.port, listener_ts=capture_ts(prefix, extra=limits(
+                finished_dir='"%s"' % done)))
+            for _ in range(conns):
+                Chatty(self.port, b"q")
+            up.join()
+            wait_until(lambda: self.stat(st, "capture.finished_moved") == conns, timeout=20)
+            self.assertEqual(st.stop(), 0)
+            self.assertNotIn("left untouched", st.logtext())
+        self.assertIn("connection ids continue above it", st.logtext())
+        self.assertEqual(sorted(os.listdir(done)), ["r_1.pb", "r_2.pb", "r_3.pb"])
+
     def test_failing_and_hanging_hooks_are_counted_and_killed(self):
         hook, log = self.hook()
         for mode in ("fail", "hang"):
