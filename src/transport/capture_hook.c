@@ -129,8 +129,6 @@ static int hook_spawn(struct hook_job *job, struct hook_child *c, uint64_t timeo
                              .pidfd = pidfd_open(pid, 0),
                              .deadline_ms = hook_now_ms() + timeout_ms,
                              .job = job};
-    if (c->pidfd >= 0)
-        fcntl(c->pidfd, F_SETFD, FD_CLOEXEC); /* pidfd_open sets it; said for the reader */
 
 out_destroy_attr:
     posix_spawnattr_destroy(&attr);
