@@ -176,6 +176,14 @@ class RotateTest(CaptureBase):
         self.assertEqual(writes, response)
         r = trace_tool("cat", "--direction", "write", *reversed(files))
         self.assertEqual((r.returncode, r.stdout), (0, response), r.stderr)
+        # convert over the pieces (any order): one whole trace of the connection
+        whole = os.path.join(self.tmp, "whole.pb")
+        r = trace_tool("convert", "--to", "v2-binary", "-o", whole, *reversed(files))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(whole, "rb") as fh:
+            wconn, wevents = parse_v2_trace(fh.read())
+        self.assertEqual(wconn, conns[0])
+        self.assertEqual((joined(wevents, "read"), joined(wevents, "write")), (request, response))
         self.assertTrue(all(x == conns[0] for x in conns), conns)
         self.assertTrue(files[0].endswith("_%d.pb" % conns[0]["id"]))
         self.assertEqual(conns[0]["remote"], c.me)
@@ -354,6 +362,13 @@ class RotateTest(CaptureBase):
             with open(f, "rb") as fh:
                 reads += joined(parse_v2_trace(fh.read())[1], "read")
         self.assertEqual(reads, request)
+        # pieces of two connections are no one trace: convert says so and writes nothing
+        other = [f for f in finished if os.path.basename(f).startswith("in_2.")]
+        out = os.path.join(self.tmp, "mixed.pb")
+        r = trace_tool("convert", "--to", "v2-binary", "-o", out, first[0], *other)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"takes the pieces of one rotated trace", r.stderr)
+        self.assertFalse(os.path.exists(out))
 
     def test_restart_continues_ids_above_finished_dir(self):
         """Finished traces leave the prefix's directory: a restart must not reuse their ids
