@@ -55,6 +55,7 @@ static void capture_register_stats(struct capture_cfg *cfg, const char *owner)
     s->write_errors = stats_registerf(STAT_COUNTER, "%s.%s.write_errors", o, cfg->kind);
     s->truncated = stats_registerf(STAT_COUNTER, "%s.%s.truncated", o, cfg->kind);
     s->backpressure = stats_registerf(STAT_COUNTER, "%s.%s.backpressure", o, cfg->kind);
+    capture_finish_register_stats(&cfg->fstats, owner, cfg->kind);
 }
 
 /* Traces hold decrypted traffic: a directory anyone may write to without the sticky bit lets
@@ -232,6 +233,19 @@ static int limits_finished_dir(struct ts_parse_ctx *ctx, const struct cfg_node *
                          "'%s' is on another filesystem than the traces' directory '%s': finished "
                          "traces are moved with rename(2), which cannot cross filesystems",
                          s, dir);
+    /* finished traces leave the prefix's directory: a restart continues after them too */
+    char fprefix[4096];
+    const char *slash = strrchr(cfg->path_prefix, '/');
+    uint64_t highest;
+    int len = snprintf(fprefix, sizeof(fprefix), "%s/%s", s, slash ? slash + 1 : cfg->path_prefix);
+    if (len > 0 && (size_t)len < sizeof(fprefix) && !capture_highest_id(fprefix, &highest) &&
+        highest) {
+        conn_id_reserve(highest);
+        LOGI(0,
+             "capture: %s already holds finished traces up to _%" PRIu64
+             "; connection ids continue above it",
+             s, highest);
+    }
     return (*out = strdup(s)) ? 0 : -ENOMEM;
 }
 
