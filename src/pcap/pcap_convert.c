@@ -167,14 +167,13 @@ static int pcap_piece_cmp(const void *pa, const void *pb)
 }
 
 /* Chains the pieces of each rotated connection among the N inputs of ORDER (sorted here; the
- * caller sorts it again for the merge). A connection without an id (0) is never chained: ids
- * are what socktap writes, and two id-less traces with the same addresses are not one. */
+ * caller sorts it again for the merge). Only chainable connections (pcap_conn_chainable). */
 static void pcap_chain_pieces(struct pcap_input **order, size_t n)
 {
     qsort(order, n, sizeof(*order), pcap_piece_cmp);
     for (size_t i = 1; i < n; i++) {
         struct pcap_input *a = order[i - 1], *b = order[i];
-        if (a->first_conn.id && !pcap_piece_key_cmp(a, b) && !pcap_is_stdin(a))
+        if (pcap_conn_chainable(&a->first_conn) && !pcap_piece_key_cmp(a, b) && !pcap_is_stdin(a))
             a->next_piece = b;
     }
 }

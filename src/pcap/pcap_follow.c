@@ -220,13 +220,13 @@ static void follow_forget(struct follow *fl, struct follow_file *f)
 
 static int64_t follow_now_ms(void);
 
-/* F's trace ends without a `closed` event: its flows that have a connection id wait in
+/* F's trace ends without a `closed` event: its chainable flows (pcap_conn_chainable) wait in
  * FL->parked for a next piece instead of being finished now. */
 static void follow_park(struct follow *fl, struct follow_file *f)
 {
     struct pcap_input *in = &f->in;
     for (size_t i = 0; i < in->nflows;) {
-        if (!in->flows[i].conn.id || !in->flows[i].flow.opened) {
+        if (!pcap_conn_chainable(&in->flows[i].conn) || !in->flows[i].flow.opened) {
             i++;
             continue;
         }

@@ -323,3 +323,8 @@ int pcap_input_interface(struct pcap_input *in, struct pcap_writer *w, struct pc
     o->v[o->n++].ifindex = in->ifindex;
     return 0;
 }
+
+bool pcap_conn_chainable(const struct trace_conn *c)
+{
+    return c->id || (c->local.present && c->remote.present);
+}

@@ -121,4 +121,9 @@ int pcap_input_interface(struct pcap_input *in, struct pcap_writer *w, struct pc
 
 void pcap_owners_free(struct pcap_owners *o) __attribute__((nonnull));
 
+/* True when a trace of connection C may be a piece of a rotated trace and continue another
+ * piece with the same connection: C has an id, or (ids start at 0, which proto3 leaves out)
+ * both addresses, so two traces that merely lack an id are never joined. */
+bool pcap_conn_chainable(const struct trace_conn *c) __attribute__((nonnull));
+
 #endif

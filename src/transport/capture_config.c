@@ -236,15 +236,14 @@ static int limits_finished_dir(struct ts_parse_ctx *ctx, const struct cfg_node *
     /* finished traces leave the prefix's directory: a restart continues after them too */
     char fprefix[4096];
     const char *slash = strrchr(cfg->path_prefix, '/');
-    uint64_t highest;
+    uint64_t next;
     int len = snprintf(fprefix, sizeof(fprefix), "%s/%s", s, slash ? slash + 1 : cfg->path_prefix);
-    if (len > 0 && (size_t)len < sizeof(fprefix) && !capture_highest_id(fprefix, &highest) &&
-        highest) {
-        conn_id_reserve(highest);
-        LOGI(0,
+    if (len > 0 && (size_t)len < sizeof(fprefix) && !capture_next_free_id(fprefix, &next) && next) {
+        conn_id_reserve(next - 1);
+        LOGI(LOG_NO_CONN,
              "capture: %s already holds finished traces up to _%" PRIu64
              "; connection ids continue above it",
-             s, highest);
+             s, next - 1);
     }
     return (*out = strdup(s)) ? 0 : -ENOMEM;
 }

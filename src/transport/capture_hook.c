@@ -68,7 +68,7 @@ static void hook_wake(void)
 {
     uint64_t one = 1;
     if (write(g_hook.wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-        LOGE(0, "capture: cannot wake the on_finished thread: %s", strerror(errno));
+        LOGE(LOG_NO_CONN, "capture: cannot wake the on_finished thread: %s", strerror(errno));
 }
 
 /* Hook thread only: a failure (exit status, timeout, spawn error) was logged and no hook has
@@ -207,7 +207,7 @@ static void *hook_main(void *arg)
             g_hook.tail = NULL;
             g_hook.queued = 0;
             if (skipped)
-                LOGW(0,
+                LOGW(LOG_NO_CONN,
                      "%s: shutting down: %zu queued on_finished hook(s) skipped (counted in "
                      "hook_skipped)",
                      kind, skipped);
@@ -251,11 +251,11 @@ static void *hook_main(void *arg)
         if (no_pidfd && (wait_ms < 0 || wait_ms > 100))
             wait_ms = 100; /* without pidfds, poll the children */
         if (poll(pfd, nrun + 1, wait_ms) < 0 && errno != EINTR)
-            LOGE(0, "capture: on_finished thread: poll: %s", strerror(errno));
+            LOGE(LOG_NO_CONN, "capture: on_finished thread: poll: %s", strerror(errno));
         if (pfd[0].revents & POLLIN) {
             uint64_t v;
             if (read(g_hook.wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-                LOGE(0, "capture: on_finished thread: read: %s", strerror(errno));
+                LOGE(LOG_NO_CONN, "capture: on_finished thread: read: %s", strerror(errno));
         }
         now = hook_now_ms();
         for (size_t i = 0; i < nrun;) {

@@ -16,7 +16,7 @@ import time
 
 import harness
 from test_capture import (CaptureBase, Upstream, exchange, joined, parse_length_delimited,
-                          parse_v2_trace, parse_v3_wrapper, tap_ts, capture_ts)
+                          parse_v2_trace, parse_v3_wrapper, tap_ts, capture_ts, FULL)
 from test_capture2pcap import follow_raw, tshark
 from test_compression import decompress
 from test_faults import wait_until
@@ -185,7 +185,7 @@ class RotateTest(CaptureBase):
         self.assertEqual(wconn, conns[0])
         self.assertEqual((joined(wevents, "read"), joined(wevents, "write")), (request, response))
         self.assertTrue(all(x == conns[0] for x in conns), conns)
-        self.assertTrue(files[0].endswith("_%d.pb" % conns[0]["id"]))
+        self.assertTrue(files[0].endswith("_%d.pb" % conns[0].get("id", 0)))  # proto3 omits an id of 0
         self.assertEqual(conns[0]["remote"], c.me)
 
         # capture2pcap merges them back: one flow, one handshake, one FIN per side
@@ -213,7 +213,7 @@ class RotateTest(CaptureBase):
         names = []
         for f in files:
             n = piece_no(f)
-            names.append(os.path.join(moved, "in_%d.3%s.pb" % (conns[0]["id"], ".%d" % n if n else "")))
+            names.append(os.path.join(moved, "in_%d.3%s.pb" % (conns[0].get("id", 0), ".%d" % n if n else "")))
             os.link(f, names[-1])
         out = os.path.join(self.tmp, "all.pcapng")
         r = subprocess.run([harness.tool("capture2pcap"), *names, out], capture_output=True, timeout=300)
@@ -267,7 +267,7 @@ class RotateTest(CaptureBase):
                     rc, data, err = decompress(f, comp)  # each piece is a whole stream
                     self.assertEqual(rc, 0, err)
                     conn, events = parse_v2_trace(data)
-                    self.assertTrue(events and conn["id"], f)
+                    self.assertTrue(events and "remote" in conn, f)  # its own connection record
                     reads += joined(events, "read")
                     writes += joined(events, "write")
                 self.assertEqual(reads, request)
@@ -280,7 +280,7 @@ class RotateTest(CaptureBase):
         # v3 tap, streamed, length-delimited: each piece is TraceWrappers with the connection
         request = os.urandom(64 * 1024)
         prefix = os.path.join(self.tmp, "tap")
-        ts = tap_ts(prefix, "PROTO_BINARY_LENGTH_DELIMITED", True) + limits(rotate_bytes=16384)
+        ts = tap_ts(prefix, "PROTO_BINARY_LENGTH_DELIMITED", True, rx=FULL, tx=FULL) + limits(rotate_bytes=16384)
         st = self.start(echo, listener_ts=ts)
         self.assertEqual(PingPong(self.port, request).got, request)
         self.assertEqual(st.stop(), 0)
@@ -354,7 +354,8 @@ class RotateTest(CaptureBase):
             self.assertEqual(fds, "0,1,2,3", "descriptors the hook got: " + fds)  # 3: listdir's
             self.assertEqual(own_group, "1")  # its own process group
         # the first connection's pieces, in order, hold the request
-        first = sorted((f for f in finished if os.path.basename(f).startswith("in_1.")),
+        ids = sorted({int(re.match(r"in_(\d+)", os.path.basename(f)).group(1)) for f in finished})
+        first = sorted((f for f in finished if os.path.basename(f).startswith("in_%d." % ids[0])),
                        key=piece_no)
         self.assertGreaterEqual(len(first), 4, finished)
         reads = b""
@@ -363,7 +364,7 @@ class RotateTest(CaptureBase):
                 reads += joined(parse_v2_trace(fh.read())[1], "read")
         self.assertEqual(reads, request)
         # pieces of two connections are no one trace: convert says so and writes nothing
-        other = [f for f in finished if os.path.basename(f).startswith("in_2.")]
+        other = [f for f in finished if os.path.basename(f).startswith("in_%d." % ids[1])]
         out = os.path.join(self.tmp, "mixed.pb")
         r = trace_tool("convert", "--to", "v2-binary", "-o", out, first[0], *other)
         self.assertEqual(r.returncode, 1)
@@ -376,6 +377,7 @@ class RotateTest(CaptureBase):
         done = os.path.join(self.tmp, "done")
         os.mkdir(done, 0o700)
         prefix = os.path.join(self.tmp, "r")
+        runs = []
         for run, conns in ((1, 2), (2, 1)):
             up = Upstream(b"ok", conns=conns)
             st = self.start(up.port, listener_ts=capture_ts(prefix, extra=limits(
@@ -386,8 +388,11 @@ class RotateTest(CaptureBase):
             wait_until(lambda: self.stat(st, "capture.finished_moved") == conns, timeout=20)
             self.assertEqual(st.stop(), 0)
             self.assertNotIn("left untouched", st.logtext())
+            runs.append(sorted(int(re.match(r"r_(\d+)\.pb$", n).group(1)) for n in os.listdir(done)
+                               if not any(int(re.match(r"r_(\d+)", n).group(1)) in r for r in runs)))
         self.assertIn("connection ids continue above it", st.logtext())
-        self.assertEqual(sorted(os.listdir(done)), ["r_1.pb", "r_2.pb", "r_3.pb"])
+        self.assertEqual([len(r) for r in runs], [2, 1], runs)
+        self.assertGreater(runs[1][0], max(runs[0]))  # the second run's id is above the first's
 
     def test_failing_and_hanging_hooks_are_counted_and_killed(self):
         hook, log = self.hook()
