@@ -19,6 +19,7 @@
 #include "transport/capture_rec.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
 #include "core/log.h"
 #include "core/sockaddr_text.h"
 #include "transport/capture_disk.h"
+#include "transport/capture_store.h"
 #include "transport/live_hub.h"
 
 #define CAPTURE_STACK_IOV   16
@@ -53,7 +55,12 @@ struct capture_rec {
     bool handed_over; /* the writer has a job for the file (it creates it) */
     bool bulk;        /* the last hand-over was large: encode into pool buffers */
     bool opened;
-    bool capturing; /* file open, capture not stopped */
+    bool capturing;       /* file open, capture not stopped */
+    bool await_create;    /* on_capture_failure reject: hold the traffic until the file exists */
+    bool cut;             /* max_trace_bytes ended the trace */
+    bool enc_buffered;    /* v3 buffered: bounded by max_buffered_rx/tx, not max_trace_bytes */
+    bool reject;          /* on_capture_failure reject and the trace could not be started */
+    uint64_t trace_bytes; /* encoded bytes of the trace so far (max_trace_bytes) */
 };
 
 static void capture_addr(const struct sockaddr_storage *ss, socklen_t len, struct trace_addr *out)
@@ -137,8 +144,9 @@ void capture_rec_stop(struct capture_rec *r, const char *why)
     if (!r->capturing)
         return;
     const struct capture_stats *st = &r->cfg->stats;
-    if (capture_wfile_create_failed(r->file)) {
-        /* not a truncation: the writer could not create the file (counted, logged there) */
+    if (capture_wfile_create_failed(r->file) || capture_wfile_budget(r->file)) {
+        /* not a truncation: the writer could not create the file, or the budget stopped it
+         * (counted, and logged once, there) */
         stats_add(st->events_dropped, (int64_t)r->buf_events);
     } else {
         const char *path = capture_wfile_path(r->file);
@@ -153,6 +161,73 @@ void capture_rec_stop(struct capture_rec *r, const char *why)
     r->capturing = false;
     capture_wfile_close(r->file);
     r->file = NULL;
+}
+
+/* Ends the trace: the closing bytes, the hand-over and the file's close. */
+static void capture_rec_end(struct capture_rec *r)
+{
+    /* Reserve first: a buffer just handed to the writer has no memory yet (data == NULL). */
+    if (r->capturing && (tbuf_reserve(&r->buf, 64) != 0 || trace_enc_end(r->enc, &r->buf) != 0))
+        capture_rec_stop(r, "out of memory");
+    capture_flush(r);
+    if (r->capturing) {
+        capture_wfile_close(r->file);
+        r->file = NULL;
+        r->capturing = false;
+    }
+}
+
+/* EV, encoded as the last ENCODED bytes of the buffer (from BEFORE), would take the trace past
+ * max_trace_bytes. v3 streamed: EV is encoded again with as much of its body as fits and
+ * Body.truncated set; v2alpha (and a v3 event with no room for any body): the trace ends at the
+ * previous whole event. Then the trace ends, the connection goes on uncaptured; counted, logged
+ * once until a connection is captured whole again. */
+static void capture_rec_limit(struct capture_rec *r, const struct trace_event *ev, size_t encoded,
+                              size_t before)
+{
+    const struct capture_cfg *cfg = r->cfg;
+    uint64_t max = cfg->limits.max_trace_bytes;
+    uint64_t room = max > r->trace_bytes ? max - r->trace_bytes : 0;
+    size_t overhead = encoded - ev->len + 2; /* + Body.truncated */
+    r->buf.len = before;
+    if (cfg->enc.schema == TRACE_SCHEMA_V3_TAP && ev->len > 0 && room > overhead &&
+        (ev->dir == TRACE_EV_READ || ev->dir == TRACE_EV_WRITE)) {
+        size_t keep = (size_t)(room - overhead), left = keep;
+        struct iovec stack[CAPTURE_STACK_IOV], *iov = stack;
+        int n = 0;
+        if (ev->iovcnt > CAPTURE_STACK_IOV)
+            iov = malloc((size_t)ev->iovcnt * sizeof(*iov));
+        for (int i = 0; iov && i < ev->iovcnt && left; i++, n++) {
+            iov[i] = ev->iov[i];
+            if (iov[i].iov_len > left)
+                iov[i].iov_len = left;
+            left -= iov[i].iov_len;
+        }
+        struct trace_event cut = *ev;
+        cut.iov = iov;
+        cut.iovcnt = n;
+        cut.len = keep;
+        cut.end_stream = false; /* the stream's end was not recorded */
+        cut.truncated = true;
+        if (iov && trace_enc_event(r->enc, &cut, &r->buf) == 0 && r->buf.len - before <= room) {
+            r->trace_bytes += r->buf.len - before;
+            stats_inc(cfg->stats.events);
+        } else {
+            r->buf.len = before;
+        }
+        if (iov != stack)
+            free(iov);
+    }
+    stats_inc(cfg->stats.limit_trace_bytes);
+    if (!__atomic_exchange_n(&cfg->rt->limit_logged, true, __ATOMIC_RELAXED))
+        LOGW(r->conn_id,
+             "%s: the trace reached max_trace_bytes (%" PRIu64 "): recording stops there, the "
+             "connection goes on uncaptured (further cuts are counted in %s.%s.limit_trace_bytes, "
+             "logged again after a connection is captured whole)",
+             cfg->kind, max, cfg->owner, cfg->kind);
+    r->cut = true;
+    live_end(r, true);
+    capture_rec_end(r);
 }
 
 /* Hands the encoded bytes to the writer (the buffer's memory moves with them). */
@@ -214,11 +289,23 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
     };
     if (live_hub_wanted(r->cfg->live))
         live_hub_publish(r->cfg->live, &r->conn, &ev);
-    if (capture_reserve(r, len + 64) != 0 || trace_enc_event(r->enc, &ev, &r->buf) != 0) {
+    if (capture_reserve(r, len + 64) != 0) {
         stats_inc(st->events_dropped);
         capture_rec_stop(r, "out of memory");
         return;
     }
+    size_t before = r->buf.len;
+    if (trace_enc_event(r->enc, &ev, &r->buf) != 0) {
+        stats_inc(st->events_dropped);
+        capture_rec_stop(r, "out of memory");
+        return;
+    }
+    uint64_t max = r->cfg->limits.max_trace_bytes;
+    if (max && r->trace_bytes + (r->buf.len - before) > max && !r->enc_buffered) {
+        capture_rec_limit(r, &ev, r->buf.len - before, before);
+        return;
+    }
+    r->trace_bytes += r->buf.len - before;
     stats_inc(st->events);
     r->buf_events++;
     if (r->buf.len >= CAPTURE_CHUNK_BYTES)
@@ -231,6 +318,8 @@ size_t capture_rec_room(const struct capture_rec *r)
 {
     if (!r->capturing)
         return SIZE_MAX;
+    if (r->await_create && !*capture_wfile_path(r->file) && !capture_wfile_failed(r->file))
+        return 0; /* on_capture_failure reject: nothing moves before the trace exists */
     size_t pending = capture_wfile_backlog(r->file) + r->buf.len;
     if (pending == 0)
         return SIZE_MAX;
@@ -276,11 +365,51 @@ void capture_rec_event_range(struct capture_rec *r, enum trace_dir dir, struct e
         free(iov);
 }
 
+int capture_rec_gate(struct capture_rec *r)
+{
+    if (r->reject)
+        return -EACCES;
+    if (!r->await_create)
+        return 0;
+    if (r->capturing && !*capture_wfile_path(r->file) && !capture_wfile_failed(r->file))
+        return -EAGAIN;
+    r->await_create = false;
+    if (!r->capturing || !capture_wfile_create_failed(r->file) || capture_wfile_budget(r->file))
+        return 0; /* created; or a budget skip, which follows the policy */
+    stats_inc(r->cfg->stats.rejected);
+    capture_rec_stop(r, "no trace file");
+    r->reject = true;
+    return -EACCES;
+}
+
+bool capture_rec_rejected(const struct capture_rec *r)
+{
+    return r->reject;
+}
+
+/* Whether a new connection of R's config is captured: the admin switch and the prefix's budget
+ * (capture_store.h) decide; a skip is counted, never logged (the state changes are). */
+static bool capture_rec_admitted(const struct capture_rec *r)
+{
+    const struct capture_cfg *cfg = r->cfg;
+    if (!__atomic_load_n(&cfg->rt->enabled, __ATOMIC_RELAXED)) {
+        stats_inc(cfg->stats.disabled_skipped);
+        return false;
+    }
+    if (cfg->store && !capture_store_admit(cfg->store)) {
+        stats_inc(cfg->stats.budget_skipped);
+        return false;
+    }
+    return true;
+}
+
 void capture_rec_open(struct capture_rec *r)
 {
     const struct capture_cfg *cfg = r->cfg;
     uint64_t id = r->conn_id;
     r->opened = true;
+    if (!capture_rec_admitted(r))
+        return;
     if (!r->conn.local.present && r->fd >= 0) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
@@ -291,12 +420,18 @@ void capture_rec_open(struct capture_rec *r)
                                 .bytes_written = cfg->stats.bytes_written,
                                 .write_errors = cfg->stats.write_errors,
                                 .files_opened = cfg->stats.files_opened,
-                                .files_failed = cfg->stats.files_failed};
+                                .files_failed = cfg->stats.files_failed,
+                                .budget_skipped = cfg->stats.budget_skipped,
+                                .budget = {.has_stats = true,
+                                           .budget_stopped = cfg->stats.budget_stopped,
+                                           .budget_deleted = cfg->stats.budget_deleted}};
     struct capture_wcreate wc = {.path_prefix = cfg->path_prefix,
                                  .ext = cfg->ext,
                                  .kind = cfg->kind,
                                  .failing = cfg->create_failing,
-                                 .comp = &cfg->comp};
+                                 .comp = &cfg->comp,
+                                 .store = cfg->store,
+                                 .owner = cfg->owner};
     int rc;
     if ((rc = trace_enc_new(&cfg->enc, &r->conn, &r->enc)))
         goto err;
@@ -305,6 +440,9 @@ void capture_rec_open(struct capture_rec *r)
     if ((rc = capture_wfile_open(&wc, id, cfg->max_backlog, &ws, &r->file)))
         goto err_free_enc;
     r->capturing = true;
+    r->trace_bytes = r->buf.len;
+    r->enc_buffered = cfg->enc.schema == TRACE_SCHEMA_V3_TAP && !cfg->enc.streaming;
+    r->await_create = cfg->limits.on_failure == CAPTURE_ON_FAILURE_REJECT;
     /* An empty file is no zstd stream (`zstd -d` refuses it): a compressed trace whose opening
      * bytes are none (v3 buffered: everything comes at close) starts with an empty frame, so
      * the file decodes, to an empty trace, until then. */
@@ -323,6 +461,10 @@ err:
     LOGE(id, "%s: cannot start a trace for prefix %s: %s; connection not captured", cfg->kind,
          cfg->path_prefix, strerror(-rc));
     stats_inc(cfg->stats.files_failed);
+    if (cfg->limits.on_failure == CAPTURE_ON_FAILURE_REJECT) {
+        stats_inc(cfg->stats.rejected);
+        r->reject = true;
+    }
 }
 
 bool capture_rec_opened(const struct capture_rec *r)
@@ -358,15 +500,11 @@ void capture_rec_finish(struct capture_rec *r, bool closed_event)
         live_end(r, false); /* else the closed event below reaches the viewers itself */
     if (closed_event && r->cfg->enc.schema == TRACE_SCHEMA_V3_TAP)
         capture_rec_event(r, TRACE_EV_CLOSED, NULL, 0, 0, false);
-    /* Reserve first: a buffer just handed to the writer has no memory yet (data == NULL). */
-    if (r->capturing && (tbuf_reserve(&r->buf, 64) != 0 || trace_enc_end(r->enc, &r->buf) != 0))
-        capture_rec_stop(r, "out of memory");
-    capture_flush(r);
-    if (r->capturing) {
-        capture_wfile_close(r->file);
-        r->file = NULL;
-        r->capturing = false;
-    }
+    /* a trace captured whole under max_trace_bytes: the next cut is a new state, logged */
+    if (r->capturing && r->cfg->limits.max_trace_bytes &&
+        __atomic_load_n(&r->cfg->rt->limit_logged, __ATOMIC_RELAXED))
+        __atomic_store_n(&r->cfg->rt->limit_logged, false, __ATOMIC_RELAXED);
+    capture_rec_end(r);
 }
 
 int capture_rec_new(const struct capture_cfg *cfg, const struct ts_conn_info *info,
