@@ -1,0 +1,405 @@
+"""Capture budgets end to end (socktap_limits, docs/capture.md "Budgets and retention"):
+max_trace_bytes (v2 whole events, v3 truncated body), max_total_bytes with stop_new and
+delete_oldest, max_files, min_free_bytes on a small tmpfs, on_capture_failure proxy/reject,
+GET /captures and POST /capture/{listener|cluster}/NAME.
+
+Connections run one after the other and each waits until the writer has closed its trace
+(GET /captures shows no open trace), so what the budget saw is known exactly: no timing in any
+assertion. Volumes stay small (tens of KB per connection) for the sanitizer build.
+"""
+import glob
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import harness
+from harness import tool
+from test_capture import (CaptureBase, Upstream, capture_ts, exchange, parse_length_delimited,
+                          parse_v3_wrapper, stream_v2_events, tap_ts)
+
+PAYLOAD = bytes(range(256)) * 234  # 59904 bytes: one read event each, whatever the chunking
+
+
+def limits(indent=6, **kv):
+    """A socktap_limits block for capture_ts's EXTRA (at the config's level)."""
+    body = ", ".join("%s: %s" % (k, v) for k, v in kv.items())
+    return "%s    socktap_limits: {%s}\n" % (" " * indent, body)
+
+
+class BudgetTest(CaptureBase):
+    def captures(self, st):
+        url = "http://127.0.0.1:%d/captures" % st.admin_port
+        return json.loads(urllib.request.urlopen(url, timeout=5).read())
+
+    def prefix_state(self, st, prefix):
+        for p in self.captures(st)["prefixes"]:
+            if p["path_prefix"] == prefix:
+                return p
+        self.fail("no account for %s in /captures" % prefix)
+
+    def wait_closed(self, st, prefix, timeout=20.0):
+        """Waits until the writer closed every trace of PREFIX (nothing open in /captures)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            p = self.prefix_state(st, prefix)
+            if p["open_files"] == 0:
+                return p
+            time.sleep(0.02)
+        self.fail("traces of %s still open: %s" % (prefix, self.prefix_state(st, prefix)))
+
+    def post(self, st, path):
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (st.admin_port, path), method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def files(self, prefix):
+        return sorted(glob.glob(prefix + "_*"), key=lambda f: int(f[len(prefix) + 1:].split(".")[0]))
+
+
+class EchoUpstream:
+    """Answers each of any number of connections (a thread each) with RESPONSE after EOF and
+    records what each sent, in the order they ended."""
+
+    def __init__(self, test, response=b"ok"):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.response = response
+        self.received = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        test.addCleanup(self.sock.close)
+
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        with conn:
+            data = bytearray()
+            while True:
+                try:
+                    chunk = conn.recv(1 << 20)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+            self.received.append(bytes(data))
+            try:
+                conn.sendall(self.response)
+            except OSError:
+                pass
+
+
+class Budgets(BudgetTest):
+    def setUp(self):
+        super().setUp()
+        self.up = EchoUpstream(self)
+
+    def conn(self, st, prefix, payload=PAYLOAD):
+        n = len(self.up.received)
+        _, got = exchange(self.port, payload)
+        self.assertEqual(got, b"ok")
+        deadline = time.time() + 20
+        while len(self.up.received) <= n and time.time() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(self.up.received[n], payload)
+        return self.wait_closed(st, prefix)
+
+    def go(self, ts, args=()):
+        return self.start(self.up.port, listener_ts=ts, args=args)
+
+    def test_max_trace_bytes_v2_whole_events(self):
+        prefix = os.path.join(self.tmp, "v2")
+        st = self.go(capture_ts(prefix, extra=limits(max_trace_bytes=100000)))
+        big = os.urandom(40000) * 8  # 320000 bytes: several read events whatever the chunking
+        for _ in range(2):
+            self.conn(st, prefix, big)
+        self.assertEqual(self.stat(st, "capture.limit_trace_bytes"), 2)
+        for path in self.files(prefix):
+            events = []
+            parsed, size = stream_v2_events(path, events.append)
+            self.assertEqual(parsed, size, path)  # whole events only
+            self.assertLessEqual(size, 100000)
+            self.assertGreater(size, 0)
+            data = b"".join(e["data"] for e in events if e["dir"] == "read")
+            self.assertTrue(big.startswith(data))
+        self.assertEqual(st.stop(), 0)
+        self.assertEqual(st.logtext().count("reached max_trace_bytes"), 1)  # once per state
+
+    def test_max_trace_bytes_tap_truncated(self):
+        prefix = os.path.join(self.tmp, "tap")
+        ts = tap_ts(prefix, "PROTO_BINARY_LENGTH_DELIMITED", True) + limits(max_trace_bytes=50000)
+        st = self.go(ts)
+        self.conn(st, prefix)
+        # a short connection after the cut is captured whole: the next cut logs again
+        self.conn(st, prefix, b"small")
+        self.conn(st, prefix)
+        self.assertEqual(self.stat(st, "tap.limit_trace_bytes"), 2)
+        first, small, third = self.files(prefix)
+        for path in (first, third):
+            with open(path, "rb") as f:
+                buf = f.read()
+            self.assertLessEqual(len(buf), 50000)
+            events = []
+            for msg in parse_length_delimited(buf):
+                events += parse_v3_wrapper(msg)[2]
+            self.assertTrue(events[-1]["truncated"], events[-1])
+            self.assertNotEqual(events[-1]["dir"], "closed")
+            self.assertFalse(any(e["truncated"] for e in events[:-1]))
+            data = b"".join(e["data"] for e in events if e["dir"] == "read")
+            self.assertTrue(PAYLOAD.startswith(data))
+            self.assertGreater(len(data), 40000)  # cut near the limit, not at the start
+        with open(small, "rb") as f:
+            events = []
+            for msg in parse_length_delimited(f.read()):
+                events += parse_v3_wrapper(msg)[2]
+        self.assertEqual(events[-1]["dir"], "closed")
+        self.assertEqual(st.stop(), 0)
+        self.assertEqual(st.logtext().count("reached max_trace_bytes"), 2)
+
+    def test_stop_new_pauses_and_resumes(self):
+        prefix = os.path.join(self.tmp, "sn")
+        st = self.go(capture_ts(prefix, extra=limits(max_total_bytes=200000)))
+        for _ in range(3):
+            self.conn(st, prefix)
+        self.assertEqual(len(self.files(prefix)), 3)
+        # the 4th trace would cross the budget: stopped at its last whole event, capture paused
+        self.conn(st, prefix)
+        self.assertEqual(self.stat(st, "capture.budget_stopped"), 1)
+        state = self.prefix_state(st, prefix)
+        self.assertEqual(state["paused_by"], ["max_total_bytes"])
+        self.assertLessEqual(state["total_bytes"], 200000)
+        for _ in range(2):
+            self.conn(st, prefix)  # proxied fine, not captured
+        self.assertEqual(len(self.files(prefix)), 4)
+        self.assertEqual(self.stat(st, "capture.budget_skipped"), 2)
+        self.assertEqual(sum(os.path.getsize(f) for f in self.files(prefix)), state["total_bytes"])
+        for path in self.files(prefix):
+            parsed, size = stream_v2_events(path, lambda e: None)
+            self.assertEqual(parsed, size)
+        self.assertEqual(st.logtext().count("capture paused for prefix"), 1)
+        # a shipper takes the files away: the reconcile notices, capture resumes by itself
+        for path in self.files(prefix):
+            os.unlink(path)
+        st.wait_log("capture resumed for prefix")
+        self.conn(st, prefix)
+        self.assertEqual(len(self.files(prefix)), 1)
+        self.assertEqual(st.stop(), 0)
+
+    def test_delete_oldest_keeps_open_trace(self):
+        prefix = os.path.join(self.tmp, "do")
+        st = self.go(capture_ts(prefix, extra=limits(max_total_bytes=200000, policy="delete_oldest")))
+        # a long-lived connection holds an open trace from the start
+        hold = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        hold.sendall(b"held open" * 1000)
+        deadline = time.time() + 20
+        while self.prefix_state(st, prefix)["total_bytes"] == 0 and time.time() < deadline:
+            time.sleep(0.02)
+        held_path = self.files(prefix)[0]
+        for _ in range(10):
+            p = self.prefix_state(st, prefix)
+            self.assertLessEqual(p["total_bytes"], 200000)
+            self.assertEqual(sum(os.path.getsize(f) for f in self.files(prefix)), p["total_bytes"])
+            n = len(self.up.received)
+            _, got = exchange(self.port, PAYLOAD)
+            self.assertEqual(got, b"ok")
+            while len(self.up.received) <= n:
+                time.sleep(0.01)
+            while self.prefix_state(st, prefix)["open_files"] > 1:
+                time.sleep(0.02)
+        names = self.files(prefix)
+        self.assertIn(held_path, names)  # an open trace is never deleted
+        self.assertGreaterEqual(self.stat(st, "capture.budget_deleted"), 6)
+        total = sum(os.path.getsize(f) for f in names)
+        self.assertLessEqual(total, 200000)
+        # oldest first: what is left is the newest finished ones, consecutive ids
+        ids = [int(f[len(prefix) + 1:].split(".")[0]) for f in names[1:]]
+        self.assertEqual(ids, list(range(ids[0], ids[0] + len(ids))))
+        self.assertEqual(ids[-1], max(ids))
+        hold.shutdown(socket.SHUT_WR)
+        self.assertEqual(hold.recv(10), b"ok")
+        hold.close()
+        self.wait_closed(st, prefix)
+        self.assertEqual(st.stop(), 0)
+        for path in self.files(prefix):
+            out = path + ".pcap"
+            r = subprocess.run([tool("capture2pcap"), path, out], capture_output=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = subprocess.run([tool("socktap-trace"), "dump", path], capture_output=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_max_files_stop_new_and_delete_oldest(self):
+        for policy, files, deleted, skipped in (("stop_new", [1, 2, 3], 0, 2),
+                                                ("delete_oldest", [3, 4, 5], 2, 0)):
+            prefix = os.path.join(self.tmp, policy)
+            st = self.go(capture_ts(prefix, extra=limits(max_files=3, policy=policy)))
+            for _ in range(5):
+                self.conn(st, prefix)
+            base = min(int(f[len(prefix) + 1:].split(".")[0]) for f in glob.glob(prefix + "_*")) - files[0] + 1
+            ids = [int(f[len(prefix) + 1:].split(".")[0]) - base + 1 for f in self.files(prefix)]
+            self.assertEqual(ids, files, policy)
+            self.assertEqual(self.stat(st, "capture.budget_deleted"), deleted)
+            self.assertEqual(self.stat(st, "capture.budget_skipped"), skipped)
+            self.assertEqual(st.stop(), 0)
+
+    def test_existing_traces_count_at_startup(self):
+        prefix = os.path.join(self.tmp, "old")
+        for i, age in ((1, 300), (2, 200), (3, 100)):
+            with open("%s_%d.pb" % (prefix, i), "wb") as f:
+                f.write(b"\0" * 0)
+            os.utime("%s_%d.pb" % (prefix, i), (time.time() - age, time.time() - age))
+        os.symlink("/etc/passwd", prefix + "_9.pb")  # never counted, never deleted
+        st = self.go(capture_ts(prefix, extra=limits(max_files=3, policy="delete_oldest")))
+        self.assertEqual(self.prefix_state(st, prefix)["files"], 3)
+        self.conn(st, prefix)
+        self.assertFalse(os.path.exists(prefix + "_1.pb"))  # the oldest went first
+        self.assertTrue(os.path.exists(prefix + "_2.pb"))
+        self.assertTrue(os.path.islink(prefix + "_9.pb"))
+        self.assertEqual(st.stop(), 0)
+
+    def test_min_free_bytes_pause_resume(self):
+        mnt = os.path.join(self.tmp, "small")
+        os.mkdir(mnt)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", mnt],
+                          capture_output=True).returncode != 0:
+            self.skipTest("cannot mount a tmpfs here")
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt])
+        prefix = os.path.join(mnt, "mf")
+        st = self.go(capture_ts(prefix, extra=limits(min_free_bytes=3 << 20)))
+        self.conn(st, prefix)
+        self.assertEqual(len(self.files(prefix)), 1)
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (2 << 20))
+        st.wait_log("capture paused for prefix %s: min_free_bytes" % prefix)
+        self.conn(st, prefix)
+        self.assertEqual(len(self.files(prefix)), 1)
+        self.assertEqual(self.stat(st, "capture.budget_skipped"), 1)
+        os.unlink(filler)
+        st.wait_log("capture resumed for prefix %s: under min_free_bytes" % prefix)
+        self.conn(st, prefix)
+        self.assertEqual(len(self.files(prefix)), 2)
+        self.assertEqual(st.stop(), 0)
+        self.assertEqual(st.logtext().count("capture paused for prefix"), 1)
+
+    def test_admin_captures_and_switch(self):
+        prefix = os.path.join(self.tmp, "adm")
+        st = self.go(capture_ts(prefix))
+        self.conn(st, prefix)
+        hold = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        hold.sendall(b"x")
+        deadline = time.time() + 20
+        while self.prefix_state(st, prefix)["open_files"] == 0 and time.time() < deadline:
+            time.sleep(0.02)
+        p = self.prefix_state(st, prefix)
+        self.assertEqual(p["files"], 2)
+        self.assertEqual(p["paused_by"], [])
+        self.assertTrue(p["capturing"])
+        states = sorted(t["state"] for t in p["traces"])
+        self.assertEqual(states, ["finished", "open"])
+        for t in p["traces"]:
+            self.assertTrue(os.path.exists(t["path"]))
+            self.assertEqual(t["owner"], "listener.127.0.0.1_%d" % self.port)
+            self.assertEqual(t["kind"], "capture")
+            self.assertTrue(t["path"].endswith("_%d.pb" % t["connection_id"]))
+            self.assertGreaterEqual(t["age_seconds"], 0)
+        fin = [t for t in p["traces"] if t["state"] == "finished"][0]
+        self.assertEqual(fin["size"], os.path.getsize(fin["path"]))
+        hold.shutdown(socket.SHUT_WR)
+        hold.recv(10)
+        hold.close()
+        self.wait_closed(st, prefix)
+
+        self.assertEqual(self.stat(st, "capture.enabled"), 1)
+        url = "http://127.0.0.1:%d/capture/listener/ingress?enabled=0" % st.admin_port
+        with self.assertRaises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(url, timeout=5)  # GET
+        self.assertEqual(e.exception.code, 405)
+        self.assertEqual(self.post(st, "/capture/listener/ingress?enabled=2")[0], 400)
+        self.assertEqual(self.post(st, "/capture/listener/ingress")[0], 400)
+        code, body = self.post(st, "/capture/listener/nope?enabled=0")
+        self.assertEqual((code, body), (404, "no listener named 'nope'\n"))
+        code, body = self.post(st, "/capture/cluster/backend?enabled=0")
+        self.assertEqual(code, 404)
+        self.assertIn("no capture or tap transport socket", body)
+        self.assertEqual(self.post(st, "/capture/listener/ingress?enabled=0")[0], 200)
+        self.assertEqual(self.stat(st, "capture.enabled"), 0)
+        self.conn(st, prefix)
+        self.assertEqual(len(self.files(prefix)), 2)
+        self.assertEqual(self.stat(st, "capture.disabled_skipped"), 1)
+        # by the address as /stats names the listener
+        code, _ = self.post(st, "/capture/listener/127.0.0.1_%d?enabled=1" % self.port)
+        self.assertEqual(code, 200)
+        self.assertEqual(self.stat(st, "capture.enabled"), 1)
+        self.conn(st, prefix)
+        self.assertEqual(len(self.files(prefix)), 3)
+        self.assertEqual(st.stop(), 0)
+
+    def test_captures_lists_newest_finished_only(self):
+        prefix = os.path.join(self.tmp, "many")
+        for i in range(1, 1101):
+            with open("%s_%d.pb" % (prefix, i), "wb"):
+                pass
+            os.utime("%s_%d.pb" % (prefix, i), (1000000 + i, 1000000 + i))
+        st = self.go(capture_ts(prefix))
+        p = self.prefix_state(st, prefix)
+        self.assertEqual(p["files"], 1100)
+        self.assertEqual(len(p["traces"]), 1000)
+        self.assertEqual(p["finished_not_listed"], 100)
+        self.assertEqual(p["traces"][0]["connection_id"], 1100)  # newest first
+        self.assertEqual(st.stop(), 0)
+
+
+class OnCaptureFailure(BudgetTest):
+    def run_missing_dir(self, mode):
+        prefix = os.path.join(self.tmp, "gone", "cap")  # the directory does not exist
+        extra = limits(on_capture_failure=mode) if mode else ""
+        up = Upstream(b"ok")
+        st = self.start(up.port, listener_ts=capture_ts(prefix, extra=extra))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as c:
+            try:
+                c.sendall(b"hello")
+                c.shutdown(socket.SHUT_WR)
+                got = c.recv(100)
+            except OSError:
+                got = b""
+        return st, up, got
+
+    def test_proxy_default(self):
+        st, up, got = self.run_missing_dir(None)
+        up.join()
+        self.assertEqual(got, b"ok")
+        self.assertEqual(bytes(up.data), b"hello")
+        # the writer counts the failed create asynchronously: wait for it
+        st.wait_stat("listener.127.0.0.1_%d.capture.files_failed" % self.port, lambda v: v == 1)
+        self.assertEqual(self.stat(st, "capture.rejected"), 0)
+        self.assertEqual(st.stop(), 0)
+
+    def test_reject_closes_without_relaying(self):
+        st, up, got = self.run_missing_dir("reject")
+        self.assertEqual(got, b"")
+        st.wait_stat("listener.127.0.0.1_%d.capture.rejected" % self.port, lambda v: v == 1)
+        self.assertEqual(self.stat(st, "capture.files_failed"), 1)
+        # no byte reached the upstream (it may have seen a connection, never data)
+        self.assertEqual(bytes(up.data), b"")
+        self.assertEqual(st.stop(), 0)
+
+
+if __name__ == "__main__":
+    harness.main()
