@@ -401,7 +401,8 @@ static int store_scan(struct capture_store *s, const char *dir)
         n++;
     }
     closedir(d);
-    qsort(found, n, sizeof(*found), by_since);
+    if (n)
+        qsort(found, n, sizeof(*found), by_since);
     for (size_t i = 0; i < n; i++) {
         found[i]->store = s;
         fin_append(s, found[i]);

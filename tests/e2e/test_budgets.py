@@ -112,6 +112,9 @@ class Budgets(BudgetTest):
         self.up = EchoUpstream(self)
 
     def conn(self, st, prefix, payload=PAYLOAD):
+        """One proxied connection through the listener: checks the traffic both ways, then waits
+        until the writer has settled its trace (created, or skipped: each connection ends in
+        exactly one of the counters below) and closed it."""
         n = len(self.up.received)
         _, got = exchange(self.port, payload)
         self.assertEqual(got, b"ok")
@@ -119,9 +122,24 @@ class Budgets(BudgetTest):
         while len(self.up.received) <= n and time.time() < deadline:
             time.sleep(0.01)
         self.assertEqual(self.up.received[n], payload)
+        self.nconns += 1
+        self.wait_settled(st, self.nconns)
         return self.wait_closed(st, prefix)
 
+    def wait_settled(self, st, n, timeout=20.0):
+        """Waits until N listener connections have a trace created or a counted skip."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            settled = sum(v for k, v in st.stats().items() if k.startswith("listener.") and
+                          k.rsplit(".", 1)[1] in ("files_opened", "budget_skipped",
+                                                  "disabled_skipped", "files_failed"))
+            if settled >= n:
+                return
+            time.sleep(0.01)
+        self.fail("%d connections not settled: %s" % (n, st.stats()))
+
     def go(self, ts, args=()):
+        self.nconns = 0
         return self.start(self.up.port, listener_ts=ts, args=args)
 
     def test_max_trace_bytes_v2_whole_events(self):
@@ -221,6 +239,7 @@ class Budgets(BudgetTest):
             self.assertEqual(got, b"ok")
             while len(self.up.received) <= n:
                 time.sleep(0.01)
+            self.wait_settled(st, n + 2)  # the held connection and this one
             while self.prefix_state(st, prefix)["open_files"] > 1:
                 time.sleep(0.02)
         names = self.files(prefix)
