@@ -33,6 +33,13 @@
  * 100000 files is reconciled within ~7 minutes, one of 1000 within 2 s. */
 #define STORE_RECONCILE_PER_TICK 256
 #define STORE_TICK_MS            1000
+/* Memory per tracked file: ~200 bytes (entry, path, owner). An account without a byte or file
+ * budget only lists files (GET /captures), so it keeps the newest STORE_KEEP_UNLIMITED finished
+ * ones and forgets older ones (not deleted: just no longer counted); one with max_total_bytes
+ * and no max_files gets STORE_MAX_TRACKED as its max_files (~200 MB at most), so memory is
+ * bounded by the configuration, never by the number of connections. */
+#define STORE_KEEP_UNLIMITED 1000
+#define STORE_MAX_TRACKED    1000000
 
 struct capture_store_file {
     struct capture_store_file *prev, *next;
@@ -135,6 +142,13 @@ static struct capture_store_file *file_new(const char *path, uint64_t conn_id, c
     memcpy(f->kind, kind, klen);
     f->conn_id = conn_id;
     return f;
+}
+
+/* An account without a budget forgets its oldest finished files past STORE_KEEP_UNLIMITED. */
+static void forget_locked(struct capture_store *s)
+{
+    while (!s->max_total && !s->max_files && s->files - s->open_files > STORE_KEEP_UNLIMITED)
+        fin_remove_locked(s, s->fin_head);
 }
 
 static const char *pause_names[] = {"max_total_bytes", "max_files", "min_free_bytes"};
@@ -334,6 +348,7 @@ void capture_store_finished(struct capture_store_file *f, const char *path)
         f->path = moved;
     }
     fin_append(s, f);
+    forget_locked(s);
     state_locked(s);
     pthread_mutex_unlock(&s->lock);
     pthread_mutex_lock(&g_reg_lock);
@@ -358,15 +373,33 @@ static int by_since(const void *a, const void *b)
     return x->since < y->since ? -1 : x->since > y->since;
 }
 
-/* Enters the traces of S's basename already in DIR, oldest first (regular files only: a
- * symlink or a directory of that name is not ours to count or delete). The account is new and
- * not shared yet. */
-static int store_scan(struct capture_store *s, const char *dir)
+/* The existing traces of a new account, gathered from its directories before they are
+ * entered oldest first: at most 2 * KEEP at a time (the newest KEEP are kept), so a huge
+ * directory costs bounded memory. */
+struct store_scan {
+    struct capture_store_file **found;
+    size_t n, cap, keep;
+};
+
+static void scan_keep_newest(struct store_scan *sc)
+{
+    if (sc->n > 1)
+        qsort(sc->found, sc->n, sizeof(*sc->found), by_since);
+    if (sc->n <= sc->keep)
+        return;
+    size_t drop = sc->n - sc->keep;
+    for (size_t i = 0; i < drop; i++)
+        file_free(sc->found[i]);
+    memmove(sc->found, sc->found + drop, sc->keep * sizeof(*sc->found));
+    sc->n = sc->keep;
+}
+
+/* Gathers the traces of S's basename in DIR (regular files only: a symlink or a directory of
+ * that name is not ours to count or delete). Returns 0 or -errno (a missing DIR is 0). */
+static int scan_dir(const struct capture_store *s, struct store_scan *sc, const char *dir)
 {
     const char *slash = strrchr(s->prefix, '/');
     const char *base = slash ? slash + 1 : s->prefix;
-    struct capture_store_file **found = NULL;
-    size_t n = 0, cap = 0;
     int rc = 0;
     DIR *d = opendir(dir);
     if (!d)
@@ -382,40 +415,45 @@ static int store_scan(struct capture_store *s, const char *dir)
         int len = snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
         if (len < 0 || (size_t)len >= sizeof(path))
             continue;
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            void *p = realloc(found, ncap * sizeof(*found));
+        if (sc->n == 2 * sc->keep)
+            scan_keep_newest(sc);
+        if (sc->n == sc->cap) {
+            size_t ncap = sc->cap ? sc->cap * 2 : 64;
+            void *p = realloc(sc->found, ncap * sizeof(*sc->found));
             if (!p) {
                 rc = -ENOMEM;
                 break;
             }
-            found = p;
-            cap = ncap;
+            sc->found = p;
+            sc->cap = ncap;
         }
-        if (!(found[n] = file_new(path, id, "", ""))) {
+        struct capture_store_file *f = file_new(path, id, "", "");
+        if (!f) {
             rc = -ENOMEM;
             break;
         }
-        found[n]->size = (uint64_t)st.st_size;
-        found[n]->since = (int64_t)st.st_mtime;
-        n++;
+        f->size = (uint64_t)st.st_size;
+        f->since = (int64_t)st.st_mtime;
+        sc->found[sc->n++] = f;
     }
     closedir(d);
-    if (n)
-        qsort(found, n, sizeof(*found), by_since);
-    for (size_t i = 0; i < n; i++) {
-        found[i]->store = s;
-        fin_append(s, found[i]);
-        s->total += found[i]->size;
+    return rc;
+}
+
+/* Enters what SC gathered into the new account S, oldest first, and frees SC. */
+static void scan_enter(struct capture_store *s, struct store_scan *sc)
+{
+    scan_keep_newest(sc);
+    for (size_t i = 0; i < sc->n; i++) {
+        sc->found[i]->store = s;
+        fin_append(s, sc->found[i]);
+        s->total += sc->found[i]->size;
         s->files++;
     }
-    free(found);
-    if (n)
-        LOGI(0,
-             "capture: prefix %s: %zu existing traces (%" PRIu64 " bytes) in %s count in its "
-             "budget",
-             s->prefix, n, s->total, dir);
-    return rc;
+    free(sc->found);
+    if (sc->n)
+        LOGI(0, "capture: prefix %s: %zu existing traces (%" PRIu64 " bytes) count in its budget",
+             s->prefix, sc->n, s->total);
 }
 
 static uint64_t min_nz(uint64_t a, uint64_t b)
@@ -438,9 +476,10 @@ static void store_limits(struct capture_store *s)
     }
     pthread_mutex_lock(&s->lock);
     s->max_total = total;
-    s->max_files = files;
+    s->max_files = files ? files : total ? STORE_MAX_TRACKED : 0;
     s->min_free = free_floor;
     s->delete_oldest = del;
+    forget_locked(s);
     state_locked(s);
     pthread_mutex_unlock(&s->lock);
 }
@@ -482,10 +521,14 @@ int capture_store_attach(struct capture_cfg *cfg)
             goto err_unlock;
         }
         /* a directory we cannot read leaves its old traces uncounted: said, not fatal */
-        if ((rc = store_scan(s, dir)) ||
-            (cfg->limits.finished_dir && (rc = store_scan(s, cfg->limits.finished_dir))))
-            LOGW(0, "capture: cannot count the existing traces of %s: %s", s->prefix,
+        const struct capture_limits *l = &cfg->limits;
+        struct store_scan sc = {.keep = l->max_total_bytes || l->max_files ? STORE_MAX_TRACKED
+                                                                           : STORE_KEEP_UNLIMITED};
+        if ((rc = scan_dir(s, &sc, dir)) ||
+            (l->finished_dir && (rc = scan_dir(s, &sc, l->finished_dir))))
+            LOGW(0, "capture: cannot count all the existing traces of %s: %s", s->prefix,
                  strerror(-rc));
+        scan_enter(s, &sc);
         s->next = g_stores;
         g_stores = s;
     }

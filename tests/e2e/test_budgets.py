@@ -376,7 +376,8 @@ class Budgets(BudgetTest):
             with open("%s_%d.pb" % (prefix, i), "wb"):
                 pass
             os.utime("%s_%d.pb" % (prefix, i), (1000000 + i, 1000000 + i))
-        st = self.go(capture_ts(prefix))
+        # with a budget every file counts (without one only the newest 1000 are kept)
+        st = self.go(capture_ts(prefix, extra=limits(max_total_bytes=1 << 30)))
         p = self.prefix_state(st, prefix)
         self.assertEqual(p["files"], 1100)
         self.assertEqual(len(p["traces"]), 1000)

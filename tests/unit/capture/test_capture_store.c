@@ -206,6 +206,35 @@ static void test_json_caps_finished(void **state)
     capture_store_detach(&cfg);
 }
 
+/* Without a budget an account only lists: it keeps the newest 1000 finished files (memory is
+ * bounded by the configuration), forgetting older ones without deleting them. */
+static void test_unlimited_keeps_newest(void **state)
+{
+    (void)state;
+    char prefix[300], path[512], first[512];
+    for (int i = 1; i <= 1003; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "u_%d.pb", i);
+        make_file(name, 0, 5000 - i, i == 1 ? first : path, sizeof(path));
+    }
+    struct capture_cfg cfg;
+    struct capture_runtime rt;
+    cfg_init(&cfg, &rt, prefix, sizeof(prefix), "u", (struct capture_limits){0});
+    assert_int_equal(capture_store_attach(&cfg), 0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    assert_int_equal(capture_store_write_json(f, 5000), 0);
+    fclose(f);
+    assert_non_null(strstr(text, "\"files\": 1000,"));
+    assert_non_null(strstr(text, "u_4.pb\""));
+    assert_null(strstr(text, "u_3.pb\""));
+    assert_true(exists(first)); /* forgotten, not deleted */
+    free(text);
+    capture_store_detach(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +242,7 @@ int main(void)
         cmocka_unit_test(test_open_file_never_deleted),
         cmocka_unit_test(test_stop_new_and_reconcile),
         cmocka_unit_test(test_json_caps_finished),
+        cmocka_unit_test(test_unlimited_keeps_newest),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
