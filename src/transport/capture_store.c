@@ -33,10 +33,11 @@
  * 100000 files is reconciled within ~7 minutes, one of 1000 within 2 s. */
 #define STORE_RECONCILE_PER_TICK 256
 #define STORE_TICK_MS            1000
-/* Memory per tracked file: ~200 bytes (entry, path, owner). An account without a byte or file
+/* Memory per tracked file: ~140 bytes (entry, path, owner; measured: 100000 files, RSS 19.3 MB
+ * against 5.6 MB without them). An account without a byte or file
  * budget only lists files (GET /captures), so it keeps the newest STORE_KEEP_UNLIMITED finished
  * ones and forgets older ones (not deleted: just no longer counted); one with max_total_bytes
- * and no max_files gets STORE_MAX_TRACKED as its max_files (~200 MB at most), so memory is
+ * and no max_files gets STORE_MAX_TRACKED as its max_files (~140 MB at most), so memory is
  * bounded by the configuration, never by the number of connections. */
 #define STORE_KEEP_UNLIMITED 1000
 #define STORE_MAX_TRACKED    1000000
@@ -573,6 +574,9 @@ void capture_store_detach(struct capture_cfg *cfg)
         }
     if (s->ncfgs)
         store_limits(s);
+    /* a config replaced by a reload leaves the gauge to its successor (same stat name) */
+    if (g_started && __atomic_load_n(&cfg->rt->enabled, __ATOMIC_RELAXED))
+        stats_add(cfg->stats.enabled, -1);
     cfg->store = NULL;
     store_unref_locked(s);
     pthread_mutex_unlock(&g_reg_lock);
