@@ -57,7 +57,6 @@ struct capture_rec {
     bool opened;
     bool capturing;       /* file open, capture not stopped */
     bool await_create;    /* on_capture_failure reject: hold the traffic until the file exists */
-    bool cut;             /* max_trace_bytes ended the trace */
     bool enc_buffered;    /* v3 buffered: bounded by max_buffered_rx/tx, not max_trace_bytes */
     bool reject;          /* on_capture_failure reject and the trace could not be started */
     uint64_t trace_bytes; /* encoded bytes of the trace so far (max_trace_bytes) */
@@ -177,46 +176,67 @@ static void capture_rec_end(struct capture_rec *r)
     }
 }
 
+/* Encodes the first KEEP bytes of EV's body, Body.truncated set, into R's buffer. */
+static int capture_encode_cut(struct capture_rec *r, const struct trace_event *ev, size_t keep)
+{
+    struct iovec stack[CAPTURE_STACK_IOV], *iov = stack;
+    size_t left = keep;
+    int n = 0, rc;
+    if (ev->iovcnt > CAPTURE_STACK_IOV && !(iov = malloc((size_t)ev->iovcnt * sizeof(*iov))))
+        return -ENOMEM;
+    for (; n < ev->iovcnt && left; n++) {
+        iov[n] = ev->iov[n];
+        if (iov[n].iov_len > left)
+            iov[n].iov_len = left;
+        left -= iov[n].iov_len;
+    }
+    struct trace_event cut = *ev;
+    cut.iov = iov;
+    cut.iovcnt = n;
+    cut.len = keep;
+    cut.end_stream = false; /* the stream's end was not recorded */
+    cut.truncated = true;
+    rc = trace_enc_event(r->enc, &cut, &r->buf);
+    if (iov != stack)
+        free(iov);
+    return rc;
+}
+
 /* EV, encoded as the last ENCODED bytes of the buffer (from BEFORE), would take the trace past
- * max_trace_bytes. v3 streamed: EV is encoded again with as much of its body as fits and
- * Body.truncated set; v2alpha (and a v3 event with no room for any body): the trace ends at the
- * previous whole event. Then the trace ends, the connection goes on uncaptured; counted, logged
- * once until a connection is captured whole again. */
+ * max_trace_bytes. v3 streamed: EV is encoded again with as much of its body as fits (a few
+ * tries at most) and Body.truncated set; v2alpha (and a v3 event with no room for any body):
+ * the trace ends at the previous whole event. Then the trace
+ * ends and the connection goes on uncaptured; counted, logged once until a connection is
+ * captured whole again. */
 static void capture_rec_limit(struct capture_rec *r, const struct trace_event *ev, size_t encoded,
                               size_t before)
 {
     const struct capture_cfg *cfg = r->cfg;
     uint64_t max = cfg->limits.max_trace_bytes;
     uint64_t room = max > r->trace_bytes ? max - r->trace_bytes : 0;
-    size_t overhead = encoded - ev->len + 2; /* + Body.truncated */
+    bool fits = false;
     r->buf.len = before;
-    if (cfg->enc.schema == TRACE_SCHEMA_V3_TAP && ev->len > 0 && room > overhead &&
+    if (cfg->enc.schema == TRACE_SCHEMA_V3_TAP && ev->len > 0 && room > 0 &&
         (ev->dir == TRACE_EV_READ || ev->dir == TRACE_EV_WRITE)) {
-        size_t keep = (size_t)(room - overhead), left = keep;
-        struct iovec stack[CAPTURE_STACK_IOV], *iov = stack;
-        int n = 0;
-        if (ev->iovcnt > CAPTURE_STACK_IOV)
-            iov = malloc((size_t)ev->iovcnt * sizeof(*iov));
-        for (int i = 0; iov && i < ev->iovcnt && left; i++, n++) {
-            iov[i] = ev->iov[i];
-            if (iov[i].iov_len > left)
-                iov[i].iov_len = left;
-            left -= iov[i].iov_len;
+        /* the body's share of the room: exact enough for binary, and JSON's base64 or escapes
+         * grow with the body; a cut that still overflows shrinks by its excess, likewise */
+        size_t keep = (size_t)((uint64_t)ev->len * room / encoded);
+        for (int tries = 0; tries < 4 && keep > 0 && !fits; tries++) {
+            r->buf.len = before;
+            if (capture_encode_cut(r, ev, keep))
+                break;
+            size_t got = r->buf.len - before, shrink;
+            if (!(fits = got <= room)) {
+                shrink = (size_t)((uint64_t)(got - room) * ev->len / encoded) + 1;
+                keep = shrink < keep ? keep - shrink : 0;
+            }
         }
-        struct trace_event cut = *ev;
-        cut.iov = iov;
-        cut.iovcnt = n;
-        cut.len = keep;
-        cut.end_stream = false; /* the stream's end was not recorded */
-        cut.truncated = true;
-        if (iov && trace_enc_event(r->enc, &cut, &r->buf) == 0 && r->buf.len - before <= room) {
+        if (fits) {
             r->trace_bytes += r->buf.len - before;
             stats_inc(cfg->stats.events);
         } else {
             r->buf.len = before;
         }
-        if (iov != stack)
-            free(iov);
     }
     stats_inc(cfg->stats.limit_trace_bytes);
     if (!__atomic_exchange_n(&cfg->rt->limit_logged, true, __ATOMIC_RELAXED))
@@ -225,7 +245,6 @@ static void capture_rec_limit(struct capture_rec *r, const struct trace_event *e
              "connection goes on uncaptured (further cuts are counted in %s.%s.limit_trace_bytes, "
              "logged again after a connection is captured whole)",
              cfg->kind, max, cfg->owner, cfg->kind);
-    r->cut = true;
     live_end(r, true);
     capture_rec_end(r);
 }

@@ -191,6 +191,27 @@ class Budgets(BudgetTest):
         self.assertEqual(st.stop(), 0)
         self.assertEqual(st.logtext().count("reached max_trace_bytes"), 2)
 
+    def test_max_trace_bytes_tap_json(self):
+        """JSON bodies grow past their length (base64): the cut still fits the limit."""
+        prefix = os.path.join(self.tmp, "tj")
+        ts = tap_ts(prefix, "JSON_BODY_AS_BYTES", True) + limits(max_trace_bytes=20000)
+        st = self.go(ts)
+        self.conn(st, prefix)
+        self.assertEqual(st.stop(), 0)
+        (path,) = self.files(prefix)
+        with open(path) as f:
+            text = f.read()
+        self.assertLessEqual(len(text.encode()), 20000)
+        objs, pos, dec = [], 0, json.JSONDecoder()
+        while text[pos:].strip():
+            obj, end = dec.raw_decode(text, pos + len(text[pos:]) - len(text[pos:].lstrip()))
+            objs.append(obj)
+            pos = end
+        last = json.dumps(objs[-1])
+        self.assertIn('"truncated": true', last)
+        self.assertNotIn('"truncated": true', json.dumps(objs[:-1]))
+        self.assertGreater(len(last), 10000)  # cut near the limit
+
     def test_stop_new_pauses_and_resumes(self):
         prefix = os.path.join(self.tmp, "sn")
         st = self.go(capture_ts(prefix, extra=limits(max_total_bytes=200000)))
