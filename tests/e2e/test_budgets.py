@@ -78,7 +78,17 @@ class EchoUpstream:
         self.received = []
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
-        test.addCleanup(self.sock.close)
+        test.addCleanup(self.close)
+
+    def close(self):
+        # Wake the blocked accept before closing: a thread left in accept(2) on a closed fd
+        # would take the connections of the next socket that gets the same fd number.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(10)
+        self.sock.close()
 
     def run(self):
         while True:
