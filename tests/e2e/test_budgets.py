@@ -354,6 +354,7 @@ class Budgets(BudgetTest):
         self.conn(st, prefix)
         hold = socket.create_connection(("127.0.0.1", self.port), timeout=30)
         hold.sendall(b"x")
+        self.nconns += 1  # settles like the others (wait_settled counts it)
         deadline = time.time() + 20
         while self.prefix_state(st, prefix)["open_files"] == 0 and time.time() < deadline:
             time.sleep(0.02)
