@@ -251,11 +251,41 @@ static void help_cb(struct evhttp_request *req, void *arg)
     reply_text(req, 200, "OK", help_text);
 }
 
+static void captures_cb(struct evhttp_request *req, void *arg)
+{
+    reply_written(req, "application/json", admin_capture_write, NULL);
+}
+
+static const char *reason_of(int code)
+{
+    switch (code) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    default:
+        return "Internal Server Error";
+    }
+}
+
 static void generic_cb(struct evhttp_request *req, void *arg)
 {
     const struct admin *a = arg;
-    if (admin_capture_route(req, a->cfg))
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    char msg[512];
+    int code =
+        admin_capture_switch(a->cfg, evhttp_request_get_command(req) == EVHTTP_REQ_POST,
+                             evhttp_uri_get_path(uri), evhttp_uri_get_query(uri), msg, sizeof(msg));
+    if (code) {
+        if (code == 405)
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        reply_text(req, code, reason_of(code), msg);
         return;
+    }
     reply_text(req, 404, "Not Found", "unknown admin path; /help lists them\n");
 }
 
@@ -293,7 +323,7 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     evhttp_set_cb(a->http, "/server_info", server_info_cb, a);
     evhttp_set_cb(a->http, "/clusters", clusters_cb, a);
     evhttp_set_cb(a->http, "/help", help_cb, a);
-    admin_capture_register(a->http);
+    evhttp_set_cb(a->http, "/captures", captures_cb, a);
     evhttp_set_gencb(a->http, generic_cb, a);
     if (admin_live_new(a->http, base, cfg, &a->live))
         goto err_free_http;

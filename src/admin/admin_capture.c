@@ -1,67 +1,29 @@
 /* GET /captures and POST /capture/{listener|cluster}/NAME (see admin_capture.h).
  *
  * The JSON is written by the capture kind itself (ts_registry_write_captures), so the admin
- * links no capture code and a build without capture answers 404. The switch goes through the
- * transport registry for the same reason. Rejected: a `GET ...?enabled=` form (a crawler or a
- * browser prefetch must not turn capture off; Envoy's mutating admin endpoints are POST too). */
+ * links no capture code; the switch goes through the transport registry for the same reason.
+ * Rejected: a `GET ...?enabled=` form (a crawler or a browser prefetch must not turn capture
+ * off; Envoy's mutating admin endpoints are POST too). */
 #include "admin/admin_capture.h"
 
 #include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
+#include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
 #include "transport/ts_registry.h"
 
-static void reply(struct evhttp_request *req, int code, const char *reason, const char *ctype,
-                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-static void reply(struct evhttp_request *req, int code, const char *reason, const char *ctype,
-                  const char *fmt, ...)
+int admin_capture_write(FILE *out, void *arg)
 {
-    struct evbuffer *b = evbuffer_new();
-    if (!b) {
-        evhttp_send_error(req, 500, NULL);
-        return;
+    (void)arg;
+    int rc = ts_registry_write_captures(out, ADMIN_CAPTURES_MAX_FINISHED);
+    if (rc == -ENOENT) { /* built without capture */
+        fputs("{\"prefixes\": []}\n", out);
+        rc = 0;
     }
-    va_list ap;
-    va_start(ap, fmt);
-    evbuffer_add_vprintf(b, fmt, ap);
-    va_end(ap);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
-    evhttp_send_reply(req, code, reason, b);
-    evbuffer_free(b);
-}
-
-static void captures_cb(struct evhttp_request *req, void *arg)
-{
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) {
-        evhttp_send_error(req, 500, NULL);
-        return;
-    }
-    int rc = ts_registry_write_captures(f, ADMIN_CAPTURES_MAX_FINISHED);
-    if (fclose(f) != 0 && !rc)
-        rc = -EIO;
-    if (rc == -ENOENT)
-        reply(req, 404, "Not Found", "text/plain",
-              "this socktap was built without capture (-DSOCKTAP_CAPTURE=OFF)\n");
-    else if (rc)
-        evhttp_send_error(req, 500, NULL);
-    else
-        reply(req, 200, "OK", "application/json", "%.*s", (int)len, text);
-    free(text);
-}
-
-void admin_capture_register(struct evhttp *http)
-{
-    evhttp_set_cb(http, "/captures", captures_cb, NULL);
+    return rc;
 }
 
 /* The transport socket config of the listener or cluster NAME (KIND "listener"/"cluster"). */
@@ -81,48 +43,44 @@ static const struct ts_config *find_ts(const struct socktap_config *cfg, const c
     return NULL;
 }
 
-/* Answers POST /capture/KIND/NAME?enabled=0|1. */
-static void switch_capture(struct evhttp_request *req, const struct socktap_config *cfg,
-                           const char *kind, const char *name)
+/* POST /capture/KIND/NAME?enabled=0|1 (NAME decoded). */
+static int switch_capture(const struct socktap_config *cfg, bool is_post, const char *kind,
+                          const char *name, const char *query, char *msg, size_t n)
 {
     struct evkeyvalq q = {0};
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-        reply(req, 405, "Method Not Allowed", "text/plain",
-              "use POST /capture/%s/NAME?enabled=0|1\n", kind);
-        return;
-    }
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
     const char *v = NULL;
+    int code;
+    if (!is_post) {
+        snprintf(msg, n, "use POST /capture/%s/NAME?enabled=0|1\n", kind);
+        return 405;
+    }
     if (query && evhttp_parse_query_str(query, &q) == 0)
         v = evhttp_find_header(&q, "enabled");
-    if (!v || (strcmp(v, "0") && strcmp(v, "1"))) {
-        reply(req, 400, "Bad Request", "text/plain", "expected enabled=0 or enabled=1\n");
-        goto out;
-    }
     const struct ts_config *ts = find_ts(cfg, kind, name);
-    if (!ts) {
-        reply(req, 404, "Not Found", "text/plain", "no %s named '%s'\n", kind, name);
-        goto out;
+    if (!v || (strcmp(v, "0") && strcmp(v, "1"))) {
+        code = 400;
+        snprintf(msg, n, "expected enabled=0 or enabled=1\n");
+    } else if (!ts) {
+        code = 404;
+        snprintf(msg, n, "no %s named '%s'\n", kind, name);
+    } else if (ts_config_set_capture(ts, v[0] == '1')) {
+        code = 404;
+        snprintf(msg, n, "%s '%s' has no capture or tap transport socket\n", kind, name);
+    } else {
+        code = 200;
+        snprintf(msg, n, "%s %s: capture %s for new connections\n", kind, name,
+                 v[0] == '1' ? "enabled" : "disabled");
     }
-    bool on = v[0] == '1';
-    if (ts_config_set_capture(ts, on)) {
-        reply(req, 404, "Not Found", "text/plain",
-              "%s '%s' has no capture or tap transport socket\n", kind, name);
-        goto out;
-    }
-    reply(req, 200, "OK", "text/plain", "%s %s: capture %s for new connections\n", kind, name,
-          on ? "enabled" : "disabled");
-out:
     evhttp_clear_headers(&q);
+    return code;
 }
 
-bool admin_capture_route(struct evhttp_request *req, const struct socktap_config *cfg)
+int admin_capture_switch(const struct socktap_config *cfg, bool is_post, const char *path,
+                         const char *query, char *msg, size_t msg_size)
 {
     static const char *const kinds[] = {"listener", "cluster"};
-    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (!path || strncmp(path, "/capture/", 9))
-        return false;
+        return 0;
     for (size_t i = 0; i < 2; i++) {
         size_t klen = strlen(kinds[i]);
         const char *rest = path + 9;
@@ -130,12 +88,12 @@ bool admin_capture_route(struct evhttp_request *req, const struct socktap_config
             continue;
         char *name = evhttp_uridecode(rest + klen + 1, 0, NULL);
         if (!name) {
-            evhttp_send_error(req, 500, NULL);
-            return true;
+            snprintf(msg, msg_size, "out of memory\n");
+            return 500;
         }
-        switch_capture(req, cfg, kinds[i], name);
+        int code = switch_capture(cfg, is_post, kinds[i], name, query, msg, msg_size);
         free(name);
-        return true;
+        return code;
     }
-    return false;
+    return 0;
 }

@@ -25,6 +25,7 @@
 
 #include <event2/event.h>
 
+#include "core/json_out.h"
 #include "core/log.h"
 #include "transport/capture_disk.h"
 
@@ -639,35 +640,20 @@ void capture_store_stop(void)
     g_started = false;
 }
 
-static void json_str(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(out, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(out, "\\u%04x", c);
-        else
-            fputc(c, out);
-    }
-    fputc('"', out);
-}
-
 static void json_file(FILE *out, const struct capture_store_file *f, int64_t now, bool *first)
 {
     fputs(*first ? "\n    " : ",\n    ", out);
     *first = false;
     fputs("{\"path\": ", out);
-    json_str(out, f->path);
+    json_out_string(out, f->path);
     fprintf(out, ", \"size\": %" PRIu64 ", \"connection_id\": %" PRIu64 ", \"state\": \"%s\"",
             f->size, f->conn_id, f->open ? "open" : "finished");
     fprintf(out, ", \"age_seconds\": %" PRId64, now > f->since ? now - f->since : 0);
     if (*f->owner) {
         fputs(", \"owner\": ", out);
-        json_str(out, f->owner);
+        json_out_string(out, f->owner);
         fputs(", \"kind\": ", out);
-        json_str(out, f->kind);
+        json_out_string(out, f->kind);
     }
     fputc('}', out);
 }
@@ -677,7 +663,7 @@ static void json_store_locked(FILE *out, const struct capture_store *s, size_t m
     unsigned p = capture_store_paused(s);
     int64_t now = now_sec();
     fputs("  {\"path_prefix\": ", out);
-    json_str(out, s->prefix);
+    json_out_string(out, s->prefix);
     fprintf(out,
             ", \"total_bytes\": %" PRIu64 ", \"files\": %" PRIu64 ", \"open_files\": %" PRIu64
             ", \"max_total_bytes\": %" PRIu64 ", \"max_files\": %" PRIu64

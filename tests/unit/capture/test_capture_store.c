@@ -17,25 +17,11 @@
 
 #include <cmocka.h>
 
+#include "capture_tmpdir.h"
+
 #include "transport/capture_store.h"
 
-static char g_dir[256];
 static const struct capture_store_stats no_stats = {0};
-
-static int setup_dir(void **state)
-{
-    (void)state;
-    snprintf(g_dir, sizeof(g_dir), "/tmp/socktap-store-unit-XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown_dir(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
 
 /* Makes NAME in the test directory, LEN bytes, modified AGE seconds ago; its path in PATH. */
 static void make_file(const char *name, size_t len, int age, char *path, size_t n)
@@ -48,6 +34,19 @@ static void make_file(const char *name, size_t len, int age, char *path, size_t 
     fclose(f);
     struct timespec t[2] = {{.tv_sec = time(NULL) - age}, {.tv_sec = time(NULL) - age}};
     assert_int_equal(utimensat(AT_FDCWD, path, t, 0), 0);
+}
+
+/* Makes BASE_1.pb .. BASE_N.pb, each newer than the one before (BASE_i.pb is i bytes long when
+ * SIZED, else empty); FIRST's path in FIRST. */
+static void make_series(const char *base, int n, bool sized, char *first, size_t size)
+{
+    char path[512];
+    for (int i = 1; i <= n; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "%s_%d.pb", base, i);
+        make_file(name, sized ? (size_t)i : 0, n + 10 - i, i == 1 ? first : path,
+                  i == 1 ? size : sizeof(path));
+    }
 }
 
 static bool exists(const char *path)
@@ -175,25 +174,37 @@ static void test_stop_new_and_reconcile(void **state)
     unlink(pb);
 }
 
-static void test_json_caps_finished(void **state)
+/* GET /captures' JSON with at most MAX_FINISHED finished files per prefix (caller frees). */
+static char *json_of(size_t max_finished)
 {
-    (void)state;
-    char prefix[300], path[512];
-    for (int i = 1; i <= 5; i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "j_%d.pb", i);
-        make_file(name, (size_t)i, 100 - i, path, sizeof(path));
-    }
-    struct capture_cfg cfg;
-    struct capture_runtime rt;
-    cfg_init(&cfg, &rt, prefix, sizeof(prefix), "j", (struct capture_limits){0});
-    assert_int_equal(capture_store_attach(&cfg), 0);
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     assert_non_null(f);
-    assert_int_equal(capture_store_write_json(f, 2), 0);
+    assert_int_equal(capture_store_write_json(f, max_finished), 0);
     fclose(f);
+    return text;
+}
+
+/* make_series(BASE, N, SIZED), a budget-less config of prefix BASE attached (CFG, RT, PREFIX of
+ * 300 bytes, FIRST of 512: the caller's), and its JSON listing MAX_FINISHED (caller frees). */
+static char *series_json(const char *base, int n, bool sized, size_t max_finished,
+                         struct capture_cfg *cfg, struct capture_runtime *rt, char *prefix,
+                         char *first)
+{
+    make_series(base, n, sized, first, 512);
+    cfg_init(cfg, rt, prefix, 300, base, (struct capture_limits){0});
+    assert_int_equal(capture_store_attach(cfg), 0);
+    return json_of(max_finished);
+}
+
+static void test_json_caps_finished(void **state)
+{
+    (void)state;
+    char prefix[300], first[512];
+    struct capture_cfg cfg;
+    struct capture_runtime rt;
+    char *text = series_json("j", 5, true, 2, &cfg, &rt, prefix, first);
     assert_non_null(strstr(text, "\"files\": 5"));
     assert_non_null(strstr(text, "\"finished_not_listed\": 3"));
     /* newest first: j_5 and j_4 listed, j_3 not */
@@ -211,22 +222,10 @@ static void test_json_caps_finished(void **state)
 static void test_unlimited_keeps_newest(void **state)
 {
     (void)state;
-    char prefix[300], path[512], first[512];
-    for (int i = 1; i <= 1003; i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "u_%d.pb", i);
-        make_file(name, 0, 5000 - i, i == 1 ? first : path, sizeof(path));
-    }
+    char prefix[300], first[512];
     struct capture_cfg cfg;
     struct capture_runtime rt;
-    cfg_init(&cfg, &rt, prefix, sizeof(prefix), "u", (struct capture_limits){0});
-    assert_int_equal(capture_store_attach(&cfg), 0);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    assert_non_null(f);
-    assert_int_equal(capture_store_write_json(f, 5000), 0);
-    fclose(f);
+    char *text = series_json("u", 1003, false, 5000, &cfg, &rt, prefix, first);
     assert_non_null(strstr(text, "\"files\": 1000,"));
     assert_non_null(strstr(text, "u_4.pb\""));
     assert_null(strstr(text, "u_3.pb\""));
