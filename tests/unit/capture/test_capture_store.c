@@ -44,8 +44,9 @@ static void make_series(const char *base, int n, bool sized, char *first, size_t
     for (int i = 1; i <= n; i++) {
         char name[32];
         snprintf(name, sizeof(name), "%s_%d.pb", base, i);
-        make_file(name, sized ? (size_t)i : 0, n + 10 - i, i == 1 ? first : path,
-                  i == 1 ? size : sizeof(path));
+        make_file(name, sized ? (size_t)i : 0, n + 10 - i, path, sizeof(path));
+        if (i == 1)
+            snprintf(first, size, "%s", path);
     }
 }
 
