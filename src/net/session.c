@@ -657,6 +657,7 @@ static int upstream_start(struct session *s)
     /* Its own id, as Envoy gives every connection (and every connect attempt) one from the
      * process-wide counter: an upstream trace is <prefix>_<its id>, never the downstream's. */
     info.conn_id = conn_id_next();
+    info.connecting = true;
     LOGD(s->id, "upstream connection C%" PRIu64 " to %s", info.conn_id,
          cluster_host_name(s->w, s->ci, s->host));
     memcpy(&info.remote, &host->ss, host->len);

@@ -23,7 +23,16 @@
  * order before the first packet. Each connection's first packet carries a comment with its id,
  * trace file and addresses. TLS secrets (a wire trace's `<trace>.keylog`, or --keylog) go into
  * Decryption Secrets Blocks, each written before the first packet it decrypts: an input's when
- * the merge opens it, which is before its first event is written. */
+ * the merge opens it, which is before its first event is written.
+ *
+ * Rotated traces (socktap_limits rotate_bytes/rotate_seconds) are pieces `<prefix>_<id><ext>`,
+ * `<prefix>_<id>.1<ext>`, ... of one connection, each a whole trace with the same connection
+ * record. Pieces are recognized by what they hold, not by their names (a collision or a move
+ * into finished_dir can rename them): inputs whose first connection has the same id and
+ * addresses and the same capture owner are chained in order of their first event, and at a
+ * piece's end its flow passes to the next piece (pcap_input.h next_piece), so the connection
+ * is one TCP flow (one handshake, continuous sequence numbers, FINs after the last piece)
+ * whatever order the pieces were given in. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -127,6 +136,49 @@ static bool pcap_first_before(const struct pcap_input *u, const struct pcap_inpu
     return u->index < t->index;
 }
 
+/* Order of the piece chaining: connection (id, addresses, capture owner), nothing else. */
+static int pcap_piece_key_cmp(const struct pcap_input *a, const struct pcap_input *b)
+{
+    const struct trace_conn *x = &a->first_conn, *y = &b->first_conn;
+    int c;
+    if (x->id != y->id)
+        return x->id < y->id ? -1 : 1;
+    if (a->ifindex != b->ifindex)
+        return a->ifindex < b->ifindex ? -1 : 1;
+    if ((c = strcmp(x->local.address, y->local.address)) ||
+        (c = strcmp(x->remote.address, y->remote.address)))
+        return c;
+    if (x->local.port != y->local.port)
+        return x->local.port < y->local.port ? -1 : 1;
+    if (x->remote.port != y->remote.port)
+        return x->remote.port < y->remote.port ? -1 : 1;
+    if (x->local.present != y->local.present)
+        return x->local.present ? 1 : -1;
+    if (x->remote.present != y->remote.present)
+        return x->remote.present ? 1 : -1;
+    return 0;
+}
+
+/* The connection, then the first event's time. */
+static int pcap_piece_cmp(const void *pa, const void *pb)
+{
+    int c = pcap_piece_key_cmp(*(struct pcap_input *const *)pa, *(struct pcap_input *const *)pb);
+    return c ? c : pcap_first_cmp(pa, pb);
+}
+
+/* Chains the pieces of each rotated connection among the N inputs of ORDER (sorted here; the
+ * caller sorts it again for the merge). A connection without an id (0) is never chained: ids
+ * are what socktap writes, and two id-less traces with the same addresses are not one. */
+static void pcap_chain_pieces(struct pcap_input **order, size_t n)
+{
+    qsort(order, n, sizeof(*order), pcap_piece_cmp);
+    for (size_t i = 1; i < n; i++) {
+        struct pcap_input *a = order[i - 1], *b = order[i];
+        if (a->first_conn.id && !pcap_piece_key_cmp(a, b) && !pcap_is_stdin(a))
+            a->next_piece = b;
+    }
+}
+
 int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
                  const struct pcap_convert_opts *opts, FILE *err, struct pcap_convert_stats *stats)
 {
@@ -175,10 +227,13 @@ int pcap_convert(const char *const *paths, size_t n, struct pcap_writer *w,
             continue;
         ins[i].first_sec = ins[i].ev.sec;
         ins[i].first_nsec = ins[i].ev.nsec;
+        ins[i].first_conn = ins[i].cur->conn;
+        ins[i].has_first_conn = true;
         order[norder++] = &ins[i];
         if (!pcap_is_stdin(&ins[i]))
             pcap_input_close(&ins[i]);
     }
+    pcap_chain_pieces(order, norder);
     qsort(order, norder, sizeof(*order), pcap_first_cmp);
 
     for (;;) {

@@ -24,7 +24,16 @@
  *
  * Open traces are kept in a hash table by path (and a list for the poll re-read). Past
  * max_open, new traces wait in the same table without a reader, in arrival order, and are
- * opened as others finish: the data is on disk, so waiting delays it and never loses it. */
+ * opened as others finish: the data is on disk, so waiting delays it and never loses it.
+ *
+ * Rotated traces (socktap_limits rotate_bytes/rotate_seconds): a piece's end is no connection's
+ * end, and nothing in a v2 trace tells the two apart (a v3 trace's `closed` event does). So the
+ * flows of a trace that ends without a `closed` event are parked for FOLLOW_PIECE_GRACE_MS
+ * before their FINs: a new trace whose connection (id, addresses, capture owner) is a parked
+ * one continues that flow (no second handshake, continuous sequence numbers). socktap starts
+ * the next piece with the connection's next event, so a bulk transfer's pieces continue; a
+ * connection idle for longer than the grace gets its FINs and its next piece is a new flow.
+ * The cost for every other connection: its FINs appear up to two poll rounds later. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -43,11 +52,12 @@
 
 #include "pcap/pcap_follow.h"
 
-#define FOLLOW_BUCKETS     4096
-#define FOLLOW_POLL_MS     1000
-#define FOLLOW_FD_RESERVE  32
-#define FOLLOW_MAX_OPEN    65536
-#define FOLLOW_INOTIFY_BUF (64 * 1024)
+#define FOLLOW_BUCKETS        4096
+#define FOLLOW_POLL_MS        1000
+#define FOLLOW_FD_RESERVE     32
+#define FOLLOW_MAX_OPEN       65536
+#define FOLLOW_INOTIFY_BUF    (64 * 1024)
+#define FOLLOW_PIECE_GRACE_MS 1000
 #define FOLLOW_WATCH_MASK                                                                          \
     (IN_CREATE | IN_MOVED_TO | IN_MODIFY | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF |        \
      IN_ONLYDIR)
@@ -79,6 +89,13 @@ struct follow_list {
     size_t n;
 };
 
+/* A flow whose trace ended without a `closed` event: maybe continued by a next piece. */
+struct follow_parked {
+    struct pcap_conn_flow cf;
+    uint32_t ifindex;
+    int64_t at_ms;
+};
+
 struct follow {
     struct pcap_writer *w;
     const struct pcap_follow_opts *opts;
@@ -94,6 +111,8 @@ struct follow {
     size_t max_open;
     size_t index; /* arrival number of the next trace */
     bool lease_noted, limit_noted, wait_noted;
+    struct follow_parked *parked;
+    size_t nparked, capparked;
     bool out_reg; /* the output is a regular file (out_dev, out_ino): never followed itself */
     dev_t out_dev;
     ino_t out_ino;
@@ -199,11 +218,78 @@ static void follow_forget(struct follow *fl, struct follow_file *f)
     free(f);
 }
 
-/* The end of F's trace (RC: the reader's last result): reported, flows finished (FINs),
- * forgotten. Returns 0 or the writer's -errno. */
+static int64_t follow_now_ms(void);
+
+/* F's trace ends without a `closed` event: its flows that have a connection id wait in
+ * FL->parked for a next piece instead of being finished now. */
+static void follow_park(struct follow *fl, struct follow_file *f)
+{
+    struct pcap_input *in = &f->in;
+    for (size_t i = 0; i < in->nflows;) {
+        if (!in->flows[i].conn.id || !in->flows[i].flow.opened) {
+            i++;
+            continue;
+        }
+        if (fl->nparked == fl->capparked) {
+            size_t cap = fl->capparked ? 2 * fl->capparked : 8;
+            struct follow_parked *p = realloc(fl->parked, cap * sizeof(*p));
+            if (!p)
+                return; /* finished now instead: nothing lost but the continuation */
+            fl->parked = p;
+            fl->capparked = cap;
+        }
+        fl->parked[fl->nparked++] = (struct follow_parked){
+            .cf = in->flows[i], .ifindex = in->ifindex, .at_ms = follow_now_ms()};
+        in->nflows--;
+        memmove(in->flows + i, in->flows + i + 1, (in->nflows - i) * sizeof(*in->flows));
+    }
+    in->cur = NULL;
+}
+
+/* CF, just created in F for its first event, continues a parked flow of the same connection
+ * and owner if there is one. Returns true if it did. */
+static bool follow_unpark(struct follow *fl, struct follow_file *f, struct pcap_conn_flow *cf)
+{
+    for (size_t i = 0; i < fl->nparked; i++) {
+        struct follow_parked *p = &fl->parked[i];
+        if (p->ifindex != f->in.ifindex || !pcap_conn_same(&p->cf.conn, &cf->conn))
+            continue;
+        pcap_flow_release(&cf->flow);
+        cf->flow = p->cf.flow;
+        fl->parked[i] = fl->parked[--fl->nparked];
+        return true;
+    }
+    return false;
+}
+
+/* FINs for the parked flows older than the grace (all of them with ALL). Returns 0 or the
+ * writer's -errno. */
+static int follow_expire_parked(struct follow *fl, bool all)
+{
+    int64_t now = follow_now_ms();
+    bool wrote = false;
+    int ret = 0;
+    for (size_t i = 0; i < fl->nparked && !ret;) {
+        struct follow_parked *p = &fl->parked[i];
+        if (!all && now - p->at_ms < FOLLOW_PIECE_GRACE_MS) {
+            i++;
+            continue;
+        }
+        ret = pcap_flow_finish(&p->cf.flow, fl->w);
+        pcap_flow_release(&p->cf.flow);
+        fl->parked[i] = fl->parked[--fl->nparked];
+        wrote = true;
+    }
+    return !ret && wrote ? pcap_writer_flush(fl->w) : ret;
+}
+
+/* The end of F's trace (RC: the reader's last result): reported, flows finished (FINs; parked
+ * first unless it saw its `closed` event), forgotten. Returns 0 or the writer's -errno. */
 static int follow_end(struct follow *fl, struct follow_file *f, int rc)
 {
     bool bad = false;
+    if (!f->ended)
+        follow_park(fl, f);
     int ret = pcap_input_end(&f->in, rc, fl->w, &fl->opts->conv, fl->err, &bad);
     if (bad) {
         fl->bad = true;
@@ -274,6 +360,8 @@ static int follow_drain(struct follow *fl, struct follow_file *f)
             f->in.cur = pcap_input_flow(&f->in, conn, fl->w, &fl->opts->conv, fl->err);
             if (!f->in.cur)
                 return -ENOMEM;
+            if (f->in.nflows > before && follow_unpark(fl, f, f->in.cur))
+                before++; /* a rotated trace's next piece: the same connection */
             fl->st.connections += f->in.nflows - before;
             /* after the read: a key is on disk before the records it protects are */
             int ret = follow_keylog(fl, f);
@@ -417,11 +505,34 @@ static int follow_add(struct follow *fl, const char *path, bool only_live)
     return follow_open_waiting(fl);
 }
 
-/* Adds every trace of spec S that exists now, in version order (ingress_2 before ingress_10). */
+/* NAME's length without its extension: up to the first '.' after the last '_' that is not
+ * followed by a digit ("in_1.2.pb.zst" -> "in_1.2"). */
+static size_t follow_stem_len(const char *name)
+{
+    const char *u = strrchr(name, '_');
+    for (const char *p = u ? u : name; *p; p++)
+        if (*p == '.' && !(p[1] >= '0' && p[1] <= '9'))
+            return (size_t)(p - name);
+    return strlen(name);
+}
+
+/* Version order of the names without their extensions, so a rotated trace's pieces come in
+ * order (ingress_1.pb, ingress_1.1.pb, ingress_1.2.pb: versionsort puts "ingress_1.1.pb" first,
+ * '1' < 'p') and ingress_2 before ingress_10; then the whole names. */
+static int follow_name_cmp(const struct dirent **a, const struct dirent **b)
+{
+    char x[sizeof((*a)->d_name)], y[sizeof((*b)->d_name)];
+    snprintf(x, sizeof(x), "%.*s", (int)follow_stem_len((*a)->d_name), (*a)->d_name);
+    snprintf(y, sizeof(y), "%.*s", (int)follow_stem_len((*b)->d_name), (*b)->d_name);
+    int c = strverscmp(x, y);
+    return c ? c : versionsort(a, b);
+}
+
+/* Adds every trace of spec S that exists now, in follow_name_cmp's order. */
 static int follow_scan(struct follow *fl, const struct follow_spec *s, bool only_live)
 {
     struct dirent **names;
-    int n = scandir(s->dir, &names, NULL, versionsort);
+    int n = scandir(s->dir, &names, NULL, follow_name_cmp);
     int ret = 0;
     if (n < 0) {
         fprintf(fl->err, "capture2pcap: error: %s: %s\n", s->dir, strerror(errno));
@@ -626,6 +737,10 @@ static void follow_cleanup(struct follow *fl)
         follow_forget(fl, fl->open.head);
     while (fl->waiting.head)
         follow_forget(fl, fl->waiting.head);
+    for (size_t i = 0; i < fl->nparked; i++)
+        pcap_flow_release(&fl->parked[i].cf.flow);
+    free(fl->parked);
+    fl->parked = NULL;
     for (size_t i = 0; i < fl->nspecs; i++) {
         free(fl->specs[i].dir);
         free(fl->specs[i].name);
@@ -724,7 +839,11 @@ int pcap_follow(const char *const *specs, size_t n, struct pcap_writer *w,
             ret = follow_poll_all(fl);
             last_poll = follow_now_ms();
         }
+        if (!ret && fl->nparked)
+            ret = follow_expire_parked(fl, false);
     }
+    if (!ret)
+        ret = follow_expire_parked(fl, true); /* their traces are finished: FINs now */
     if (ret && ret != -EPIPE)
         ret = follow_write_failed(fl, ret);
     if (!ret)

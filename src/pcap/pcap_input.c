@@ -11,7 +11,7 @@
 
 #include "pcap/pcap_input.h"
 
-static bool pcap_conn_same(const struct trace_conn *a, const struct trace_conn *b)
+bool pcap_conn_same(const struct trace_conn *a, const struct trace_conn *b)
 {
     return a->id == b->id && a->local.present == b->local.present &&
            a->remote.present == b->remote.present && a->local.port == b->local.port &&
@@ -92,9 +92,36 @@ struct pcap_conn_flow *pcap_input_flow(struct pcap_input *in, const struct trace
     return &in->flows[0];
 }
 
+/* IN ends: its first connection's flow continues in IN's next piece (sequence numbers,
+ * handshake and comment already written), unless that piece has already written packets of its
+ * own (pieces overlapping in time: not socktap's, which end before the next begins). */
+static void pcap_input_pass_on(struct pcap_input *in)
+{
+    struct pcap_input *next = in->next_piece;
+    for (size_t i = 0; i < in->nflows; i++) {
+        if (!pcap_conn_same(&in->flows[i].conn, &next->first_conn))
+            continue;
+        for (size_t j = 0; j < next->nflows; j++) {
+            struct pcap_conn_flow *nf = &next->flows[j];
+            if (!pcap_conn_same(&nf->conn, &next->first_conn) || nf->flow.opened)
+                continue;
+            pcap_flow_release(&nf->flow);
+            nf->flow = in->flows[i].flow; /* moved, with whatever it owns */
+            in->nflows--;
+            memmove(in->flows + i, in->flows + i + 1, (in->nflows - i) * sizeof(*in->flows));
+            if (in->cur == &in->flows[i])
+                in->cur = NULL;
+            return;
+        }
+        return;
+    }
+}
+
 /* Finishes every flow of IN (FINs with --tcp-handshake). */
 int pcap_input_finish(struct pcap_input *in, struct pcap_writer *w)
 {
+    if (in->next_piece)
+        pcap_input_pass_on(in);
     for (size_t i = 0; i < in->nflows; i++) {
         int ret = pcap_flow_finish(&in->flows[i].flow, w);
         if (ret)
@@ -236,11 +263,15 @@ size_t pcap_input_owner(const char *path, char *buf, size_t n)
     if (i < len && i > (size_t)(base - path) && path[i - 1] == '.')
         end = i - 1;
     size_t noext = end;
-    /* socktap's collision suffix ".<n>" (see docs/capture.md), then the id "_<id>" */
-    for (i = end; i > (size_t)(base - path) && isdigit((unsigned char)path[i - 1]); i--)
-        ;
-    if (i < end && i > (size_t)(base - path) && path[i - 1] == '.')
+    /* socktap's suffixes ".<n>" (see docs/capture.md: a collision, a rotated trace's piece,
+     * a clash in finished_dir, in any number), then the id "_<id>" */
+    for (;;) {
+        for (i = end; i > (size_t)(base - path) && isdigit((unsigned char)path[i - 1]); i--)
+            ;
+        if (!(i < end && i > (size_t)(base - path) && path[i - 1] == '.'))
+            break;
         end = i - 1;
+    }
     for (i = end; i > (size_t)(base - path) && isdigit((unsigned char)path[i - 1]); i--)
         ;
     if (i < end && i > (size_t)(base - path) && path[i - 1] == '_')

@@ -47,6 +47,13 @@ struct pcap_input {
     struct pcap_conn_flow *cur; /* flow of the pending event */
     struct pcap_conn_flow *flows;
     size_t nflows, capflows;
+    /* Rotated traces (socktap_limits rotate_bytes/rotate_seconds): the input holding the next
+     * piece of this input's first connection (same id and addresses, same capture owner), or
+     * NULL. At this input's end that connection's flow is passed on to it instead of being
+     * finished, so the pieces make one TCP flow. Set by the merge (pcap_convert.c). */
+    struct pcap_input *next_piece;
+    struct trace_conn first_conn; /* valid when has_first_conn */
+    bool has_first_conn;
 };
 
 /* The capture owners seen so far, one pcapng interface each. */
@@ -59,6 +66,10 @@ struct pcap_owners {
     struct pcap_owner *v;
     size_t n, cap;
 };
+
+/* True when A and B are the same connection: id and both addresses. */
+bool pcap_conn_same(const struct trace_conn *a, const struct trace_conn *b)
+    __attribute__((nonnull));
 
 /* Finds or creates the flow of CONN (NULL: a connection with nothing known) in IN; a new flow
  * gets IN's interface and, in pcapng, a comment naming the connection and IN's trace on its
@@ -98,7 +109,7 @@ int pcap_input_secrets(const struct pcap_input *in, struct pcap_writer *w,
 
 /* The capture owner of trace file PATH, i.e. its path_prefix: PATH without the extension
  * (.pb, .pb_text, .pb_length_delimited, .json, each maybe followed by .zst or .lz4),
- * socktap's collision suffix ".<n>" and the
+ * socktap's suffixes ".<n>" (collision, rotated piece; any number of them) and the
  * "_<id>"; a name without "_<id>" is its own owner (PATH minus extension); "-" is "stdin".
  * Written into BUF (N bytes, truncated). Returns the owner's length, as snprintf. */
 size_t pcap_input_owner(const char *path, char *buf, size_t n) __attribute__((nonnull));

@@ -180,6 +180,12 @@ static void capture_close(struct transport_socket *ts, enum ts_close_type how)
     if (cs->closed)
         return;
     cs->closed = true;
+    /* A connect that failed leaves its trace, as Envoy's tapper exists from the socket's
+     * creation: the connection (remote address only) and, streamed, its closed event. */
+    if (!capture_rec_opened(cs->rec)) {
+        capture_rec_unconnected(cs->rec);
+        capture_rec_open(cs->rec);
+    }
     capture_rec_finish(cs->rec, true);
 }
 
@@ -225,6 +231,13 @@ static int capture_create(const void *p, const struct ts_conn_info *info,
     cs->base.ops = &capture_socket_ops;
     cs->base.conn_id = info->conn_id;
     cs->cfg = cfg;
+    /* Envoy's streamed tap writes the connection segment when the socket is created, before an
+     * upstream connect completes: without a local address (tap_config_impl.cc, its TODO). The
+     * other forms write it once connected (or at close), with both addresses. */
+    if (info->connecting && cfg->enc.schema == TRACE_SCHEMA_V3_TAP && cfg->enc.streaming) {
+        capture_rec_unconnected(cs->rec);
+        capture_rec_open(cs->rec);
+    }
     *out = &cs->base;
     return 0;
 

@@ -7,10 +7,10 @@
  *        streaming or buffered (bounded by max_buffered_rx/tx_bytes).
  * Stats (registered at parse time, per owner, Envoy-style):
  *   <owner>.<capture|tap>.{files_opened, files_failed, events, events_dropped, backpressure,
- * bytes_written, write_errors, truncated}, e.g. listener.127.0.0.1_10000.capture.files_opened;
- * socktap_limits and runtime control (capture_store.h, docs/capture.md): limit_trace_bytes,
- * budget_skipped, budget_stopped, budget_deleted, disabled_skipped, rejected, and the gauge
- * enabled. */
+ * bytes_written, write_errors, truncated}, e.g. listener.127.0.0.1_10000.capture.files_opened,
+ * and capture_finish.h's (rotation, finished_dir, on_finished); socktap_limits' budgets and
+ * runtime control (capture_store.h, docs/capture.md): limit_trace_bytes, budget_skipped,
+ * budget_stopped, budget_deleted, disabled_skipped, rejected, and the gauge enabled. */
 #ifndef SOCKTAP_TRANSPORT_CAPTURE_H
 #define SOCKTAP_TRANSPORT_CAPTURE_H
 
@@ -21,6 +21,7 @@
 #include "core/stats.h"
 #include "trace/trace_encode.h"
 #include "transport/capture_compress.h"
+#include "transport/capture_finish.h"
 #include "transport/ts_registry.h"
 
 #define CAPTURE_DEFAULT_MAX_BACKLOG (8u * 1024u * 1024u)
@@ -80,6 +81,7 @@ struct capture_cfg {
     char ext[40]; /* the trace files' extension: the format's, then ".zst"/".lz4" if compressed */
     struct ts_config inner;
     struct capture_stats stats;
+    struct capture_finish_stats fstats; /* rotation, finished_dir, on_finished */
     /* owned, atomic, shared by the workers (the config itself is const to them): a create
      * failure was logged and no file opened since, so the next ones are only counted (a missing
      * directory must not log once per connection) */

@@ -66,6 +66,7 @@ static void capture_register_stats(struct capture_cfg *cfg, const char *owner)
     s->disabled_skipped = stats_registerf(STAT_COUNTER, "%s.%s.disabled_skipped", o, cfg->kind);
     s->rejected = stats_registerf(STAT_COUNTER, "%s.%s.rejected", o, cfg->kind);
     s->enabled = stats_registerf(STAT_GAUGE, "%s.%s.enabled", o, cfg->kind);
+    capture_finish_register_stats(&cfg->fstats, owner, cfg->kind);
 }
 
 /* Traces hold decrypted traffic: a directory anyone may write to without the sticky bit lets
@@ -243,6 +244,18 @@ static int limits_finished_dir(struct ts_parse_ctx *ctx, const struct cfg_node *
                          "'%s' is on another filesystem than the traces' directory '%s': finished "
                          "traces are moved with rename(2), which cannot cross filesystems",
                          s, dir);
+    /* finished traces leave the prefix's directory: a restart continues after them too */
+    char fprefix[4096];
+    const char *slash = strrchr(cfg->path_prefix, '/');
+    uint64_t next;
+    int len = snprintf(fprefix, sizeof(fprefix), "%s/%s", s, slash ? slash + 1 : cfg->path_prefix);
+    if (len > 0 && (size_t)len < sizeof(fprefix) && !capture_next_free_id(fprefix, &next) && next) {
+        conn_id_reserve(next - 1);
+        LOGI(LOG_NO_CONN,
+             "capture: %s already holds finished traces up to _%" PRIu64
+             "; connection ids continue above it",
+             s, next - 1);
+    }
     return (*out = strdup(s)) ? 0 : -ENOMEM;
 }
 
@@ -374,7 +387,7 @@ void capture_cfg_set_enabled(struct capture_cfg *cfg, bool enabled)
     if (__atomic_exchange_n(&cfg->rt->enabled, enabled, __ATOMIC_RELAXED) == enabled)
         return;
     stats_add(cfg->stats.enabled, enabled ? 1 : -1);
-    LOGI(0, "%s.%s: capture %s for new connections (admin)", cfg->owner, cfg->kind,
+    LOGI(LOG_NO_CONN, "%s.%s: capture %s for new connections (admin)", cfg->owner, cfg->kind,
          enabled ? "enabled" : "disabled");
 }
 

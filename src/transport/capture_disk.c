@@ -39,6 +39,8 @@
 
 #include "core/log.h"
 #include "transport/capture_compress.h"
+#include "transport/capture_finish.h"
+#include "transport/capture_hook.h"
 
 #define CAPTURE_MAX_SUFFIX 999
 
@@ -186,6 +188,18 @@ static void pool_drain(void)
     pthread_mutex_unlock(&g_pool.lock);
 }
 
+/* The pieces of one rotated trace (capture_wfile_open_piece): referenced by the recorder and
+ * by each piece until the writer frees it. */
+struct capture_wchain {
+    int refs;         /* atomic */
+    size_t backlog;   /* atomic: bytes queued over all pieces, not yet written */
+    bool first_done;  /* writer only: the first piece's create ran */
+    size_t stem_len;  /* writer only: the first piece's name minus its extension; 0: failed */
+    unsigned last_no; /* writer only: the latest piece's number (the first piece: 0) */
+    size_t stem_size;
+    char stem[]; /* writer only */
+};
+
 struct capture_wfile {
     int fd;
     uint64_t conn_id;
@@ -202,6 +216,7 @@ struct capture_wfile {
     struct capture_wfile *beside;     /* open_beside: the file whose path ours extends */
     struct capture_store_file *entry; /* writer only: F in its prefix's account, or NULL */
     const char *suffix;
+    struct capture_wchain *chain; /* a reference, or NULL: not a rotated trace */
     size_t path_size;
     char path[];
 };
@@ -331,11 +346,36 @@ static void writer_create_beside(struct capture_wfile *f)
     __atomic_store_n(&f->created, true, __ATOMIC_RELEASE);
 }
 
+/* Creates a later piece F `<stem>.<n><ext>` of its chain. Returns 0, 1 (the first piece was
+ * never created: fail quietly) or -errno; *RENAMED says a piece number was taken. */
+static int writer_create_piece(struct capture_wfile *f, bool *renamed)
+{
+    struct capture_wchain *ch = f->chain;
+    if (!ch->stem_len)
+        return 1;
+    *renamed = false;
+    for (unsigned n = ch->last_no + 1; n <= ch->last_no + CAPTURE_MAX_SUFFIX; n++) {
+        int len = snprintf(f->path, f->path_size, "%s.%u%s", ch->stem, n, f->create.ext);
+        if (len < 0 || (size_t)len >= f->path_size)
+            return -ENAMETOOLONG;
+        f->fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (f->fd >= 0) {
+            *renamed = n > ch->last_no + 1;
+            ch->last_no = n;
+            return 0;
+        }
+        if (errno != EEXIST && errno != ELOOP)
+            return -errno;
+    }
+    return -EEXIST;
+}
+
 /* Creates F's file (capture_wfile_open); the logging and counting capture_disk.h describes. */
 static void writer_create(struct capture_wfile *f)
 {
     const struct capture_wcreate *c = &f->create;
     bool renamed;
+    int rc;
     f->pending_create = false;
     __atomic_sub_fetch(&g_creates, 1, __ATOMIC_RELAXED);
     if (f->beside) {
@@ -343,15 +383,33 @@ static void writer_create(struct capture_wfile *f)
         return;
     }
     if (c->store && capture_store_reserve(c->store, &f->stats.budget)) {
-        /* max_files and nothing to delete: not captured, as a paused account does */
+        /* max_files and nothing to delete: not captured, as a paused account does (a rotated
+         * piece likewise: the trace ends with its previous piece) */
         writer_count(f, f->stats.budget_skipped, 1);
         f->fd = -1;
         __atomic_store_n(&f->budget, true, __ATOMIC_RELAXED);
         writer_fail_create(f);
         return;
     }
-    int rc = capture_file_create(c->path_prefix, f->conn_id, c->ext, f->path, f->path_size, &f->fd,
+    bool piece = f->chain && f->chain->first_done;
+    if (piece) {
+        rc = writer_create_piece(f, &renamed);
+        if (rc == 1) {
+            f->fd = -1;
+            writer_fail_create(f); /* the trace itself failed: counted and logged there */
+            return;
+        }
+    } else {
+        rc = capture_file_create(c->path_prefix, f->conn_id, c->ext, f->path, f->path_size, &f->fd,
                                  &renamed);
+        if (f->chain) {
+            size_t len = rc ? 0 : strlen(f->path) - strlen(c->ext);
+            f->chain->first_done = true;
+            f->chain->stem_len = len < f->chain->stem_size ? len : 0;
+            memcpy(f->chain->stem, f->path, f->chain->stem_len);
+            f->chain->stem[f->chain->stem_len] = '\0';
+        }
+    }
     if (rc) {
         f->fd = -1;
         writer_count(f, f->stats.files_failed, 1);
@@ -367,7 +425,12 @@ static void writer_create(struct capture_wfile *f)
     if (__atomic_exchange_n(c->failing, false, __ATOMIC_RELAXED))
         LOGI(f->conn_id, "%s: trace files for prefix %s can be created again", c->kind,
              c->path_prefix);
-    if (renamed)
+    if (renamed && piece)
+        LOGW(f->conn_id,
+             "%s: the next piece's name exists (file or symlink, left untouched); "
+             "writing %s instead",
+             c->kind, f->path);
+    else if (renamed)
         LOGW(f->conn_id,
              "%s: %s_%" PRIu64 "%s exists (file or symlink, left untouched); writing %s instead",
              c->kind, c->path_prefix, f->conn_id, c->ext, f->path);
@@ -387,9 +450,17 @@ static void writer_run_job(struct wjob *job)
             LOGE(f->conn_id, "capture: closing %s failed: %s", f->path, strerror(errno));
             writer_count(f, f->stats.write_errors, 1);
         }
-        /* the finished-file step (finished_dir rename) passes the file's new path here */
-        capture_store_finished(f->entry, NULL);
+        /* complete (or cut at its last whole event by a failed write, still a valid trace);
+         * the account follows it into finished_dir */
+        char moved[4096] = "";
+        if (__atomic_load_n(&f->created, __ATOMIC_RELAXED) && f->path[0] &&
+            capture_finish_wanted(f->create.limits) && f->create.fstats)
+            capture_finish_file(f->create.limits, f->create.fstats, f->create.kind, f->conn_id,
+                                f->path, f->suffix ? f->suffix : f->create.ext, moved,
+                                sizeof(moved));
+        capture_store_finished(f->entry, moved[0] ? moved : NULL);
         __atomic_sub_fetch(&g_held, sizeof(*f) + f->path_size, __ATOMIC_RELAXED);
+        capture_wchain_release(f->chain);
         free(f);
     } else {
         if (!__atomic_load_n(&f->failed, __ATOMIC_ACQUIRE)) {
@@ -398,6 +469,8 @@ static void writer_run_job(struct wjob *job)
                 writer_write(f, out.iov_base, out.iov_len);
         }
         __atomic_sub_fetch(&f->backlog, job->len, __ATOMIC_RELEASE);
+        if (f->chain)
+            __atomic_sub_fetch(&f->chain->backlog, job->len, __ATOMIC_RELEASE);
         __atomic_sub_fetch(&g_held, job->len, __ATOMIC_RELAXED);
         if (job->pooled)
             pool_put(job->data);
@@ -502,14 +575,50 @@ int capture_wfile_new(int fd, const char *path, uint64_t conn_id, size_t max_bac
 int capture_wfile_open(const struct capture_wcreate *c, uint64_t conn_id, size_t max_backlog,
                        const struct capture_wstats *stats, struct capture_wfile **out)
 {
-    /* "<prefix>_<id>.<suffix><ext>" */
+    /* "<prefix>_<id>.<suffix><ext>", or a piece's "<prefix>_<id>.<suffix>.<n><ext>" */
     int rc =
-        wfile_alloc(strlen(c->path_prefix) + strlen(c->ext) + 32, conn_id, max_backlog, stats, out);
+        wfile_alloc(strlen(c->path_prefix) + strlen(c->ext) + 48, conn_id, max_backlog, stats, out);
     if (rc)
         return rc;
     (*out)->create = *c;
     (*out)->pending_create = true;
     __atomic_add_fetch(&g_creates, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+int capture_wchain_new(const struct capture_wcreate *wc, struct capture_wchain **out)
+{
+    size_t size = strlen(wc->path_prefix) + 32; /* "<prefix>_<id>.<k>" */
+    struct capture_wchain *c = calloc(1, sizeof(*c) + size);
+    if (!c)
+        return -ENOMEM;
+    c->refs = 1;
+    c->stem_size = size;
+    *out = c;
+    return 0;
+}
+
+void capture_wchain_release(struct capture_wchain *c)
+{
+    if (c && __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(c);
+}
+
+size_t capture_wchain_backlog(const struct capture_wchain *c)
+{
+    return __atomic_load_n(&c->backlog, __ATOMIC_ACQUIRE);
+}
+
+int capture_wfile_open_piece(const struct capture_wcreate *c, uint64_t conn_id, size_t max_backlog,
+                             const struct capture_wstats *stats, struct capture_wchain *chain,
+                             struct capture_wfile **out)
+{
+    /* "<prefix>_<id>.<k>.<n><ext>" at most */
+    int rc = capture_wfile_open(c, conn_id, max_backlog, stats, out);
+    if (rc)
+        return rc;
+    (*out)->chain = chain;
+    __atomic_add_fetch(&chain->refs, 1, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -549,6 +658,8 @@ static int wfile_submit(struct capture_wfile *f, void *data, size_t len, bool po
     }
     *job = (struct wjob){.kind = WJOB_DATA, .file = f, .data = data, .len = len, .pooled = pooled};
     __atomic_add_fetch(&f->backlog, len, __ATOMIC_RELAXED);
+    if (f->chain)
+        __atomic_add_fetch(&f->chain->backlog, len, __ATOMIC_RELAXED);
     __atomic_add_fetch(&g_held, len, __ATOMIC_RELAXED);
     writer_push(job);
     return 0;
@@ -620,6 +731,7 @@ void capture_wfile_close(struct capture_wfile *f)
         if (f->pending_create)
             __atomic_sub_fetch(&g_creates, 1, __ATOMIC_RELAXED);
         __atomic_sub_fetch(&g_held, sizeof(*f) + f->path_size, __ATOMIC_RELAXED);
+        capture_wchain_release(f->chain);
         free(f);
         return;
     }
@@ -651,4 +763,5 @@ void capture_writer_shutdown(void)
     g_writer.stop = false;
     pthread_mutex_unlock(&g_writer.lock);
     pool_drain();
+    capture_hook_shutdown(); /* nothing queues hooks once the writer is gone */
 }

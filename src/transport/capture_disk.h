@@ -76,6 +76,10 @@ struct capture_wcreate {
      * before each write; OWNER ("listener.x") names the files' owner in GET /captures */
     struct capture_store *store;
     const char *owner;
+    /* NULL or the config's socktap_limits and stats: after the close, a file is handed to
+     * capture_finish_file (finished_dir, on_finished) when they ask for it */
+    const struct capture_limits *limits;
+    const struct capture_finish_stats *fstats;
 };
 
 /* A file being written: shared by one capture socket (until capture_wfile_close) and the
@@ -105,6 +109,31 @@ int capture_wfile_open(const struct capture_wcreate *c, uint64_t conn_id, size_t
 int capture_wfile_open_beside(struct capture_wfile *beside, const char *suffix, uint64_t conn_id,
                               size_t max_backlog, const struct capture_wstats *stats,
                               struct capture_wfile **out)
+    __attribute__((warn_unused_result, nonnull));
+
+/* Rotated traces (socktap_limits rotate_bytes/rotate_seconds): a chain ties the pieces of one
+ * connection's trace together. Its first file (capture_wfile_open_piece on a new chain) is
+ * named as capture_wfile_open's; each later one `<stem>.<n><ext>`, <stem> being the first
+ * piece's name without its extension (`<prefix>_<id>`, or `<prefix>_<id>.<k>` when the first
+ * piece took a collision name) and n the previous piece's number plus one (the first piece is
+ * 0; a taken name moves on to the next n, logged). The writer creates pieces in the order of
+ * their first jobs, so they must be submitted to in piece order. When the first piece could not
+ * be created, later ones fail quietly (capture_wfile_create_failed). */
+struct capture_wchain;
+/* A new chain for files named by WC (read, not kept); *OUT holds the caller's reference
+ * (capture_wchain_release). Returns 0 or -ENOMEM. */
+int capture_wchain_new(const struct capture_wcreate *wc, struct capture_wchain **out)
+    __attribute__((warn_unused_result, nonnull));
+/* Drops one reference (the writer drops each piece's when it frees it). C may be NULL. */
+void capture_wchain_release(struct capture_wchain *c);
+/* Bytes queued over all of C's pieces and not yet written: the connection's backlog across a
+ * rotation (a piece just closed may still be queued). */
+size_t capture_wchain_backlog(const struct capture_wchain *c) __attribute__((nonnull));
+/* As capture_wfile_open, for the next piece of CHAIN (borrowed; the file takes a reference).
+ * files_opened/files_failed count pieces too. */
+int capture_wfile_open_piece(const struct capture_wcreate *c, uint64_t conn_id, size_t max_backlog,
+                             const struct capture_wstats *stats, struct capture_wchain *chain,
+                             struct capture_wfile **out)
     __attribute__((warn_unused_result, nonnull));
 
 /* Hands DATA (LEN bytes, malloc'd; ownership passes to the writer in every case, it is freed

@@ -44,6 +44,9 @@ void capture_rec_open(struct capture_rec *r) __attribute__((nonnull));
 int capture_rec_gate(struct capture_rec *r) __attribute__((nonnull, warn_unused_result));
 /* True once capture_rec_gate refused the connection (or would: the trace could not start). */
 bool capture_rec_rejected(const struct capture_rec *r) __attribute__((nonnull));
+/* The connection never connected, or not yet (an upstream connect): the trace gets no local
+ * address, as Envoy's (tap_config_impl.cc fillConnectionInfo). Call before capture_rec_open. */
+void capture_rec_unconnected(struct capture_rec *r) __attribute__((nonnull));
 
 /* True once capture_rec_open was called. */
 bool capture_rec_opened(const struct capture_rec *r) __attribute__((nonnull));

@@ -181,13 +181,13 @@ static void state_locked(struct capture_store *s)
     for (unsigned i = 0; i < 3; i++) {
         unsigned bit = 1u << i;
         if ((p & bit) && !(old & bit))
-            LOGW(0,
+            LOGW(LOG_NO_CONN,
                  "capture paused for prefix %s: %s reached (%" PRIu64 " bytes in %" PRIu64
                  " files, %" PRIu64 " open; free %" PRIu64 "); new connections are proxied "
                  "uncaptured (counted in <owner>.<kind>.budget_skipped)",
                  s->prefix, pause_names[i], s->total, s->files, s->open_files, s->free_bytes);
         else if (!(p & bit) && (old & bit))
-            LOGI(0,
+            LOGI(LOG_NO_CONN,
                  "capture resumed for prefix %s: under %s again (%" PRIu64 " bytes in %" PRIu64
                  " files; free %" PRIu64 ")",
                  s->prefix, pause_names[i], s->total, s->files, s->free_bytes);
@@ -212,7 +212,7 @@ static bool delete_oldest_locked(struct capture_store *s, const struct capture_s
     /* unlink(2) does not follow a symlink put in the file's place: it removes the link */
     if (unlink(f->path) != 0 && errno != ENOENT && !s->unlink_logged) {
         s->unlink_logged = true;
-        LOGW(0,
+        LOGW(LOG_NO_CONN,
              "capture: delete_oldest cannot remove %s: %s; it no longer counts in the budget of "
              "%s (further failures are not logged)",
              f->path, strerror(errno), s->prefix);
@@ -454,7 +454,8 @@ static void scan_enter(struct capture_store *s, struct store_scan *sc)
     }
     free(sc->found);
     if (sc->n)
-        LOGI(0, "capture: prefix %s: %zu existing traces (%" PRIu64 " bytes) count in its budget",
+        LOGI(LOG_NO_CONN,
+             "capture: prefix %s: %zu existing traces (%" PRIu64 " bytes) count in its budget",
              s->prefix, sc->n, s->total);
 }
 
@@ -528,7 +529,7 @@ int capture_store_attach(struct capture_cfg *cfg)
                                                                            : STORE_KEEP_UNLIMITED};
         if ((rc = scan_dir(s, &sc, dir)) ||
             (l->finished_dir && (rc = scan_dir(s, &sc, l->finished_dir))))
-            LOGW(0, "capture: cannot count all the existing traces of %s: %s", s->prefix,
+            LOGW(LOG_NO_CONN, "capture: cannot count all the existing traces of %s: %s", s->prefix,
                  strerror(-rc));
         scan_enter(s, &sc);
         s->next = g_stores;
@@ -629,7 +630,8 @@ void capture_store_start(struct event_base *base)
     static const struct timeval tv = {.tv_sec = STORE_TICK_MS / 1000};
     g_timer = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
     if (!g_timer || event_add(g_timer, &tv) != 0)
-        LOGE(0, "capture: no timer for min_free_bytes and the budget's reconcile: out of memory");
+        LOGE(LOG_NO_CONN,
+             "capture: no timer for min_free_bytes and the budget's reconcile: out of memory");
 }
 
 void capture_store_stop(void)

@@ -60,6 +60,8 @@ struct ts_conn_info {
     struct sockaddr_storage remote;
     socklen_t local_len, remote_len;
     struct event_base *loop; /* the worker's loop, for layers that need their own timers */
+    bool connecting;         /* an upstream connect in progress: on_connected comes later, or
+                                never (a failed connect closes the socket first) */
 };
 
 struct transport_socket_ops {

@@ -386,6 +386,38 @@ class CaptureTest(CaptureBase):
             self.assertEqual(ts, sorted(ts))
             self.assertLess(abs(ts[0][0] - time.time()), 120)
 
+    def test_failed_upstream_connect_leaves_a_trace(self):
+        """As Envoy's tapper, which exists from the socket's creation: a connect that fails
+        leaves its trace. Derived from tap_config_impl.cc: streamed, the connection segment
+        (no local address: not connected) then a closed event; buffered, and the 2018 capture,
+        the connection alone (remote = the host tried), no events."""
+        dead = free_port()
+        cases = [("capture", capture_ts(os.path.join(self.tmp, "v2"), indent=4), "v2", ".pb"),
+                 ("stream", tap_ts(os.path.join(self.tmp, "st"), "PROTO_BINARY_LENGTH_DELIMITED", True,
+                                   indent=4), "st", ".pb_length_delimited"),
+                 ("buffered", tap_ts(os.path.join(self.tmp, "bu"), "PROTO_BINARY", False, indent=4),
+                  "bu", ".pb")]
+        for name, ts, prefix, ext in cases:
+            with self.subTest(name):
+                st = self.start(dead, cluster_ts=ts)
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as c:
+                    c.settimeout(10)
+                    self.assertEqual(c.recv(10), b"")  # closed: no upstream
+                self.assertEqual(st.stop(), 0)
+                with open(self.one_file(os.path.join(self.tmp, prefix) + "_*" + ext), "rb") as f:
+                    data = f.read()
+                if name == "capture":
+                    conn, events = parse_v2_trace(data)
+                elif name == "stream":
+                    msgs = [parse_v3_wrapper(m) for m in parse_length_delimited(data)]
+                    conn = msgs[0][1]
+                    events = [e for m in msgs for e in m[2]]
+                else:
+                    _, conn, events, _, _ = parse_v3_wrapper(data)
+                self.assertEqual(conn["remote"], ("127.0.0.1", dead))
+                self.assertNotIn("local", conn)
+                self.assertEqual([e["dir"] for e in events], ["closed"] if name == "stream" else [])
+
     def test_record_half_close_extension(self):
         """socktap_record_half_close (socktap extension): the half-close that no data write
         carried is recorded once, as a 0-byte write with end_stream, the last write of each

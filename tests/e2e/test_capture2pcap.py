@@ -103,6 +103,24 @@ def tshark(pcap, *args, check=True):
     return r.stdout.decode()
 
 
+def follow_raw(pcap):
+    """`tshark -z follow,tcp,raw,0` -> (bytes from the first sender, bytes from the other)."""
+    out = tshark(pcap, "-q", "-z", "follow,tcp,raw,0")
+    a, b = bytearray(), bytearray()
+    started = False
+    for line in out.splitlines():
+        if line.startswith("Node 1:"):
+            started = True
+            continue
+        if not started or line.startswith("====="):
+            continue
+        if line.startswith("\t"):
+            b += bytes.fromhex(line.strip())
+        elif line.strip():
+            a += bytes.fromhex(line.strip())
+    return bytes(a), bytes(b)
+
+
 def golden():
     with open(GOLDEN_6DIGIT) as f:
         return f.read().splitlines()
@@ -203,23 +221,6 @@ class Capture2PcapTest(harness.E2ETest):
                     fam = tshark(out, "-T", "fields", "-e", "ipv6.src" if ":" in ip else "ip.src").split()
                     self.assertIn(ip, fam)
 
-    def follow_raw(self, pcap):
-        """`tshark -z follow,tcp,raw,0` -> (bytes from the first sender, bytes from the other)."""
-        out = tshark(pcap, "-q", "-z", "follow,tcp,raw,0")
-        a, b = bytearray(), bytearray()
-        started = False
-        for line in out.splitlines():
-            if line.startswith("Node 1:"):
-                started = True
-                continue
-            if not started or line.startswith("====="):
-                continue
-            if line.startswith("\t"):
-                b += bytes.fromhex(line.strip())
-            elif line.strip():
-                a += bytes.fromhex(line.strip())
-        return bytes(a), bytes(b)
-
     def test_follow_stream_exact_bytes_with_handshake_and_mss(self):
         for ip in ("127.0.0.1", "::1"):
             with self.subTest(ip=ip):
@@ -243,7 +244,7 @@ class Capture2PcapTest(harness.E2ETest):
                 self.assertEqual(sum(f[1] == "1" for f in flags), 2)
                 lens = [int(x) for x in tshark(out, "-T", "fields", "-e", "tcp.len").split()]
                 self.assertLessEqual(max(lens), 1460)
-                client, server = self.follow_raw(out)  # the remote (port 50000) opened it
+                client, server = follow_raw(out)  # the remote (port 50000) opened it
                 self.assertEqual(client, reads)
                 self.assertEqual(server, writes)
                 analysis = tshark(out, "-Y", "tcp.analysis.flags && !tcp.analysis.window_update")
