@@ -319,6 +319,30 @@ class Budgets(BudgetTest):
             self.assertEqual(self.stat(st, "capture.budget_skipped"), skipped)
             self.assertEqual(st.stop(), 0)
 
+    def test_finished_dir_files_stay_in_the_account(self):
+        """Traces moved into finished_dir still count, are listed at their new path and are the
+        ones delete_oldest removes."""
+        done = os.path.join(self.tmp, "done")
+        os.mkdir(done, 0o700)
+        prefix = os.path.join(self.tmp, "fd")
+        st = self.go(capture_ts(prefix, extra=limits(max_files=3, policy="delete_oldest",
+                                                    finished_dir='"%s"' % done)))
+        moved = []
+        for i in range(5):
+            self.conn(st, prefix)
+            # the writer moves a file after its close: wait for it
+            st.wait_stat("listener.127.0.0.1_%d.capture.finished_moved" % self.port,
+                         lambda v, n=i + 1: v == n)
+            moved.append((set(os.listdir(done)) - {os.path.basename(m) for m in moved}).pop())
+            moved[-1] = os.path.join(done, moved[-1])
+        self.assertEqual(glob.glob(prefix + "_*"), [])
+        self.assertEqual(sorted(os.path.join(done, n) for n in os.listdir(done)), sorted(moved[2:]))
+        self.assertEqual(self.stat(st, "capture.budget_deleted"), 2)
+        p = self.prefix_state(st, prefix)
+        self.assertEqual(p["files"], 3)
+        self.assertEqual(sorted(t["path"] for t in p["traces"]), sorted(moved[2:]))
+        self.assertEqual(st.stop(), 0)
+
     def test_existing_traces_count_at_startup(self):
         prefix = os.path.join(self.tmp, "old")
         for i, age in ((1, 300), (2, 200), (3, 100)):
