@@ -5,6 +5,7 @@
  * for a moment, as the proxy listeners do. */
 #include "admin/admin.h"
 
+#include "admin/admin_capture.h"
 #include "admin/admin_live.h"
 #include "admin/admin_stats.h"
 
@@ -28,7 +29,8 @@
 /* evhttp has no header limit by default: 124 MiB of request headers grew RSS by 113 MB, never
  * returned. Envoy's admin is an HCM with max_request_headers_kb 60 (its default, in
  * api/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto);
- * we take the same. Only GET and HEAD are served, so a body is never needed: 4 KiB is room for a
+ * we take the same. Only GET, HEAD and the capture switch's bodiless POST are served, so a body
+ * is never needed: 4 KiB is room for a
  * client that sends a stray one. A request must arrive within the timeout (a slow client holds
  * one connection's buffers, not the admin). */
 #define ADMIN_MAX_HEADERS_BYTES (60 * 1024)
@@ -229,8 +231,13 @@ static void clusters_cb(struct evhttp_request *req, void *arg)
 static const char help_text[] =
     "admin commands are:\n"
     "  /capture/live: the capture sockets a live viewer can follow (socktap extension)\n"
+    "  /capture/cluster/NAME: POST enabled=0|1: capture of that cluster's new connections on or "
+    "off (socktap extension)\n"
+    "  /capture/listener/NAME: POST enabled=0|1: likewise for a listener (socktap extension)\n"
     "  /capture/live.pcapng: live pcapng of one capture socket; listener=NAME or cluster=NAME, "
     "wire=1, max_bytes=N (socktap extension)\n"
+    "  /captures: the traces on disk per path_prefix, open and finished, with budget state "
+    "(socktap extension)\n"
     "  /clusters: upstream cluster status\n"
     "  /help: print out list of admin commands\n"
     "  /ready: print server state, return 200 if LIVE, otherwise return 503\n"
@@ -244,8 +251,41 @@ static void help_cb(struct evhttp_request *req, void *arg)
     reply_text(req, 200, "OK", help_text);
 }
 
+static void captures_cb(struct evhttp_request *req, void *arg)
+{
+    reply_written(req, "application/json", admin_capture_write, NULL);
+}
+
+static const char *reason_of(int code)
+{
+    switch (code) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    default:
+        return "Internal Server Error";
+    }
+}
+
 static void generic_cb(struct evhttp_request *req, void *arg)
 {
+    const struct admin *a = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    char msg[512];
+    int code =
+        admin_capture_switch(a->cfg, evhttp_request_get_command(req) == EVHTTP_REQ_POST,
+                             evhttp_uri_get_path(uri), evhttp_uri_get_query(uri), msg, sizeof(msg));
+    if (code) {
+        if (code == 405)
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        reply_text(req, code, reason_of(code), msg);
+        return;
+    }
     reply_text(req, 404, "Not Found", "unknown admin path; /help lists them\n");
 }
 
@@ -272,7 +312,8 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     a->http = evhttp_new(base);
     if (!a->http)
         goto err_free_admin;
-    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    /* POST only for the capture switch (admin_capture.h); the other endpoints read */
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
     evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS_BYTES);
     evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY_BYTES);
     evhttp_set_timeout(a->http, ADMIN_TIMEOUT_S);
@@ -282,6 +323,7 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     evhttp_set_cb(a->http, "/server_info", server_info_cb, a);
     evhttp_set_cb(a->http, "/clusters", clusters_cb, a);
     evhttp_set_cb(a->http, "/help", help_cb, a);
+    evhttp_set_cb(a->http, "/captures", captures_cb, a);
     evhttp_set_gencb(a->http, generic_cb, a);
     if (admin_live_new(a->http, base, cfg, &a->live))
         goto err_free_http;

@@ -19,6 +19,8 @@
 
 #include <event2/keyvalq_struct.h>
 
+#include "core/json_out.h"
+
 /* The index of V in the NULL-ended NAMES (case-insensitive: Envoy's type= takes any case), or
  * -1. NAMES are in the order of the enum they stand for. */
 static int name_index(const char *const *names, const char *v)
@@ -190,17 +192,7 @@ bool admin_stats_prometheus_name(const char *name, char *metric, size_t metric_s
 
 void admin_stats_json_string(FILE *out, const char *s)
 {
-    fputc('"', out);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(out, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(out, "\\u%04x", c);
-        else
-            fputc(c, out);
-    }
-    fputc('"', out);
+    json_out_string(out, s);
 }
 
 struct prom_row {

@@ -23,6 +23,7 @@
 #include "net/cluster.h"
 #include "net/listener.h"
 #include "net/session.h"
+#include "transport/ts_registry.h"
 
 static int g_main_efd = -1;
 
@@ -208,6 +209,7 @@ int server_run(struct server *srv)
     event_add(srv->sigint_ev, NULL);
     event_add(srv->sighup_ev, NULL);
     event_add(srv->sigusr1_ev, NULL);
+    ts_registry_start(srv->main_base); /* the capture budget's timer */
     if (srv->cfg->admin.enabled) {
         struct admin_info info = {.concurrency = srv->nworkers,
                                   .config_path = srv->cfg->doc->file,

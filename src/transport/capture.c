@@ -30,6 +30,7 @@
 
 #include "transport/capture_disk.h"
 #include "transport/capture_rec.h"
+#include "transport/capture_store.h"
 #include "transport/capture_wire.h"
 
 #define CAPTURE_STACK_IOV 16
@@ -44,10 +45,24 @@ struct capture_socket {
     bool closed;
 };
 
+/* on_capture_failure: hold (blocked) or refuse (close) the traffic; see capture_rec_gate. */
+static bool capture_gated(struct capture_socket *cs, struct ts_io_result *out)
+{
+    int rc = capture_rec_gate(cs->rec);
+    if (rc == -EAGAIN)
+        *out = (struct ts_io_result){.action = TS_KEEP_OPEN, .blocked = true};
+    else if (rc)
+        *out = (struct ts_io_result){.action = TS_CLOSE, .err = rc};
+    return rc != 0;
+}
+
 static struct ts_io_result capture_do_read(struct transport_socket *ts, struct evbuffer *into,
                                            size_t max)
 {
     struct capture_socket *cs = (struct capture_socket *)ts;
+    struct ts_io_result gate;
+    if (capture_gated(cs, &gate))
+        return gate;
     if (capture_rec_active(cs->rec)) {
         size_t room = capture_rec_room(cs->rec);
         if (room < CAPTURE_MIN_STEP && room < max) {
@@ -84,6 +99,9 @@ static struct ts_io_result capture_do_write(struct transport_socket *ts, struct 
                                             bool end_stream)
 {
     struct capture_socket *cs = (struct capture_socket *)ts;
+    struct ts_io_result gate;
+    if (capture_gated(cs, &gate))
+        return gate;
     if (!capture_rec_active(cs->rec))
         return ts_do_write(ts->inner, from, end_stream);
 
@@ -140,6 +158,9 @@ static bool capture_is_ready(const struct transport_socket *ts)
 
 static const char *capture_failure_reason(const struct transport_socket *ts)
 {
+    struct capture_socket *cs = (struct capture_socket *)ts;
+    if (capture_rec_rejected(cs->rec))
+        return "no trace file could be created (socktap_limits.on_capture_failure: reject)";
     return ts_failure_reason(ts->inner);
 }
 
@@ -235,6 +256,30 @@ static struct live_hub *capture_live_hub(const void *p, bool wire)
     return wire ? ts_config_live(&cfg->inner, true) : cfg->live;
 }
 
+/* Admin POST /capture/...?enabled= for a capture/tap config. */
+static int capture_set_enabled(const void *p, bool enabled)
+{
+    capture_cfg_set_enabled((struct capture_cfg *)p, enabled);
+    return 0;
+}
+
+/* The hooks both factories share: the registry calls a shared hook once. */
+static void capture_start(struct event_base *main_base)
+{
+    capture_store_start(main_base);
+}
+
+static void capture_shutdown(void)
+{
+    capture_writer_shutdown();
+    capture_store_stop();
+}
+
+static int capture_write_captures(FILE *out, size_t max_finished)
+{
+    return capture_store_write_json(out, max_finished);
+}
+
 static const char *const capture_names[] = {"envoy.transport_sockets.capture", "capture", NULL};
 static const char *const capture_type_urls[] = {
     "type.googleapis.com/envoy.config.transport_socket.capture.v2alpha.Capture", NULL};
@@ -249,8 +294,11 @@ const struct ts_factory capture_socket_factory = {
     .parse = capture_cfg_parse,
     .create = capture_create,
     .free_cfg = capture_cfg_free,
-    .shutdown = capture_writer_shutdown,
+    .shutdown = capture_shutdown,
     .live = capture_live_hub,
+    .start = capture_start,
+    .set_capture = capture_set_enabled,
+    .write_captures = capture_write_captures,
 };
 
 const struct ts_factory tap_socket_factory = {
@@ -259,8 +307,11 @@ const struct ts_factory tap_socket_factory = {
     .parse = tap_cfg_parse,
     .create = capture_create,
     .free_cfg = capture_cfg_free,
-    .shutdown = capture_writer_shutdown,
+    .shutdown = capture_shutdown,
     .live = capture_live_hub,
+    .start = capture_start,
+    .set_capture = capture_set_enabled,
+    .write_captures = capture_write_captures,
 };
 
 void capture_register_factories(void)

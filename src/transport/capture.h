@@ -8,7 +8,9 @@
  * Stats (registered at parse time, per owner, Envoy-style):
  *   <owner>.<capture|tap>.{files_opened, files_failed, events, events_dropped, backpressure,
  * bytes_written, write_errors, truncated}, e.g. listener.127.0.0.1_10000.capture.files_opened,
- * and capture_finish.h's (rotation, finished_dir, on_finished). */
+ * and capture_finish.h's (rotation, finished_dir, on_finished); socktap_limits' budgets and
+ * runtime control (capture_store.h, docs/capture.md): limit_trace_bytes, budget_skipped,
+ * budget_stopped, budget_deleted, disabled_skipped, rejected, and the gauge enabled. */
 #ifndef SOCKTAP_TRANSPORT_CAPTURE_H
 #define SOCKTAP_TRANSPORT_CAPTURE_H
 
@@ -34,7 +36,17 @@ void capture_register_factories(void);
 struct capture_stats {
     stat_id files_opened, files_failed, events, events_dropped, bytes_written, write_errors,
         truncated, backpressure;
+    stat_id limit_trace_bytes, budget_skipped, budget_stopped, budget_deleted, disabled_skipped,
+        rejected;
+    stat_id enabled; /* gauge, set on the main thread */
 };
+
+/* What changes at runtime in a config the workers otherwise only read (all atomic). */
+struct capture_runtime {
+    bool enabled;      /* admin POST /capture/...?enabled=: new connections are captured */
+    bool limit_logged; /* a max_trace_bytes cut was logged; reset by a trace captured whole */
+};
+struct capture_store;
 
 /* socktap extension `socktap_limits` (docs/capture.md "Budgets, rotation and finished files"):
  * what bounds a capture config's disk use and what happens to finished files. Every number 0
@@ -74,8 +86,15 @@ struct capture_cfg {
      * failure was logged and no file opened since, so the next ones are only counted (a missing
      * directory must not log once per connection) */
     bool *create_failing;
-    struct live_hub *live; /* owned: live viewers (admin /capture/live.pcapng) */
+    struct live_hub *live;       /* owned: live viewers (admin /capture/live.pcapng) */
+    char *owner;                 /* owned: the stats prefix ("listener.127.0.0.1_10000") */
+    struct capture_runtime *rt;  /* owned */
+    struct capture_store *store; /* the prefix's account (capture_store_attach), a reference */
 };
+
+/* Turns capture on or off for the new connections of the capture/tap config CFG (admin, main
+ * thread): the workers read the flag at each connection's start; the `enabled` gauge follows. */
+void capture_cfg_set_enabled(struct capture_cfg *cfg, bool enabled) __attribute__((nonnull));
 
 /* Parsers, exposed for unit tests: CONFIG is the `config:` (capture) or `typed_config:` minus
  * "@type" (tap) map, PATH its key path. On success *OUT is the caller's (capture_cfg_free). */

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "transport/capture.h"
 #include "transport/capture_disk.h"
+#include "transport/capture_store.h"
 
 static const char *const v2_format_names[] = {"PROTO_BINARY", "PROTO_TEXT", NULL};
 static const enum trace_format v2_formats[] = {TRACE_FMT_PROTO_BINARY, TRACE_FMT_PROTO_TEXT};
@@ -31,6 +32,7 @@ void capture_cfg_free(void *p)
     struct capture_cfg *cfg = p;
     if (!cfg)
         return;
+    capture_store_detach(cfg);
     ts_config_free(&cfg->inner);
     free(cfg->limits.finished_dir);
     if (cfg->limits.on_finished)
@@ -39,6 +41,8 @@ void capture_cfg_free(void *p)
     free(cfg->limits.on_finished);
     free(cfg->path_prefix);
     free(cfg->create_failing);
+    free(cfg->rt);
+    free(cfg->owner);
     live_hub_free(cfg->live);
     free(cfg);
 }
@@ -55,6 +59,13 @@ static void capture_register_stats(struct capture_cfg *cfg, const char *owner)
     s->write_errors = stats_registerf(STAT_COUNTER, "%s.%s.write_errors", o, cfg->kind);
     s->truncated = stats_registerf(STAT_COUNTER, "%s.%s.truncated", o, cfg->kind);
     s->backpressure = stats_registerf(STAT_COUNTER, "%s.%s.backpressure", o, cfg->kind);
+    s->limit_trace_bytes = stats_registerf(STAT_COUNTER, "%s.%s.limit_trace_bytes", o, cfg->kind);
+    s->budget_skipped = stats_registerf(STAT_COUNTER, "%s.%s.budget_skipped", o, cfg->kind);
+    s->budget_stopped = stats_registerf(STAT_COUNTER, "%s.%s.budget_stopped", o, cfg->kind);
+    s->budget_deleted = stats_registerf(STAT_COUNTER, "%s.%s.budget_deleted", o, cfg->kind);
+    s->disabled_skipped = stats_registerf(STAT_COUNTER, "%s.%s.disabled_skipped", o, cfg->kind);
+    s->rejected = stats_registerf(STAT_COUNTER, "%s.%s.rejected", o, cfg->kind);
+    s->enabled = stats_registerf(STAT_GAUGE, "%s.%s.enabled", o, cfg->kind);
     capture_finish_register_stats(&cfg->fstats, owner, cfg->kind);
 }
 
@@ -357,12 +368,27 @@ static int parse_limits(struct ts_parse_ctx *ctx, const struct cfg_node *config,
 /* The keys both forms share at their top level (the inner socket, socktap's backlog and
  * compression knobs),
  * then the stats: registered only for a config that parsed. */
-/* The last step of every capture config: its stats, and its files' extension. */
-static void capture_cfg_done(struct capture_cfg *cfg, const char *owner)
+/* The last step of every capture config: its stats, its files' extension, its runtime state
+ * and its prefix's account. Returns 0 or -ENOMEM. */
+static int capture_cfg_done(struct capture_cfg *cfg, const char *owner)
 {
     snprintf(cfg->ext, sizeof(cfg->ext), "%s%s", trace_format_extension(cfg->enc.format),
              capture_compress_suffix(cfg->comp.alg));
     capture_register_stats(cfg, owner);
+    if (!(cfg->owner = strdup(owner ? owner : "socktap")) ||
+        !(cfg->rt = calloc(1, sizeof(*cfg->rt))))
+        return -ENOMEM;
+    cfg->rt->enabled = true;
+    return capture_store_attach(cfg);
+}
+
+void capture_cfg_set_enabled(struct capture_cfg *cfg, bool enabled)
+{
+    if (__atomic_exchange_n(&cfg->rt->enabled, enabled, __ATOMIC_RELAXED) == enabled)
+        return;
+    stats_add(cfg->stats.enabled, enabled ? 1 : -1);
+    LOGI(LOG_NO_CONN, "%s.%s: capture %s for new connections (admin)", cfg->owner, cfg->kind,
+         enabled ? "enabled" : "disabled");
 }
 
 static int parse_common(struct ts_parse_ctx *ctx, const struct cfg_node *config,
@@ -386,8 +412,7 @@ static int parse_common(struct ts_parse_ctx *ctx, const struct cfg_node *config,
     } else {
         ts_config_default(&cfg->inner);
     }
-    capture_cfg_done(cfg, ctx->owner_name);
-    return 0;
+    return capture_cfg_done(cfg, ctx->owner_name);
 }
 
 static struct capture_cfg *capture_cfg_new(const char *kind, enum trace_schema schema)
@@ -682,7 +707,8 @@ int capture_wire_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *conf
         (rc = parse_limits(ctx, config, path, cfg)))
         goto err_free_cfg;
     ts_config_default(&cfg->inner);
-    capture_cfg_done(cfg, ctx->owner_name);
+    if ((rc = capture_cfg_done(cfg, ctx->owner_name)))
+        goto err_free_cfg;
     *out = cfg;
     return 0;
 

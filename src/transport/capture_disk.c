@@ -100,11 +100,16 @@ static bool parse_trace_id(const char *s, uint64_t *out)
     return true;
 }
 
+bool capture_trace_name_id(const char *base, const char *name, uint64_t *id)
+{
+    size_t blen = strlen(base);
+    return !strncmp(name, base, blen) && name[blen] == '_' && parse_trace_id(name + blen + 1, id);
+}
+
 int capture_next_free_id(const char *path_prefix, uint64_t *out)
 {
     const char *slash = strrchr(path_prefix, '/');
     const char *base = slash ? slash + 1 : path_prefix;
-    size_t blen = strlen(base);
     char dir[4096];
     struct dirent *de;
     DIR *d;
@@ -119,8 +124,7 @@ int capture_next_free_id(const char *path_prefix, uint64_t *out)
     errno = 0;
     while ((de = readdir(d))) {
         uint64_t id;
-        if (!strncmp(de->d_name, base, blen) && de->d_name[blen] == '_' &&
-            parse_trace_id(de->d_name + blen + 1, &id) && id >= *out && id < UINT64_MAX)
+        if (capture_trace_name_id(base, de->d_name, &id) && id >= *out && id < UINT64_MAX)
             *out = id + 1;
     }
     if (errno)
@@ -204,11 +208,13 @@ struct capture_wfile {
     bool failed;         /* atomic: set by the writer */
     bool create_failed;  /* atomic: set by the writer (with failed) */
     bool created;        /* atomic: path is final (set by the writer once it is written) */
+    bool budget;         /* atomic: set by the writer (with failed): the budget stopped F */
     bool pending_create; /* writer only after construction: create at the first job */
     off_t size;          /* writer only: bytes in the file, always on an event boundary */
     struct capture_wstats stats;
     struct capture_wcreate create;
-    struct capture_wfile *beside; /* open_beside: the file whose path ours extends */
+    struct capture_wfile *beside;     /* open_beside: the file whose path ours extends */
+    struct capture_store_file *entry; /* writer only: F in its prefix's account, or NULL */
     const char *suffix;
     struct capture_wchain *chain; /* a reference, or NULL: not a rotated trace */
     size_t path_size;
@@ -245,6 +251,15 @@ static void writer_count(const struct capture_wfile *f, stat_id id, int64_t n)
 static void writer_write(struct capture_wfile *f, const uint8_t *data, size_t len)
 {
     size_t off = 0;
+    if (capture_store_charge(f->entry, len, &f->stats.budget)) {
+        /* max_total_bytes: the file ends on its last whole event (counted and logged once by
+         * the account); not an error */
+        __atomic_store_n(&f->budget, true, __ATOMIC_RELAXED);
+        __atomic_store_n(&f->failed, true, __ATOMIC_RELEASE);
+        close(f->fd);
+        f->fd = -1;
+        return;
+    }
     while (off < len) {
         ssize_t n = write(f->fd, data + off, len - off);
         if (n < 0 && errno == EINTR)
@@ -257,6 +272,7 @@ static void writer_write(struct capture_wfile *f, const uint8_t *data, size_t le
                 LOGE(f->conn_id, "capture: cannot cut %s back to its last whole event: %s", f->path,
                      strerror(errno));
             writer_count(f, f->stats.write_errors, 1);
+            capture_store_uncharge(f->entry, len);
             __atomic_store_n(&f->failed, true, __ATOMIC_RELEASE);
             close(f->fd);
             f->fd = -1;
@@ -295,6 +311,17 @@ static void writer_fail_create(struct capture_wfile *f)
     __atomic_store_n(&f->failed, true, __ATOMIC_RELEASE);
 }
 
+/* Enters F, just created, in its prefix's account (a failure leaves it unaccounted: the
+ * budget then undercounts one file, which is said). */
+static void writer_account(struct capture_wfile *f)
+{
+    const struct capture_wcreate *c = &f->create;
+    if (c->store && capture_store_add(c->store, f->path, f->conn_id, c->owner ? c->owner : "",
+                                      c->kind, &f->entry))
+        LOGW(f->conn_id, "%s: no memory to account %s in the budget of %s", c->kind, f->path,
+             c->path_prefix);
+}
+
 static void writer_create_beside(struct capture_wfile *f)
 {
     const char *why = NULL;
@@ -315,6 +342,7 @@ static void writer_create_beside(struct capture_wfile *f)
         writer_fail_create(f);
         return;
     }
+    writer_account(f);
     __atomic_store_n(&f->created, true, __ATOMIC_RELEASE);
 }
 
@@ -352,6 +380,15 @@ static void writer_create(struct capture_wfile *f)
     __atomic_sub_fetch(&g_creates, 1, __ATOMIC_RELAXED);
     if (f->beside) {
         writer_create_beside(f);
+        return;
+    }
+    if (c->store && capture_store_reserve(c->store, &f->stats.budget)) {
+        /* max_files and nothing to delete: not captured, as a paused account does (a rotated
+         * piece likewise: the trace ends with its previous piece) */
+        writer_count(f, f->stats.budget_skipped, 1);
+        f->fd = -1;
+        __atomic_store_n(&f->budget, true, __ATOMIC_RELAXED);
+        writer_fail_create(f);
         return;
     }
     bool piece = f->chain && f->chain->first_done;
@@ -399,6 +436,7 @@ static void writer_create(struct capture_wfile *f)
              c->kind, c->path_prefix, f->conn_id, c->ext, f->path);
     writer_count(f, f->stats.files_opened, 1);
     LOGD(f->conn_id, "%s: writing %s", c->kind, f->path);
+    writer_account(f);
     __atomic_store_n(&f->created, true, __ATOMIC_RELEASE);
 }
 
@@ -412,11 +450,15 @@ static void writer_run_job(struct wjob *job)
             LOGE(f->conn_id, "capture: closing %s failed: %s", f->path, strerror(errno));
             writer_count(f, f->stats.write_errors, 1);
         }
-        /* complete (or cut at its last whole event by a failed write, still a valid trace) */
+        /* complete (or cut at its last whole event by a failed write, still a valid trace);
+         * the account follows it into finished_dir */
+        char moved[4096] = "";
         if (__atomic_load_n(&f->created, __ATOMIC_RELAXED) && f->path[0] &&
             capture_finish_wanted(f->create.limits) && f->create.fstats)
             capture_finish_file(f->create.limits, f->create.fstats, f->create.kind, f->conn_id,
-                                f->path, f->suffix ? f->suffix : f->create.ext);
+                                f->path, f->suffix ? f->suffix : f->create.ext, moved,
+                                sizeof(moved));
+        capture_store_finished(f->entry, moved[0] ? moved : NULL);
         __atomic_sub_fetch(&g_held, sizeof(*f) + f->path_size, __ATOMIC_RELAXED);
         capture_wchain_release(f->chain);
         free(f);
@@ -655,6 +697,11 @@ bool capture_writer_behind(void)
            __atomic_load_n(&g_creates, __ATOMIC_RELAXED) > CAPTURE_WRITER_MAX_CREATES;
 }
 
+bool capture_wfile_budget(const struct capture_wfile *f)
+{
+    return __atomic_load_n(&f->budget, __ATOMIC_ACQUIRE);
+}
+
 bool capture_wfile_create_failed(const struct capture_wfile *f)
 {
     return __atomic_load_n(&f->create_failed, __ATOMIC_ACQUIRE);
@@ -680,6 +727,7 @@ void capture_wfile_close(struct capture_wfile *f)
         capture_writer_sync();
         if (f->fd >= 0)
             close(f->fd);
+        capture_store_finished(f->entry, NULL);
         if (f->pending_create)
             __atomic_sub_fetch(&g_creates, 1, __ATOMIC_RELAXED);
         __atomic_sub_fetch(&g_held, sizeof(*f) + f->path_size, __ATOMIC_RELAXED);

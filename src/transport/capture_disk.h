@@ -21,6 +21,7 @@
 #include "core/stats.h"
 #include "trace/tbuf.h"
 #include "transport/capture.h"
+#include "transport/capture_store.h"
 
 /* Creates a new trace file `<PATH_PREFIX>_<CONN_ID><EXT>` with open(O_WRONLY | O_CREAT | O_EXCL
  * | O_NOFOLLOW | O_CLOEXEC, 0600). An existing file or symlink at that name is never opened,
@@ -44,12 +45,19 @@ int capture_prefix_dir(const char *path_prefix, char *dir, size_t dir_size)
 int capture_next_free_id(const char *path_prefix, uint64_t *out)
     __attribute__((warn_unused_result, nonnull));
 
+/* True when NAME (a directory entry) is a trace name of prefix basename BASE:
+ * `<BASE>_<id>` or `<BASE>_<id>.<anything>`; *ID is then its id. */
+bool capture_trace_name_id(const char *base, const char *name, uint64_t *id)
+    __attribute__((nonnull));
+
 /* Stats the writer thread updates for a file (ids registered at config time); a zeroed struct
  * with has_stats false counts nothing (unit tests). files_opened/files_failed count the files
  * the writer creates itself (capture_wfile_open). */
 struct capture_wstats {
     bool has_stats;
     stat_id bytes_written, write_errors, files_opened, files_failed;
+    stat_id budget_skipped;            /* a create the budget refused (max_files) */
+    struct capture_store_stats budget; /* budget_stopped, budget_deleted */
 };
 
 /* How the writer names and creates a trace file for capture_wfile_open. The strings and
@@ -64,6 +72,10 @@ struct capture_wcreate {
     /* atomic, shared by every file of the config: a create failure was logged and no file was
      * created since, so further failures are only counted */
     bool *failing;
+    /* NULL: no budget; else the prefix's account (capture_store.h), which the writer charges
+     * before each write; OWNER ("listener.x") names the files' owner in GET /captures */
+    struct capture_store *store;
+    const char *owner;
     /* NULL or the config's socktap_limits and stats: after the close, a file is handed to
      * capture_finish_file (finished_dir, on_finished) when they ask for it */
     const struct capture_limits *limits;
@@ -151,8 +163,13 @@ int capture_wfile_submit_buf(struct capture_wfile *f, struct tbuf *b)
 
 /* True once a write to F failed, or its creation (the writer logged and counted it). */
 bool capture_wfile_failed(const struct capture_wfile *f);
-/* True once the writer failed to create F (counted in files_failed, not a write error). */
+/* True once the writer failed to create F (counted in files_failed, not a write error), or
+ * did not create it because the budget said no (capture_wfile_budget). */
 bool capture_wfile_create_failed(const struct capture_wfile *f);
+/* True once the budget stopped F: its create was refused (max_files: counted in
+ * budget_skipped) or a write would have crossed max_total_bytes (the file ends at its last whole
+ * event: budget_stopped). Not an error: logged once per state change by the account. */
+bool capture_wfile_budget(const struct capture_wfile *f);
 /* F's path once the writer created it, else "". Valid until F is closed. */
 const char *capture_wfile_path(const struct capture_wfile *f);
 /* Bytes queued and not yet written (0: everything submitted was written or dropped). */

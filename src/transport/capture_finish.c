@@ -99,14 +99,16 @@ void capture_finish_count(const struct capture_finish_stats *st, stat_id id)
 static bool g_move_failing;
 
 void capture_finish_file(const struct capture_limits *l, const struct capture_finish_stats *st,
-                         const char *kind, uint64_t conn_id, const char *path, const char *ext)
+                         const char *kind, uint64_t conn_id, const char *path, const char *ext,
+                         char *final, size_t final_size)
 {
-    char final[4096];
     const char *at = path;
+    final[0] = '\0';
     if (l->finished_dir) {
         bool renamed;
-        int rc = capture_finish_move(path, l->finished_dir, ext, final, sizeof(final), &renamed);
+        int rc = capture_finish_move(path, l->finished_dir, ext, final, final_size, &renamed);
         if (rc) {
+            final[0] = '\0';
             capture_finish_count(st, st->finished_move_failed);
             if (!g_move_failing)
                 LOGE(conn_id,

@@ -43,11 +43,13 @@ bool capture_finish_wanted(const struct capture_limits *l);
  * supported; never over an existing file: on a clash the next free name `<name>.<n><ext>` with
  * EXT (borrowed, may be "") the file's extension, logged), then L->on_finished queued with the
  * final path (capture_hook_run). A failed move is logged once per failing period, counted in
- * finished_move_failed, and the hook runs on the unmoved file. All arguments are borrowed;
- * L, ST and KIND must outlive the writer thread (they are the config's). Writer thread only. */
+ * finished_move_failed, and the hook runs on the unmoved file. FINAL (FINAL_SIZE bytes, the
+ * caller's) receives the moved file's path, "" when it was not moved (the budget's account
+ * follows the file: capture_store_finished). All arguments are borrowed; L, ST and KIND must
+ * outlive the writer thread (they are the config's). Writer thread only. */
 void capture_finish_file(const struct capture_limits *l, const struct capture_finish_stats *st,
-                         const char *kind, uint64_t conn_id, const char *path, const char *ext)
-    __attribute__((nonnull(1, 2, 3, 5, 6)));
+                         const char *kind, uint64_t conn_id, const char *path, const char *ext,
+                         char *final, size_t final_size) __attribute__((nonnull(1, 2, 3, 5, 6, 7)));
 
 /* Moves PATH into directory DIR under PATH's base name, or the next free name as above, never
  * replacing a file. FINAL (FINAL_SIZE bytes, caller's) receives the new path. *RENAMED says a

@@ -35,6 +35,7 @@
 #include "transport/capture_rec.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,7 @@
 #include "core/log.h"
 #include "core/sockaddr_text.h"
 #include "transport/capture_disk.h"
+#include "transport/capture_store.h"
 #include "transport/live_hub.h"
 
 #define CAPTURE_STACK_IOV       16
@@ -82,6 +84,11 @@ struct capture_rec {
     uint64_t piece_bytes;    /* encoded bytes of the current piece */
     uint64_t piece_start_ms; /* CLOCK_MONOTONIC when the current piece started */
     size_t piece_events;
+    /* socktap_limits: max_trace_bytes (all pieces) and on_capture_failure */
+    uint64_t trace_bytes; /* encoded bytes of the trace so far */
+    bool enc_buffered;    /* v3 buffered: bounded by max_buffered_rx/tx, not max_trace_bytes */
+    bool await_create;    /* on_capture_failure reject: hold the traffic until the file exists */
+    bool reject;          /* on_capture_failure reject and the trace could not be started */
 };
 
 static void capture_addr(const struct sockaddr_storage *ss, socklen_t len, struct trace_addr *out)
@@ -232,8 +239,9 @@ void capture_rec_stop(struct capture_rec *r, const char *why)
     if (!r->capturing)
         return;
     const struct capture_stats *st = &r->cfg->stats;
-    if (r->file && capture_wfile_create_failed(r->file)) {
-        /* not a truncation: the writer could not create the file (counted, logged there) */
+    if (r->file && (capture_wfile_create_failed(r->file) || capture_wfile_budget(r->file))) {
+        /* not a truncation: the writer could not create the file, or the budget stopped it
+         * (counted, and logged once, there) */
         stats_add(st->events_dropped, (int64_t)r->buf_events);
     } else {
         const char *path = r->file ? capture_wfile_path(r->file) : "";
@@ -249,6 +257,95 @@ void capture_rec_stop(struct capture_rec *r, const char *why)
     capture_wfile_close(r->file);
     r->file = NULL;
     capture_rot_unlink(r);
+}
+
+/* Ends the trace: the closing bytes, the hand-over and the file's close. */
+static void capture_rec_end(struct capture_rec *r)
+{
+    /* Reserve first: a buffer just handed to the writer has no memory yet (data == NULL). */
+    if (r->capturing && r->file &&
+        (tbuf_reserve(&r->buf, 64) != 0 || trace_enc_end(r->enc, &r->buf) != 0))
+        capture_rec_stop(r, "out of memory");
+    capture_flush(r);
+    if (r->capturing) {
+        capture_wfile_close(r->file);
+        r->file = NULL;
+        r->capturing = false;
+    }
+    capture_rot_unlink(r);
+}
+
+/* Encodes the first KEEP bytes of EV's body, Body.truncated set, into R's buffer. */
+static int capture_encode_cut(struct capture_rec *r, const struct trace_event *ev, size_t keep)
+{
+    struct iovec stack[CAPTURE_STACK_IOV], *iov = stack;
+    size_t left = keep;
+    int n = 0, rc;
+    if (ev->iovcnt > CAPTURE_STACK_IOV && !(iov = malloc((size_t)ev->iovcnt * sizeof(*iov))))
+        return -ENOMEM;
+    for (; n < ev->iovcnt && left; n++) {
+        iov[n] = ev->iov[n];
+        if (iov[n].iov_len > left)
+            iov[n].iov_len = left;
+        left -= iov[n].iov_len;
+    }
+    struct trace_event cut = *ev;
+    cut.iov = iov;
+    cut.iovcnt = n;
+    cut.len = keep;
+    cut.end_stream = false; /* the stream's end was not recorded */
+    cut.truncated = true;
+    rc = trace_enc_event(r->enc, &cut, &r->buf);
+    if (iov != stack)
+        free(iov);
+    return rc;
+}
+
+/* EV, encoded as the last ENCODED bytes of the buffer (from BEFORE), would take the trace past
+ * max_trace_bytes. v3 streamed: EV is encoded again with as much of its body as fits (a few
+ * tries at most) and Body.truncated set; v2alpha (and a v3 event with no room for any body):
+ * the trace ends at the previous whole event. Then the trace
+ * ends and the connection goes on uncaptured; counted, logged once until a connection is
+ * captured whole again. */
+static void capture_rec_limit(struct capture_rec *r, const struct trace_event *ev, size_t encoded,
+                              size_t before)
+{
+    const struct capture_cfg *cfg = r->cfg;
+    uint64_t max = cfg->limits.max_trace_bytes;
+    uint64_t room = max > r->trace_bytes ? max - r->trace_bytes : 0;
+    bool fits = false;
+    r->buf.len = before;
+    if (cfg->enc.schema == TRACE_SCHEMA_V3_TAP && ev->len > 0 && room > 0 &&
+        (ev->dir == TRACE_EV_READ || ev->dir == TRACE_EV_WRITE)) {
+        /* the body's share of the room: exact enough for binary, and JSON's base64 or escapes
+         * grow with the body; a cut that still overflows shrinks by its excess, likewise */
+        size_t keep = (size_t)((uint64_t)ev->len * room / encoded);
+        for (int tries = 0; tries < 4 && keep > 0 && !fits; tries++) {
+            r->buf.len = before;
+            if (capture_encode_cut(r, ev, keep))
+                break;
+            size_t got = r->buf.len - before, shrink;
+            if (!(fits = got <= room)) {
+                shrink = (size_t)((uint64_t)(got - room) * ev->len / encoded) + 1;
+                keep = shrink < keep ? keep - shrink : 0;
+            }
+        }
+        if (fits) {
+            r->trace_bytes += r->buf.len - before;
+            stats_inc(cfg->stats.events);
+        } else {
+            r->buf.len = before;
+        }
+    }
+    stats_inc(cfg->stats.limit_trace_bytes);
+    if (!__atomic_exchange_n(&cfg->rt->limit_logged, true, __ATOMIC_RELAXED))
+        LOGW(r->conn_id,
+             "%s: the trace reached max_trace_bytes (%" PRIu64 "): recording stops there, the "
+             "connection goes on uncaptured (further cuts are counted in %s.%s.limit_trace_bytes, "
+             "logged again after a connection is captured whole)",
+             cfg->kind, max, cfg->owner, cfg->kind);
+    live_end(r, true);
+    capture_rec_end(r);
 }
 
 /* Hands the encoded bytes to the writer (the buffer's memory moves with them). */
@@ -324,6 +421,12 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
     before = r->buf.len; /* after the reserve, which may hand the buffer over */
     if (trace_enc_event(r->enc, &ev, &r->buf) != 0)
         goto err_drop;
+    uint64_t max = r->cfg->limits.max_trace_bytes;
+    if (max && r->trace_bytes + (r->buf.len - before) > max && !r->enc_buffered) {
+        capture_rec_limit(r, &ev, r->buf.len - before, before);
+        return;
+    }
+    r->trace_bytes += r->buf.len - before;
     stats_inc(st->events);
     r->buf_events++;
     r->piece_events++;
@@ -345,6 +448,9 @@ size_t capture_rec_room(const struct capture_rec *r)
 {
     if (!r->capturing)
         return SIZE_MAX;
+    if (r->await_create && r->file && !*capture_wfile_path(r->file) &&
+        !capture_wfile_failed(r->file))
+        return 0; /* on_capture_failure reject: nothing moves before the trace exists */
     size_t queued = r->chain  ? capture_wchain_backlog(r->chain)
                     : r->file ? capture_wfile_backlog(r->file)
                               : 0;
@@ -401,14 +507,20 @@ static void capture_rec_wargs(const struct capture_cfg *cfg, struct capture_wcre
                                   .bytes_written = cfg->stats.bytes_written,
                                   .write_errors = cfg->stats.write_errors,
                                   .files_opened = cfg->stats.files_opened,
-                                  .files_failed = cfg->stats.files_failed};
+                                  .files_failed = cfg->stats.files_failed,
+                                  .budget_skipped = cfg->stats.budget_skipped,
+                                  .budget = {.has_stats = true,
+                                             .budget_stopped = cfg->stats.budget_stopped,
+                                             .budget_deleted = cfg->stats.budget_deleted}};
     *wc = (struct capture_wcreate){.path_prefix = cfg->path_prefix,
                                    .ext = cfg->ext,
                                    .kind = cfg->kind,
                                    .failing = cfg->create_failing,
                                    .comp = &cfg->comp,
                                    .limits = &cfg->limits,
-                                   .fstats = &cfg->fstats};
+                                   .fstats = &cfg->fstats,
+                                   .store = cfg->store,
+                                   .owner = cfg->owner};
 }
 
 /* Ends R's current piece (rotation): closing bytes, hand-over, close. Counted in rotated. */
@@ -451,9 +563,49 @@ static int capture_piece_start(struct capture_rec *r)
     r->handed_over = false;
     r->piece_events = 0;
     r->piece_bytes = r->buf.len - before;
+    r->trace_bytes += r->piece_bytes; /* max_trace_bytes counts every piece */
     r->piece_start_ms = capture_now_ms();
     capture_tick_queue(r);
     return 0;
+}
+
+int capture_rec_gate(struct capture_rec *r)
+{
+    if (r->reject)
+        return -EACCES;
+    if (!r->await_create)
+        return 0;
+    if (r->capturing && r->file && !*capture_wfile_path(r->file) && !capture_wfile_failed(r->file))
+        return -EAGAIN;
+    r->await_create = false;
+    if (!r->capturing || !r->file || !capture_wfile_create_failed(r->file) ||
+        capture_wfile_budget(r->file))
+        return 0; /* created; or a budget skip, which follows the policy */
+    stats_inc(r->cfg->stats.rejected);
+    capture_rec_stop(r, "no trace file");
+    r->reject = true;
+    return -EACCES;
+}
+
+bool capture_rec_rejected(const struct capture_rec *r)
+{
+    return r->reject;
+}
+
+/* Whether a new connection of R's config is captured: the admin switch and the prefix's budget
+ * (capture_store.h) decide; a skip is counted, never logged (the state changes are). */
+static bool capture_rec_admitted(const struct capture_rec *r)
+{
+    const struct capture_cfg *cfg = r->cfg;
+    if (!__atomic_load_n(&cfg->rt->enabled, __ATOMIC_RELAXED)) {
+        stats_inc(cfg->stats.disabled_skipped);
+        return false;
+    }
+    if (cfg->store && !capture_store_admit(cfg->store)) {
+        stats_inc(cfg->stats.budget_skipped);
+        return false;
+    }
+    return true;
 }
 
 void capture_rec_open(struct capture_rec *r)
@@ -461,6 +613,8 @@ void capture_rec_open(struct capture_rec *r)
     const struct capture_cfg *cfg = r->cfg;
     uint64_t id = r->conn_id;
     r->opened = true;
+    if (!capture_rec_admitted(r))
+        return;
     if (!r->conn.local.present && r->fd >= 0) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
@@ -483,6 +637,9 @@ void capture_rec_open(struct capture_rec *r)
         goto err_release_chain;
     r->capturing = true;
     r->piece_bytes = r->buf.len;
+    r->trace_bytes = r->buf.len;
+    r->enc_buffered = cfg->enc.schema == TRACE_SCHEMA_V3_TAP && !cfg->enc.streaming;
+    r->await_create = cfg->limits.on_failure == CAPTURE_ON_FAILURE_REJECT;
     r->piece_start_ms = capture_now_ms();
     if (r->chain)
         capture_rot_link(r);
@@ -507,6 +664,10 @@ err:
     LOGE(id, "%s: cannot start a trace for prefix %s: %s; connection not captured", cfg->kind,
          cfg->path_prefix, strerror(-rc));
     stats_inc(cfg->stats.files_failed);
+    if (cfg->limits.on_failure == CAPTURE_ON_FAILURE_REJECT) {
+        stats_inc(cfg->stats.rejected);
+        r->reject = true;
+    }
 }
 
 void capture_rec_unconnected(struct capture_rec *r)
@@ -549,17 +710,11 @@ void capture_rec_finish(struct capture_rec *r, bool closed_event)
         live_end(r, false); /* else the closed event below reaches the viewers itself */
     if (closed_event && r->cfg->enc.schema == TRACE_SCHEMA_V3_TAP)
         capture_rec_event(r, TRACE_EV_CLOSED, NULL, 0, 0, false);
-    /* Reserve first: a buffer just handed to the writer has no memory yet (data == NULL). */
-    if (r->capturing && r->file &&
-        (tbuf_reserve(&r->buf, 64) != 0 || trace_enc_end(r->enc, &r->buf) != 0))
-        capture_rec_stop(r, "out of memory");
-    capture_flush(r);
-    if (r->capturing) {
-        capture_wfile_close(r->file);
-        r->file = NULL;
-        r->capturing = false;
-    }
-    capture_rot_unlink(r);
+    /* a trace captured whole under max_trace_bytes: the next cut is a new state, logged */
+    if (r->capturing && r->cfg->limits.max_trace_bytes &&
+        __atomic_load_n(&r->cfg->rt->limit_logged, __ATOMIC_RELAXED))
+        __atomic_store_n(&r->cfg->rt->limit_logged, false, __ATOMIC_RELAXED);
+    capture_rec_end(r);
 }
 
 int capture_rec_new(const struct capture_cfg *cfg, const struct ts_conn_info *info,

@@ -28,12 +28,22 @@ struct capture_wfile;
 int capture_rec_new(const struct capture_cfg *cfg, const struct ts_conn_info *info,
                     struct capture_rec **out) __attribute__((warn_unused_result, nonnull));
 
-/* Starts the trace: encodes its opening bytes and queues them with the file's creation for the
- * writer thread (capture_disk.h capture_wfile_open), at the next flush tick. A failure to
- * create the file is counted there (files_failed) and logged once per failing period, and the
- * recorder turns inactive when it sees it: the connection goes on uncaptured. Call once. */
+/* Starts the trace, unless capture is disabled for the config (admin) or the prefix's budget
+ * is paused (capture_store.h): then the connection goes on uncaptured, counted in
+ * disabled_skipped / budget_skipped. Encodes its opening bytes and queues them with the file's
+ * creation for the writer thread (capture_disk.h capture_wfile_open), at the next flush tick. A
+ * failure to create the file is counted there (files_failed) and logged once per failing period,
+ * and the recorder turns inactive when it sees it: the connection goes on uncaptured. Call once. */
 void capture_rec_open(struct capture_rec *r) __attribute__((nonnull));
 
+/* on_capture_failure (socktap_limits): 0 when the connection may move bytes; -EAGAIN while a
+ * `reject` config waits for the writer to create the trace (hold the traffic: blocked); -EACCES
+ * when the trace could not be created and the config says `reject` (counted in rejected; the
+ * caller closes the connection). A connection not captured because of the budget or the admin
+ * switch is never rejected: those follow the policy (docs/capture.md). */
+int capture_rec_gate(struct capture_rec *r) __attribute__((nonnull, warn_unused_result));
+/* True once capture_rec_gate refused the connection (or would: the trace could not start). */
+bool capture_rec_rejected(const struct capture_rec *r) __attribute__((nonnull));
 /* The connection never connected, or not yet (an upstream connect): the trace gets no local
  * address, as Envoy's (tap_config_impl.cc fillConnectionInfo). Call before capture_rec_open. */
 void capture_rec_unconnected(struct capture_rec *r) __attribute__((nonnull));
@@ -49,7 +59,8 @@ bool capture_rec_active(const struct capture_rec *r) __attribute__((nonnull));
 struct capture_wfile *capture_rec_handover(struct capture_rec *r) __attribute__((nonnull));
 
 /* Records one event of LEN bytes gathered from IOV (read, not kept), stamped now. A no-op when
- * inactive. */
+ * inactive. Past socktap_limits.max_trace_bytes (encoded bytes, v3 buffered traces excepted:
+ * max_buffered_rx/tx bound them) the trace ends (see capture_rec.c capture_rec_limit). */
 void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct iovec *iov,
                        int iovcnt, size_t len, bool end_stream) __attribute__((nonnull(1)));
 /* As capture_rec_event for LEN bytes of BUF (borrowed) from OFFSET, without copying them out. */

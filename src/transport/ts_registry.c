@@ -42,6 +42,32 @@ void ts_registry_shutdown(void)
             ts_factories[i]->shutdown();
 }
 
+void ts_registry_start(struct event_base *base)
+{
+    for (size_t i = 0; i < ts_nfactories; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i; j++)
+            seen |= ts_factories[j]->start == ts_factories[i]->start;
+        if (ts_factories[i]->start && !seen)
+            ts_factories[i]->start(base);
+    }
+}
+
+int ts_registry_write_captures(FILE *out, size_t max_finished)
+{
+    for (size_t i = 0; i < ts_nfactories; i++)
+        if (ts_factories[i]->write_captures)
+            return ts_factories[i]->write_captures(out, max_finished);
+    return -ENOENT;
+}
+
+int ts_config_set_capture(const struct ts_config *ts, bool enabled)
+{
+    if (!ts->factory || !ts->factory->set_capture)
+        return -ENOENT;
+    return ts->factory->set_capture(ts->cfg, enabled);
+}
+
 const struct ts_factory *ts_registry_find(const char *name)
 {
     size_t i;

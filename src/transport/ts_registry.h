@@ -5,6 +5,8 @@
 #define SOCKTAP_TRANSPORT_TS_REGISTRY_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
 
 #include "cfgtree/cfg_node.h"
 #include "transport/transport_socket.h"
@@ -18,6 +20,7 @@ struct ts_parse_ctx {
 };
 
 struct live_hub;
+struct event_base;
 
 struct ts_factory {
     const char *const *names;     /* NULL-terminated; first is the canonical one */
@@ -41,6 +44,14 @@ struct ts_factory {
      * the TLS wire capture instead of the plaintext one; a wrapper looks through to its inner
      * socket when it has no such capture itself. */
     struct live_hub *(*live)(const void *cfg, bool wire);
+    /* Optional: starts the kind's process-wide timers on the main loop, after the stats are
+     * frozen (capture: the budget's statvfs/reconcile tick). Called by ts_registry_start. */
+    void (*start)(struct event_base *main_base);
+    /* Optional: turns the capture of CFG on or off for new connections (admin). 0 or -errno. */
+    int (*set_capture)(const void *cfg, bool enabled);
+    /* Optional, process-wide: writes the JSON of GET /captures (at most MAX_FINISHED finished
+     * traces per prefix). 0 or -errno. Kinds sharing one hook are asked once. */
+    int (*write_captures)(FILE *out, size_t max_finished);
 };
 
 /* A parsed `transport_socket:`: which factory and its parsed config. Zeroed = none given. */
@@ -55,6 +66,14 @@ void ts_registry_init(void);
 /* Runs every registered kind's shutdown hook. Called by main after the last socket is destroyed
  * and before the stats are freed (helper threads count into them). Idempotent. */
 void ts_registry_shutdown(void);
+/* Runs every registered kind's start hook (once per distinct hook) on BASE, the main loop.
+ * Called by the server after stats_freeze. */
+void ts_registry_start(struct event_base *base);
+/* GET /captures: the first registered write_captures hook's output. -ENOENT when no kind has
+ * one (capture compiled out). */
+int ts_registry_write_captures(FILE *out, size_t max_finished);
+/* Turns the capture of TS on or off for new connections: -ENOENT when TS's kind has none. */
+int ts_config_set_capture(const struct ts_config *ts, bool enabled);
 /* F must outlive the process (static const). */
 void ts_registry_add(const struct ts_factory *f);
 const struct ts_factory *ts_registry_find(const char *name);

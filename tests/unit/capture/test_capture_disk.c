@@ -20,27 +20,12 @@
 
 #include <cmocka.h>
 
+#include "capture_tmpdir.h"
+
 #include "core/stats.h"
 #include "transport/capture.h"
 #include "transport/capture_disk.h"
 #include "transport/capture_finish.h"
-
-static char g_dir[256];
-
-static int setup_dir(void **state)
-{
-    (void)state;
-    snprintf(g_dir, sizeof(g_dir), "/tmp/socktap-capture-unit-XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown_dir(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
 
 static void write_file(const char *path, const char *text)
 {
