@@ -148,6 +148,9 @@ def main():
     ap.add_argument("--dir", default="/var/tmp", help="where the captures go (a disk, not tmpfs)")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
+    if 2 * a.bulk_mb + 1 >= a.rotate_mb:
+        ap.error("--rotate-mb must exceed a hashed connection's trace (2 x --bulk-mb): the "
+                 "verifier compares whole traces; only the long stream is rotated")
     build = os.path.abspath(a.build)
     harness.BUILD = build
     harness.SOCKTAP = os.path.join(build, "socktap")
