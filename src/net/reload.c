@@ -223,6 +223,7 @@ int server_reload(struct server *srv, const char *origin, char *msg, size_t msg_
     st->generation = g->number;
     stats_inc(srv->st_reloads);
     stats_add(srv->st_generation, 1);
+    stats_add(srv->st_generations_active, 1);
     LOGI(0, "config reload (%s): %s", origin, msg);
     return 0;
 }

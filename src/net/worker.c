@@ -156,10 +156,12 @@ int server_init(struct server *srv, struct socktap_config *cfg, int nworkers, un
     srv->st_reloads = stats_register("server.reloads", STAT_COUNTER);
     srv->st_reload_failed = stats_register("server.reload_failed", STAT_COUNTER);
     srv->st_generation = stats_register("server.config_generation", STAT_GAUGE);
+    srv->st_generations_active = stats_register("server.config_generations_active", STAT_GAUGE);
     rc = stats_freeze(nworkers);
     if (rc < 0)
         return rc;
     stats_add(srv->st_generation, 1);
+    stats_add(srv->st_generations_active, 1);
     srv->reload_status.generation = 1;
     srv->main_base = event_base_new();
     if (!srv->main_base)
@@ -257,6 +259,7 @@ static void server_retire_scan(struct server *srv)
             LOGD(0, "config generation %llu freed: its last connection ended",
                  (unsigned long long)g->number);
             gen_free(g);
+            stats_add(srv->st_generations_active, -1);
             continue;
         }
         waiting |= g->fenced;

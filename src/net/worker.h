@@ -68,7 +68,10 @@ struct server {
     bool reload_in_flight;      /* handed over, not yet taken by every worker */
     bool reload_queued;         /* a SIGHUP came meanwhile: reload once it is */
     struct admin_reload_status reload_status;
-    stat_id st_reloads, st_reload_failed, st_generation;
+    /* server.reloads, server.reload_failed, server.config_generation (gauge: the running one's
+     * number), server.config_generations_active (gauge: generations in memory, the running one
+     * and the retired ones some connection still uses) */
+    stat_id st_reloads, st_reload_failed, st_generation, st_generations_active;
     unsigned drain_time_s;
     int workers_done; /* atomic: workers whose loop ended */
     struct event *drain_timer, *sigterm_ev, *sigint_ev, *sighup_ev, *sigusr1_ev;
