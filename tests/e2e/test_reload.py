@@ -285,6 +285,40 @@ class ReloadTest(E2ETest):
         self.assertEqual(code, 200, body)
         self.assertIn("config generation 2: listeners (1 kept)", body)
 
+    def test_sighup_reopens_log_then_reloads(self):
+        """logrotate's rename + SIGHUP: the log is re-opened first, so the reload's line is in
+        the new file; the reload itself is what POST /reload does."""
+        up = echo_server()
+        self.addCleanup(up.close)
+        upp = up.getsockname()[1]
+        p1, p2 = free_port(), free_port()
+        log = os.path.join(self.tmp, "socktap.log")
+        cfg_path = os.path.join(self.tmp, "cfg.yaml")
+        with open(cfg_path, "w") as f:
+            f.write(config([("one", p1, "backend", "")], [("backend", upp)], self.admin))
+        proc = self.procs.start([harness.SOCKTAP, "-c", cfg_path, "--log-path", log],
+                                log=os.path.join(self.tmp, "stderr.txt"))
+        wait_until(lambda: os.path.exists(log) and "listening on" in open(log).read(),
+                   what="log file written")
+        os.rename(log, log + ".1")
+        with open(cfg_path + ".new", "w") as f:
+            f.write(config([("one", p1, "backend", ""), ("two", p2, "backend", "")],
+                           [("backend", upp)], self.admin))
+        os.replace(cfg_path + ".new", cfg_path)
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_until(lambda: os.path.exists(log) and "config reload (SIGHUP)" in open(log).read(),
+                   what="reload logged in the new file")
+        with open(log) as f:
+            new = f.read()
+        self.assertLess(new.index("caught SIGHUP: log file re-opened"),
+                        new.index("config reload (SIGHUP): config generation 2: listeners +two"))
+        with open(log + ".1") as f:
+            self.assertNotIn("caught SIGHUP", f.read())
+        self.assertEqual(roundtrip(p2, b"two"), b"two")
+        self.assertEqual(self.procs.stop(proc), 0)
+        with open(os.path.join(self.tmp, "stderr.txt")) as f:
+            self.assertEqual(f.read(), "")  # everything went to the log; no sanitizer report
+
     def test_reload_under_load(self):
         """A reload every second for 20 s, alternating two configs (a second listener comes and
         goes, the capture format switches between binary and text) while clients make short
