@@ -5,11 +5,13 @@ file:line:col and the running config stays, and under load (a reload every secon
 no client connection fails and every capture file stays complete.
 """
 import glob
+import json
 import os
 import random
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -20,6 +22,7 @@ import harness
 from harness import E2ETest, free_port
 from test_faults import sanitized, wait_until
 from test_listen import SANITIZER_WORDS, echo_server, roundtrip
+from test_tls import GEN, listener_tls
 
 
 def capture_block(prefix, fmt="PROTO_BINARY"):
@@ -126,7 +129,6 @@ class ReloadTest(E2ETest):
                    what="reload %d logged" % n)
 
     def server_info(self):
-        import json
         with urllib.request.urlopen("http://127.0.0.1:%d/server_info" % self.admin, timeout=5) as r:
             return json.loads(r.read())
 
@@ -227,6 +229,31 @@ class ReloadTest(E2ETest):
             r = subprocess.run([trace, "cat", "--direction", "read", path], capture_output=True)
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(r.stdout, want)
+
+    def test_tls_listener_swapped_for_plain(self):
+        """A TLS connection open across a reload that drops the listener's TLS keeps its TLS
+        context (freed only when it ends); new connections get the new, plain listener."""
+        pki = os.path.join(self.tmp, "pki")
+        subprocess.run(["sh", GEN, pki], check=True, capture_output=True)
+        up = echo_server()
+        self.addCleanup(up.close)
+        upp = up.getsockname()[1]
+        p = free_port()
+        st = self.start(config([("one", p, "backend", listener_tls(pki))], [("backend", upp)],
+                               self.admin))
+        ctx = ssl.create_default_context(cafile=os.path.join(pki, "ca.pem"))
+        raw = socket.create_connection(("127.0.0.1", p), timeout=10)
+        tls = ctx.wrap_socket(raw, server_hostname="server.test")
+        tls.sendall(b"over tls")
+        self.assertEqual(tls.recv(100), b"over tls")
+        self.rewrite(st, config([("one", p, "backend", "")], [("backend", upp)], self.admin))
+        self.assertEqual(self.post_reload()[0], 200)
+        self.assertEqual(roundtrip(p, b"plain now"), b"plain now")
+        tls.sendall(b"still tls")
+        self.assertEqual(tls.recv(100), b"still tls")
+        self.assertEqual(st.stats()["server.config_generations_active"], 2)
+        tls.close()
+        st.wait_stat("server.config_generations_active", lambda v: v == 1)
 
     def test_bad_config_rejected(self):
         up = echo_server()
