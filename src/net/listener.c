@@ -26,6 +26,13 @@
  * level-triggered, so what is left in the backlog is taken at the next loop iteration, after the
  * other ready events.
  *
+ * A reload (reload.c) binds the new config's new listeners on the main thread too, before it
+ * swaps, and a listener it keeps (same name and address) keeps its sockets: each worker moves
+ * the kept socket to an accept event of the new generation in its own loop, so the kernel's
+ * backlog is never closed and no connection is refused. A removed listener's socket is closed by
+ * each worker after it accepted what the backlog already held (those connections are served
+ * under the old config); connections still in the handshake then are reset, as on any close.
+ *
  * connection_limit (Envoy's filter) is a process-wide atomic count per listener taken with
  * add-then-check, so concurrent workers can never overshoot the limit; it is checked before any
  * transport work (no TLS handshake, no trace file for a connection we refuse). */

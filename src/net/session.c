@@ -32,6 +32,11 @@
  * half" rule, which calls an upstream that hung up first "local" once the client answers the
  * close; an SRE reading the counters asks who hung up first.
  *
+ * Config: a session reads its listener, cluster, hosts and transport-socket configs, stats ids,
+ * circuit-breaker counts and LB state only from the config generation it was accepted under
+ * (s->g, a reference dropped last in session_free), so a reload never changes or frees them under
+ * a running connection (gen.h).
+ *
  * Closing is safe by construction: libevent callbacks are the only entry points, each one runs
  * to completion and ends in session_settle(), the single place that decides to free; nothing
  * touches the session after it is freed. Events are level-triggered and added/removed only when

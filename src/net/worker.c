@@ -256,7 +256,7 @@ static void server_retire_scan(struct server *srv)
         struct gen *g = *pp;
         if (gen_retired_ready(g)) {
             *pp = g->retired_next;
-            LOGD(0, "config generation %llu freed: its last connection ended",
+            LOGD(0, "config generation %llu freed: no connection uses it any more",
                  (unsigned long long)g->number);
             gen_free(g);
             stats_add(srv->st_generations_active, -1);
