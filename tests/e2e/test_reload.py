@@ -139,6 +139,7 @@ class ReloadTest(E2ETest):
         p1, p2 = free_port(), free_port()
         st = self.start(config([("one", p1, "backend", "")], [("backend", upp)], self.admin))
         self.assertTrue(connect_refused(p2))
+        self.assertEqual(roundtrip(p1, b"before"), b"before")
         self.rewrite(st, config([("one", p1, "backend", ""), ("two", p2, "backend", "")],
                                 [("backend", upp)], self.admin))
         self.sighup(st, 1)
@@ -151,6 +152,9 @@ class ReloadTest(E2ETest):
         self.assertEqual(stats["server.reload_failed"], 0)
         self.assertEqual(stats["server.config_generation"], 2)
         self.assertEqual(stats["listener.127.0.0.1_%d.downstream_cx_total" % p2], 1)
+        # same names, same counters: the kept listener's and cluster's count on
+        self.assertEqual(stats["listener.127.0.0.1_%d.downstream_cx_total" % p1], 2)
+        self.assertEqual(stats["cluster.backend.upstream_cx_total"], 3)
         info = self.server_info()["socktap_config"]
         self.assertEqual(info["generation"], 2)
         self.assertEqual(info["last_reload_result"], "ok")
@@ -195,6 +199,10 @@ class ReloadTest(E2ETest):
         self.assertIn("generation 2", st.logtext())
         new = Conn(p, tag_len=2)
         self.assertEqual(new.ask(b"y"), b"B:y")
+        with urllib.request.urlopen("http://127.0.0.1:%d/clusters" % self.admin, timeout=5) as r:
+            clusters = r.read().decode()
+        self.assertIn("backend::127.0.0.1:%d::health_flags" % b.getsockname()[1], clusters)
+        self.assertNotIn("127.0.0.1:%d" % a.getsockname()[1], clusters)
         self.assertEqual(old.ask(b"z"), b"A:z")  # an open connection stays on the old upstream
         old.close()
         new.close()
