@@ -39,7 +39,7 @@ stat_id stats_register(const char *name, enum stat_kind kind)
     if (stats_find(name, &id))
         return id;
     if (g_ndefs == STATS_MAX) {
-        log_msg(ST_LOG_CRITICAL, 0, "stats: more than %u names registered", STATS_MAX);
+        log_msg(ST_LOG_CRITICAL, LOG_NO_CONN, "stats: more than %u names registered", STATS_MAX);
         abort();
     }
     if (g_ndefs == g_cap) {

@@ -166,8 +166,8 @@ void listener_pause_accepts(struct worker *w, size_t li, int err)
         return;
     if (now != last_log) {
         last_log = now;
-        LOGW(0, "accept on %s: %s; pausing accepts for %d ms", w->gen->cfg->listeners[li].addr.text,
-             strerror(err), ACCEPT_BACKOFF_MS);
+        LOGW(LOG_NO_CONN, "accept on %s: %s; pausing accepts for %d ms",
+             w->gen->cfg->listeners[li].addr.text, strerror(err), ACCEPT_BACKOFF_MS);
     }
     event_del(w->accept_ev[li]);
     struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000};
@@ -340,7 +340,8 @@ static int listener_worker_arm(struct worker *w, struct gen *g)
         retry[i] = evtimer_new(w->base, accept_retry_cb, &lctx[i]);
         ev[i] = event_new(w->base, fd, EV_READ | EV_PERSIST, accept_cb, &lctx[i]);
         if (!retry[i] || !ev[i]) {
-            LOGE(0, "listener %s: no memory for worker %d's accept event: not accepting there",
+            LOGE(LOG_NO_CONN,
+                 "listener %s: no memory for worker %d's accept event: not accepting there",
                  g->cfg->listeners[i].name, w->index);
             if (ev[i])
                 event_free(ev[i]);

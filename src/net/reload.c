@@ -151,8 +151,9 @@ static int reload_prepare(struct server *srv, struct gen **out, char *msg, size_
         return rc;
     }
     if (!str_equal(cfg->log_format, srv->gen->cfg->log_format))
-        LOGW(0, "config reload: application_log_config.log_format changed; it applies at start "
-                "only (restart socktap to use it), the rest of the config is reloaded");
+        LOGW(LOG_NO_CONN,
+             "config reload: application_log_config.log_format changed; it applies at start "
+             "only (restart socktap to use it), the rest of the config is reloaded");
     config_warn_ignored(cfg);
     struct gen *g;
     rc = gen_new(cfg, srv->gen->number + 1, srv->nworkers, &g);
@@ -214,7 +215,7 @@ int server_reload(struct server *srv, const char *origin, char *msg, size_t msg_
     if (rc < 0) {
         st->failed++;
         stats_inc(srv->st_reload_failed);
-        LOGE(0, "config reload (%s) failed, generation %llu stays: %s", origin,
+        LOGE(LOG_NO_CONN, "config reload (%s) failed, generation %llu stays: %s", origin,
              (unsigned long long)srv->gen->number, msg);
         return rc;
     }
@@ -224,7 +225,7 @@ int server_reload(struct server *srv, const char *origin, char *msg, size_t msg_
     stats_inc(srv->st_reloads);
     stats_add(srv->st_generation, 1);
     stats_add(srv->st_generations_active, 1);
-    LOGI(0, "config reload (%s): %s", origin, msg);
+    LOGI(LOG_NO_CONN, "config reload (%s): %s", origin, msg);
     return 0;
 }
 
@@ -236,7 +237,8 @@ int server_reload_admin(void *arg, char *msg, size_t msg_size)
 void server_reload_applied(struct server *srv)
 {
     srv->reload_in_flight = false;
-    LOGD(0, "config generation %llu taken by every worker", (unsigned long long)srv->gen->number);
+    LOGD(LOG_NO_CONN, "config generation %llu taken by every worker",
+         (unsigned long long)srv->gen->number);
     if (srv->reload_queued && !srv->draining) {
         srv->reload_queued = false;
         char msg[1024];

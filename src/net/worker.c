@@ -64,7 +64,7 @@ static void worker_take_gen(struct worker *w, struct gen *next)
             drop = w->gen;
             w->gen = next;
         } else {
-            LOGE(0,
+            LOGE(LOG_NO_CONN,
                  "worker %d cannot take config generation %llu: %s; it keeps serving the "
                  "previous one",
                  w->index, (unsigned long long)next->number, strerror(-rc));
@@ -149,7 +149,7 @@ int server_init(struct server *srv, struct socktap_config *cfg, int nworkers, un
     char why[300];
     rc = listener_gen_bind(srv->gen, NULL, why, sizeof(why));
     if (rc < 0) {
-        LOGE(0, "%s", why);
+        LOGE(LOG_NO_CONN, "%s", why);
         return rc;
     }
     admin_live_register_stats();
@@ -235,11 +235,11 @@ static void signal_other_cb(evutil_socket_t sig, short what, void *arg)
     if (rc < 0)
         LOGE(LOG_NO_CONN, "caught SIGHUP: cannot re-open the log file: %s", strerror(-rc));
     else
-        LOGI(0, "caught SIGHUP: %s; reloading the config",
+        LOGI(LOG_NO_CONN, "caught SIGHUP: %s; reloading the config",
              rc > 0 ? "log file re-opened" : "logging to stderr, nothing to re-open");
     if (srv->reload_in_flight && !srv->draining) {
         srv->reload_queued = true;
-        LOGI(0, "config reload queued: the workers are still taking the previous one");
+        LOGI(LOG_NO_CONN, "config reload queued: the workers are still taking the previous one");
         return;
     }
     char msg[1024];
@@ -256,7 +256,7 @@ static void server_retire_scan(struct server *srv)
         struct gen *g = *pp;
         if (gen_retired_ready(g)) {
             *pp = g->retired_next;
-            LOGD(0, "config generation %llu freed: no connection uses it any more",
+            LOGD(LOG_NO_CONN, "config generation %llu freed: no connection uses it any more",
                  (unsigned long long)g->number);
             gen_free(g);
             stats_add(srv->st_generations_active, -1);
@@ -337,9 +337,11 @@ int server_run(struct server *srv)
     }
     if (rc == 0) {
         if (cfg->nlisteners == 0)
-            LOGW(0, "no listeners configured: serving nothing (%d workers)", srv->nworkers);
+            LOGW(LOG_NO_CONN, "no listeners configured: serving nothing (%d workers)",
+                 srv->nworkers);
         for (size_t i = 0; i < cfg->nlisteners; i++)
-            LOGI(0, "listening on %s (%d workers)", cfg->listeners[i].addr.text, srv->nworkers);
+            LOGI(LOG_NO_CONN, "listening on %s (%d workers)", cfg->listeners[i].addr.text,
+                 srv->nworkers);
         event_base_dispatch(srv->main_base);
     } else {
         __atomic_store_n(&srv->draining, true, __ATOMIC_RELEASE);
