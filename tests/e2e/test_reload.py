@@ -25,12 +25,14 @@ from test_listen import SANITIZER_WORDS, echo_server, roundtrip
 from test_tls import GEN, listener_tls
 
 
-def capture_block(prefix, fmt="PROTO_BINARY"):
+def capture_block(prefix, fmt="PROTO_BINARY", limits=""):
+    """A capture transport_socket; LIMITS: the inside of a socktap_limits map, if any."""
     return ("      transport_socket:\n"
             "        name: envoy.transport_sockets.capture\n"
             "        config:\n"
             "          file_sink: {path_prefix: \"%s\", format: %s}\n"
-            "          transport_socket: {name: raw_buffer}\n" % (prefix, fmt))
+            "          transport_socket: {name: raw_buffer}\n%s"
+            % (prefix, fmt, "          socktap_limits: {%s}\n" % limits if limits else ""))
 
 
 def config(listeners, clusters, admin_port):
@@ -262,6 +264,40 @@ class ReloadTest(E2ETest):
         self.assertEqual(st.stats()["server.config_generations_active"], 2)
         tls.close()
         st.wait_stat("server.config_generations_active", lambda v: v == 1)
+
+    def test_config_freed_while_its_hooks_wait(self):
+        """on_finished hooks still queued when the config that asked for them is replaced and
+        freed run with what they were given (the hook runner owns copies; ASan: no use after
+        free)."""
+        up = echo_server()
+        self.addCleanup(up.close)
+        upp = up.getsockname()[1]
+        p = free_port()
+        cap = os.path.join(self.tmp, "cap")
+        os.mkdir(cap, 0o700)
+        gate, log = os.path.join(self.tmp, "gate"), os.path.join(self.tmp, "hooks.log")
+        hook = os.path.join(self.tmp, "hook.sh")
+        with open(hook, "w") as f:  # blocks until the test opens the gate
+            f.write("#!/bin/sh\nwhile [ ! -e %s ]; do sleep 0.02; done\necho \"$1\" >> %s\n"
+                    % (gate, log))
+        os.chmod(hook, 0o700)
+        with_hook = capture_block(cap + "/t", limits='on_finished: ["%s"]' % hook)
+        st = self.start(config([("one", p, "backend", with_hook)], [("backend", upp)],
+                               self.admin))
+        n = 8  # twice the hooks that run at once: the other half waits in the runner's queue
+        for i in range(n):
+            self.assertEqual(roundtrip(p, b"conn %d" % i), b"conn %d" % i)
+        self.rewrite(st, config([("one", p, "backend", capture_block(cap + "/t"))],
+                                [("backend", upp)], self.admin))
+        self.assertEqual(self.post_reload()[0], 200)
+        st.wait_stat("server.config_generations_active", lambda v: v == 1)  # the old one is gone
+        hook_ok = "listener.127.0.0.1_%d.capture.hook_ok" % p
+        self.assertEqual(st.stats()[hook_ok], 0)  # every hook still waits
+        open(gate, "w").close()
+        st.wait_stat(hook_ok, lambda v: v == n)
+        with open(log) as f:
+            ran = sorted(f.read().split())
+        self.assertEqual(ran, sorted(glob.glob(cap + "/t_*")))
 
     def test_bad_config_rejected(self):
         up = echo_server()
