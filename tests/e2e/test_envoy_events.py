@@ -16,14 +16,13 @@ Envoy's rules, not from socktap's output:
 Envoy's own tap integration test (test/extensions/transport_sockets/tap/tap_integration_test.cc)
 cuts at a few bytes the same way: its traces hold "GET " and "HTTP/"."""
 import glob
-import json
 import os
-import re
 import socket
 
 import harness
 from harness import E2ETest, free_port, proxy_config
 from test_capture import Upstream
+from test_compression import json_objects as objects
 
 REQUEST = b"GET /envoy HTTP/1.1\r\nHost: x\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
@@ -40,18 +39,6 @@ def tap(prefix, indent, rx, tx):
             "%s          max_buffered_rx_bytes: %d\n%s          max_buffered_tx_bytes: %d\n"
             "%s    transport_socket: {name: raw_buffer}\n"
             % ((pad,) * 9 + (prefix,) + (pad, pad, rx, pad, tx, pad)))
-
-
-def objects(text):
-    """The top-level JSON objects of a streamed JSON trace (one per TraceWrapper)."""
-    dec, pos, out = json.JSONDecoder(), 0, []
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos == len(text):
-            return out
-        obj, pos = dec.raw_decode(text, pos)
-        out.append(obj)
 
 
 def expected_events(stream_in, stream_out, rx, tx):
