@@ -4,7 +4,8 @@ under `socktap_limits: {max_total_bytes: BUDGET, policy: delete_oldest}` (plus r
 long-lived connection), and proof that
 
   - the trace files of the prefix never exceed the budget on disk (sampled every 0.2 s by
-    listing the directory ourselves, not from socktap's stats: a bug could agree with itself);
+    listing the directory ourselves, with socktap stopped for the moment (SIGSTOP) so the view is
+    consistent; not from socktap's stats: a bug could agree with itself);
   - every finished trace was readable: the on_finished hook (HOOK below, one python process per
     file, run by socktap) opens the file at once, so delete_oldest cannot take it away, decodes
     both directions from that descriptor (`socktap-trace cat -`) and records their SHA-256;
@@ -19,9 +20,11 @@ every check passed."""
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -187,9 +190,25 @@ def main():
         samples = [0]
         rss = []
 
+        def stopped(pid):
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+        def snapshot():
+            """The prefix's files with socktap stopped (SIGSTOP): a consistent view. Listing
+            a directory while its writer runs over-counts: a file deleted after it was listed
+            and another grown before it was stat'ed (measured: +4 MiB under load)."""
+            os.kill(st.pid, signal.SIGSTOP)
+            try:
+                while not stopped(st.pid):
+                    time.sleep(0.0005)
+                return dir_bytes(cap)
+            finally:
+                os.kill(st.pid, signal.SIGCONT)
+
         def sampler():
-            while time.time() < deadline + 5:
-                b, n = dir_bytes(cap)
+            while not done_sampling.is_set():
+                b, n = snapshot()
                 if b > peak[0]:
                     peak[0] = b
                 peak[1] = max(peak[1], n)
@@ -197,9 +216,11 @@ def main():
                     over[0] += 1
                 samples[0] += 1
                 if samples[0] % 50 == 0:
-                    rss.append(harness.vm_status(st.pid, "VmRSS"))
+                    with contextlib.suppress(FileNotFoundError):
+                        rss.append(harness.vm_status(st.pid, "VmRSS"))
                 time.sleep(0.2)
 
+        done_sampling = threading.Event()
         smp = threading.Thread(target=sampler, daemon=True)
         smp.start()
 
@@ -246,8 +267,9 @@ def main():
             if done >= sum(v for k, v in stats.items() if k.endswith(".files_opened")):
                 break
             time.sleep(0.5)
-        src = st.stop()
+        done_sampling.set()
         smp.join()
+        src = st.stop()
         counts, vsamples = check_results(results, tally)
         end_bytes, end_files = dir_bytes(cap)
         print("\n== retention run: %.0f s of bulk capture, budget %d MiB (delete_oldest), rotate %d MiB =="
