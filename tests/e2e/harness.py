@@ -7,6 +7,7 @@ group) when the test ends, pass or fail.
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -238,13 +239,25 @@ class E2ETest(unittest.TestCase):
     """Base class: a temp dir and a Procs per test, cleaned up whatever happens."""
 
     def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="socktap-e2e-")
+        # the first cleanup runs last (after the processes are stopped and tmpfs unmounted)
+        self.addCleanup(self._remove_tmp)
         self.procs = Procs()
         self.addCleanup(self.procs.close)
-        self.tmp = tempfile.mkdtemp(prefix="socktap-e2e-")
 
-    def tearDown(self):
-        # keep the temp dir on failure for debugging; CTest prints its path via the log
-        pass
+    def _remove_tmp(self):
+        """Removes the temp dir of a test that passed (the suite wrote ~37 GB of them into /tmp
+        over a day: some tests leave GiB-sized traces); a failed test's stays for debugging,
+        its path in the output; SOCKTAP_KEEP_TMP=1 keeps every one."""
+        outcome = getattr(self, "_outcome", None)
+        result = getattr(outcome, "result", None)
+        failed = (outcome is None or result is None or not outcome.success or
+                  any(t is self or getattr(t, "test_case", None) is self
+                      for t, _ in result.failures + result.errors))
+        if os.environ.get("SOCKTAP_KEEP_TMP") or failed:
+            sys.stderr.write("\n%s: temp dir kept: %s\n" % (self.id(), self.tmp))
+            return
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def start_http_upstream(self, directory=None, host="127.0.0.1"):
         port = free_port(host)
