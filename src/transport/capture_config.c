@@ -561,7 +561,15 @@ static int parse_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sink,
         if (cfg_map_get(sink, "file_per_tap")) /* OutputSink.output_sink_type is a oneof */
             return cfg_error(ctx->err, ctx->doc, custom, &cp,
                              "a sink is file_per_tap or custom_sink, not both");
-        return tap_feat_parse_custom_sink(ctx, custom, &cp, (int)cfg->enc.format, &cfg->feat);
+        /* udp_sink_impl.cc submitTrace: "Not support PROTO_BINARY_LENGTH_DELIMITED": Envoy's
+         * sink sends nothing for it */
+        if (cfg->enc.format == TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED) {
+            struct cfg_path fp = CFG_PATH_KEY(path, "format");
+            return cfg_error(ctx->err, ctx->doc, cfg_map_get(sink, "format"), &fp,
+                             "the UDP sink does not take PROTO_BINARY_LENGTH_DELIMITED (Envoy's "
+                             "sends nothing for it): a datagram already delimits its message");
+        }
+        return tap_feat_parse_custom_sink(ctx, custom, &cp, &cfg->feat);
     }
     struct cfg_path fpt_path;
     const struct cfg_node *fpt;

@@ -315,7 +315,7 @@ static int udp_open(struct tap_udp *u, uint64_t sndbuf)
 }
 
 int tap_feat_parse_custom_sink(struct ts_parse_ctx *ctx, const struct cfg_node *node,
-                               const struct cfg_path *path, int format, struct tap_feat *feat)
+                               const struct cfg_path *path, struct tap_feat *feat)
 {
     static const char *const keys[] = {"name", "typed_config", NULL};
     static const char *const udp_keys[] = {"udp_address", "udp_sent_buffer_bytes",
@@ -340,13 +340,6 @@ int tap_feat_parse_custom_sink(struct ts_parse_ctx *ctx, const struct cfg_node *
         return cfg_error(ctx->err, ctx->doc, node, &sp, "the UDP sink needs a udp_address");
     if ((rc = cfg_check_keys(ctx->err, ctx->doc, settings, &sp, udp_keys)))
         return rc;
-    /* udp_sink_impl.cc submitTrace: "Not support PROTO_BINARY_LENGTH_DELIMITED" (nothing sent) */
-    if (format == TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED) {
-        struct cfg_path fp = CFG_PATH_KEY(path, "format");
-        return cfg_error(ctx->err, ctx->doc, node, &fp,
-                         "the UDP sink does not take PROTO_BINARY_LENGTH_DELIMITED (Envoy's sends "
-                         "nothing for it): a datagram already delimits its message");
-    }
     struct tap_udp *u = calloc(1, sizeof(*u));
     if (!u)
         return -ENOMEM;

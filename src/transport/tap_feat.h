@@ -67,11 +67,10 @@ int tap_feat_parse_match(struct ts_parse_ctx *ctx, const struct cfg_node *node,
 int tap_feat_parse_enabled(struct ts_parse_ctx *ctx, const struct cfg_node *node,
                            const struct cfg_path *path, struct tap_feat *feat)
     __attribute__((nonnull(1, 2, 3, 4)));
-/* OutputSink.custom_sink NODE at PATH (FORMAT: the sink's format, an enum trace_format):
- * opens FEAT->udp. */
+/* OutputSink.custom_sink NODE at PATH: opens FEAT->udp (the socket). */
 int tap_feat_parse_custom_sink(struct ts_parse_ctx *ctx, const struct cfg_node *node,
-                               const struct cfg_path *path, int format, struct tap_feat *feat)
-    __attribute__((nonnull(1, 2, 3, 5)));
+                               const struct cfg_path *path, struct tap_feat *feat)
+    __attribute__((nonnull(1, 2, 3, 4)));
 /* Registers FEAT's stats for OWNER (NULL: "socktap"). */
 void tap_feat_register_stats(struct tap_feat *feat, const char *owner) __attribute__((nonnull(1)));
 /* Frees what FEAT owns (not FEAT). */
