@@ -39,6 +39,7 @@ struct trace_enc {
     bool read_truncated, write_truncated;
     /* v3 streaming */
     uint64_t seq_next;   /* seq_num of the next read/write (cfg.seq_num) */
+    uint64_t seq_last;   /* the one the last read/write got (trace_enc_forget_last) */
     struct tbuf batch;   /* min_streamed_sent: the held events, each as the format writes an
                           * element of SocketEvents.events */
     uint64_t batch_body; /* body bytes held */
@@ -647,8 +648,14 @@ static void seq_assign(struct trace_enc *enc, struct trace_event *ev)
         ev->seq_num = UINT64_MAX;
         return;
     }
-    ev->seq_num = enc->seq_next;
+    ev->seq_num = enc->seq_last = enc->seq_next;
     enc->seq_next += ev->len;
+}
+
+void trace_enc_forget_last(struct trace_enc *enc)
+{
+    if (enc->seq_last)
+        enc->seq_next = enc->seq_last;
 }
 
 static int segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)

@@ -57,6 +57,10 @@ int trace_enc_event(struct trace_enc *enc, const struct trace_event *ev, struct 
  * a trace that already says so. Only a v3 buffered trace can carry them; returns whether ENC
  * does. Call before trace_enc_end. */
 bool trace_enc_mark_truncated(struct trace_enc *enc, bool read, bool write);
+/* The bytes the last trace_enc_event appended were thrown away and the next call re-encodes that
+ * event (cut): it keeps the seq_num the thrown one had. Not for batched streaming
+ * (min_streamed_sent), whose held events cannot be taken back. */
+void trace_enc_forget_last(struct trace_enc *enc);
 /* Appends the closing bytes (v3 buffered: the whole trace; v3 batched streaming: the events
  * still held). Call once, last. */
 int trace_enc_end(struct trace_enc *enc, struct tbuf *out);

@@ -343,13 +343,15 @@ static void capture_rec_limit(struct capture_rec *r, const struct trace_event *e
     uint64_t room = max > r->trace_bytes ? max - r->trace_bytes : 0;
     bool fits = false;
     r->buf.len = before;
+    /* a batched tap (min_streamed_sent_bytes) holds events it cannot take back: no cut there */
     if (cfg->enc.schema == TRACE_SCHEMA_V3_TAP && ev->len > 0 && room > 0 &&
-        (ev->dir == TRACE_EV_READ || ev->dir == TRACE_EV_WRITE)) {
+        !cfg->enc.min_streamed_sent && (ev->dir == TRACE_EV_READ || ev->dir == TRACE_EV_WRITE)) {
         /* the body's share of the room: exact enough for binary, and JSON's base64 or escapes
          * grow with the body; a cut that still overflows shrinks by its excess, likewise */
         size_t keep = (size_t)((uint64_t)ev->len * room / encoded);
         for (int tries = 0; tries < 4 && keep > 0 && !fits; tries++) {
             r->buf.len = before;
+            trace_enc_forget_last(r->enc); /* the cut event keeps its seq_num */
             if (capture_encode_cut(r, ev, keep))
                 break;
             size_t got = r->buf.len - before, shrink;

@@ -293,6 +293,38 @@ static void test_v3_json_batch_layout(void **state)
     tbuf_free(&js);
 }
 
+/* A streamed event re-encoded after trace_enc_forget_last (capture_rec.c cuts an event that
+ * crosses max_trace_bytes) keeps its seq_num; the next one continues after the cut's bytes. */
+static void test_v3_forget_last_keeps_seq(void **state)
+{
+    struct trace_enc_cfg cfg = {.schema = TRACE_SCHEMA_V3_TAP,
+                                .format = TRACE_FMT_PROTO_TEXT,
+                                .streaming = true,
+                                .max_buffered_rx = 1024,
+                                .max_buffered_tx = 1024,
+                                .seq_num = true};
+    struct trace_enc *enc;
+    struct tbuf out = {0};
+    assert_int_equal(trace_enc_new(&cfg, &conn, &enc), 0);
+    struct trace_event ev = make_event(0); /* 103 bytes */
+    assert_int_equal(trace_enc_event(enc, &ev, &out), 0);
+    out.len = 0;
+    trace_enc_forget_last(enc);
+    ev.len = 50;
+    ev.iovcnt = 1;
+    iovs[0].iov_len = 50;
+    assert_int_equal(trace_enc_event(enc, &ev, &out), 0);
+    ev = make_event(1);
+    assert_int_equal(trace_enc_event(enc, &ev, &out), 0);
+    assert_int_equal(tbuf_reserve(&out, 1), 0);
+    out.data[out.len] = 0;
+    const char *s = strstr((const char *)out.data, "seq_num: 1\n");
+    assert_non_null(s);
+    assert_non_null(strstr(s, "seq_num: 51\n"));
+    tbuf_free(&out);
+    trace_enc_free(enc);
+}
+
 static void test_format_extension(void **state)
 {
     assert_string_equal(trace_format_extension(TRACE_FMT_PROTO_BINARY), ".pb");
@@ -327,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_v3_streamed_extras_match_protoc),
         cmocka_unit_test(test_v3_streamed_batches_match_protoc),
         cmocka_unit_test(test_v3_json_batch_layout),
+        cmocka_unit_test(test_v3_forget_last_keeps_seq),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
