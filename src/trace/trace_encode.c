@@ -652,6 +652,21 @@ static void seq_assign(struct trace_enc *enc, struct trace_event *ev)
     enc->seq_next += ev->len;
 }
 
+uint64_t trace_enc_seq_next(const struct trace_enc *enc)
+{
+    return enc->seq_next;
+}
+
+void trace_enc_set_seq_next(struct trace_enc *enc, uint64_t next)
+{
+    enc->seq_next = next;
+}
+
+void trace_enc_set_conn(struct trace_enc *enc, const struct trace_conn *conn)
+{
+    enc->conn = *conn;
+}
+
 void trace_enc_forget_last(struct trace_enc *enc)
 {
     if (enc->seq_last)

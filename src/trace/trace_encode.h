@@ -61,6 +61,14 @@ bool trace_enc_mark_truncated(struct trace_enc *enc, bool read, bool write);
  * event (cut): it keeps the seq_num the thrown one had. Not for batched streaming
  * (min_streamed_sent), whose held events cannot be taken back. */
 void trace_enc_forget_last(struct trace_enc *enc);
+/* The connection's addresses changed (an upstream connect completed: its local address is known
+ * now). What is still to be written uses CONN (copied): the per-event connection
+ * (conn_per_event) and a buffered trace's connection; a segment already written stays. */
+void trace_enc_set_conn(struct trace_enc *enc, const struct trace_conn *conn);
+/* seq_num across the pieces of a rotated trace: the next one ENC would give, and setting it on
+ * the next piece's encoder (before its first event), so numbering goes on as in one trace. */
+uint64_t trace_enc_seq_next(const struct trace_enc *enc);
+void trace_enc_set_seq_next(struct trace_enc *enc, uint64_t next);
 /* Appends the closing bytes (v3 buffered: the whole trace; v3 batched streaming: the events
  * still held). Call once, last. */
 int trace_enc_end(struct trace_enc *enc, struct tbuf *out);

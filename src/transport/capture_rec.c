@@ -68,7 +68,9 @@ struct capture_rec {
     const struct capture_cfg *cfg;
     uint64_t conn_id;
     struct trace_conn conn;
-    int fd; /* not owned: only for getsockname when the local address is unknown */
+    int fd;            /* not owned: only for getsockname when the local address is unknown */
+    int conn_fd;       /* not owned: the connection's fd, for capture_rec_connected's getsockname */
+    uint64_t seq_next; /* between two rotated pieces: the seq_num the next event gets */
     struct trace_enc *enc;
     struct tbuf buf;
     size_t buf_events; /* events in buf, counted as dropped if buf is refused */
@@ -597,6 +599,7 @@ static void capture_piece_end(struct capture_rec *r)
         return;
     capture_wfile_close(r->file);
     r->file = NULL;
+    r->seq_next = trace_enc_seq_next(r->enc);
     trace_enc_free(r->enc);
     r->enc = NULL;
     stats_inc(r->cfg->fstats.rotated);
@@ -614,6 +617,7 @@ static int capture_piece_start(struct capture_rec *r)
     int rc = trace_enc_new(&cfg->enc, &r->conn, &r->enc);
     if (rc)
         return rc;
+    trace_enc_set_seq_next(r->enc, r->seq_next); /* one trace, numbered across its pieces */
     if ((rc = tbuf_reserve(&r->buf, 256)) || (rc = trace_enc_begin(r->enc, &r->buf)) ||
         (rc = capture_wfile_open_piece(&wc, r->conn_id, cfg->max_backlog, &ws, r->chain,
                                        &r->file))) {
@@ -765,6 +769,17 @@ void capture_rec_unconnected(struct capture_rec *r)
     r->fd = -1;
 }
 
+void capture_rec_connected(struct capture_rec *r)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (!r->capturing || !r->enc || r->conn.local.present || r->conn_fd < 0 ||
+        getsockname(r->conn_fd, (struct sockaddr *)&ss, &sl) != 0)
+        return;
+    capture_addr(&ss, sl, &r->conn.local);
+    trace_enc_set_conn(r->enc, &r->conn);
+}
+
 bool capture_rec_opened(const struct capture_rec *r)
 {
     return r->opened;
@@ -825,6 +840,7 @@ int capture_rec_new(const struct capture_cfg *cfg, const struct ts_conn_info *in
     r->cfg = cfg;
     r->conn_id = info->conn_id;
     r->fd = info->fd;
+    r->conn_fd = info->fd;
     r->loop = info->loop;
     r->conn.id = info->conn_id;
     capture_addr(&info->local, info->local_len, &r->conn.local);

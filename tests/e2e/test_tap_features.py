@@ -232,6 +232,61 @@ class TapFeatureTest(E2ETest):
         self.assertEqual(st.stats()["transport.tap.fb.streamed_read_submit"], 0)
         self.assertEqual(st.stop(), 0)
 
+    def test_upstream_events_carry_the_local_address_once_connected(self):
+        """A streamed upstream tap writes its connection segment before the connect, without a
+        local address (tap_config_impl.cc, its TODO); fillConnectionInfo runs again for each
+        event with set_connection_per_event, so the events carry the address the connect got."""
+        up = Upstream(b"world")
+        prefix = os.path.join(self.tmp, "up")
+        self.port = free_port()
+        cfg = proxy_config(self.port, up.port, listener_ts="", cluster_ts=tap(
+            4, file_sink(prefix, "PROTO_BINARY"),
+            outer_extra="socket_tap_config: {set_connection_per_event: true}"))
+        st = self.socktap(cfg)
+        exchange(self.port, b"hello")
+        up.join()
+        msgs = self.streamed_messages(self.one_trace(prefix))
+        first = msgs[0][2]
+        self.assertNotIn("local", first)
+        self.assertEqual(first["remote"], ("127.0.0.1", up.port))
+        events = [e for m in msgs[1:] for e in m[3]]
+        self.assertTrue(events)
+        for e in events:
+            self.assertEqual(e["conn"], {"local": up.peer, "remote": ("127.0.0.1", up.port)})
+        self.check_seq(events)
+        self.assertEqual(st.stop(), 0)
+
+    def test_seq_num_goes_on_across_rotated_pieces(self):
+        """A rotated trace (socktap_limits.rotate_bytes, socktap extension) is one trace in
+        pieces: seq_num goes on from piece to piece, the closed event in the last."""
+        req = os.urandom(64 * 1024)
+        up = Upstream(b"world")
+        prefix = os.path.join(self.tmp, "rot")
+        ts = tap(6, file_sink(prefix, "PROTO_BINARY"), output_extra="max_buffered_rx_bytes: %d" % FULL,
+                 outer_extra="socktap_limits: {rotate_bytes: 4096}")
+        st = self.start(up.port, ts)
+        c = socket.create_connection(("127.0.0.1", self.port))
+        for i in range(0, len(req), 2048):  # separate reads: events to rotate between
+            c.sendall(req[i:i + 2048])
+            wait_until(lambda: up.count >= i + 2048, what="the upstream's bytes")
+        c.shutdown(socket.SHUT_WR)
+        self.assertEqual(c.recv(100), b"world")
+        c.close()
+        st.wait_stat("listener.127.0.0.1_%d.tap.rotated" % self.port, lambda x: x >= 2)
+
+        def pieces():
+            files = sorted(glob.glob(prefix + "_*"), key=lambda f: (len(f), f))
+            evs = []
+            for f in files:
+                with open(f, "rb") as fh:
+                    evs += [e for m in split_concatenated(fh.read()) for e in parse_wrapper(m)[3]]
+            return evs if evs and evs[-1]["dir"] == "closed" else None
+        events = wait_until(pieces, what="the last piece's closed event")
+        self.assertGreaterEqual(len(glob.glob(prefix + "_*")), 3)
+        self.assertEqual(b"".join(e["data"] for e in events if e["dir"] == "read"), req)
+        self.check_seq(events)
+        self.assertEqual(st.stop(), 0)
+
     # ---- min_streamed_sent_bytes --------------------------------------------------------------
 
     def check_batches(self, segments, threshold):
