@@ -190,6 +190,19 @@ static void put_event(struct tbuf *b, bool v3, bool as_string, const struct trac
     put_event_extra(b, v3, ev, conn);
 }
 
+/* EV as a length-delimited field TAG of B (a repeated `events`), room reserved here. */
+static int put_event_field(struct tbuf *b, uint8_t tag, bool v3, const struct trace_event *ev,
+                           const struct trace_conn *conn)
+{
+    size_t es = event_size(v3, ev, conn);
+    int rc = tbuf_reserve(b, ld_size(es));
+    if (rc)
+        return rc;
+    put_tag_len(b, tag, es);
+    put_event(b, v3, false, ev, conn);
+    return 0;
+}
+
 static void put_event_extra(struct tbuf *b, bool v3, const struct trace_event *ev,
                             const struct trace_conn *conn)
 {
@@ -471,20 +484,30 @@ static size_t seg_size(const struct trace_enc *enc, size_t piece)
     return (enc->conn.id ? 1 + pbwire_varint_len(enc->conn.id) : 0) + ld_size(piece);
 }
 
-static int bin_segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
+/* A binary TraceWrapper's head: its length prefix (PROTO_BINARY_LENGTH_DELIMITED), the trace
+ * field TAG of BODY bytes, and the trace_id both trace kinds start with (field 1); room for the
+ * whole message is reserved here. */
+static int bin_wrapper_open(struct trace_enc *enc, struct tbuf *out, uint8_t tag, size_t body)
 {
-    bool ld = enc->cfg.format == TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED;
-    size_t piece = ev ? event_size(true, ev, ev_conn(enc)) : conn_size(&enc->conn, false);
-    size_t seg = seg_size(enc, piece);
-    size_t wrapper = ld_size(seg);
+    size_t wrapper = ld_size(body);
     int rc = tbuf_reserve(out, wrapper + 10);
     if (rc)
         return rc;
-    if (ld)
+    if (enc->cfg.format == TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED)
         out->len += pbwire_varint_put(out->data + out->len, wrapper);
-    put_tag_len(out, 0x22, seg); /* TraceWrapper.socket_streamed_trace_segment = 4 */
+    put_tag_len(out, tag, body);
     if (enc->conn.id)
         put_tag_varint(out, 0x08, enc->conn.id);
+    return 0;
+}
+
+static int bin_segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
+{
+    size_t piece = ev ? event_size(true, ev, ev_conn(enc)) : conn_size(&enc->conn, false);
+    /* TraceWrapper.socket_streamed_trace_segment = 4 */
+    int rc = bin_wrapper_open(enc, out, 0x22, seg_size(enc, piece));
+    if (rc)
+        return rc;
     if (ev) {
         put_tag_len(out, 0x1a, piece);
         put_event(out, true, false, ev, ev_conn(enc));
@@ -506,16 +529,22 @@ static int txt_segment(struct trace_enc *enc, const struct trace_event *ev, stru
     return rc ?: txt_close(out, 0);
 }
 
-static int js_segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
+/* A JSON streamed segment's opening, up to its trace_id (the piece follows). */
+static int js_segment_open(struct tbuf *out, uint64_t id)
 {
-    bool as_string = enc->cfg.format == TRACE_FMT_JSON_BODY_AS_STRING;
     int rc = tbuf_str(out, "{\n");
     rc = rc ?: js_key(out, 1, "socket_streamed_trace_segment");
     rc = rc ?: tbuf_str(out, "{\n");
     rc = rc ?: js_key(out, 2, "trace_id");
     rc = rc ?: tbuf_str(out, "\"");
-    rc = rc ?: tbuf_u64(out, enc->conn.id);
-    rc = rc ?: tbuf_str(out, "\",\n");
+    rc = rc ?: tbuf_u64(out, id);
+    return rc ?: tbuf_str(out, "\",\n");
+}
+
+static int js_segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
+{
+    bool as_string = enc->cfg.format == TRACE_FMT_JSON_BODY_AS_STRING;
+    int rc = js_segment_open(out, enc->conn.id);
     if (!rc)
         rc = ev ? js_event(out, 2, "event", as_string, ev, ev_conn(enc), true)
                 : js_conn(out, 2, &enc->conn, true);
@@ -572,13 +601,7 @@ static int batch_add(struct trace_enc *enc, const struct trace_event *ev)
                    ?: js_event(b, 4, NULL, enc->cfg.format == TRACE_FMT_JSON_BODY_AS_STRING, ev,
                                conn, true);
     }
-    size_t es = event_size(true, ev, conn);
-    int rc = tbuf_reserve(b, ld_size(es));
-    if (rc)
-        return rc;
-    put_tag_len(b, 0x0a, es); /* SocketEvents.events = 1 */
-    put_event(b, true, false, ev, conn);
-    return 0;
+    return put_event_field(b, 0x0a, true, ev, conn); /* SocketEvents.events = 1 */
 }
 
 /* Writes the held events as one TraceWrapper{socket_streamed_trace_segment{trace_id, events}}
@@ -599,13 +622,7 @@ static int batch_flush(struct trace_enc *enc, struct tbuf *out)
         rc = rc ?: txt_close(out, 2);
         rc = rc ?: txt_close(out, 0);
     } else if (is_json(enc->cfg.format)) {
-        rc = tbuf_str(out, "{\n");
-        rc = rc ?: js_key(out, 1, "socket_streamed_trace_segment");
-        rc = rc ?: tbuf_str(out, "{\n");
-        rc = rc ?: js_key(out, 2, "trace_id");
-        rc = rc ?: tbuf_str(out, "\"");
-        rc = rc ?: tbuf_u64(out, c->id);
-        rc = rc ?: tbuf_str(out, "\",\n");
+        rc = js_segment_open(out, c->id);
         rc = rc ?: js_key(out, 2, "events");
         rc = rc ?: tbuf_str(out, "{\n");
         rc = rc ?: js_key(out, 3, "events");
@@ -613,15 +630,8 @@ static int batch_flush(struct trace_enc *enc, struct tbuf *out)
         rc = rc ?: tbuf_append(out, b->data, b->len);
         rc = rc ?: tbuf_str(out, "   ]\n  }\n }\n}\n");
     } else {
-        size_t seg = seg_size(enc, b->len);
-        size_t wrapper = ld_size(seg);
-        if ((rc = tbuf_reserve(out, wrapper + 10)))
+        if ((rc = bin_wrapper_open(enc, out, 0x22, seg_size(enc, b->len))))
             return rc;
-        if (enc->cfg.format == TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED)
-            out->len += pbwire_varint_put(out->data + out->len, wrapper);
-        put_tag_len(out, 0x22, seg); /* TraceWrapper.socket_streamed_trace_segment = 4 */
-        if (c->id)
-            put_tag_varint(out, 0x08, c->id);
         put_tag_len(out, 0x22, b->len); /* SocketStreamedTraceSegment.events = 4 */
         tbuf_raw(out, b->data, b->len);
     }
@@ -788,13 +798,7 @@ int trace_enc_event(struct trace_enc *enc, const struct trace_event *ev, struct 
         return 0; /* v2alpha has no close event */
     if (enc->cfg.format == TRACE_FMT_PROTO_TEXT)
         return txt_event(out, 0, "events", false, ev, NULL);
-    size_t es = event_size(false, ev, NULL);
-    int rc = tbuf_reserve(out, ld_size(es));
-    if (rc)
-        return rc;
-    put_tag_len(out, 0x12, es); /* Trace.events = 2 */
-    put_event(out, false, false, ev, NULL);
-    return 0;
+    return put_event_field(out, 0x12, false, ev, NULL); /* Trace.events = 2 */
 }
 
 /* Walks the held events, calling FN with each as a trace_event. */
@@ -892,15 +896,8 @@ static int end_buffered(struct trace_enc *enc, struct tbuf *out)
     size_t cs = conn_size(c, false);
     size_t body = (c->id ? 1 + pbwire_varint_len(c->id) : 0) + ld_size(cs) + evs +
                   (enc->read_truncated ? 2 : 0) + (enc->write_truncated ? 2 : 0);
-    size_t wrapper = ld_size(body);
-    rc = tbuf_reserve(out, wrapper + 10);
-    if (rc)
+    if ((rc = bin_wrapper_open(enc, out, 0x1a, body))) /* TraceWrapper.socket_buffered_trace = 3 */
         return rc;
-    if (enc->cfg.format == TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED)
-        out->len += pbwire_varint_put(out->data + out->len, wrapper);
-    put_tag_len(out, 0x1a, body); /* TraceWrapper.socket_buffered_trace = 3 */
-    if (c->id)
-        put_tag_varint(out, 0x08, c->id);
     put_tag_len(out, 0x12, cs);
     put_conn(out, c, false);
     held_each(enc, held_bin_cb, out);

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -388,18 +389,20 @@ void tap_feat_register_stats(struct tap_feat *feat, const char *owner)
     struct tap_feat_stats *s = &feat->stats;
     feat->registered = true;
     /* Envoy's scope "transport.tap.<stats_prefix>." (tap.proto SocketTapConfig.stats_prefix) */
-    s->streamed_read =
-        stats_registerf(STAT_COUNTER, "transport.tap.%s%sstreamed_read_submit", p, dot);
-    s->streamed_write =
-        stats_registerf(STAT_COUNTER, "transport.tap.%s%sstreamed_write_submit", p, dot);
-    s->streamed_close =
-        stats_registerf(STAT_COUNTER, "transport.tap.%s%sstreamed_close_submit", p, dot);
-    s->buffered_read =
-        stats_registerf(STAT_COUNTER, "transport.tap.%s%sbuffered_read_submit", p, dot);
-    s->buffered_write =
-        stats_registerf(STAT_COUNTER, "transport.tap.%s%sbuffered_write_submit", p, dot);
-    s->buffered_close =
-        stats_registerf(STAT_COUNTER, "transport.tap.%s%sbuffered_close_submit", p, dot);
+    static const struct {
+        const char *name;
+        size_t off;
+    } envoy[] = {
+        {"streamed_read_submit", offsetof(struct tap_feat_stats, streamed_read)},
+        {"streamed_write_submit", offsetof(struct tap_feat_stats, streamed_write)},
+        {"streamed_close_submit", offsetof(struct tap_feat_stats, streamed_close)},
+        {"buffered_read_submit", offsetof(struct tap_feat_stats, buffered_read)},
+        {"buffered_write_submit", offsetof(struct tap_feat_stats, buffered_write)},
+        {"buffered_close_submit", offsetof(struct tap_feat_stats, buffered_close)},
+    };
+    for (size_t i = 0; i < sizeof(envoy) / sizeof(envoy[0]); i++)
+        *(stat_id *)((char *)s + envoy[i].off) =
+            stats_registerf(STAT_COUNTER, "transport.tap.%s%s%s", p, dot, envoy[i].name);
     s->sampled_out = stats_registerf(STAT_COUNTER, "%s.tap.sampled_out", o);
     s->not_matched = stats_registerf(STAT_COUNTER, "%s.tap.not_matched", o);
     if (feat->udp) {
