@@ -362,6 +362,31 @@ class TapFeatureTest(E2ETest):
         self.assertEqual([len(x) for x in segments], [len(events)], "all held until the close")
         self.check_seq(events)
         self.assertEqual(b"".join(e["data"] for e in events if e["dir"] == "read"), b"ping")
+        r = subprocess.run([harness.tool("socktap-trace"), "cat", "--direction", "write", path],
+                           capture_output=True, timeout=60)
+        self.assertEqual((r.returncode, r.stdout), (0, b"pong"), r.stderr)
+        self.assertEqual(st.stop(), 0)
+
+    def test_min_streamed_sent_bytes_text(self):
+        """PROTO_TEXT batches: `events { events { ... } }` in one segment, read back whole."""
+        up = Upstream(b"pong")
+        prefix = os.path.join(self.tmp, "mt")
+        ts = tap(6, file_sink(prefix, "PROTO_TEXT"), output_extra="min_streamed_sent_bytes: 100")
+        st = self.start(up.port, ts)
+        exchange(self.port, b"ping")
+        path = self.one_trace(prefix)
+        def closed():
+            with open(path) as f:
+                t = f.read()
+            return t if "closed {" in t else None
+        text = wait_until(closed, what="the closed event")
+        self.assertEqual(text.count("socket_streamed_trace_segment {"), 2)  # connection, batch
+        self.assertIn("  events {\n    events {\n", text)
+        self.assertIn("seq_num: 18446744073709551615\n", text)
+        for d, want in (("read", b"ping"), ("write", b"pong")):
+            r = subprocess.run([harness.tool("socktap-trace"), "cat", "--direction", d, path],
+                               capture_output=True, timeout=60)
+            self.assertEqual((r.returncode, r.stdout), (0, want), r.stderr)
         self.assertEqual(st.stop(), 0)
 
     # ---- tap_enabled -----------------------------------------------------------------------------
