@@ -415,6 +415,7 @@ static int capture_reserve(struct capture_rec *r, size_t n)
     return tbuf_reserve(&r->buf, n);
 }
 
+/* EV's timestamp: CLOCK_REALTIME now, right after the I/O (as Envoy's initEvent). */
 static void stamp_event(struct trace_event *ev)
 {
     struct timespec ts;
@@ -465,17 +466,14 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
         capture_rec_stop(r, "out of memory");
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     struct trace_event ev = {
-        .sec = ts.tv_sec,
-        .nsec = (int32_t)ts.tv_nsec,
         .dir = dir,
         .iov = iov,
         .iovcnt = iovcnt,
         .len = len,
         .end_stream = end_stream,
     };
+    stamp_event(&ev);
     if (live_hub_wanted(r->cfg->live))
         live_hub_publish(r->cfg->live, &r->conn, &ev);
     size_t before;
@@ -617,7 +615,8 @@ static int capture_piece_start(struct capture_rec *r)
     int rc = trace_enc_new(&cfg->enc, &r->conn, &r->enc);
     if (rc)
         return rc;
-    trace_enc_set_seq_next(r->enc, r->seq_next); /* one trace, numbered across its pieces */
+    if (r->seq_next) /* one trace, numbered across its pieces */
+        trace_enc_set_seq_next(r->enc, r->seq_next);
     if ((rc = tbuf_reserve(&r->buf, 256)) || (rc = trace_enc_begin(r->enc, &r->buf)) ||
         (rc = capture_wfile_open_piece(&wc, r->conn_id, cfg->max_backlog, &ws, r->chain,
                                        &r->file))) {
