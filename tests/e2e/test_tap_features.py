@@ -7,6 +7,7 @@ envoy.tap_sinks.udp_sink) read by a Python receiver.
 Expected traces are derived here from Envoy's rules, cited per test, and from what the client
 and the upstream exchanged, never from socktap's own output: the protobuf is parsed with the
 field numbers of envoy/data/tap/v3/{wrapper,transport,common}.proto."""
+import base64
 import glob
 import json
 import os
@@ -159,6 +160,22 @@ class TapFeatureTest(E2ETest):
         files = wait_until(lambda: glob.glob(prefix + "_*"), what="a trace under " + prefix)
         self.assertEqual(len(files), 1, files)
         return files[0]
+
+    def assert_cat(self, path, direction, want):
+        """socktap's own reader (socktap-trace cat) gives back WANT for DIRECTION of PATH."""
+        r = subprocess.run([harness.tool("socktap-trace"), "cat", "--direction", direction, path],
+                           capture_output=True, timeout=60)
+        self.assertEqual((r.returncode, r.stdout), (0, want), r.stderr)
+
+    def start_batched(self, name, fmt, response, request):
+        """A listener tap writing FMT with min_streamed_sent_bytes 100, one exchange through it:
+        the trace's path."""
+        up = Upstream(response)
+        prefix = os.path.join(self.tmp, name)
+        ts = tap(6, file_sink(prefix, fmt), output_extra="min_streamed_sent_bytes: 100")
+        self.st = self.start(up.port, ts)
+        exchange(self.port, request)
+        return self.one_trace(prefix)
 
     def streamed_messages(self, path):
         """The streamed file's TraceWrapper messages once its closed event is in (Envoy writes
@@ -322,9 +339,7 @@ class TapFeatureTest(E2ETest):
         self.assertEqual(b"".join(e["data"] for e in events if e["dir"] == "write"), b"w" * 300)
         self.check_seq(events)
         # socktap's readers take the batched segments: socktap-trace and capture2pcap
-        r = subprocess.run([harness.tool("socktap-trace"), "cat", "--direction", "read", path],
-                           capture_output=True, timeout=60)
-        self.assertEqual((r.returncode, r.stdout), (0, req), r.stderr)
+        self.assert_cat(path, "read", req)
         pcap = os.path.join(self.tmp, "mb.pcap")
         r = subprocess.run([harness.tool("capture2pcap"), path, pcap], capture_output=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -334,12 +349,7 @@ class TapFeatureTest(E2ETest):
     def test_min_streamed_sent_bytes_json(self):
         """The same batches in JSON: proto field names (preserve_proto_field_names), bodies
         base64, seq_num a string (64-bit), events under events.events."""
-        up = Upstream(b"pong")
-        prefix = os.path.join(self.tmp, "mj")
-        ts = tap(6, file_sink(prefix, "JSON_BODY_AS_BYTES"), output_extra="min_streamed_sent_bytes: 100")
-        st = self.start(up.port, ts)
-        exchange(self.port, b"ping")
-        path = self.one_trace(prefix)
+        path = self.start_batched("mj", "JSON_BODY_AS_BYTES", b"pong", b"ping")
 
         def objs():
             with open(path) as f:
@@ -350,7 +360,6 @@ class TapFeatureTest(E2ETest):
         o = wait_until(objs, what="the closed event")
         self.assertIn("connection", o[0]["socket_streamed_trace_segment"])
         segs = [x["socket_streamed_trace_segment"]["events"]["events"] for x in o[1:]]
-        import base64
         events = [{"dir": "read" if "read" in e else "write" if "write" in e else "closed",
                    "data": base64.b64decode(e.get("read", e.get("write", {})).get("data", {}).get("as_bytes", "")),
                    "seq": int(e["seq_num"])} for s in segs for e in s]
@@ -362,19 +371,13 @@ class TapFeatureTest(E2ETest):
         self.assertEqual([len(x) for x in segments], [len(events)], "all held until the close")
         self.check_seq(events)
         self.assertEqual(b"".join(e["data"] for e in events if e["dir"] == "read"), b"ping")
-        r = subprocess.run([harness.tool("socktap-trace"), "cat", "--direction", "write", path],
-                           capture_output=True, timeout=60)
-        self.assertEqual((r.returncode, r.stdout), (0, b"pong"), r.stderr)
-        self.assertEqual(st.stop(), 0)
+        self.assert_cat(path, "write", b"pong")
+        self.assertEqual(self.st.stop(), 0)
 
     def test_min_streamed_sent_bytes_text(self):
         """PROTO_TEXT batches: `events { events { ... } }` in one segment, read back whole."""
-        up = Upstream(b"pong")
-        prefix = os.path.join(self.tmp, "mt")
-        ts = tap(6, file_sink(prefix, "PROTO_TEXT"), output_extra="min_streamed_sent_bytes: 100")
-        st = self.start(up.port, ts)
-        exchange(self.port, b"ping")
-        path = self.one_trace(prefix)
+        path = self.start_batched("mt", "PROTO_TEXT", b"pong", b"ping")
+
         def closed():
             with open(path) as f:
                 t = f.read()
@@ -383,11 +386,9 @@ class TapFeatureTest(E2ETest):
         self.assertEqual(text.count("socket_streamed_trace_segment {"), 2)  # connection, batch
         self.assertIn("  events {\n    events {\n", text)
         self.assertIn("seq_num: 18446744073709551615\n", text)
-        for d, want in (("read", b"ping"), ("write", b"pong")):
-            r = subprocess.run([harness.tool("socktap-trace"), "cat", "--direction", d, path],
-                               capture_output=True, timeout=60)
-            self.assertEqual((r.returncode, r.stdout), (0, want), r.stderr)
-        self.assertEqual(st.stop(), 0)
+        self.assert_cat(path, "read", b"ping")
+        self.assert_cat(path, "write", b"pong")
+        self.assertEqual(self.st.stop(), 0)
 
     # ---- tap_enabled -----------------------------------------------------------------------------
 
