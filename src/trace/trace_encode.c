@@ -37,6 +37,13 @@ struct trace_enc {
     struct tbuf held; /* v3 buffered: held_event headers each followed by its payload */
     uint32_t rx_used, tx_used;
     bool read_truncated, write_truncated;
+    /* v3 streaming */
+    uint64_t seq_next;   /* seq_num of the next read/write (cfg.seq_num) */
+    uint64_t seq_last;   /* the one the last read/write got (trace_enc_forget_last) */
+    struct tbuf batch;   /* min_streamed_sent: the held events, each as the format writes an
+                          * element of SocketEvents.events */
+    uint64_t batch_body; /* body bytes held */
+    size_t batch_n;      /* events held */
 };
 
 /* ---- sizes of wire-format pieces ------------------------------------------------------ */
@@ -84,9 +91,18 @@ static size_t rw_size(bool v3, size_t len, bool end_stream, bool truncated)
     return n + (end_stream ? 2 : 0);
 }
 
-static size_t event_size(bool v3, const struct trace_event *ev)
+/* The v3 SocketEvent fields after the event (connection = 5, seq_num = 6); CONN NULL: none. */
+static size_t extra_size(bool v3, const struct trace_event *ev, const struct trace_conn *conn)
 {
-    size_t n = ld_size(ts_size(ev->sec, ev->nsec));
+    if (!v3)
+        return 0;
+    return (conn ? ld_size(conn_size(conn, false)) : 0) +
+           (ev->seq_num ? 1 + pbwire_varint_len(ev->seq_num) : 0);
+}
+
+static size_t event_size(bool v3, const struct trace_event *ev, const struct trace_conn *conn)
+{
+    size_t n = ld_size(ts_size(ev->sec, ev->nsec)) + extra_size(v3, ev, conn);
     if (ev->dir == TRACE_EV_CLOSED)
         return n + 2;
     return n + ld_size(rw_size(v3, ev->len, ev->dir == TRACE_EV_WRITE && ev->end_stream,
@@ -139,7 +155,11 @@ static void put_iov(struct tbuf *b, const struct trace_event *ev)
     }
 }
 
-static void put_event(struct tbuf *b, bool v3, bool as_string, const struct trace_event *ev)
+static void put_event_extra(struct tbuf *b, bool v3, const struct trace_event *ev,
+                            const struct trace_conn *conn);
+
+static void put_event(struct tbuf *b, bool v3, bool as_string, const struct trace_event *ev,
+                      const struct trace_conn *conn)
 {
     size_t ts = ts_size(ev->sec, ev->nsec);
     put_tag_len(b, 0x0a, ts);
@@ -149,6 +169,7 @@ static void put_event(struct tbuf *b, bool v3, bool as_string, const struct trac
         put_tag_varint(b, 0x10, (uint64_t)(int64_t)ev->nsec);
     if (ev->dir == TRACE_EV_CLOSED) {
         put_tag_len(b, 0x22, 0);
+        put_event_extra(b, v3, ev, conn);
         return;
     }
     bool end = ev->dir == TRACE_EV_WRITE && ev->end_stream;
@@ -166,6 +187,33 @@ static void put_event(struct tbuf *b, bool v3, bool as_string, const struct trac
     }
     if (end)
         put_tag_varint(b, 0x10, 1);
+    put_event_extra(b, v3, ev, conn);
+}
+
+/* EV as a length-delimited field TAG of B (a repeated `events`), room reserved here. */
+static int put_event_field(struct tbuf *b, uint8_t tag, bool v3, const struct trace_event *ev,
+                           const struct trace_conn *conn)
+{
+    size_t es = event_size(v3, ev, conn);
+    int rc = tbuf_reserve(b, ld_size(es));
+    if (rc)
+        return rc;
+    put_tag_len(b, tag, es);
+    put_event(b, v3, false, ev, conn);
+    return 0;
+}
+
+static void put_event_extra(struct tbuf *b, bool v3, const struct trace_event *ev,
+                            const struct trace_conn *conn)
+{
+    if (!v3)
+        return;
+    if (conn) {
+        put_tag_len(b, 0x2a, conn_size(conn, false)); /* SocketEvent.connection = 5 */
+        put_conn(b, conn, false);
+    }
+    if (ev->seq_num)
+        put_tag_varint(b, 0x30, ev->seq_num); /* SocketEvent.seq_num = 6 */
 }
 
 /* ---- protobuf text --------------------------------------------------------------------- */
@@ -230,8 +278,19 @@ static int txt_conn(struct tbuf *b, int ind, const struct trace_conn *c, bool v2
     return rc ?: txt_close(b, ind);
 }
 
+static int txt_event_extra(struct tbuf *b, int ind, bool v3, const struct trace_event *ev,
+                           const struct trace_conn *conn)
+{
+    int rc = 0;
+    if (v3 && conn)
+        rc = txt_conn(b, ind + 2, conn, false);
+    if (!rc && v3 && ev->seq_num)
+        rc = txt_u64(b, ind + 2, "seq_num", ev->seq_num);
+    return rc ?: txt_close(b, ind);
+}
+
 static int txt_event(struct tbuf *b, int ind, const char *name, bool v3,
-                     const struct trace_event *ev)
+                     const struct trace_event *ev, const struct trace_conn *conn)
 {
     int rc = txt_open(b, ind, name);
     rc = rc ?: txt_open(b, ind + 2, "timestamp");
@@ -245,7 +304,7 @@ static int txt_event(struct tbuf *b, int ind, const char *name, bool v3,
     if (ev->dir == TRACE_EV_CLOSED) {
         rc = txt_open(b, ind + 2, "closed");
         rc = rc ?: txt_close(b, ind + 2);
-        return rc ?: txt_close(b, ind);
+        return rc ?: txt_event_extra(b, ind, v3, ev, conn);
     }
     bool end = ev->dir == TRACE_EV_WRITE && ev->end_stream;
     rc = txt_open(b, ind + 2, ev->dir == TRACE_EV_READ ? "read" : "write");
@@ -271,7 +330,7 @@ static int txt_event(struct tbuf *b, int ind, const char *name, bool v3,
         rc = rc ?: tbuf_str(b, "end_stream: true\n");
     }
     rc = rc ?: txt_close(b, ind + 2);
-    return rc ?: txt_close(b, ind);
+    return rc ?: txt_event_extra(b, ind, v3, ev, conn);
 }
 
 /* ---- JSON (protobuf's mapping with Envoy's options: pretty, primitives always printed, proto
@@ -324,9 +383,10 @@ static int js_conn(struct tbuf *b, int ind, const struct trace_conn *c, bool las
     return rc ?: tbuf_str(b, last ? "}\n" : "},\n");
 }
 
-/* One SocketEvent object; KEY NULL inside an array. */
+/* One SocketEvent object; KEY NULL inside an array. CONN: SocketEvent.connection, or NULL.
+ * seq_num is a proto3 scalar: printed always, as a string (64-bit), like every primitive. */
 static int js_event(struct tbuf *b, int ind, const char *key, bool as_string,
-                    const struct trace_event *ev, bool last)
+                    const struct trace_event *ev, const struct trace_conn *conn, bool last)
 {
     int rc = key ? js_key(b, ind, key) : tbuf_indent(b, ind);
     rc = rc ?: tbuf_str(b, "{\n");
@@ -338,7 +398,7 @@ static int js_event(struct tbuf *b, int ind, const char *key, bool as_string,
         return rc;
     if (ev->dir == TRACE_EV_CLOSED) {
         rc = js_key(b, ind + 1, "closed");
-        rc = rc ?: tbuf_str(b, "{}\n");
+        rc = rc ?: tbuf_str(b, "{},\n");
     } else {
         rc = js_key(b, ind + 1, ev->dir == TRACE_EV_READ ? "read" : "write");
         rc = rc ?: tbuf_str(b, "{\n");
@@ -361,8 +421,14 @@ static int js_event(struct tbuf *b, int ind, const char *key, bool as_string,
             rc = rc ?: tbuf_str(b, "}\n");
         }
         rc = rc ?: tbuf_indent(b, ind + 1);
-        rc = rc ?: tbuf_str(b, "}\n");
+        rc = rc ?: tbuf_str(b, "},\n");
     }
+    if (!rc && conn)
+        rc = js_conn(b, ind + 1, conn, false);
+    rc = rc ?: js_key(b, ind + 1, "seq_num");
+    rc = rc ?: tbuf_str(b, "\"");
+    rc = rc ?: tbuf_u64(b, ev->seq_num);
+    rc = rc ?: tbuf_str(b, "\"\n");
     rc = rc ?: tbuf_indent(b, ind);
     return rc ?: tbuf_str(b, last ? "}\n" : "},\n");
 }
@@ -392,6 +458,7 @@ int trace_enc_new(const struct trace_enc_cfg *cfg, const struct trace_conn *conn
     if (conn)
         enc->conn = *conn;
     enc->v3_buffered = cfg->schema == TRACE_SCHEMA_V3_TAP && !cfg->streaming;
+    enc->seq_next = 1;
     *out = enc;
     return 0;
 }
@@ -401,7 +468,14 @@ void trace_enc_free(struct trace_enc *enc)
     if (!enc)
         return;
     tbuf_free(&enc->held);
+    tbuf_free(&enc->batch);
     free(enc);
+}
+
+/* The connection a streamed event repeats (set_connection_per_event), or NULL. */
+static const struct trace_conn *ev_conn(const struct trace_enc *enc)
+{
+    return enc->cfg.conn_per_event ? &enc->conn : NULL;
 }
 
 /* v3 streamed segment bodies: SocketStreamedTraceSegment{trace_id, connection | event} */
@@ -410,23 +484,33 @@ static size_t seg_size(const struct trace_enc *enc, size_t piece)
     return (enc->conn.id ? 1 + pbwire_varint_len(enc->conn.id) : 0) + ld_size(piece);
 }
 
-static int bin_segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
+/* A binary TraceWrapper's head: its length prefix (PROTO_BINARY_LENGTH_DELIMITED), the trace
+ * field TAG of BODY bytes, and the trace_id both trace kinds start with (field 1); room for the
+ * whole message is reserved here. */
+static int bin_wrapper_open(struct trace_enc *enc, struct tbuf *out, uint8_t tag, size_t body)
 {
-    bool ld = enc->cfg.format == TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED;
-    size_t piece = ev ? event_size(true, ev) : conn_size(&enc->conn, false);
-    size_t seg = seg_size(enc, piece);
-    size_t wrapper = ld_size(seg);
+    size_t wrapper = ld_size(body);
     int rc = tbuf_reserve(out, wrapper + 10);
     if (rc)
         return rc;
-    if (ld)
+    if (enc->cfg.format == TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED)
         out->len += pbwire_varint_put(out->data + out->len, wrapper);
-    put_tag_len(out, 0x22, seg); /* TraceWrapper.socket_streamed_trace_segment = 4 */
+    put_tag_len(out, tag, body);
     if (enc->conn.id)
         put_tag_varint(out, 0x08, enc->conn.id);
+    return 0;
+}
+
+static int bin_segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
+{
+    size_t piece = ev ? event_size(true, ev, ev_conn(enc)) : conn_size(&enc->conn, false);
+    /* TraceWrapper.socket_streamed_trace_segment = 4 */
+    int rc = bin_wrapper_open(enc, out, 0x22, seg_size(enc, piece));
+    if (rc)
+        return rc;
     if (ev) {
         put_tag_len(out, 0x1a, piece);
-        put_event(out, true, false, ev);
+        put_event(out, true, false, ev, ev_conn(enc));
     } else {
         put_tag_len(out, 0x12, piece);
         put_conn(out, &enc->conn, false);
@@ -440,23 +524,30 @@ static int txt_segment(struct trace_enc *enc, const struct trace_event *ev, stru
     if (!rc && enc->conn.id)
         rc = txt_u64(out, 2, "trace_id", enc->conn.id);
     if (!rc)
-        rc = ev ? txt_event(out, 2, "event", true, ev) : txt_conn(out, 2, &enc->conn, false);
+        rc = ev ? txt_event(out, 2, "event", true, ev, ev_conn(enc))
+                : txt_conn(out, 2, &enc->conn, false);
     return rc ?: txt_close(out, 0);
 }
 
-static int js_segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
+/* A JSON streamed segment's opening, up to its trace_id (the piece follows). */
+static int js_segment_open(struct tbuf *out, uint64_t id)
 {
-    bool as_string = enc->cfg.format == TRACE_FMT_JSON_BODY_AS_STRING;
     int rc = tbuf_str(out, "{\n");
     rc = rc ?: js_key(out, 1, "socket_streamed_trace_segment");
     rc = rc ?: tbuf_str(out, "{\n");
     rc = rc ?: js_key(out, 2, "trace_id");
     rc = rc ?: tbuf_str(out, "\"");
-    rc = rc ?: tbuf_u64(out, enc->conn.id);
-    rc = rc ?: tbuf_str(out, "\",\n");
+    rc = rc ?: tbuf_u64(out, id);
+    return rc ?: tbuf_str(out, "\",\n");
+}
+
+static int js_segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
+{
+    bool as_string = enc->cfg.format == TRACE_FMT_JSON_BODY_AS_STRING;
+    int rc = js_segment_open(out, enc->conn.id);
     if (!rc)
-        rc =
-            ev ? js_event(out, 2, "event", as_string, ev, true) : js_conn(out, 2, &enc->conn, true);
+        rc = ev ? js_event(out, 2, "event", as_string, ev, ev_conn(enc), true)
+                : js_conn(out, 2, &enc->conn, true);
     rc = rc ?: tbuf_str(out, " }\n}\n");
     return rc;
 }
@@ -491,8 +582,115 @@ static const struct trace_event *cap_event(const struct trace_enc *enc,
     return cut;
 }
 
+/* min_streamed_sent: appends EV to the batch as an element of SocketEvents.events, in the
+ * format's form (binary: field 1 records; text: `events {}` blocks at the segment's depth;
+ * JSON: array elements, the previous one given its comma). */
+static int batch_add(struct trace_enc *enc, const struct trace_event *ev)
+{
+    struct tbuf *b = &enc->batch;
+    const struct trace_conn *conn = ev_conn(enc);
+    if (enc->cfg.format == TRACE_FMT_PROTO_TEXT)
+        return txt_event(b, 4, "events", true, ev, conn);
+    if (is_json(enc->cfg.format)) {
+        int rc = 0;
+        if (b->len) {
+            b->len--; /* the previous element's "}\n" becomes "},\n" */
+            rc = tbuf_str(b, ",\n");
+        }
+        return rc
+                   ?: js_event(b, 4, NULL, enc->cfg.format == TRACE_FMT_JSON_BODY_AS_STRING, ev,
+                               conn, true);
+    }
+    return put_event_field(b, 0x0a, true, ev, conn); /* SocketEvents.events = 1 */
+}
+
+/* Writes the held events as one TraceWrapper{socket_streamed_trace_segment{trace_id, events}}
+ * and empties the batch. Nothing when none is held. */
+static int batch_flush(struct trace_enc *enc, struct tbuf *out)
+{
+    struct tbuf *b = &enc->batch;
+    const struct trace_conn *c = &enc->conn;
+    int rc = 0;
+    if (!enc->batch_n)
+        return 0;
+    if (enc->cfg.format == TRACE_FMT_PROTO_TEXT) {
+        rc = txt_open(out, 0, "socket_streamed_trace_segment");
+        if (!rc && c->id)
+            rc = txt_u64(out, 2, "trace_id", c->id);
+        rc = rc ?: txt_open(out, 2, "events");
+        rc = rc ?: tbuf_append(out, b->data, b->len);
+        rc = rc ?: txt_close(out, 2);
+        rc = rc ?: txt_close(out, 0);
+    } else if (is_json(enc->cfg.format)) {
+        rc = js_segment_open(out, c->id);
+        rc = rc ?: js_key(out, 2, "events");
+        rc = rc ?: tbuf_str(out, "{\n");
+        rc = rc ?: js_key(out, 3, "events");
+        rc = rc ?: tbuf_str(out, "[\n");
+        rc = rc ?: tbuf_append(out, b->data, b->len);
+        rc = rc ?: tbuf_str(out, "   ]\n  }\n }\n}\n");
+    } else {
+        if ((rc = bin_wrapper_open(enc, out, 0x22, seg_size(enc, b->len))))
+            return rc;
+        put_tag_len(out, 0x22, b->len); /* SocketStreamedTraceSegment.events = 4 */
+        tbuf_raw(out, b->data, b->len);
+    }
+    if (rc)
+        return rc;
+    b->len = 0;
+    enc->batch_n = 0;
+    enc->batch_body = 0;
+    return 0;
+}
+
+/* seq_num (envoy#42641, data-plane-api ca21a210 "Data sequence number"): the PR says it "starts
+ * at 1 for the first packet of a connection", works "similar to a TCP sequence number", and the
+ * final event at close carries the maximum 64-bit value. Envoy's stored source predates the PR
+ * (source/extensions/transport_sockets/tap/tap_config_impl.cc has no seq_num), so the step is
+ * taken from the one Envoy code that advances it, contrib/tap_sinks/udp_sink/source/
+ * udp_sink_impl.cc setStreamedTraceDataAndSubmit: a slice of an event gets `seq_num += bytes`,
+ * i.e. the number counts bytes, as TCP's does. Here: an event's seq_num is 1 + the bytes the
+ * connection moved (both directions, before max_buffered cuts) before it. Rejected: one per
+ * event (slices of a big event sent by the UDP sink would then collide with the next event). */
+static void seq_assign(struct trace_enc *enc, struct trace_event *ev)
+{
+    if (ev->dir == TRACE_EV_CLOSED) {
+        ev->seq_num = UINT64_MAX;
+        return;
+    }
+    ev->seq_num = enc->seq_last = enc->seq_next;
+    enc->seq_next += ev->len;
+}
+
+uint64_t trace_enc_seq_next(const struct trace_enc *enc)
+{
+    return enc->seq_next;
+}
+
+void trace_enc_set_seq_next(struct trace_enc *enc, uint64_t next)
+{
+    enc->seq_next = next;
+}
+
+void trace_enc_set_conn(struct trace_enc *enc, const struct trace_conn *conn)
+{
+    enc->conn = *conn;
+}
+
+void trace_enc_forget_last(struct trace_enc *enc)
+{
+    if (enc->seq_last)
+        enc->seq_next = enc->seq_last;
+}
+
 static int segment(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out)
 {
+    struct trace_event numbered;
+    if (ev && enc->cfg.seq_num) {
+        numbered = *ev;
+        seq_assign(enc, &numbered);
+        ev = &numbered;
+    }
     struct trace_event cut;
     struct iovec iov[CAP_STACK_IOV];
     int n = ev ? ev->iovcnt : 0;
@@ -501,7 +699,18 @@ static int segment(struct trace_enc *enc, const struct trace_event *ev, struct t
         return -ENOMEM;
     if (ev)
         ev = cap_event(enc, ev, &cut, big ? big : iov, big ? n : CAP_STACK_IOV);
-    int rc = segment_write(enc, ev, out);
+    int rc;
+    if (ev && enc->cfg.min_streamed_sent) {
+        rc = batch_add(enc, ev);
+        if (!rc) {
+            enc->batch_n++;
+            enc->batch_body += ev->len;
+            if (enc->batch_body >= enc->cfg.min_streamed_sent)
+                rc = batch_flush(enc, out);
+        }
+    } else {
+        rc = segment_write(enc, ev, out);
+    }
     free(big);
     return rc;
 }
@@ -588,14 +797,8 @@ int trace_enc_event(struct trace_enc *enc, const struct trace_event *ev, struct 
     if (ev->dir == TRACE_EV_CLOSED)
         return 0; /* v2alpha has no close event */
     if (enc->cfg.format == TRACE_FMT_PROTO_TEXT)
-        return txt_event(out, 0, "events", false, ev);
-    size_t es = event_size(false, ev);
-    int rc = tbuf_reserve(out, ld_size(es));
-    if (rc)
-        return rc;
-    put_tag_len(out, 0x12, es); /* Trace.events = 2 */
-    put_event(out, false, false, ev);
-    return 0;
+        return txt_event(out, 0, "events", false, ev, NULL);
+    return put_event_field(out, 0x12, false, ev, NULL); /* Trace.events = 2 */
 }
 
 /* Walks the held events, calling FN with each as a trace_event. */
@@ -627,26 +830,26 @@ static int held_each(struct trace_enc *enc,
 
 static int held_size_cb(struct trace_enc *enc, const struct trace_event *ev, bool last, void *arg)
 {
-    *(size_t *)arg += ld_size(event_size(true, ev));
+    *(size_t *)arg += ld_size(event_size(true, ev, NULL));
     return 0;
 }
 
 static int held_bin_cb(struct trace_enc *enc, const struct trace_event *ev, bool last, void *arg)
 {
     struct tbuf *out = arg;
-    put_tag_len(out, 0x1a, event_size(true, ev)); /* SocketBufferedTrace.events = 3 */
-    put_event(out, true, false, ev);
+    put_tag_len(out, 0x1a, event_size(true, ev, NULL)); /* SocketBufferedTrace.events = 3 */
+    put_event(out, true, false, ev, NULL);
     return 0;
 }
 
 static int held_txt_cb(struct trace_enc *enc, const struct trace_event *ev, bool last, void *arg)
 {
-    return txt_event(arg, 2, "events", true, ev);
+    return txt_event(arg, 2, "events", true, ev, NULL);
 }
 
 static int held_js_cb(struct trace_enc *enc, const struct trace_event *ev, bool last, void *arg)
 {
-    return js_event(arg, 3, NULL, enc->cfg.format == TRACE_FMT_JSON_BODY_AS_STRING, ev, last);
+    return js_event(arg, 3, NULL, enc->cfg.format == TRACE_FMT_JSON_BODY_AS_STRING, ev, NULL, last);
 }
 
 static int end_buffered(struct trace_enc *enc, struct tbuf *out)
@@ -693,15 +896,8 @@ static int end_buffered(struct trace_enc *enc, struct tbuf *out)
     size_t cs = conn_size(c, false);
     size_t body = (c->id ? 1 + pbwire_varint_len(c->id) : 0) + ld_size(cs) + evs +
                   (enc->read_truncated ? 2 : 0) + (enc->write_truncated ? 2 : 0);
-    size_t wrapper = ld_size(body);
-    rc = tbuf_reserve(out, wrapper + 10);
-    if (rc)
+    if ((rc = bin_wrapper_open(enc, out, 0x1a, body))) /* TraceWrapper.socket_buffered_trace = 3 */
         return rc;
-    if (enc->cfg.format == TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED)
-        out->len += pbwire_varint_put(out->data + out->len, wrapper);
-    put_tag_len(out, 0x1a, body); /* TraceWrapper.socket_buffered_trace = 3 */
-    if (c->id)
-        put_tag_varint(out, 0x08, c->id);
     put_tag_len(out, 0x12, cs);
     put_conn(out, c, false);
     held_each(enc, held_bin_cb, out);
@@ -723,5 +919,5 @@ int trace_enc_end(struct trace_enc *enc, struct tbuf *out)
 {
     if (enc->v3_buffered)
         return end_buffered(enc, out);
-    return 0;
+    return is_v3(enc) ? batch_flush(enc, out) : 0;
 }

@@ -9,7 +9,10 @@
  * varint length prefix each; PROTO_BINARY: concatenated, as Envoy does; JSON: one object each).
  * v3 buffered mode keeps events in the encoder, bounded by max_buffered_rx/tx bytes (setting
  * read_truncated/write_truncated as Envoy does), and emits one TraceWrapper{socket_buffered_trace}
- * at end(). */
+ * at end(). With min_streamed_sent, v3 streaming holds events and writes them as one
+ * TraceWrapper{socket_streamed_trace_segment{events: SocketEvents}} per batch.
+ * Every trace_enc_* call that appends anything appends exactly whole TraceWrapper messages (the
+ * UDP sink sends each call's bytes as its datagram). */
 #ifndef SOCKTAP_TRACE_TRACE_ENCODE_H
 #define SOCKTAP_TRACE_TRACE_ENCODE_H
 
@@ -29,6 +32,16 @@ struct trace_enc_cfg {
     /* v3 streaming: each event's body is cut at max_buffered_rx/tx with Body.truncated, as
      * Envoy's tap socket does (tap_config_impl.cc onRead/onWrite); converters leave it off */
     bool cap_streamed;
+    /* Tap SocketTapConfig.set_connection_per_event: each streamed event repeats the connection
+     * (SocketEvent.connection = 5); Envoy ignores it in buffered traces (tap.proto) */
+    bool conn_per_event;
+    /* v3 streaming: SocketEvent.seq_num = 6 is numbered by the encoder (envoy#42641): see
+     * trace_encode.c "seq_num"; without it an event's own seq_num (a converted trace's) is kept */
+    bool seq_num;
+    /* OutputConfig.min_streamed_sent_bytes (v3 streaming; 0: unset): events are held and written
+     * as one segment of SocketEvents (field 4) once their bodies reach this many bytes, and at
+     * end() */
+    uint32_t min_streamed_sent;
 };
 
 struct trace_enc;
@@ -44,7 +57,20 @@ int trace_enc_event(struct trace_enc *enc, const struct trace_event *ev, struct 
  * a trace that already says so. Only a v3 buffered trace can carry them; returns whether ENC
  * does. Call before trace_enc_end. */
 bool trace_enc_mark_truncated(struct trace_enc *enc, bool read, bool write);
-/* Appends the closing bytes (v3 buffered: the whole trace). Call once, last. */
+/* The bytes the last trace_enc_event appended were thrown away and the next call re-encodes that
+ * event (cut): it keeps the seq_num the thrown one had. Not for batched streaming
+ * (min_streamed_sent), whose held events cannot be taken back. */
+void trace_enc_forget_last(struct trace_enc *enc);
+/* The connection's addresses changed (an upstream connect completed: its local address is known
+ * now). What is still to be written uses CONN (copied): the per-event connection
+ * (conn_per_event) and a buffered trace's connection; a segment already written stays. */
+void trace_enc_set_conn(struct trace_enc *enc, const struct trace_conn *conn);
+/* seq_num across the pieces of a rotated trace: the next one ENC would give, and setting it on
+ * the next piece's encoder (before its first event), so numbering goes on as in one trace. */
+uint64_t trace_enc_seq_next(const struct trace_enc *enc);
+void trace_enc_set_seq_next(struct trace_enc *enc, uint64_t next);
+/* Appends the closing bytes (v3 buffered: the whole trace; v3 batched streaming: the events
+ * still held). Call once, last. */
 int trace_enc_end(struct trace_enc *enc, struct tbuf *out);
 void trace_enc_free(struct trace_enc *enc);
 

@@ -170,6 +170,8 @@ static int capture_on_connected(struct transport_socket *ts)
     int rc = ts_on_connected(ts->inner);
     if (rc == 0 && !cs->closed && !capture_rec_opened(cs->rec))
         capture_rec_open(cs->rec);
+    else if (rc == 0 && !cs->closed)
+        capture_rec_connected(cs->rec); /* a streamed tap opened before the connect */
     return rc;
 }
 

@@ -22,6 +22,7 @@
 #include "trace/trace_encode.h"
 #include "transport/capture_compress.h"
 #include "transport/capture_finish.h"
+#include "transport/tap_feat.h"
 #include "transport/ts_registry.h"
 
 #define CAPTURE_DEFAULT_MAX_BACKLOG (8u * 1024u * 1024u)
@@ -70,7 +71,7 @@ struct capture_limits {
 /* A parsed capture/tap config; owned by the registry's ts_config, freed by free_cfg. */
 struct capture_cfg {
     const char *kind;  /* "capture" or "tap": stats and log prefix */
-    char *path_prefix; /* owned */
+    char *path_prefix; /* owned; NULL for a tap with the UDP sink (feat.udp), which has no file */
     struct trace_enc_cfg enc;
     size_t max_backlog; /* socktap extension `socktap_max_backlog_bytes`, default 8 MiB */
     struct capture_compress_cfg comp; /* socktap extension `socktap_compression`, default none */
@@ -90,6 +91,7 @@ struct capture_cfg {
     char *owner;                 /* owned: the stats prefix ("listener.127.0.0.1_10000") */
     struct capture_runtime *rt;  /* owned */
     struct capture_store *store; /* the prefix's account (capture_store_attach), a reference */
+    struct tap_feat feat;        /* tap only: socket_tap_config, tap_enabled, match, UDP sink */
 };
 
 /* Turns capture on or off for the new connections of the capture/tap config CFG (admin, main

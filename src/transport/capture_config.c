@@ -44,6 +44,7 @@ void capture_cfg_free(void *p)
     free(cfg->rt);
     free(cfg->owner);
     live_hub_free(cfg->live);
+    tap_feat_free(&cfg->feat);
     free(cfg);
 }
 
@@ -375,11 +376,13 @@ static int capture_cfg_done(struct capture_cfg *cfg, const char *owner)
     snprintf(cfg->ext, sizeof(cfg->ext), "%s%s", trace_format_extension(cfg->enc.format),
              capture_compress_suffix(cfg->comp.alg));
     capture_register_stats(cfg, owner);
+    if (cfg->enc.schema == TRACE_SCHEMA_V3_TAP && !strcmp(cfg->kind, "tap"))
+        tap_feat_register_stats(&cfg->feat, owner);
     if (!(cfg->owner = strdup(owner ? owner : "socktap")) ||
         !(cfg->rt = calloc(1, sizeof(*cfg->rt))))
         return -ENOMEM;
     cfg->rt->enabled = true;
-    return capture_store_attach(cfg);
+    return cfg->path_prefix ? capture_store_attach(cfg) : 0; /* a UDP sink has no files */
 }
 
 void capture_cfg_set_enabled(struct capture_cfg *cfg, bool enabled)
@@ -501,33 +504,6 @@ err_free_cfg:
     return rc;
 }
 
-/* `match: {any_match: true}` (v3) or `match_config:` (v2): the only matcher socktap has. */
-static int parse_match(struct ts_parse_ctx *ctx, const struct cfg_node *node,
-                       const struct cfg_path *path)
-{
-    static const char *const keys[] = {"any_match", NULL};
-    int rc = cfg_expect_map(ctx->err, ctx->doc, node, path);
-    if (rc)
-        return rc;
-    if (node->n != 1 || !cfg_map_get(node, "any_match")) {
-        const struct cfg_node *key = node->n ? node->entries[0].key : node;
-        struct cfg_path p = CFG_PATH_KEY(path, node->n ? node->entries[0].key->str : "any_match");
-        return cfg_error(ctx->err, ctx->doc, key, &p,
-                         "not supported: socktap's tap matches only `any_match: true`");
-    }
-    if ((rc = cfg_check_keys(ctx->err, ctx->doc, node, path, keys)))
-        return rc;
-    struct cfg_path p = CFG_PATH_KEY(path, "any_match");
-    const struct cfg_node *v = cfg_map_get(node, "any_match");
-    bool any;
-    if ((rc = cfg_get_bool(ctx->err, ctx->doc, v, &p, &any)))
-        return rc;
-    if (!any)
-        return cfg_error(ctx->err, ctx->doc, v, &p,
-                         "not supported: `any_match: false` would tap nothing; remove the tap");
-    return 0;
-}
-
 /* max_buffered_*_bytes: a plain integer or the wrapper form {value: N}. */
 static int parse_u32_wrapper(struct ts_parse_ctx *ctx, const struct cfg_node *node,
                              const struct cfg_path *path, uint32_t *out)
@@ -555,8 +531,13 @@ static int parse_u32_wrapper(struct ts_parse_ctx *ctx, const struct cfg_node *no
 static int parse_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sink,
                       const struct cfg_path *path, struct capture_cfg *cfg)
 {
-    static const char *const keys[] = {"format",         "file_per_tap",   "streaming_admin",
-                                       "streaming_grpc", "buffered_admin", NULL};
+    static const char *const keys[] = {"format",
+                                       "file_per_tap",
+                                       "streaming_admin",
+                                       "streaming_grpc",
+                                       "buffered_admin",
+                                       "custom_sink",
+                                       NULL};
     static const char *const fpt_keys[] = {"path_prefix", NULL};
     int rc;
     if ((rc = cfg_check_keys(ctx->err, ctx->doc, sink, path, keys)))
@@ -566,11 +547,29 @@ static int parse_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sink,
         return rc;
     for (size_t i = 0; i < sink->n; i++) {
         const struct cfg_node *k = sink->entries[i].key;
-        if (strcmp(k->str, "format") != 0 && strcmp(k->str, "file_per_tap") != 0) {
+        if (strcmp(k->str, "format") != 0 && strcmp(k->str, "file_per_tap") != 0 &&
+            strcmp(k->str, "custom_sink") != 0) {
             struct cfg_path p = CFG_PATH_KEY(path, k->str);
             return cfg_error(ctx->err, ctx->doc, k, &p,
-                             "not supported: socktap's tap writes `file_per_tap` sinks only");
+                             "not supported: socktap's tap writes `file_per_tap` and "
+                             "`custom_sink` (envoy.tap_sinks.udp_sink) sinks only");
         }
+    }
+    const struct cfg_node *custom = cfg_map_get(sink, "custom_sink");
+    if (custom) {
+        struct cfg_path cp = CFG_PATH_KEY(path, "custom_sink");
+        if (cfg_map_get(sink, "file_per_tap")) /* OutputSink.output_sink_type is a oneof */
+            return cfg_error(ctx->err, ctx->doc, custom, &cp,
+                             "a sink is file_per_tap or custom_sink, not both");
+        /* udp_sink_impl.cc submitTrace: "Not support PROTO_BINARY_LENGTH_DELIMITED": Envoy's
+         * sink sends nothing for it */
+        if (cfg->enc.format == TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED) {
+            struct cfg_path fp = CFG_PATH_KEY(path, "format");
+            return cfg_error(ctx->err, ctx->doc, cfg_map_get(sink, "format"), &fp,
+                             "the UDP sink does not take PROTO_BINARY_LENGTH_DELIMITED (Envoy's "
+                             "sends nothing for it): a datagram already delimits its message");
+        }
+        return tap_feat_parse_custom_sink(ctx, custom, &cp, &cfg->feat);
     }
     struct cfg_path fpt_path;
     const struct cfg_node *fpt;
@@ -583,8 +582,12 @@ static int parse_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sink,
 static int parse_output(struct ts_parse_ctx *ctx, const struct cfg_node *out_node,
                         const struct cfg_path *path, struct capture_cfg *cfg)
 {
-    static const char *const keys[] = {"sinks", "streaming", "max_buffered_rx_bytes",
-                                       "max_buffered_tx_bytes", NULL};
+    static const char *const keys[] = {"sinks",
+                                       "streaming",
+                                       "max_buffered_rx_bytes",
+                                       "max_buffered_tx_bytes",
+                                       "min_streamed_sent_bytes",
+                                       NULL};
     int rc;
     if ((rc = cfg_check_keys(ctx->err, ctx->doc, out_node, path, keys)))
         return rc;
@@ -605,8 +608,15 @@ static int parse_output(struct ts_parse_ctx *ctx, const struct cfg_node *out_nod
         if ((rc = cfg_get_bool(ctx->err, ctx->doc, n, &p, &cfg->enc.streaming)))
             return rc;
     }
-    /* streamed events are cut at max_buffered_rx/tx_bytes too, as Envoy's */
+    /* streamed events are cut at max_buffered_rx/tx_bytes too, as Envoy's, and numbered
+     * (seq_num, envoy#42641) */
     cfg->enc.cap_streamed = true;
+    cfg->enc.seq_num = cfg->enc.streaming;
+    if ((n = cfg_map_get(out_node, "min_streamed_sent_bytes"))) {
+        struct cfg_path p = CFG_PATH_KEY(path, "min_streamed_sent_bytes");
+        if ((rc = parse_u32_wrapper(ctx, n, &p, &cfg->enc.min_streamed_sent)))
+            return rc;
+    }
     if ((n = cfg_map_get(out_node, "max_buffered_rx_bytes"))) {
         struct cfg_path p = CFG_PATH_KEY(path, "max_buffered_rx_bytes");
         if ((rc = parse_u32_wrapper(ctx, n, &p, &cfg->enc.max_buffered_rx)))
@@ -620,18 +630,48 @@ static int parse_output(struct ts_parse_ctx *ctx, const struct cfg_node *out_nod
     return 0;
 }
 
+/* The tap's options of tap_feat.h: socket_tap_config (Tap field 3), tap_enabled (TapConfig
+ * field 3 in STATIC at STATIC_PATH); a UDP sink has no files, so no file knobs. */
+static int parse_tap_extras(struct ts_parse_ctx *ctx, const struct cfg_node *config,
+                            const struct cfg_path *path, const struct cfg_node *st,
+                            const struct cfg_path *static_path, struct capture_cfg *cfg)
+{
+    static const char *const file_knobs[] = {"socktap_compression", "socktap_limits", NULL};
+    const struct cfg_node *n;
+    int rc;
+    if ((n = cfg_map_get(config, "socket_tap_config"))) {
+        struct cfg_path p = CFG_PATH_KEY(path, "socket_tap_config");
+        if ((rc = tap_feat_parse_socket_cfg(ctx, n, &p, &cfg->feat, &cfg->enc)))
+            return rc;
+    }
+    if ((n = cfg_map_get(st, "tap_enabled"))) {
+        struct cfg_path p = CFG_PATH_KEY(static_path, "tap_enabled");
+        if ((rc = tap_feat_parse_enabled(ctx, n, &p, &cfg->feat)))
+            return rc;
+    }
+    for (const char *const *k = file_knobs; cfg->feat.udp && *k; k++)
+        if ((n = cfg_map_get(config, *k))) {
+            struct cfg_path p = CFG_PATH_KEY(path, *k);
+            return cfg_error(ctx->err, ctx->doc, n, &p,
+                             "applies to file_per_tap sinks; this tap sends to a UDP sink");
+        }
+    return 0;
+}
+
 int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                   const struct cfg_path *path, void **out)
 {
     static const char *const keys[] = {"common_config",
                                        "transport_socket",
+                                       "socket_tap_config",
                                        "socktap_max_backlog_bytes",
                                        "socktap_compression",
                                        "socktap_limits",
                                        "socktap_record_half_close",
                                        NULL};
     static const char *const common_keys[] = {"static_config", "admin_config", NULL};
-    static const char *const static_keys[] = {"match", "match_config", "output_config", NULL};
+    static const char *const static_keys[] = {"match", "match_config", "output_config",
+                                              "tap_enabled", NULL};
     int rc;
     if (!config)
         return cfg_error(ctx->err, ctx->doc, NULL, path,
@@ -661,13 +701,14 @@ int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
     const struct cfg_node *match = cfg_map_get(st, match_key);
     if (!match) {
         rc = cfg_error(ctx->err, ctx->doc, st, &match_path,
-                       "match is required (socktap supports `match: {any_match: true}`)");
+                       "match is required (e.g. `match: {any_match: true}`)");
         goto err_free_cfg;
     }
-    if ((rc = parse_match(ctx, match, &match_path)))
+    if ((rc = tap_feat_parse_match(ctx, match, &match_path, &cfg->feat)))
         goto err_free_cfg;
     if ((rc = req_child(ctx, st, &static_path, "output_config", NULL, &out_node, &out_path)) ||
-        (rc = parse_output(ctx, out_node, &out_path, cfg)))
+        (rc = parse_output(ctx, out_node, &out_path, cfg)) ||
+        (rc = parse_tap_extras(ctx, config, path, st, &static_path, cfg)))
         goto err_free_cfg;
     if ((rc = parse_common(ctx, config, path, cfg)))
         goto err_free_cfg;

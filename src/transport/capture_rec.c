@@ -68,7 +68,9 @@ struct capture_rec {
     const struct capture_cfg *cfg;
     uint64_t conn_id;
     struct trace_conn conn;
-    int fd; /* not owned: only for getsockname when the local address is unknown */
+    int fd;            /* not owned: only for getsockname when the local address is unknown */
+    int conn_fd;       /* not owned: the connection's fd, for capture_rec_connected's getsockname */
+    uint64_t seq_next; /* between two rotated pieces: the seq_num the next event gets */
     struct trace_enc *enc;
     struct tbuf buf;
     size_t buf_events; /* events in buf, counted as dropped if buf is refused */
@@ -89,7 +91,35 @@ struct capture_rec {
     bool enc_buffered;    /* v3 buffered: bounded by max_buffered_rx/tx, not max_trace_bytes */
     bool await_create;    /* on_capture_failure reject: hold the traffic until the file exists */
     bool reject;          /* on_capture_failure reject and the trace could not be started */
+    bool udp;             /* the tap's UDP sink: each encoded message is sent, no file */
 };
+
+/* Envoy's per-socket counters (tap_config_impl.cc pegReadWriteSubmitCounter and
+ * pegCloseSubmitCounter): a streamed read, write or close event recorded, a buffered trace
+ * submitted at close. buffered_{read,write}_submit stay 0, as in Envoy, where only the removed
+ * SocketTapConfig.min_buffered_bytes path pegged them (it is not in the 2026 tap.proto). */
+static void tap_submit_stat(const struct capture_rec *r, enum trace_dir dir)
+{
+    const struct tap_feat *f = &r->cfg->feat;
+    if (!f->registered)
+        return;
+    if (!r->cfg->enc.streaming) {
+        if (dir == TRACE_EV_CLOSED)
+            stats_inc(f->stats.buffered_close);
+        return;
+    }
+    stats_inc(dir == TRACE_EV_READ    ? f->stats.streamed_read
+              : dir == TRACE_EV_WRITE ? f->stats.streamed_write
+                                      : f->stats.streamed_close);
+}
+
+/* UDP sink: sends what the encoder appended to R's buffer (whole TraceWrapper messages, one
+ * per call: trace_encode.h) as one datagram, and empties the buffer. */
+static void udp_flush(struct capture_rec *r)
+{
+    tap_udp_send(&r->cfg->feat, r->conn_id, r->buf.data, r->buf.len);
+    r->buf.len = 0;
+}
 
 static void capture_addr(const struct sockaddr_storage *ss, socklen_t len, struct trace_addr *out)
 {
@@ -315,13 +345,15 @@ static void capture_rec_limit(struct capture_rec *r, const struct trace_event *e
     uint64_t room = max > r->trace_bytes ? max - r->trace_bytes : 0;
     bool fits = false;
     r->buf.len = before;
+    /* a batched tap (min_streamed_sent_bytes) holds events it cannot take back: no cut there */
     if (cfg->enc.schema == TRACE_SCHEMA_V3_TAP && ev->len > 0 && room > 0 &&
-        (ev->dir == TRACE_EV_READ || ev->dir == TRACE_EV_WRITE)) {
+        !cfg->enc.min_streamed_sent && (ev->dir == TRACE_EV_READ || ev->dir == TRACE_EV_WRITE)) {
         /* the body's share of the room: exact enough for binary, and JSON's base64 or escapes
          * grow with the body; a cut that still overflows shrinks by its excess, likewise */
         size_t keep = (size_t)((uint64_t)ev->len * room / encoded);
         for (int tries = 0; tries < 4 && keep > 0 && !fits; tries++) {
             r->buf.len = before;
+            trace_enc_forget_last(r->enc); /* the cut event keeps its seq_num */
             if (capture_encode_cut(r, ev, keep))
                 break;
             size_t got = r->buf.len - before, shrink;
@@ -383,11 +415,43 @@ static int capture_reserve(struct capture_rec *r, size_t n)
     return tbuf_reserve(&r->buf, n);
 }
 
+/* EV's timestamp: CLOCK_REALTIME now, right after the I/O (as Envoy's initEvent). */
+static void stamp_event(struct trace_event *ev)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ev->sec = ts.tv_sec;
+    ev->nsec = (int32_t)ts.tv_nsec;
+}
+
+/* capture_rec_event for the UDP sink: encode, send, nothing kept (no backlog, no budget). */
+static void udp_event(struct capture_rec *r, enum trace_dir dir, const struct iovec *iov,
+                      int iovcnt, size_t len, bool end_stream)
+{
+    struct trace_event ev = {
+        .dir = dir, .iov = iov, .iovcnt = iovcnt, .len = len, .end_stream = end_stream};
+    stamp_event(&ev);
+    if (live_hub_wanted(r->cfg->live))
+        live_hub_publish(r->cfg->live, &r->conn, &ev);
+    if (trace_enc_event(r->enc, &ev, &r->buf) != 0) {
+        r->buf.len = 0;
+        stats_inc(r->cfg->stats.events_dropped);
+        return;
+    }
+    stats_inc(r->cfg->stats.events);
+    tap_submit_stat(r, dir);
+    udp_flush(r);
+}
+
 void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct iovec *iov,
                        int iovcnt, size_t len, bool end_stream)
 {
     if (!r->capturing)
         return;
+    if (r->udp) {
+        udp_event(r, dir, iov, iovcnt, len, end_stream);
+        return;
+    }
     const struct capture_stats *st = &r->cfg->stats;
     if (r->file && capture_wfile_failed(r->file)) {
         capture_rec_stop(r, "write error");
@@ -402,17 +466,14 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
         capture_rec_stop(r, "out of memory");
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     struct trace_event ev = {
-        .sec = ts.tv_sec,
-        .nsec = (int32_t)ts.tv_nsec,
         .dir = dir,
         .iov = iov,
         .iovcnt = iovcnt,
         .len = len,
         .end_stream = end_stream,
     };
+    stamp_event(&ev);
     if (live_hub_wanted(r->cfg->live))
         live_hub_publish(r->cfg->live, &r->conn, &ev);
     size_t before;
@@ -428,6 +489,7 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
     }
     r->trace_bytes += r->buf.len - before;
     stats_inc(st->events);
+    tap_submit_stat(r, dir);
     r->buf_events++;
     r->piece_events++;
     r->piece_bytes += r->buf.len - before;
@@ -535,6 +597,7 @@ static void capture_piece_end(struct capture_rec *r)
         return;
     capture_wfile_close(r->file);
     r->file = NULL;
+    r->seq_next = trace_enc_seq_next(r->enc);
     trace_enc_free(r->enc);
     r->enc = NULL;
     stats_inc(r->cfg->fstats.rotated);
@@ -552,6 +615,8 @@ static int capture_piece_start(struct capture_rec *r)
     int rc = trace_enc_new(&cfg->enc, &r->conn, &r->enc);
     if (rc)
         return rc;
+    if (r->seq_next) /* one trace, numbered across its pieces */
+        trace_enc_set_seq_next(r->enc, r->seq_next);
     if ((rc = tbuf_reserve(&r->buf, 256)) || (rc = trace_enc_begin(r->enc, &r->buf)) ||
         (rc = capture_wfile_open_piece(&wc, r->conn_id, cfg->max_backlog, &ws, r->chain,
                                        &r->file))) {
@@ -601,11 +666,35 @@ static bool capture_rec_admitted(const struct capture_rec *r)
         stats_inc(cfg->stats.disabled_skipped);
         return false;
     }
+    if (cfg->feat.never) {
+        stats_inc(cfg->feat.stats.not_matched);
+        return false;
+    }
+    if (!tap_feat_sampled(&cfg->feat, r->conn_id)) {
+        stats_inc(cfg->feat.stats.sampled_out);
+        return false;
+    }
     if (cfg->store && !capture_store_admit(cfg->store)) {
         stats_inc(cfg->stats.budget_skipped);
         return false;
     }
     return true;
+}
+
+/* capture_rec_open for the UDP sink: the opening message (streaming: the connection segment)
+ * goes out at once; there is no file to create, so nothing can refuse the connection. */
+static void udp_open_trace(struct capture_rec *r)
+{
+    int rc = trace_enc_new(&r->cfg->enc, &r->conn, &r->enc);
+    if (!rc && !(rc = trace_enc_begin(r->enc, &r->buf))) {
+        r->udp = true;
+        r->capturing = true;
+        udp_flush(r);
+        return;
+    }
+    r->buf.len = 0;
+    LOGE(r->conn_id, "%s: cannot start a trace: %s; connection not captured", r->cfg->kind,
+         strerror(-rc));
 }
 
 void capture_rec_open(struct capture_rec *r)
@@ -620,6 +709,10 @@ void capture_rec_open(struct capture_rec *r)
         socklen_t sl = sizeof(ss);
         if (getsockname(r->fd, (struct sockaddr *)&ss, &sl) == 0)
             capture_addr(&ss, sl, &r->conn.local);
+    }
+    if (cfg->feat.udp) {
+        udp_open_trace(r);
+        return;
     }
     struct capture_wstats ws;
     struct capture_wcreate wc;
@@ -675,6 +768,17 @@ void capture_rec_unconnected(struct capture_rec *r)
     r->fd = -1;
 }
 
+void capture_rec_connected(struct capture_rec *r)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (!r->capturing || !r->enc || r->conn.local.present || r->conn_fd < 0 ||
+        getsockname(r->conn_fd, (struct sockaddr *)&ss, &sl) != 0)
+        return;
+    capture_addr(&ss, sl, &r->conn.local);
+    trace_enc_set_conn(r->enc, &r->conn);
+}
+
 bool capture_rec_opened(const struct capture_rec *r)
 {
     return r->opened;
@@ -692,6 +796,8 @@ struct capture_wfile *capture_rec_handover(struct capture_rec *r)
      * the buffer, and a live follower (capture2pcap --follow) must meet the key first, or
      * Wireshark cannot decrypt them (measured: TLS 1.2 live decryption failed under load when
      * the buffer went first). */
+    if (r->udp)
+        return NULL; /* no file for keys to go beside */
     if (r->capturing && !r->file && capture_piece_start(r) != 0)
         capture_rec_stop(r, "out of memory"); /* between two pieces: the keys go beside the next */
     if (r->capturing && !r->handed_over) {
@@ -710,6 +816,13 @@ void capture_rec_finish(struct capture_rec *r, bool closed_event)
         live_end(r, false); /* else the closed event below reaches the viewers itself */
     if (closed_event && r->cfg->enc.schema == TRACE_SCHEMA_V3_TAP)
         capture_rec_event(r, TRACE_EV_CLOSED, NULL, 0, 0, false);
+    if (r->udp) {
+        if (trace_enc_end(r->enc, &r->buf) == 0)
+            udp_flush(r);
+        r->buf.len = 0;
+        r->capturing = false;
+        return;
+    }
     /* a trace captured whole under max_trace_bytes: the next cut is a new state, logged */
     if (r->capturing && r->cfg->limits.max_trace_bytes &&
         __atomic_load_n(&r->cfg->rt->limit_logged, __ATOMIC_RELAXED))
@@ -726,6 +839,7 @@ int capture_rec_new(const struct capture_cfg *cfg, const struct ts_conn_info *in
     r->cfg = cfg;
     r->conn_id = info->conn_id;
     r->fd = info->fd;
+    r->conn_fd = info->fd;
     r->loop = info->loop;
     r->conn.id = info->conn_id;
     capture_addr(&info->local, info->local_len, &r->conn.local);

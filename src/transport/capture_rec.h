@@ -48,6 +48,11 @@ bool capture_rec_rejected(const struct capture_rec *r) __attribute__((nonnull));
  * address, as Envoy's (tap_config_impl.cc fillConnectionInfo). Call before capture_rec_open. */
 void capture_rec_unconnected(struct capture_rec *r) __attribute__((nonnull));
 
+/* The connection (opened unconnected: a streamed upstream tap) completed its connect: what is
+ * still to be written carries its local address, as Envoy's fillConnectionInfo reads the
+ * address at each event (set_connection_per_event). No-op when not recording. */
+void capture_rec_connected(struct capture_rec *r) __attribute__((nonnull));
+
 /* True once capture_rec_open was called. */
 bool capture_rec_opened(const struct capture_rec *r) __attribute__((nonnull));
 /* True while events are being recorded (file open, capture not stopped). */

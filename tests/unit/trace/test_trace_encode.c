@@ -182,6 +182,149 @@ static void test_v3_buffered_truncation(void **state)
     tbuf_free(&txt);
 }
 
+/* A v3 streamed trace with today's extras (set_connection_per_event, seq_num, and, when MIN is
+ * not 0, min_streamed_sent_bytes): begin, the six events, a closed event, end. BOUNDS[k] is
+ * OUT's length after call k (9 calls). */
+static void encode_streamed(enum trace_format fmt, uint32_t min, struct tbuf *out, size_t *bounds)
+{
+    struct trace_enc_cfg cfg = {.schema = TRACE_SCHEMA_V3_TAP,
+                                .format = fmt,
+                                .streaming = true,
+                                .max_buffered_rx = 1024,
+                                .max_buffered_tx = 1024,
+                                .cap_streamed = true,
+                                .conn_per_event = true,
+                                .seq_num = true,
+                                .min_streamed_sent = min};
+    struct trace_enc *enc;
+    assert_int_equal(trace_enc_new(&cfg, &conn, &enc), 0);
+    assert_int_equal(trace_enc_begin(enc, out), 0);
+    bounds[0] = out->len;
+    for (int i = 0; i < 7; i++) {
+        struct trace_event ev =
+            i < 6 ? make_event(i) : (struct trace_event){.sec = 1525207300, .dir = TRACE_EV_CLOSED};
+        assert_int_equal(trace_enc_event(enc, &ev, out), 0);
+        bounds[i + 1] = out->len;
+    }
+    assert_int_equal(trace_enc_end(enc, out), 0);
+    bounds[8] = out->len;
+    trace_enc_free(enc);
+}
+
+/* Every message the streamed encoder emits (one per call that emits anything) is a
+ * TraceWrapper that protoc, over Envoy's field numbers (SocketEvent.connection = 5, seq_num = 6,
+ * SocketStreamedTraceSegment.events = 4), encodes from our text into our binary and decodes
+ * back into our text. MIN 200: Envoy's rule "sent once the threshold is reached" (common.proto
+ * min_streamed_sent_bytes) over the bodies as recorded (103, 37, 9, 1024 cut from 5532 | 0,
+ * 256 | closed, sent at close) gives messages after the 4th and the 6th event and at end. */
+static void check_streamed(uint32_t min, const bool *emits)
+{
+    struct tbuf bin = {0}, txt = {0};
+    size_t bb[9], tb[9];
+    encode_streamed(TRACE_FMT_PROTO_BINARY, min, &bin, bb);
+    encode_streamed(TRACE_FMT_PROTO_TEXT, min, &txt, tb);
+    char pbin[256], ptxt[256], penc[256], pdec[256];
+    snprintf(pbin, sizeof(pbin), "%s/s.pb", tmpdir);
+    snprintf(ptxt, sizeof(ptxt), "%s/s.pb_text", tmpdir);
+    snprintf(penc, sizeof(penc), "%s/senc.pb", tmpdir);
+    snprintf(pdec, sizeof(pdec), "%s/sdec.pb_text", tmpdir);
+    for (int k = 0; k < 9; k++) {
+        size_t b0 = k ? bb[k - 1] : 0, t0 = k ? tb[k - 1] : 0;
+        assert_int_equal(bb[k] > b0, emits[k]);
+        assert_int_equal(tb[k] > t0, emits[k]);
+        if (!emits[k])
+            continue;
+        write_file(pbin, bin.data + b0, bb[k] - b0);
+        write_file(ptxt, txt.data + t0, tb[k] - t0);
+        assert_int_equal(protoc("encode", "envoy.data.tap.v3.TraceWrapper", ptxt, penc), 0);
+        assert_int_equal(protoc("decode", "envoy.data.tap.v3.TraceWrapper", pbin, pdec), 0);
+        size_t n;
+        uint8_t *enc = read_file(penc, &n);
+        assert_int_equal(n, bb[k] - b0);
+        assert_memory_equal(enc, bin.data + b0, n);
+        free(enc);
+        uint8_t *dec = read_file(pdec, &n);
+        assert_int_equal(n, tb[k] - t0);
+        assert_memory_equal(dec, txt.data + t0, n);
+        free(dec);
+    }
+    /* seq_num (envoy#42641): 1, then 1 + the bytes moved before (5532, not the 1024 kept);
+     * the closed event: max uint64 */
+    assert_int_equal(tbuf_reserve(&txt, 1), 0);
+    txt.data[txt.len] = 0;
+    const char *s = (const char *)txt.data;
+    static const char *const seqs[] = {"seq_num: 1\n",    "seq_num: 104\n",
+                                       "seq_num: 141\n",  "seq_num: 150\n",
+                                       "seq_num: 5682\n", "seq_num: 18446744073709551615\n"};
+    for (size_t i = 0; i < sizeof(seqs) / sizeof(seqs[0]); i++) {
+        assert_non_null(strstr(s, seqs[i]));
+        s = strstr(s, seqs[i]) + 1; /* in this order */
+    }
+    tbuf_free(&bin);
+    tbuf_free(&txt);
+}
+
+static void test_v3_streamed_extras_match_protoc(void **state)
+{
+    static const bool every[9] = {true, true, true, true, true, true, true, true, false};
+    check_streamed(0, every);
+}
+
+static void test_v3_streamed_batches_match_protoc(void **state)
+{
+    static const bool batched[9] = {true, false, false, false, true, false, true, false, true};
+    check_streamed(200, batched);
+}
+
+/* The JSON batch is one object per message whose events array has the held events, commas
+ * between them (the previous element's closing brace gets its comma when the next arrives). */
+static void test_v3_json_batch_layout(void **state)
+{
+    struct tbuf js = {0};
+    size_t b[9];
+    encode_streamed(TRACE_FMT_JSON_BODY_AS_BYTES, 200, &js, b);
+    assert_int_equal(tbuf_reserve(&js, 1), 0);
+    js.data[js.len] = 0;
+    const char *s = (const char *)js.data + b[0];
+    assert_non_null(strstr(s, "  \"events\": {\n   \"events\": [\n    {\n"));
+    assert_non_null(strstr(s, "    },\n    {\n"));
+    assert_non_null(strstr(s, "\"seq_num\": \"18446744073709551615\"\n    }\n   ]\n  }\n }\n}\n"));
+    assert_non_null(strstr(s, "     \"connection\": {\n"));
+    tbuf_free(&js);
+}
+
+/* A streamed event re-encoded after trace_enc_forget_last (capture_rec.c cuts an event that
+ * crosses max_trace_bytes) keeps its seq_num; the next one continues after the cut's bytes. */
+static void test_v3_forget_last_keeps_seq(void **state)
+{
+    struct trace_enc_cfg cfg = {.schema = TRACE_SCHEMA_V3_TAP,
+                                .format = TRACE_FMT_PROTO_TEXT,
+                                .streaming = true,
+                                .max_buffered_rx = 1024,
+                                .max_buffered_tx = 1024,
+                                .seq_num = true};
+    struct trace_enc *enc;
+    struct tbuf out = {0};
+    assert_int_equal(trace_enc_new(&cfg, &conn, &enc), 0);
+    struct trace_event ev = make_event(0); /* 103 bytes */
+    assert_int_equal(trace_enc_event(enc, &ev, &out), 0);
+    out.len = 0;
+    trace_enc_forget_last(enc);
+    ev.len = 50;
+    ev.iovcnt = 1;
+    iovs[0].iov_len = 50;
+    assert_int_equal(trace_enc_event(enc, &ev, &out), 0);
+    ev = make_event(1);
+    assert_int_equal(trace_enc_event(enc, &ev, &out), 0);
+    assert_int_equal(tbuf_reserve(&out, 1), 0);
+    out.data[out.len] = 0;
+    const char *s = strstr((const char *)out.data, "seq_num: 1\n");
+    assert_non_null(s);
+    assert_non_null(strstr(s, "seq_num: 51\n"));
+    tbuf_free(&out);
+    trace_enc_free(enc);
+}
+
 static void test_format_extension(void **state)
 {
     assert_string_equal(trace_format_extension(TRACE_FMT_PROTO_BINARY), ".pb");
@@ -213,6 +356,10 @@ int main(void)
         cmocka_unit_test(test_v2_every_prefix_is_a_trace),
         cmocka_unit_test(test_v3_buffered_truncation),
         cmocka_unit_test(test_format_extension),
+        cmocka_unit_test(test_v3_streamed_extras_match_protoc),
+        cmocka_unit_test(test_v3_streamed_batches_match_protoc),
+        cmocka_unit_test(test_v3_json_batch_layout),
+        cmocka_unit_test(test_v3_forget_last_keeps_seq),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
