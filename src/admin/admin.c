@@ -8,6 +8,7 @@
 #include "admin/admin_capture.h"
 #include "admin/admin_live.h"
 #include "admin/admin_stats.h"
+#include "admin/admin_tap.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,12 +30,11 @@
 /* evhttp has no header limit by default: 124 MiB of request headers grew RSS by 113 MB, never
  * returned. Envoy's admin is an HCM with max_request_headers_kb 60 (its default, in
  * api/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto);
- * we take the same. Only GET, HEAD and the capture switch's bodiless POST are served, so a body
- * is never needed: 4 KiB is room for a
- * client that sends a stray one. A request must arrive within the timeout (a slow client holds
+ * we take the same. Only GET, HEAD, the capture switch's bodiless POST and POST /tap (a
+ * TapRequest: a few hundred bytes of JSON/YAML) are served: 16 KiB is room for any tap request. A request must arrive within the timeout (a slow client holds
  * one connection's buffers, not the admin). */
 #define ADMIN_MAX_HEADERS_BYTES (60 * 1024)
-#define ADMIN_MAX_BODY_BYTES    4096
+#define ADMIN_MAX_BODY_BYTES    (16 * 1024)
 #define ADMIN_TIMEOUT_S         30
 
 struct admin {
@@ -42,6 +42,7 @@ struct admin {
     struct evconnlistener *listener; /* evhttp's, not ours to free */
     struct event *accept_retry;
     struct admin_live *live;
+    struct admin_tap *tap;
     const struct socktap_config *cfg;
     struct admin_info info;
     struct timespec started; /* CLOCK_MONOTONIC */
@@ -244,7 +245,9 @@ static const char help_text[] =
     "  /server_info: print server version/status information\n"
     "  /stats: print server stats; format=text|json|prometheus, filter=REGEX, type=All|Counters|"
     "Gauges, usedonly\n"
-    "  /stats/prometheus: print server stats in prometheus format; filter=REGEX, usedonly\n";
+    "  /stats/prometheus: print server stats in prometheus format; filter=REGEX, usedonly\n"
+    "  /tap: POST a TapRequest (config_id, tap_config): stream the traces of that admin_config "
+    "tap\n";
 
 static void help_cb(struct evhttp_request *req, void *arg)
 {
@@ -325,7 +328,8 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     evhttp_set_cb(a->http, "/help", help_cb, a);
     evhttp_set_cb(a->http, "/captures", captures_cb, a);
     evhttp_set_gencb(a->http, generic_cb, a);
-    if (admin_live_new(a->http, base, cfg, &a->live))
+    if (admin_live_new(a->http, base, cfg, &a->live) ||
+        admin_tap_new(a->http, base, cfg, &a->tap))
         goto err_free_http;
     char host[INET6_ADDRSTRLEN];
     uint16_t port = 0;
@@ -352,6 +356,7 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     return 0;
 
 err_free_http:
+    admin_tap_free(a->tap);
     admin_live_free(a->live);
     evhttp_free(a->http);
 err_free_admin:
@@ -373,6 +378,7 @@ void admin_free(struct admin *a)
         g_admin = NULL;
     if (a->accept_retry)
         event_free(a->accept_retry);
+    admin_tap_free(a->tap);   /* ends the /tap response while its connection still exists */
     admin_live_free(a->live); /* ends the live streams while their connections still exist */
     evhttp_free(a->http);
     free(a);

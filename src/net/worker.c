@@ -18,6 +18,7 @@
 
 #include "admin/admin.h"
 #include "admin/admin_live.h"
+#include "admin/admin_tap.h"
 #include "core/log.h"
 #include "core/stats.h"
 #include "net/cluster.h"
@@ -104,6 +105,7 @@ int server_init(struct server *srv, struct socktap_config *cfg, int nworkers, un
     if (rc < 0)
         return rc;
     admin_live_register_stats();
+    admin_tap_register_stats();
     rc = stats_freeze(nworkers);
     if (rc < 0)
         return rc;

@@ -89,6 +89,7 @@ struct capture_rec {
     bool enc_buffered;    /* v3 buffered: bounded by max_buffered_rx/tx, not max_trace_bytes */
     bool await_create;    /* on_capture_failure reject: hold the traffic until the file exists */
     bool reject;          /* on_capture_failure reject and the trace could not be started */
+    bool admin;           /* an admin_config tap: events go to the live hub only, no file */
 };
 
 static void capture_addr(const struct sockaddr_storage *ss, socklen_t len, struct trace_addr *out)
@@ -397,7 +398,7 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
     if (r->chain && r->file && r->piece_events && r->cfg->limits.rotate_ms &&
         capture_now_ms() - r->piece_start_ms >= r->cfg->limits.rotate_ms)
         capture_piece_end(r);
-    if (r->capturing && !r->file && capture_piece_start(r) != 0) {
+    if (r->capturing && !r->file && !r->admin && capture_piece_start(r) != 0) {
         stats_inc(st->events_dropped);
         capture_rec_stop(r, "out of memory");
         return;
@@ -415,6 +416,10 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
     };
     if (live_hub_wanted(r->cfg->live))
         live_hub_publish(r->cfg->live, &r->conn, &ev);
+    if (r->admin) {
+        stats_inc(st->events);
+        return;
+    }
     size_t before;
     if (capture_reserve(r, len + 64) != 0)
         goto err_drop;
@@ -446,8 +451,8 @@ err_drop:
 
 size_t capture_rec_room(const struct capture_rec *r)
 {
-    if (!r->capturing)
-        return SIZE_MAX;
+    if (!r->capturing || r->admin)
+        return SIZE_MAX; /* an admin client never holds the traffic back (its queue drops) */
     if (r->await_create && r->file && !*capture_wfile_path(r->file) &&
         !capture_wfile_failed(r->file))
         return 0; /* on_capture_failure reject: nothing moves before the trace exists */
@@ -615,11 +620,20 @@ void capture_rec_open(struct capture_rec *r)
     r->opened = true;
     if (!capture_rec_admitted(r))
         return;
+    /* An admin tap records only while a client is attached, as Envoy's: a socket is tapped
+     * when a tap config is attached at its creation (source/extensions/transport_sockets/tap/
+     * tap.cc, TapSocket's constructor asks for a per-socket tapper then). */
+    if (cfg->admin_id && !(r->admin = live_hub_wanted(cfg->live)))
+        return;
     if (!r->conn.local.present && r->fd >= 0) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
         if (getsockname(r->fd, (struct sockaddr *)&ss, &sl) == 0)
             capture_addr(&ss, sl, &r->conn.local);
+    }
+    if (r->admin) { /* no file: the events go to the hub only (capture_rec_event) */
+        r->capturing = true;
+        return;
     }
     struct capture_wstats ws;
     struct capture_wcreate wc;
@@ -692,6 +706,8 @@ struct capture_wfile *capture_rec_handover(struct capture_rec *r)
      * the buffer, and a live follower (capture2pcap --follow) must meet the key first, or
      * Wireshark cannot decrypt them (measured: TLS 1.2 live decryption failed under load when
      * the buffer went first). */
+    if (r->admin)
+        return NULL; /* no file: no keys beside it */
     if (r->capturing && !r->file && capture_piece_start(r) != 0)
         capture_rec_stop(r, "out of memory"); /* between two pieces: the keys go beside the next */
     if (r->capturing && !r->handed_over) {
