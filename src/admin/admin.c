@@ -31,8 +31,9 @@
  * returned. Envoy's admin is an HCM with max_request_headers_kb 60 (its default, in
  * api/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto);
  * we take the same. Only GET, HEAD, the capture switch's bodiless POST and POST /tap (a
- * TapRequest: a few hundred bytes of JSON/YAML) are served: 16 KiB is room for any tap request. A request must arrive within the timeout (a slow client holds
- * one connection's buffers, not the admin). */
+ * TapRequest: a few hundred bytes of JSON/YAML) are served: 16 KiB is room for any tap request. A
+ * request must arrive within the timeout (a slow client holds one connection's buffers, not the
+ * admin). */
 #define ADMIN_MAX_HEADERS_BYTES (60 * 1024)
 #define ADMIN_MAX_BODY_BYTES    (16 * 1024)
 #define ADMIN_TIMEOUT_S         30
@@ -328,8 +329,7 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     evhttp_set_cb(a->http, "/help", help_cb, a);
     evhttp_set_cb(a->http, "/captures", captures_cb, a);
     evhttp_set_gencb(a->http, generic_cb, a);
-    if (admin_live_new(a->http, base, cfg, &a->live) ||
-        admin_tap_new(a->http, base, cfg, &a->tap))
+    if (admin_live_new(a->http, base, cfg, &a->live) || admin_tap_new(a->http, base, cfg, &a->tap))
         goto err_free_http;
     char host[INET6_ADDRSTRLEN];
     uint16_t port = 0;

@@ -239,8 +239,7 @@ static bool tap_event(struct tap_client *c, const struct live_ev *e)
     }
     struct tap_conn *t = *pp;
     if (e->gap) { /* dropped in the queue (counted there): the trace says it is incomplete */
-        (void)trace_enc_mark_truncated(t->enc, e->dir == TRACE_EV_READ,
-                                       e->dir == TRACE_EV_WRITE);
+        (void)trace_enc_mark_truncated(t->enc, e->dir == TRACE_EV_READ, e->dir == TRACE_EV_WRITE);
         return false;
     }
     struct iovec iov = {.iov_base = (void *)e->data, .iov_len = e->len};
@@ -340,8 +339,8 @@ static int tap_subscribe(struct tap_client *c, const char *id)
     if (!(c->hubs = calloc(n ? n : 1, sizeof(*c->hubs))))
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
-        const struct ts_config *ts = i < cfg->nlisteners ? &cfg->listeners[i].ts
-                                                         : &cfg->clusters[i - cfg->nlisteners].ts;
+        const struct ts_config *ts =
+            i < cfg->nlisteners ? &cfg->listeners[i].ts : &cfg->clusters[i - cfg->nlisteners].ts;
         const char *aid = ts_config_admin_id(ts);
         struct live_hub *hub = ts_config_live(ts, false);
         if (!aid || strcmp(aid, id) || !hub)
@@ -352,8 +351,8 @@ static int tap_subscribe(struct tap_client *c, const char *id)
         if (rc)
             return rc;
         c->nhubs++;
-        h->ev = event_new(c->owner->base, live_sub_fd(h->sub), EV_READ | EV_PERSIST, tap_ready_cb,
-                          h);
+        h->ev =
+            event_new(c->owner->base, live_sub_fd(h->sub), EV_READ | EV_PERSIST, tap_ready_cb, h);
         if (!h->ev || event_add(h->ev, NULL))
             return -ENOMEM;
         found++;
@@ -475,8 +474,9 @@ static void tap_request_cb(struct evhttp_request *req, void *arg)
     }
     if (t->client) {
         /* Envoy's word for it (source/extensions/common/tap/admin.cc, AdminHandler::handler) */
-        tap_reply(req, 400, "Bad Request", "An attached /tap admin stream already exists. "
-                                           "Detach it.");
+        tap_reply(req, 400, "Bad Request",
+                  "An attached /tap admin stream already exists. "
+                  "Detach it.");
         return;
     }
 #ifdef SOCKTAP_CAPTURE

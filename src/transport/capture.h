@@ -111,7 +111,6 @@ int tap_admin_request_parse(struct ts_parse_ctx *ctx, const struct cfg_node *tap
                             const struct cfg_path *path, struct tap_admin_request *out)
     __attribute__((warn_unused_result, nonnull));
 
-
 /* Turns capture on or off for the new connections of the capture/tap config CFG (admin, main
  * thread): the workers read the flag at each connection's start; the `enabled` gauge follows. */
 void capture_cfg_set_enabled(struct capture_cfg *cfg, bool enabled) __attribute__((nonnull));

@@ -600,8 +600,12 @@ static int parse_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sink,
 static int parse_admin_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sink,
                             const struct cfg_path *path, struct tap_admin_request *req)
 {
-    static const char *const keys[] = {"format",         "file_per_tap",   "streaming_admin",
-                                       "streaming_grpc", "buffered_admin", "custom_sink",
+    static const char *const keys[] = {"format",
+                                       "file_per_tap",
+                                       "streaming_admin",
+                                       "streaming_grpc",
+                                       "buffered_admin",
+                                       "custom_sink",
                                        NULL};
     static const char *const buffered_keys[] = {"max_traces", "timeout", NULL};
     int rc;
@@ -717,9 +721,8 @@ int tap_admin_request_parse(struct ts_parse_ctx *ctx, const struct cfg_node *tap
                             const struct cfg_path *path, struct tap_admin_request *out)
 {
     static const char *const keys[] = {"match", "match_config", "output_config", NULL};
-    *out = (struct tap_admin_request){.enc = {.schema = TRACE_SCHEMA_V3_TAP,
-                                              .max_buffered_rx = 1024,
-                                              .max_buffered_tx = 1024}};
+    *out = (struct tap_admin_request){
+        .enc = {.schema = TRACE_SCHEMA_V3_TAP, .max_buffered_rx = 1024, .max_buffered_tx = 1024}};
     struct cfg_path out_path;
     const struct cfg_node *out_node;
     int rc;
