@@ -73,7 +73,8 @@ struct tap_client {
     uint64_t traces;
     struct tap_conn *buckets[TAP_BUCKETS];
     size_t nconns;
-    bool lossy; /* its loss was logged */
+    bool lossy;    /* its loss was logged */
+    bool attached; /* its response started (else a refused request: nothing to log) */
 };
 #endif
 
@@ -165,8 +166,10 @@ static void tap_client_free(struct tap_client *c, bool end_reply)
     tbuf_free(&c->tb);
     c->owner->client = NULL;
     stats_add(st_clients, -1);
-    LOGI(LOG_NO_CONN, "admin: /tap client of config_id '%s' detached after %" PRIu64 " trace(s)",
-         c->config_id, c->traces);
+    if (c->attached)
+        LOGI(LOG_NO_CONN,
+             "admin: /tap client of config_id '%s' detached after %" PRIu64 " trace(s)",
+             c->config_id, c->traces);
     free(c);
 }
 
@@ -452,6 +455,7 @@ static void tap_attach(struct admin_tap *t, struct evhttp_request *req)
     evhttp_add_header(h, "Content-Type", json ? "application/json" : "application/octet-stream");
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_send_reply_start(req, 200, "OK");
+    c->attached = true;
     LOGI(LOG_NO_CONN, "admin: /tap client attached to config_id '%s' (%s, %s)", c->config_id,
          c->rq.buffered ? "buffered_admin" : "streaming_admin",
          c->rq.enc.streaming ? "streamed" : "buffered traces");
@@ -459,7 +463,6 @@ static void tap_attach(struct admin_tap *t, struct evhttp_request *req)
 
 err_free:
     c->req = NULL; /* answered already */
-    c->traces = 0;
     tap_client_free(c, false);
 }
 #endif
