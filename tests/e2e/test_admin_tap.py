@@ -145,8 +145,10 @@ class AdminTapTest(E2ETest):
         return r.stdout
 
     def write_file(self, name, data):
-        with open(os.path.join(self.tmp, name), "wb") as f:
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
             f.write(data)
+        self.addCleanup(os.remove, path)  # the temp dir stays for debugging, not its bulk
 
     def attach(self, body):
         c = TapClient(self.procs, self.url(), body)
