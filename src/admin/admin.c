@@ -7,6 +7,7 @@
 
 #include "admin/admin_capture.h"
 #include "admin/admin_live.h"
+#include "admin/admin_reply.h"
 #include "admin/admin_stats.h"
 #include "admin/admin_tap.h"
 
@@ -79,15 +80,7 @@ static void admin_accept_error_cb(struct evconnlistener *lev, void *arg)
 
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *body)
 {
-    struct evbuffer *b = evbuffer_new();
-    if (!b) {
-        evhttp_send_error(req, 500, NULL);
-        return;
-    }
-    evbuffer_add(b, body, strlen(body));
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain");
-    evhttp_send_reply(req, code, reason, b);
-    evbuffer_free(b);
+    admin_reply_textf(req, code, reason, "%s", body);
 }
 
 static void ready_cb(struct evhttp_request *req, void *arg)

@@ -16,16 +16,15 @@
  * POST are traced (ids from conn_id_peek() at the POST on: a connection is traced whole or not
  * at all, as Envoy creates a tapper at socket creation only). */
 #include "admin/admin_tap.h"
+#include "admin/admin_reply.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "core/conn_id.h"
@@ -54,7 +53,6 @@ struct tap_hub {
     struct tap_client *owner;
     struct live_sub *sub;
     struct event *ev;
-    uint64_t dropped_events, dropped_bytes; /* what the stats already have of the hub's count */
 };
 
 struct tap_client {
@@ -94,45 +92,24 @@ void admin_tap_register_stats(void)
     st_bytes_dropped = stats_register("admin.tap.bytes_dropped", STAT_COUNTER);
 }
 
-static void tap_reply(struct evhttp_request *req, int code, const char *reason, const char *fmt,
-                      ...) __attribute__((format(printf, 4, 5)));
-static void tap_reply(struct evhttp_request *req, int code, const char *reason, const char *fmt,
-                      ...)
-{
-    struct evbuffer *b = evbuffer_new();
-    if (!b) {
-        evhttp_send_error(req, 500, NULL);
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    evbuffer_add_vprintf(b, fmt, ap);
-    va_end(ap);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain");
-    evhttp_send_reply(req, code, reason, b);
-    evbuffer_free(b);
-}
-
 #ifdef SOCKTAP_CAPTURE
-/* Brings admin.tap.*_dropped up to the hubs' counts of what C's queues dropped; logs C's first
+/* Adds what C's queues dropped since the last look to admin.tap.*_dropped; logs C's first
  * loss (once per client: a state change, not per event). */
 static void tap_sync_stats(struct tap_client *c)
 {
     for (size_t i = 0; i < c->nhubs; i++) {
         struct tap_hub *h = &c->hubs[i];
         uint64_t ev, bytes;
-        live_hub_sub_dropped(h->sub, &ev, &bytes);
-        stats_add(st_events_dropped, (int64_t)(ev - h->dropped_events));
-        stats_add(st_bytes_dropped, (int64_t)(bytes - h->dropped_bytes));
-        if (ev != h->dropped_events && !c->lossy) {
+        live_hub_take_dropped(h->sub, &ev, &bytes);
+        stats_add(st_events_dropped, (int64_t)ev);
+        stats_add(st_bytes_dropped, (int64_t)bytes);
+        if (ev && !c->lossy) {
             c->lossy = true;
             LOGW(LOG_NO_CONN,
                  "admin: /tap client of config_id '%s' reads too slowly: events are dropped "
                  "(counted in admin.tap.events_dropped, its buffered traces say truncated)",
                  c->config_id);
         }
-        h->dropped_events = ev;
-        h->dropped_bytes = bytes;
     }
 }
 
@@ -245,24 +222,13 @@ static bool tap_event(struct tap_client *c, const struct live_ev *e)
         (void)trace_enc_mark_truncated(t->enc, e->dir == TRACE_EV_READ, e->dir == TRACE_EV_WRITE);
         return false;
     }
-    struct iovec iov = {.iov_base = (void *)e->data, .iov_len = e->len};
-    struct trace_event ev = {.sec = e->sec,
-                             .nsec = e->nsec,
-                             .dir = e->dir,
-                             .iov = e->len ? &iov : NULL,
-                             .iovcnt = e->len ? 1 : 0,
-                             .len = e->len,
-                             .end_stream = e->end_stream};
+    struct iovec iov;
+    struct trace_event ev;
+    live_ev_event(e, &iov, &ev);
     c->tb.len = 0;
     if (trace_enc_event(t->enc, &ev, &c->tb) == 0 && tap_emit(c))
         return true;
     return e->dir == TRACE_EV_CLOSED ? tap_conn_end(c, pp) : false;
-}
-
-static size_t tap_unsent(const struct tap_client *c)
-{
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
-    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
 }
 
 /* Takes what C's queues hold into its traces and sends them. Returns false when C is gone (its
@@ -270,7 +236,7 @@ static size_t tap_unsent(const struct tap_client *c)
 static bool tap_drain(struct tap_client *c)
 {
     tap_sync_stats(c);
-    if (tap_unsent(c) > TAP_MAX_OUTPUT) {
+    if (admin_reply_unsent(c->evcon) > TAP_MAX_OUTPUT) {
         /* the client is behind: leave the queues to fill (the hub counts what it drops) and
          * stop listening to their eventfds, which stay readable, until the timer looks again */
         for (size_t i = 0; i < c->nhubs; i++)
@@ -327,10 +293,7 @@ static void tap_closed_cb(struct evhttp_connection *evcon, void *arg)
     c->evcon = NULL; /* being freed by evhttp */
     c->req = NULL;
     tap_client_free(c, false);
-    /* as admin_live.c's live_closed_cb: a reply in progress detached from its connection
-     * (libevent 2.1 http.c, evhttp_connection_incoming_fail) is ours to end, which frees it */
-    if (!evhttp_request_get_connection(req))
-        evhttp_send_reply_end(req);
+    admin_reply_closed(req);
 }
 
 /* The hubs of the taps whose admin_config.config_id is ID, subscribed for C. Returns the
@@ -371,7 +334,7 @@ static bool tap_parse(struct tap_client *c, struct evhttp_request *req)
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
     if (!len) {
-        tap_reply(req, 400, "Bad Request", "/tap requires a JSON/YAML body");
+        admin_reply_textf(req, 400, "Bad Request", "/tap requires a JSON/YAML body");
         return false;
     }
     const char *text = (const char *)evbuffer_pullup(in, -1);
@@ -407,7 +370,8 @@ static bool tap_parse(struct tap_client *c, struct evhttp_request *req)
          tap_admin_request_parse(&ctx, tc, &tcp, &c->rq) == 0;
 out:
     if (!ok)
-        tap_reply(req, 400, "Bad Request", "%s\n", err.set ? err.msg : "cannot read the body");
+        admin_reply_textf(req, 400, "Bad Request", "%s\n",
+                          err.set ? err.msg : "cannot read the body");
     cfg_doc_free(doc);
     return ok;
 }
@@ -427,9 +391,9 @@ static void tap_attach(struct admin_tap *t, struct evhttp_request *req)
         goto err_free;
     int found = tap_subscribe(c, c->config_id);
     if (found == 0) {
-        tap_reply(req, 400, "Bad Request",
-                  "Unknown config id '%s'. No extension has registered with this id.",
-                  c->config_id);
+        admin_reply_textf(req, 400, "Bad Request",
+                          "Unknown config id '%s'. No extension has registered with this id.",
+                          c->config_id);
         goto err_free;
     }
     c->retry = evtimer_new(t->base, tap_retry_cb, c);
@@ -472,20 +436,20 @@ static void tap_request_cb(struct evhttp_request *req, void *arg)
     struct admin_tap *t = arg;
     if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-        tap_reply(req, 405, "Method Not Allowed", "/tap requires POST\n");
+        admin_reply_textf(req, 405, "Method Not Allowed", "/tap requires POST\n");
         return;
     }
     if (t->client) {
         /* Envoy's word for it (source/extensions/common/tap/admin.cc, AdminHandler::handler) */
-        tap_reply(req, 400, "Bad Request",
-                  "An attached /tap admin stream already exists. "
-                  "Detach it.");
+        admin_reply_textf(req, 400, "Bad Request",
+                          "An attached /tap admin stream already exists. "
+                          "Detach it.");
         return;
     }
 #ifdef SOCKTAP_CAPTURE
     tap_attach(t, req);
 #else
-    tap_reply(req, 400, "Bad Request", "this socktap is built without the tap socket");
+    admin_reply_textf(req, 400, "Bad Request", "this socktap is built without the tap socket");
 #endif
 }
 

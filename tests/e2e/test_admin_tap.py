@@ -23,6 +23,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import E2ETest, free_port, proxy_config  # noqa: E402
 from test_capture import FULL  # noqa: E402
+from test_live import Viewer  # noqa: E402
 
 
 def admin_tap_ts(config_id, indent=6):
@@ -54,25 +55,12 @@ def split_json(text):
         out.append(obj)
 
 
-class TapClient:
+class TapClient(Viewer):
     """`curl -sN -X POST URL --data-binary BODY`: the response read by a thread as it arrives."""
 
     def __init__(self, procs, url, body):
-        self.proc = procs.start(["curl", "-sSN", "-X", "POST", "-H", "Content-Type: application/json",
-                                 "--data-binary", body, url], stdout=subprocess.PIPE)
-        self.data = bytearray()
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while True:
-            b = os.read(self.proc.stdout.fileno(), 65536)
-            if not b:
-                self.proc.stdout.close()
-                return
-            with self.lock:
-                self.data += b
+        super().__init__(procs, url, ["-X", "POST", "-H", "Content-Type: application/json",
+                                      "--data-binary", body])
 
     def traces(self):
         with self.lock:
