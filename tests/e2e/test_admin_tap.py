@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import E2ETest, free_port, proxy_config  # noqa: E402
+from harness import E2ETest, free_port, proxy_config, tool  # noqa: E402
 from test_capture import FULL  # noqa: E402
 from test_live import Viewer  # noqa: E402
 
@@ -269,6 +269,29 @@ class AdminTapTest(E2ETest):
         self.assertEqual(len(set(ids)), 2)
         self.st.wait_stat("admin.tap.clients", lambda v: v == 0)  # detached: a new one may attach
         self.assertEqual(self.post(tap_request("nope", {"streaming_admin": {}}, True))[0], 400)
+
+    def test_length_delimited(self):
+        """format PROTO_BINARY_LENGTH_DELIMITED: varint-prefixed TraceWrapper messages, as Envoy's
+        streamMsg writes them; socktap-trace reads the response as a v3 length-delimited trace."""
+        self.start()
+        data = os.urandom(30000)
+        self.write_file("ld.bin", data)
+        c = self.attach(tap_request("lid", {"format": "PROTO_BINARY_LENGTH_DELIMITED",
+                                            "buffered_admin": {"max_traces": 1}}, False))
+        self.assertEqual(self.curl_proxy("/ld.bin"), data)
+        c.proc.wait(60)
+        c.thread.join(10)
+        path = os.path.join(self.tmp, "ld.trace")
+        with open(path, "wb") as f:
+            f.write(bytes(c.data))
+        out = {}
+        for d in ("read", "write"):
+            r = subprocess.run([tool("socktap-trace"), "cat", "--direction", d, "--format",
+                                "v3-length-delimited", path], capture_output=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            out[d] = r.stdout
+        self.assertTrue(out["read"].startswith(b"GET /ld.bin HTTP/1.1\r\n"))
+        self.assertTrue(out["write"].endswith(b"\r\n\r\n" + data))
 
     def test_buffered_admin_timeout(self):
         """The timeout ends the response with what it has (Envoy: onTimeout flushes the buffer
