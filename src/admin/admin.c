@@ -31,10 +31,10 @@
 /* evhttp has no header limit by default: 124 MiB of request headers grew RSS by 113 MB, never
  * returned. Envoy's admin is an HCM with max_request_headers_kb 60 (its default, in
  * api/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto);
- * we take the same. Only GET, HEAD, the capture switch's bodiless POST and POST /tap (a
- * TapRequest: a few hundred bytes of JSON/YAML) are served: 16 KiB is room for any tap request. A
- * request must arrive within the timeout (a slow client holds one connection's buffers, not the
- * admin). */
+ * we take the same. Only GET, HEAD, bodiless POSTs (the capture switch, /reload) and POST /tap
+ * (a TapRequest: a few hundred bytes of JSON/YAML) are served: 16 KiB is room for any tap
+ * request. A request must arrive within the timeout (a slow client holds one connection's
+ * buffers, not the admin). */
 #define ADMIN_MAX_HEADERS_BYTES (60 * 1024)
 #define ADMIN_MAX_BODY_BYTES    (16 * 1024)
 #define ADMIN_TIMEOUT_S         30
@@ -175,7 +175,28 @@ static int write_server_info(FILE *f, void *arg)
     admin_stats_json_string(f, a->info.config_path ? a->info.config_path : "");
     fputs(",\n  \"log_path\": ", f);
     admin_stats_json_string(f, a->info.log_path ? a->info.log_path : "");
-    fputs(",\n  \"mode\": \"Serve\"\n }\n}\n", f);
+    fputs(",\n  \"mode\": \"Serve\"\n }", f);
+    const struct admin_reload_status *r = a->info.reload_status;
+    if (r) {
+        /* socktap extension: the config generation and the last reload */
+        char when[40] = "";
+        struct tm tm;
+        if (r->last && gmtime_r(&r->last, &tm))
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        fprintf(f,
+                ",\n \"socktap_config\": {\n  \"generation\": %llu,\n  \"reloads\": %llu,\n"
+                "  \"reloads_failed\": %llu,\n  \"last_reload_time\": ",
+                (unsigned long long)r->generation, (unsigned long long)r->ok,
+                (unsigned long long)r->failed);
+        admin_stats_json_string(f, when);
+        fprintf(f, ",\n  \"last_reload_result\": \"%s\",\n  \"last_reload_message\": ",
+                !r->last     ? ""
+                : r->last_ok ? "ok"
+                             : "failed");
+        admin_stats_json_string(f, r->last_result);
+        fputs("\n }", f);
+    }
+    fputs("\n}\n", f);
     return 0;
 }
 
@@ -223,6 +244,33 @@ static void clusters_cb(struct evhttp_request *req, void *arg)
     reply_written(req, "text/plain", write_clusters, arg);
 }
 
+/* POST /reload (socktap extension; Envoy reloads through xDS, not its admin): re-reads the
+ * config file as SIGHUP does. The reply says what changed, or the config error with its
+ * file:line:col; a reload that fails leaves the running config in force. */
+static void reload_cb(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        reply_text(req, 405, "Method Not Allowed", "use POST /reload\n");
+        return;
+    }
+    if (!a->info.reload) {
+        reply_text(req, 501, "Not Implemented", "reload is not available\n");
+        return;
+    }
+    char msg[1024];
+    msg[0] = '\0';
+    int rc = a->info.reload(a->info.reload_arg, msg, sizeof(msg) - 1);
+    strcat(msg, "\n");
+    if (rc == 0)
+        reply_text(req, 200, "OK", msg);
+    else if (rc == -EBUSY || rc == -ESHUTDOWN)
+        reply_text(req, 503, "Service Unavailable", msg);
+    else
+        reply_text(req, 400, "Bad Request", msg);
+}
+
 static const char help_text[] =
     "admin commands are:\n"
     "  /capture/live: the capture sockets a live viewer can follow (socktap extension)\n"
@@ -236,6 +284,7 @@ static const char help_text[] =
     "  /clusters: upstream cluster status\n"
     "  /help: print out list of admin commands\n"
     "  /ready: print server state, return 200 if LIVE, otherwise return 503\n"
+    "  /reload (POST): re-read the config file, as SIGHUP does (socktap extension)\n"
     "  /server_info: print server version/status information\n"
     "  /stats: print server stats; format=text|json|prometheus, filter=REGEX, type=All|Counters|"
     "Gauges, usedonly\n"
@@ -309,7 +358,7 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     a->http = evhttp_new(base);
     if (!a->http)
         goto err_free_admin;
-    /* POST only for the capture switch (admin_capture.h); the other endpoints read */
+    /* POST for the capture switch (admin_capture.h) and /reload; the other endpoints read */
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
     evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS_BYTES);
     evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY_BYTES);
@@ -321,6 +370,7 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     evhttp_set_cb(a->http, "/clusters", clusters_cb, a);
     evhttp_set_cb(a->http, "/help", help_cb, a);
     evhttp_set_cb(a->http, "/captures", captures_cb, a);
+    evhttp_set_cb(a->http, "/reload", reload_cb, a);
     evhttp_set_gencb(a->http, generic_cb, a);
     if (admin_live_new(a->http, base, cfg, &a->live) || admin_tap_new(a->http, base, cfg, &a->tap))
         goto err_free_http;
@@ -355,6 +405,15 @@ err_free_http:
 err_free_admin:
     free(a);
     return -EADDRNOTAVAIL;
+}
+
+void admin_set_config(struct admin *a, const struct socktap_config *cfg)
+{
+    if (!a)
+        return;
+    a->cfg = cfg;
+    admin_live_set_config(a->live, cfg);
+    admin_tap_set_config(a->tap, cfg);
 }
 
 void admin_set_draining(struct admin *a)

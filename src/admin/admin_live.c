@@ -597,6 +597,24 @@ int admin_live_new(struct evhttp *http, struct event_base *base, const struct so
     return 0;
 }
 
+void admin_live_set_config(struct admin_live *l, const struct socktap_config *cfg)
+{
+    if (!l)
+        return;
+    /* the viewers' hubs belong to the old config, which goes once its connections end: each
+     * stream gets a proper end now (a viewer reconnects to follow the new config's captures) */
+    while (l->views)
+        live_view_free(l->views, true);
+    l->cfg = cfg;
+    /* same admin block (a reload refuses to change it): same ports, same order */
+    for (size_t i = 0; i < l->npois && i < cfg->admin.npcap_over_ip; i++) {
+        struct live_poi *p = &l->pois[i];
+        const struct cfg_pcap_over_ip *c = &cfg->admin.pcap_over_ip[i];
+        p->cfg = c;
+        p->hub = ts_config_live(live_ts(cfg, c->listener, c->cluster), c->wire);
+    }
+}
+
 void admin_live_free(struct admin_live *l)
 {
     if (!l)

@@ -31,6 +31,12 @@ void admin_live_register_stats(void);
 int admin_live_new(struct evhttp *http, struct event_base *base, const struct socktap_config *cfg,
                    struct admin_live **out) __attribute__((warn_unused_result, nonnull));
 
+/* A config reload: from now on L serves CFG (borrowed; must outlive L or the next call), whose
+ * admin block equals the old one. Every open stream is ended (its hub is the old config's,
+ * freed once the old config's connections are gone); viewers reconnect to follow the new
+ * captures. L may be NULL. */
+void admin_live_set_config(struct admin_live *l, const struct socktap_config *cfg);
+
 /* Ends every stream (each gets its last packets and a proper chunked end) and frees L.
  * L may be NULL. Call before freeing the evhttp. */
 void admin_live_free(struct admin_live *l);

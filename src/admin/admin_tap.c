@@ -466,6 +466,24 @@ int admin_tap_new(struct evhttp *http, struct event_base *base, const struct soc
     return 0;
 }
 
+void admin_tap_set_config(struct admin_tap *t, const struct socktap_config *cfg)
+{
+    if (!t)
+        return;
+#ifdef SOCKTAP_CAPTURE
+    struct tap_client *c = t->client;
+    if (c) {
+        LOGI(LOG_NO_CONN,
+             "admin: config reload: the /tap response of config_id '%s' ends (POST again to tap "
+             "the new config)",
+             c->config_id);
+        if (tap_drain(c))
+            tap_client_free(c, true);
+    }
+#endif
+    t->cfg = cfg;
+}
+
 void admin_tap_free(struct admin_tap *t)
 {
     if (!t)

@@ -29,6 +29,12 @@ void admin_tap_register_stats(void);
 int admin_tap_new(struct evhttp *http, struct event_base *base, const struct socktap_config *cfg,
                   struct admin_tap **out) __attribute__((warn_unused_result, nonnull));
 
+/* A config reload: from now on T serves CFG (borrowed; must outlive T or the next call). The
+ * attached client's response gets what its queues hold and its end (its hubs are the old
+ * config's, freed once the old config's connections are gone): it POSTs again to tap the new
+ * config. T may be NULL. */
+void admin_tap_set_config(struct admin_tap *t, const struct socktap_config *cfg);
+
 /* Ends the attached client's response (what it holds is sent first) and frees T. T may be
  * NULL. Call before freeing the evhttp. */
 void admin_tap_free(struct admin_tap *t);

@@ -192,6 +192,7 @@ int main(int argc, char **argv)
         concurrency = n > 0 ? (unsigned long)n : 1;
     }
     struct server srv;
+    /* the server owns CFG from here: a reload replaces it */
     int rc = server_init(&srv, cfg, (int)concurrency, (unsigned)drain);
     if (rc == 0)
         rc = server_run(&srv);
@@ -202,6 +203,5 @@ int main(int argc, char **argv)
      * write out what they hold in between */
     ts_registry_shutdown();
     server_free(&srv);
-    config_free(cfg);
     return rc == 0 ? 0 : 1;
 }

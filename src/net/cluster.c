@@ -1,4 +1,6 @@
-/* Host selection. State is per worker (struct lb_state), so picking takes no lock:
+/* Host selection. State is per worker and per config generation (struct lb_state, in the
+ * generation: a session started before a reload gives its host count back to the state it took
+ * it from, whose host list it indexes), so picking takes no lock:
  * ROUND_ROBIN walks the host list from a per-worker offset, RANDOM draws from a per-worker
  * xorshift, LEAST_REQUEST is Envoy's power-of-two-choices over this worker's active counts.
  *
@@ -11,16 +13,18 @@
 
 #include "core/log.h"
 
-int cluster_server_init(struct server *srv)
+int cluster_gen_init(struct gen *g)
 {
-    struct socktap_config *cfg = srv->cfg;
-    srv->cstats = calloc(cfg->nclusters ? cfg->nclusters : 1, sizeof(*srv->cstats));
-    srv->cluster_active = calloc(cfg->nclusters ? cfg->nclusters : 1, sizeof(int32_t));
-    if (!srv->cstats || !srv->cluster_active)
+    const struct socktap_config *cfg = g->cfg;
+    size_t nc = cfg->nclusters ? cfg->nclusters : 1;
+    g->cstats = calloc(nc, sizeof(*g->cstats));
+    g->cluster_active = calloc(nc, sizeof(int32_t));
+    g->lb = calloc((size_t)g->nworkers, sizeof(*g->lb));
+    if (!g->cstats || !g->cluster_active || !g->lb)
         return -ENOMEM;
     for (size_t i = 0; i < cfg->nclusters; i++) {
         const char *n = cfg->clusters[i].name;
-        struct cluster_stats *cs = &srv->cstats[i];
+        struct cluster_stats *cs = &g->cstats[i];
         cs->cx_total = stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_total", n);
         cs->cx_active = stats_registerf(STAT_GAUGE, "cluster.%s.upstream_cx_active", n);
         cs->cx_connect_fail =
@@ -38,62 +42,56 @@ int cluster_server_init(struct server *srv)
         cs->cx_destroy_local =
             stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_destroy_local", n);
     }
-    return 0;
-}
-
-void cluster_server_free(struct server *srv)
-{
-    free(srv->cstats);
-    srv->cstats = NULL;
-    free(srv->cluster_active);
-    srv->cluster_active = NULL;
-}
-
-int cluster_worker_init(struct worker *w)
-{
-    const struct socktap_config *cfg = w->srv->cfg;
-    w->lb = calloc(cfg->nclusters ? cfg->nclusters : 1, sizeof(*w->lb));
-    if (!w->lb)
-        return -ENOMEM;
-    for (size_t i = 0; i < cfg->nclusters; i++) {
-        w->lb[i].rr_next = (size_t)w->index;
-        w->lb[i].active =
-            calloc(cfg->clusters[i].nhosts ? cfg->clusters[i].nhosts : 1, sizeof(uint32_t));
-        if (!w->lb[i].active)
+    for (int w = 0; w < g->nworkers; w++) {
+        g->lb[w] = calloc(nc, sizeof(*g->lb[w]));
+        if (!g->lb[w])
             return -ENOMEM;
+        for (size_t i = 0; i < cfg->nclusters; i++) {
+            g->lb[w][i].rr_next = (size_t)w;
+            g->lb[w][i].active =
+                calloc(cfg->clusters[i].nhosts ? cfg->clusters[i].nhosts : 1, sizeof(uint32_t));
+            if (!g->lb[w][i].active)
+                return -ENOMEM;
+        }
     }
     return 0;
 }
 
-void cluster_worker_free(struct worker *w)
+void cluster_gen_free(struct gen *g)
 {
-    for (size_t c = 0; w->lb && c < w->srv->cfg->nclusters; c++)
-        free(w->lb[c].active);
-    free(w->lb);
-    w->lb = NULL;
+    for (int w = 0; g->lb && w < g->nworkers; w++) {
+        for (size_t c = 0; g->lb[w] && g->cfg && c < g->cfg->nclusters; c++)
+            free(g->lb[w][c].active);
+        free(g->lb[w]);
+    }
+    free(g->lb);
+    g->lb = NULL;
+    free(g->cstats);
+    g->cstats = NULL;
+    free(g->cluster_active);
+    g->cluster_active = NULL;
 }
 
-int cluster_admit(struct worker *w, size_t ci, uint64_t id)
+int cluster_admit(struct gen *g, size_t ci, uint64_t id)
 {
-    struct server *srv = w->srv;
-    const struct cfg_cluster *cl = &srv->cfg->clusters[ci];
-    if (__atomic_add_fetch(&srv->cluster_active[ci], 1, __ATOMIC_RELAXED) >
+    const struct cfg_cluster *cl = &g->cfg->clusters[ci];
+    if (__atomic_add_fetch(&g->cluster_active[ci], 1, __ATOMIC_RELAXED) >
             (int32_t)cl->max_connections &&
         cl->max_connections) {
-        __atomic_fetch_sub(&srv->cluster_active[ci], 1, __ATOMIC_RELAXED);
-        stats_inc(srv->cstats[ci].cx_overflow);
+        __atomic_fetch_sub(&g->cluster_active[ci], 1, __ATOMIC_RELAXED);
+        stats_inc(g->cstats[ci].cx_overflow);
         LOGD(id, "cluster %s overflow (max_connections %u): connection closed", cl->name,
              cl->max_connections);
         return -EBUSY;
     }
-    stats_add(srv->cstats[ci].cx_active, 1);
+    stats_add(g->cstats[ci].cx_active, 1);
     return 0;
 }
 
-void cluster_release(struct worker *w, size_t ci)
+void cluster_release(struct gen *g, size_t ci)
 {
-    stats_add(w->srv->cstats[ci].cx_active, -1);
-    __atomic_fetch_sub(&w->srv->cluster_active[ci], 1, __ATOMIC_RELAXED);
+    stats_add(g->cstats[ci].cx_active, -1);
+    __atomic_fetch_sub(&g->cluster_active[ci], 1, __ATOMIC_RELAXED);
 }
 
 static uint64_t lb_rand(struct worker *w)
@@ -106,10 +104,10 @@ static uint64_t lb_rand(struct worker *w)
     return x;
 }
 
-static size_t lb_choose(struct worker *w, size_t ci)
+static size_t lb_choose(struct worker *w, struct gen *g, size_t ci)
 {
-    const struct cfg_cluster *cl = &w->srv->cfg->clusters[ci];
-    struct lb_state *lb = &w->lb[ci];
+    const struct cfg_cluster *cl = &g->cfg->clusters[ci];
+    struct lb_state *lb = &g->lb[w->index][ci];
     size_t n = cl->nhosts;
     if (n <= 1)
         return 0;
@@ -127,25 +125,25 @@ static size_t lb_choose(struct worker *w, size_t ci)
     }
 }
 
-size_t cluster_pick_host(struct worker *w, size_t ci)
+size_t cluster_pick_host(struct worker *w, struct gen *g, size_t ci)
 {
-    size_t host = lb_choose(w, ci);
-    w->lb[ci].active[host]++;
+    size_t host = lb_choose(w, g, ci);
+    g->lb[w->index][ci].active[host]++;
     return host;
 }
 
-size_t cluster_repick_host(struct worker *w, size_t ci, size_t last)
+size_t cluster_repick_host(struct worker *w, struct gen *g, size_t ci, size_t last)
 {
-    size_t n = w->srv->cfg->clusters[ci].nhosts;
-    cluster_host_release(w, ci, last); /* before choosing: LEAST_REQUEST reads the counts */
-    size_t host = lb_choose(w, ci);
+    size_t n = g->cfg->clusters[ci].nhosts;
+    cluster_host_release(w, g, ci, last); /* before choosing: LEAST_REQUEST reads the counts */
+    size_t host = lb_choose(w, g, ci);
     if (host == last && n > 1)
         host = (last + 1) % n;
-    w->lb[ci].active[host]++;
+    g->lb[w->index][ci].active[host]++;
     return host;
 }
 
-void cluster_host_release(struct worker *w, size_t ci, size_t host)
+void cluster_host_release(struct worker *w, struct gen *g, size_t ci, size_t host)
 {
-    w->lb[ci].active[host]--;
+    g->lb[w->index][ci].active[host]--;
 }

@@ -8,6 +8,7 @@
 
 #include "config/config.h"
 #include "core/stats.h"
+#include "net/gen.h"
 #include "net/worker.h"
 
 struct cluster_stats {
@@ -15,55 +16,53 @@ struct cluster_stats {
         cx_overflow, cx_destroy, cx_destroy_remote, cx_destroy_local, cx_connect_attempts_exceeded;
 };
 
-/* Per-worker, per-cluster load-balancer state (no locks: owned by one worker). */
+/* Per-worker, per-cluster load-balancer state of one generation (no locks: one worker's). */
 struct lb_state {
     size_t rr_next;
     uint32_t *active; /* active connections per host, this worker */
 };
 
-/* Allocates SRV's per-cluster stats and circuit-breaker counts and registers the stats (before
- * stats_freeze). Returns 0 or -ENOMEM; what was allocated is freed by cluster_server_free. */
-int cluster_server_init(struct server *srv);
-void cluster_server_free(struct server *srv);
+/* Allocates generation G's per-cluster stats, circuit-breaker counts and every worker's LB
+ * state, and registers the stats. Main thread. Returns 0 or -ENOMEM; what was allocated is
+ * freed by cluster_gen_free. */
+int cluster_gen_init(struct gen *g);
+void cluster_gen_free(struct gen *g);
 
-/* Allocates W's LB state (w->lb). Returns 0 or -ENOMEM; freed by cluster_worker_free. */
-int cluster_worker_init(struct worker *w);
-void cluster_worker_free(struct worker *w);
+/* Circuit breaker: takes one of G's cluster CI's max_connections for connection ID (logged
+ * with it) and counts it in upstream_cx_active. Returns 0, or -EBUSY when the cluster is full
+ * (counted as upstream_cx_overflow). After 0 the caller owes cluster_release with the same G. */
+int cluster_admit(struct gen *g, size_t ci, uint64_t id);
+void cluster_release(struct gen *g, size_t ci);
 
-/* Circuit breaker: takes one of cluster CI's max_connections for connection ID (logged with
- * it) and counts it in upstream_cx_active. Returns 0, or -EBUSY when the cluster is full
- * (counted as upstream_cx_overflow). After 0 the caller owes cluster_release. */
-int cluster_admit(struct worker *w, size_t ci, uint64_t id);
-void cluster_release(struct worker *w, size_t ci);
-
-/* Picks a host of cluster CI by its LB policy and counts it active on W (LEAST_REQUEST reads
- * these counts). Returns its index; the caller owes cluster_host_release. */
-size_t cluster_pick_host(struct worker *w, size_t ci);
+/* Picks a host of G's cluster CI by its LB policy and counts it active in W's LB state of G
+ * (LEAST_REQUEST reads these counts). On W's thread. Returns its index; the caller owes
+ * cluster_host_release with the same W and G. */
+size_t cluster_pick_host(struct worker *w, struct gen *g, size_t ci);
 /* Releases LAST and picks another host than LAST when the cluster has one (a connect retry).
  * Returns the new host, counted as cluster_pick_host's. */
-size_t cluster_repick_host(struct worker *w, size_t ci, size_t last);
-void cluster_host_release(struct worker *w, size_t ci, size_t host);
+size_t cluster_repick_host(struct worker *w, struct gen *g, size_t ci, size_t last);
+void cluster_host_release(struct worker *w, struct gen *g, size_t ci, size_t host);
 
-static inline const struct cfg_cluster *cluster_config(const struct worker *w, size_t ci)
+static inline const struct cfg_cluster *cluster_config(const struct gen *g, size_t ci)
 {
-    return &w->srv->cfg->clusters[ci];
+    return &g->cfg->clusters[ci];
 }
 
-static inline const struct cluster_stats *cluster_stats(const struct worker *w, size_t ci)
+static inline const struct cluster_stats *cluster_stats(const struct gen *g, size_t ci)
 {
-    return &w->srv->cstats[ci];
+    return &g->cstats[ci];
 }
 
-/* The address of HOST of cluster CI (borrowed from the config), and its text for logs. */
-static inline const struct cfg_address *cluster_host_addr(const struct worker *w, size_t ci,
+/* The address of HOST of G's cluster CI (borrowed from G's config), and its text for logs. */
+static inline const struct cfg_address *cluster_host_addr(const struct gen *g, size_t ci,
                                                           size_t host)
 {
-    return &w->srv->cfg->clusters[ci].hosts[host];
+    return &g->cfg->clusters[ci].hosts[host];
 }
 
-static inline const char *cluster_host_name(const struct worker *w, size_t ci, size_t host)
+static inline const char *cluster_host_name(const struct gen *g, size_t ci, size_t host)
 {
-    return cluster_host_addr(w, ci, host)->text;
+    return cluster_host_addr(g, ci, host)->text;
 }
 
 #endif

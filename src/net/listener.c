@@ -26,6 +26,13 @@
  * level-triggered, so what is left in the backlog is taken at the next loop iteration, after the
  * other ready events.
  *
+ * A reload (reload.c) binds the new config's new listeners on the main thread too, before it
+ * swaps, and a listener it keeps (same name and address) keeps its sockets: each worker moves
+ * the kept socket to an accept event of the new generation in its own loop, so the kernel's
+ * backlog is never closed and no connection is refused. A removed listener's socket is closed by
+ * each worker after it accepted what the backlog already held (those connections are served
+ * under the old config); connections still in the handshake then are reset, as on any close.
+ *
  * connection_limit (Envoy's filter) is a process-wide atomic count per listener taken with
  * add-then-check, so concurrent workers can never overshoot the limit; it is checked before any
  * transport work (no TLS handshake, no trace file for a connection we refuse). */
@@ -55,17 +62,24 @@ struct listener_ctx { /* argument of a worker's accept and accept-retry callback
     listener_accept_fn *on_accept;
 };
 
-int listener_server_init(struct server *srv)
+int listener_gen_init(struct gen *g)
 {
-    struct socktap_config *cfg = srv->cfg;
-    srv->lstats = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*srv->lstats));
-    srv->listener_active = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(int32_t));
-    if (!srv->lstats || !srv->listener_active)
+    const struct socktap_config *cfg = g->cfg;
+    size_t nl = cfg->nlisteners ? cfg->nlisteners : 1;
+    g->lstats = calloc(nl, sizeof(*g->lstats));
+    g->listener_active = calloc(nl, sizeof(int32_t));
+    g->lfd = malloc(nl * (size_t)g->nworkers * sizeof(*g->lfd));
+    g->lprev = malloc(nl * sizeof(*g->lprev));
+    if (!g->lstats || !g->listener_active || !g->lfd || !g->lprev)
         return -ENOMEM;
+    for (size_t i = 0; i < nl * (size_t)g->nworkers; i++)
+        g->lfd[i] = -1;
+    for (size_t i = 0; i < nl; i++)
+        g->lprev[i] = -1;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const char *a = cfg->listeners[i].addr.stat_name;
         const char *p = cfg->listeners[i].tcp_proxy.stat_prefix;
-        struct listener_stats *ls = &srv->lstats[i];
+        struct listener_stats *ls = &g->lstats[i];
         ls->cx_total = stats_registerf(STAT_COUNTER, "listener.%s.downstream_cx_total", a);
         ls->cx_active = stats_registerf(STAT_GAUGE, "listener.%s.downstream_cx_active", a);
         ls->cx_destroy = stats_registerf(STAT_COUNTER, "listener.%s.downstream_cx_destroy", a);
@@ -88,12 +102,24 @@ int listener_server_init(struct server *srv)
     return 0;
 }
 
-void listener_server_free(struct server *srv)
+void listener_gen_free(struct gen *g)
 {
-    free(srv->lstats);
-    srv->lstats = NULL;
-    free(srv->listener_active);
-    srv->listener_active = NULL;
+    /* sockets bound for G and never handed to the workers (a reload that failed later) */
+    for (size_t i = 0; !g->handed && g->lfd && g->lprev && g->cfg && i < g->cfg->nlisteners; i++) {
+        if (g->lprev[i] >= 0)
+            continue; /* the previous generation's: still serving */
+        for (int w = 0; w < g->nworkers; w++)
+            if (g->lfd[i * (size_t)g->nworkers + (size_t)w] >= 0)
+                close(g->lfd[i * (size_t)g->nworkers + (size_t)w]);
+    }
+    free(g->lstats);
+    g->lstats = NULL;
+    free(g->listener_active);
+    g->listener_active = NULL;
+    free(g->lfd);
+    g->lfd = NULL;
+    free(g->lprev);
+    g->lprev = NULL;
 }
 
 static bool accept_err_is_transient(int err)
@@ -141,7 +167,7 @@ void listener_pause_accepts(struct worker *w, size_t li, int err)
     if (now != last_log) {
         last_log = now;
         LOGW(LOG_NO_CONN, "accept on %s: %s; pausing accepts for %d ms",
-             w->srv->cfg->listeners[li].addr.text, strerror(err), ACCEPT_BACKOFF_MS);
+             w->gen->cfg->listeners[li].addr.text, strerror(err), ACCEPT_BACKOFF_MS);
     }
     event_del(w->accept_ev[li]);
     struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000};
@@ -150,7 +176,7 @@ void listener_pause_accepts(struct worker *w, size_t li, int err)
 
 void listener_worker_close(struct worker *w)
 {
-    for (size_t i = 0; w->accept_ev && i < w->srv->cfg->nlisteners; i++) {
+    for (size_t i = 0; w->accept_ev && i < w->nlisteners; i++) {
         if (w->accept_ev[i]) {
             close(event_get_fd(w->accept_ev[i]));
             event_free(w->accept_ev[i]);
@@ -213,45 +239,143 @@ err_close_fd:
     return -err;
 }
 
-int listener_worker_init(struct worker *w, listener_accept_fn *on_accept)
+/* True when the listener configured at NOW serves what the one at WAS (running) serves: same
+ * family, IP and port, where a port of 0 in NOW keeps the port WAS was given. */
+static bool address_same(const struct cfg_address *now, const struct cfg_address *was)
 {
-    struct socktap_config *cfg = w->srv->cfg;
-    size_t nl = cfg->nlisteners ? cfg->nlisteners : 1;
-    w->accept_ev = calloc(nl, sizeof(*w->accept_ev));
-    w->accept_retry = calloc(nl, sizeof(*w->accept_retry));
-    w->lctx = calloc(nl, sizeof(*w->lctx));
-    if (!w->accept_ev || !w->accept_retry || !w->lctx)
-        return -ENOMEM; /* everything allocated so far is freed by listener_worker_free */
-    for (size_t i = 0; i < cfg->nlisteners; i++) {
-        struct cfg_listener *l = &cfg->listeners[i];
-        w->lctx[i].w = w;
-        w->lctx[i].li = i;
-        w->lctx[i].on_accept = on_accept;
-        w->accept_retry[i] = evtimer_new(w->base, accept_retry_cb, &w->lctx[i]);
-        if (!w->accept_retry[i])
-            return -ENOMEM;
-        int fd = listener_socket(l, w->index == 0);
-        if (fd < 0) {
-            LOGE(LOG_NO_CONN, "listener %s cannot listen on %s: %s", l->name, l->addr.text,
-                 strerror(-fd));
-            return fd;
+    if (now->ss.ss_family != was->ss.ss_family)
+        return false;
+    uint16_t pnow = sockaddr_port((const struct sockaddr *)&now->ss, now->len);
+    uint16_t pwas = sockaddr_port((const struct sockaddr *)&was->ss, was->len);
+    if (pnow != 0 && pnow != pwas)
+        return false;
+    if (now->ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&now->ss;
+        const struct sockaddr_in6 *b = (const struct sockaddr_in6 *)&was->ss;
+        return !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) &&
+               a->sin6_scope_id == b->sin6_scope_id;
+    }
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&now->ss;
+    const struct sockaddr_in *b = (const struct sockaddr_in *)&was->ss;
+    return a->sin_addr.s_addr == b->sin_addr.s_addr;
+}
+
+/* Pairs G's listeners with PREV's: by name and address first (Envoy's key is the name; an
+ * unnamed listener is named by its address), then by address alone (a renamed listener keeps
+ * its sockets rather than failing to bind its own address). */
+static int listener_match(struct gen *g, const struct gen *prev)
+{
+    size_t nl = g->cfg->nlisteners, pnl = prev->cfg->nlisteners;
+    bool *taken = calloc(pnl ? pnl : 1, sizeof(*taken));
+    if (!taken)
+        return -ENOMEM;
+    for (int by_addr = 0; by_addr < 2; by_addr++) {
+        for (size_t i = 0; i < nl; i++) {
+            const struct cfg_listener *l = &g->cfg->listeners[i];
+            for (size_t j = 0; g->lprev[i] < 0 && j < pnl; j++) {
+                const struct cfg_listener *p = &prev->cfg->listeners[j];
+                if (!taken[j] && (by_addr || !strcmp(l->name, p->name)) &&
+                    address_same(&l->addr, &p->addr)) {
+                    taken[j] = true;
+                    g->lprev[i] = (ssize_t)j;
+                }
+            }
         }
-        w->accept_ev[i] = event_new(w->base, fd, EV_READ | EV_PERSIST, accept_cb, &w->lctx[i]);
-        if (!w->accept_ev[i]) {
-            close(fd);
-            return -ENOMEM;
+    }
+    free(taken);
+    return 0;
+}
+
+int listener_gen_bind(struct gen *g, const struct gen *prev, char *why, size_t why_size)
+{
+    size_t nw = (size_t)g->nworkers;
+    int rc = prev ? listener_match(g, prev) : 0;
+    if (rc < 0) {
+        snprintf(why, why_size, "out of memory");
+        return rc;
+    }
+    for (size_t i = 0; i < g->cfg->nlisteners; i++) {
+        struct cfg_listener *l = &g->cfg->listeners[i];
+        if (g->lprev[i] >= 0) {
+            size_t j = (size_t)g->lprev[i];
+            const struct cfg_address *was = &prev->cfg->listeners[j].addr;
+            /* a port-0 listener keeps the port it was given (the text only: stat_name keeps
+             * the configured "_0", as at start-up) */
+            l->addr.ss = was->ss;
+            l->addr.len = was->len;
+            memcpy(l->addr.text, was->text, sizeof(l->addr.text));
+            memcpy(&g->lfd[i * nw], &prev->lfd[j * nw], nw * sizeof(*g->lfd));
+            continue;
         }
-        event_add(w->accept_ev[i], NULL);
+        for (size_t w = 0; w < nw; w++) {
+            int fd = listener_socket(l, w == 0);
+            if (fd < 0) {
+                snprintf(why, why_size, "listener %s cannot listen on %s: %s", l->name,
+                         l->addr.text, strerror(-fd));
+                return fd; /* the sockets made so far are G's: listener_gen_free closes them */
+            }
+            g->lfd[i * nw + w] = fd;
+        }
     }
     return 0;
 }
 
-void listener_worker_free(struct worker *w)
+/* Makes W's accept arrays and events for generation G's listeners (G's sockets for W). A
+ * listener whose event cannot be made is closed on W (logged): the other workers serve it. */
+static int listener_worker_arm(struct worker *w, struct gen *g)
 {
-    listener_worker_close(w);
-    for (size_t l = 0; w->accept_retry && l < w->srv->cfg->nlisteners; l++) {
-        if (w->accept_retry[l])
-            event_free(w->accept_retry[l]);
+    size_t nl = g->cfg->nlisteners ? g->cfg->nlisteners : 1;
+    struct event **ev = calloc(nl, sizeof(*ev));
+    struct event **retry = calloc(nl, sizeof(*retry));
+    struct listener_ctx *lctx = calloc(nl, sizeof(*lctx));
+    if (!ev || !retry || !lctx) {
+        free(ev);
+        free(retry);
+        free(lctx);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < g->cfg->nlisteners; i++) {
+        int fd = g->lfd[i * (size_t)g->nworkers + (size_t)w->index];
+        lctx[i] = (struct listener_ctx){.w = w, .li = i, .on_accept = w->on_accept};
+        retry[i] = evtimer_new(w->base, accept_retry_cb, &lctx[i]);
+        ev[i] = event_new(w->base, fd, EV_READ | EV_PERSIST, accept_cb, &lctx[i]);
+        if (!retry[i] || !ev[i]) {
+            LOGE(LOG_NO_CONN,
+                 "listener %s: no memory for worker %d's accept event: not accepting there",
+                 g->cfg->listeners[i].name, w->index);
+            if (ev[i])
+                event_free(ev[i]);
+            ev[i] = NULL;
+            close(fd);
+            continue;
+        }
+        event_add(ev[i], NULL);
+    }
+    w->accept_ev = ev;
+    w->accept_retry = retry;
+    w->lctx = lctx;
+    w->nlisteners = g->cfg->nlisteners;
+    return 0;
+}
+
+int listener_worker_init(struct worker *w, listener_accept_fn *on_accept)
+{
+    w->on_accept = on_accept;
+    return listener_worker_arm(w, w->gen);
+}
+
+/* Frees W's accept arrays and events; closes the sockets of the listeners KEEP does not hold
+ * (KEEP NULL: all of them). */
+static void listener_worker_disarm(struct worker *w, const bool *keep)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (w->accept_ev && w->accept_ev[i]) {
+            if (!keep || !keep[i])
+                close(event_get_fd(w->accept_ev[i]));
+            event_free(w->accept_ev[i]);
+        }
+        if (w->accept_retry && w->accept_retry[i])
+            event_free(w->accept_retry[i]);
     }
     free(w->accept_ev);
     w->accept_ev = NULL;
@@ -259,47 +383,99 @@ void listener_worker_free(struct worker *w)
     w->accept_retry = NULL;
     free(w->lctx);
     w->lctx = NULL;
+    w->nlisteners = 0;
 }
 
-void listener_conn_opened(struct worker *w, size_t li)
+/* Takes the connections the kernel already completed on W's listener LI before its socket
+ * closes (they would be reset): they become sessions of the running generation. Bounded: a
+ * flood cannot hold the worker. */
+static void listener_worker_drain_backlog(struct worker *w, size_t li)
 {
-    const struct listener_stats *ls = &w->srv->lstats[li];
+    int lfd = event_get_fd(w->accept_ev[li]);
+    for (int i = 0; i < LISTEN_BACKLOG; i++) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        int fd = accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (accept_err_is_transient(errno))
+                continue;
+            return;
+        }
+        w->on_accept(w, li, fd, (struct sockaddr *)&peer, (int)len);
+    }
+}
+
+int listener_worker_switch(struct worker *w, struct gen *next)
+{
+    size_t onl = w->nlisteners;
+    bool *keep = calloc(onl ? onl : 1, sizeof(*keep));
+    if (!keep)
+        return -ENOMEM;
+    for (size_t i = 0; i < next->cfg->nlisteners; i++)
+        if (next->lprev[i] >= 0 && (size_t)next->lprev[i] < onl)
+            keep[next->lprev[i]] = true;
+    /* removed listeners: what is already in their backlog is served under the old config */
+    for (size_t j = 0; !w->draining && j < onl; j++)
+        if (!keep[j] && w->accept_ev[j])
+            listener_worker_drain_backlog(w, j);
+    struct event **oev = w->accept_ev, **oretry = w->accept_retry;
+    struct listener_ctx *olctx = w->lctx;
+    int rc = listener_worker_arm(w, next);
+    if (rc < 0) {
+        free(keep);
+        return rc;
+    }
+    /* the old events go; a kept socket now belongs to its new event */
+    struct worker old = {
+        .accept_ev = oev, .accept_retry = oretry, .lctx = olctx, .nlisteners = onl};
+    listener_worker_disarm(&old, keep);
+    free(keep);
+    return 0;
+}
+
+void listener_worker_free(struct worker *w)
+{
+    listener_worker_close(w);
+    listener_worker_disarm(w, NULL);
+}
+
+void listener_conn_opened(const struct gen *g, size_t li)
+{
+    const struct listener_stats *ls = &g->lstats[li];
     stats_inc(ls->cx_total);
     stats_add(ls->cx_active, 1);
     stats_inc(ls->tcp_cx_total);
 }
 
-void listener_conn_closed(struct worker *w, size_t li)
+void listener_conn_closed(const struct gen *g, size_t li)
 {
-    const struct listener_stats *ls = &w->srv->lstats[li];
+    const struct listener_stats *ls = &g->lstats[li];
     stats_add(ls->cx_active, -1);
     stats_inc(ls->cx_destroy);
 }
 
-int listener_admit(struct worker *w, size_t li, uint64_t id)
+int listener_admit(struct gen *g, size_t li, uint64_t id)
 {
-    struct server *srv = w->srv;
-    const struct cfg_listener *l = &srv->cfg->listeners[li];
+    const struct cfg_listener *l = &g->cfg->listeners[li];
     if (!l->max_connections)
         return 0;
-    if (__atomic_add_fetch(&srv->listener_active[li], 1, __ATOMIC_RELAXED) >
+    if (__atomic_add_fetch(&g->listener_active[li], 1, __ATOMIC_RELAXED) >
         (int32_t)l->max_connections) {
-        __atomic_fetch_sub(&srv->listener_active[li], 1, __ATOMIC_RELAXED);
-        stats_inc(srv->lstats[li].limit_limited);
-        stats_inc(srv->lstats[li].cx_overflow);
+        __atomic_fetch_sub(&g->listener_active[li], 1, __ATOMIC_RELAXED);
+        stats_inc(g->lstats[li].limit_limited);
+        stats_inc(g->lstats[li].cx_overflow);
         LOGD(id, "listener %s at its connection limit (%u): connection closed", l->addr.text,
              l->max_connections);
         return -EBUSY;
     }
-    stats_add(srv->lstats[li].limit_active, 1);
+    stats_add(g->lstats[li].limit_active, 1);
     return 0;
 }
 
-void listener_release(struct worker *w, size_t li)
+void listener_release(struct gen *g, size_t li)
 {
-    struct server *srv = w->srv;
-    if (!srv->cfg->listeners[li].max_connections)
+    if (!g->cfg->listeners[li].max_connections)
         return;
-    stats_add(srv->lstats[li].limit_active, -1);
-    __atomic_fetch_sub(&srv->listener_active[li], 1, __ATOMIC_RELAXED);
+    stats_add(g->lstats[li].limit_active, -1);
+    __atomic_fetch_sub(&g->listener_active[li], 1, __ATOMIC_RELAXED);
 }

@@ -11,6 +11,7 @@
 
 #include "config/config.h"
 #include "core/stats.h"
+#include "net/gen.h"
 #include "net/worker.h"
 
 struct listener_stats {
@@ -20,21 +21,34 @@ struct listener_stats {
     stat_id limit_limited, limit_active;
 };
 
-/* Allocates SRV's per-listener stats and connection_limit counts and registers the stats (before
- * stats_freeze). Returns 0 or -ENOMEM; what was allocated is freed by listener_server_free. */
-int listener_server_init(struct server *srv);
-void listener_server_free(struct server *srv);
+/* Allocates generation G's per-listener stats, connection_limit counts and socket table (no
+ * sockets yet) and registers the stats. Main thread. Returns 0 or -ENOMEM; what was allocated is
+ * freed by listener_gen_free, which also closes the sockets G bound and never handed over. */
+int listener_gen_init(struct gen *g);
+void listener_gen_free(struct gen *g);
 
-/* Takes ownership of FD, accepted on W's listener LI from PEER (PEER_LEN bytes, valid for the
- * call only). */
+/* Gives every listener of G a listen socket per worker: a listener of PREV (the running
+ * generation, NULL at start-up) with the same name and address, or else the same address,
+ * keeps PREV's sockets (no accept gap); the others are bound now, on the main thread (the first
+ * worker's socket exclusively: see listener.c). Returns 0 or -errno with WHY (WHY_SIZE bytes)
+ * naming the listener and address. */
+int listener_gen_bind(struct gen *g, const struct gen *prev, char *why, size_t why_size)
+    __attribute__((warn_unused_result));
+
+/* Takes ownership of FD, accepted on W's listener LI of w->gen from PEER (PEER_LEN bytes, valid for
+ * the call only). */
 typedef void listener_accept_fn(struct worker *w, size_t li, int fd, const struct sockaddr *peer,
                                 int peer_len);
 
-/* Binds W's socket for every configured listener and starts accepting on it, handing each
- * connection to ON_ACCEPT (the first worker's sockets are bound exclusively: see listener.c).
- * Returns 0 or -errno, a bind failure logged naming the address; what was made is freed by
- * listener_worker_free. */
+/* Starts accepting on W's sockets of w->gen's listeners (listener_gen_bind made them; W owns
+ * them from now on), handing each connection to ON_ACCEPT. Returns 0 or -ENOMEM; what was made
+ * is freed by listener_worker_free. */
 int listener_worker_init(struct worker *w, listener_accept_fn *on_accept);
+/* On W's thread, before W moves from w->gen to NEXT (the generation after it): accepts on
+ * NEXT's listeners, moving the kept sockets to new events; the listeners NEXT dropped stop
+ * accepting (what their backlog already holds is accepted under w->gen first, then the socket
+ * is closed). Returns 0 or -ENOMEM (nothing changed; NEXT's new sockets are not W's). */
+int listener_worker_switch(struct worker *w, struct gen *next);
 /* Stops accepting on W: closes its listen sockets (drain). Idempotent. */
 void listener_worker_close(struct worker *w);
 /* Closes and frees everything listener_worker_init made (W's sessions must be gone). */
@@ -44,31 +58,32 @@ void listener_worker_free(struct worker *w);
  * errno, logged at most once a second per worker). No-op when already paused. */
 void listener_pause_accepts(struct worker *w, size_t li, int err);
 
-/* Counts a downstream connection accepted on LI as open (downstream_cx_total/_active,
- * tcp downstream_cx_total); listener_conn_closed counts it closed. */
-void listener_conn_opened(struct worker *w, size_t li);
-void listener_conn_closed(struct worker *w, size_t li);
+/* Counts a downstream connection accepted on G's listener LI as open (downstream_cx_total/
+ * _active, tcp downstream_cx_total); listener_conn_closed counts it closed. */
+void listener_conn_opened(const struct gen *g, size_t li);
+void listener_conn_closed(const struct gen *g, size_t li);
 
-/* connection_limit: takes a slot of LI's max_connections for connection ID (logged with it).
- * Returns 0 (also when LI has no limit), or -EBUSY at the limit (counted as
- * limited_connections and downstream_cx_overflow). After 0 the caller owes listener_release. */
-int listener_admit(struct worker *w, size_t li, uint64_t id);
-void listener_release(struct worker *w, size_t li);
+/* connection_limit: takes a slot of G's listener LI's max_connections for connection ID
+ * (logged with it). Returns 0 (also when LI has no limit), or -EBUSY at the limit (counted as
+ * limited_connections and downstream_cx_overflow). After 0 the caller owes listener_release
+ * with the same G. */
+int listener_admit(struct gen *g, size_t li, uint64_t id);
+void listener_release(struct gen *g, size_t li);
 
-static inline const struct cfg_listener *listener_config(const struct worker *w, size_t li)
+static inline const struct cfg_listener *listener_config(const struct gen *g, size_t li)
 {
-    return &w->srv->cfg->listeners[li];
+    return &g->cfg->listeners[li];
 }
 
-static inline const struct listener_stats *listener_stats(const struct worker *w, size_t li)
+static inline const struct listener_stats *listener_stats(const struct gen *g, size_t li)
 {
-    return &w->srv->lstats[li];
+    return &g->lstats[li];
 }
 
-/* Index of the cluster LI's tcp_proxy routes to. */
-static inline size_t listener_cluster(const struct worker *w, size_t li)
+/* Index in G of the cluster LI's tcp_proxy routes to. */
+static inline size_t listener_cluster(const struct gen *g, size_t li)
 {
-    return (size_t)(w->srv->cfg->listeners[li].tcp_proxy.cluster - w->srv->cfg->clusters);
+    return (size_t)(g->cfg->listeners[li].tcp_proxy.cluster - g->cfg->clusters);
 }
 
 #endif

@@ -32,6 +32,11 @@
  * half" rule, which calls an upstream that hung up first "local" once the client answers the
  * close; an SRE reading the counters asks who hung up first.
  *
+ * Config: a session reads its listener, cluster, hosts and transport-socket configs, stats ids,
+ * circuit-breaker counts and LB state only from the config generation it was accepted under
+ * (s->g, a reference dropped last in session_free), so a reload never changes or frees them under
+ * a running connection (gen.h).
+ *
  * Closing is safe by construction: libevent callbacks are the only entry points, each one runs
  * to completion and ends in session_settle(), the single place that decides to free; nothing
  * touches the session after it is freed. Events are level-triggered and added/removed only when
@@ -94,6 +99,8 @@ struct conn {
 
 struct session {
     struct worker *w;
+    struct gen *g; /* the config generation it started under (a reference): all its config,
+                      stats, counts and LB state come from there until it ends */
     uint64_t id;
     size_t li, ci, host;
     struct conn c[2];
@@ -130,12 +137,12 @@ static struct conn *peer_of(struct conn *c)
 
 static const struct listener_stats *lstats(const struct session *s)
 {
-    return listener_stats(s->w, s->li);
+    return listener_stats(s->g, s->li);
 }
 
 static const struct cluster_stats *cstats(const struct session *s)
 {
-    return cluster_stats(s->w, s->ci);
+    return cluster_stats(s->g, s->ci);
 }
 
 static void touch(struct session *s)
@@ -363,15 +370,15 @@ static void session_free(struct session *s)
                                                    : cstats(s)->cx_destroy_local);
     }
     if (s->listener_admitted)
-        listener_release(w, s->li);
+        listener_release(s->g, s->li);
     if (s->timer)
         event_free(s->timer);
     if (s->retry)
         event_free(s->retry);
-    listener_conn_closed(w, s->li);
+    listener_conn_closed(s->g, s->li);
     if (s->cluster_admitted) {
-        cluster_release(w, s->ci);
-        cluster_host_release(w, s->ci, s->host);
+        cluster_release(s->g, s->ci);
+        cluster_host_release(w, s->g, s->ci, s->host);
     }
     if (s->prev)
         s->prev->next = s->next;
@@ -381,7 +388,11 @@ static void session_free(struct session *s)
         s->next->prev = s->prev;
     w->nsessions--;
     LOGD(s->id, "closed");
+    struct gen *g = s->g;
     free(s);
+    /* last: its transport sockets (and their capture configs) are gone */
+    if (gen_unref(g))
+        server_gen_released(w->srv);
     if (w->draining && w->nsessions == 0)
         event_base_loopexit(w->base, NULL);
 }
@@ -425,7 +436,7 @@ static void upstream_log_failure(struct session *s, const char *why)
 {
     static __thread time_t window;
     static __thread unsigned logged, not_logged;
-    const char *host = cluster_host_name(s->w, s->ci, s->host);
+    const char *host = cluster_host_name(s->g, s->ci, s->host);
     struct timeval now;
     event_base_gettimeofday_cached(s->w->base, &now);
     if (!s->connect_fail_logged) {
@@ -467,7 +478,8 @@ static void upstream_attempt_failed(struct session *s, int err)
     s->connecting = false;
     conn_release(&s->c[UP], TS_CLOSE_NORMAL);
     if (err == -EMFILE || err == -ENFILE) {
-        listener_pause_accepts(s->w, s->li, -err); /* let the backlog wait for descriptors */
+        if (s->g == s->w->gen) /* else its listener index is not the worker's any more */
+            listener_pause_accepts(s->w, s->li, -err); /* let the backlog wait for fds */
         upstream_give_up(s);
         return;
     }
@@ -488,7 +500,7 @@ static void upstream_attempt_failed(struct session *s, int err)
  * gets at most one more try (see the top of the file). */
 static void upstream_downstream_ended(struct session *s)
 {
-    uint64_t n = cluster_config(s->w, s->ci)->nhosts;
+    uint64_t n = cluster_config(s->g, s->ci)->nhosts;
     uint64_t limit = (uint64_t)s->attempts + (n ? n - 1 : 0);
     if (limit < s->max_attempts)
         s->max_attempts = (uint32_t)limit;
@@ -527,7 +539,7 @@ static void upstream_connected(struct session *s)
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         return;
     }
-    LOGD(s->id, "upstream connected to %s", cluster_host_name(s->w, s->ci, s->host));
+    LOGD(s->id, "upstream connected to %s", cluster_host_name(s->g, s->ci, s->host));
 }
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
@@ -637,8 +649,8 @@ static void fill_info(struct ts_conn_info *info, struct session *s, int fd)
 
 static int upstream_start(struct session *s)
 {
-    const struct cfg_cluster *cl = cluster_config(s->w, s->ci);
-    const struct cfg_address *host = cluster_host_addr(s->w, s->ci, s->host);
+    const struct cfg_cluster *cl = cluster_config(s->g, s->ci);
+    const struct cfg_address *host = cluster_host_addr(s->g, s->ci, s->host);
     int fd = socket(host->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -659,7 +671,7 @@ static int upstream_start(struct session *s)
     info.conn_id = conn_id_next();
     info.connecting = true;
     LOGD(s->id, "upstream connection C%" PRIu64 " to %s", info.conn_id,
-         cluster_host_name(s->w, s->ci, s->host));
+         cluster_host_name(s->g, s->ci, s->host));
     memcpy(&info.remote, &host->ss, host->len);
     info.remote_len = host->len;
     rc = ts_config_create(&cl->ts, &info, &s->c[UP].ts);
@@ -683,8 +695,8 @@ static void session_connect(struct session *s)
     struct worker *w = s->w;
     if (s->attempts > 0) {
         conn_release(&s->c[UP], TS_CLOSE_NORMAL);
-        s->host = cluster_repick_host(w, s->ci, s->host);
-        LOGD(s->id, "trying host %s (attempt %u of %u)", cluster_host_name(w, s->ci, s->host),
+        s->host = cluster_repick_host(w, s->g, s->ci, s->host);
+        LOGD(s->id, "trying host %s (attempt %u of %u)", cluster_host_name(s->g, s->ci, s->host),
              s->attempts + 1, s->max_attempts);
     }
     s->attempts++;
@@ -703,11 +715,11 @@ static void session_begin_upstream(struct session *s)
 {
     s->handshaking = false;
     event_del(s->timer);
-    if (cluster_admit(s->w, s->ci, s->id) < 0) {
+    if (cluster_admit(s->g, s->ci, s->id) < 0) {
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         return;
     }
-    s->host = cluster_pick_host(s->w, s->ci);
+    s->host = cluster_pick_host(s->w, s->g, s->ci);
     s->cluster_admitted = true;
     session_connect(s);
 }
@@ -716,13 +728,16 @@ static void session_begin_upstream(struct session *s)
  * open on the listener); the session owns FD from then on. Returns NULL when out of memory. */
 static struct session *session_new(struct worker *w, size_t li, int fd)
 {
-    const struct cfg_listener *l = listener_config(w, li);
-    size_t ci = listener_cluster(w, li);
-    const struct cfg_cluster *cl = cluster_config(w, ci);
+    struct gen *g = w->gen;
+    const struct cfg_listener *l = listener_config(g, li);
+    size_t ci = listener_cluster(g, li);
+    const struct cfg_cluster *cl = cluster_config(g, ci);
     struct session *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
     s->w = w;
+    s->g = g;
+    gen_ref(g);
     s->id = conn_id_next();
     s->li = li;
     s->ci = ci;
@@ -742,7 +757,7 @@ static struct session *session_new(struct worker *w, size_t li, int fd)
         w->sessions->prev = s;
     w->sessions = s;
     w->nsessions++;
-    listener_conn_opened(w, li);
+    listener_conn_opened(g, li);
     touch(s);
     return s;
 }
@@ -751,7 +766,7 @@ static struct session *session_new(struct worker *w, size_t li, int fd)
  * it (a TLS handshake begins). Returns 0 or -errno (the session must finish). */
 static int downstream_start(struct session *s, const struct sockaddr *peer, int peer_len)
 {
-    const struct cfg_listener *l = listener_config(s->w, s->li);
+    const struct cfg_listener *l = listener_config(s->g, s->li);
     int fd = s->c[DOWN].fd;
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -784,7 +799,7 @@ static int downstream_start(struct session *s, const struct sockaddr *peer, int 
  * connection; it gets transport_socket_connect_timeout for it (conn_event_cb goes on). */
 static void downstream_await_ready(struct session *s)
 {
-    const struct cfg_listener *l = listener_config(s->w, s->li);
+    const struct cfg_listener *l = listener_config(s->g, s->li);
     s->handshaking = true;
     if (l->transport_connect_timeout_ms) {
         struct timeval tv = {.tv_sec = (time_t)(l->transport_connect_timeout_ms / 1000),
@@ -804,7 +819,7 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     }
     /* Envoy's connection_limit filter: checked before any transport work (no TLS handshake,
      * no trace file for a connection we refuse). */
-    if (listener_admit(w, li, s->id) < 0)
+    if (listener_admit(s->g, li, s->id) < 0)
         goto err_finish;
     s->listener_admitted = true;
     if (downstream_start(s, peer, peer_len) < 0)

@@ -1,9 +1,12 @@
 /* Workers, signals and the drain. Listeners are in listener.c, the relay in session.c, host
- * selection and circuit breakers in cluster.c.
+ * selection and circuit breakers in cluster.c, config generations in gen.c, reloads in
+ * reload.c.
  *
  * Worker event bases are created without locks (EVENT_BASE_FLAG_NOLOCK): nothing but the
  * owning thread ever touches them. The main thread talks to workers through one eventfd each
- * (and they answer through the main thread's eventfd), so no libevent call crosses threads. */
+ * (and they answer through the main thread's eventfds), so no libevent call crosses threads: a
+ * reload hands a worker its new generation as an atomic pointer and a write to that eventfd;
+ * the worker switches its accept events itself and answers on the main eventfd. */
 #include "net/worker.h"
 
 #include <errno.h>
@@ -19,14 +22,13 @@
 #include "admin/admin.h"
 #include "admin/admin_live.h"
 #include "admin/admin_tap.h"
+#include "config/config.h"
 #include "core/log.h"
 #include "core/stats.h"
 #include "net/cluster.h"
 #include "net/listener.h"
 #include "net/session.h"
 #include "transport/ts_registry.h"
-
-static int g_main_efd = -1;
 
 static void notify_fd(int efd)
 {
@@ -35,12 +37,56 @@ static void notify_fd(int efd)
     (void)n;
 }
 
+void server_gen_released(struct server *srv)
+{
+    notify_fd(srv->main_efd);
+}
+
+/* Closes W's sockets of NEXT's listeners that were bound for NEXT (not kept from W's
+ * generation): W will not accept on them. */
+static void worker_refuse_sockets(struct worker *w, struct gen *next)
+{
+    for (size_t i = 0; i < next->cfg->nlisteners; i++)
+        if (next->lprev[i] < 0)
+            close(next->lfd[i * (size_t)next->nworkers + (size_t)w->index]);
+}
+
+/* Moves W to NEXT (handed over with a reference for W): new connections start under it, its
+ * listeners are accepted on; the old generation loses W's reference. A draining worker (a
+ * SIGTERM raced the reload) has closed its listeners and stays as it is. */
+static void worker_take_gen(struct worker *w, struct gen *next)
+{
+    struct gen *drop = next;
+    if (w->draining) {
+        worker_refuse_sockets(w, next);
+    } else {
+        int rc = listener_worker_switch(w, next);
+        if (rc == 0) {
+            drop = w->gen;
+            w->gen = next;
+        } else {
+            LOGE(LOG_NO_CONN,
+                 "worker %d cannot take config generation %llu: %s; it keeps serving the "
+                 "previous one",
+                 w->index, (unsigned long long)next->number, strerror(-rc));
+            worker_refuse_sockets(w, next);
+        }
+    }
+    if (gen_unref(drop))
+        server_gen_released(w->srv);
+    __atomic_add_fetch(&w->srv->reload_acks, 1, __ATOMIC_RELEASE);
+    notify_fd(w->srv->main_efd);
+}
+
 static void worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     uint64_t v;
     ssize_t n = read(fd, &v, sizeof(v));
     (void)n;
+    struct gen *next = __atomic_exchange_n(&w->pending, NULL, __ATOMIC_ACQ_REL);
+    if (next)
+        worker_take_gen(w, next);
     if (__atomic_load_n(&w->srv->draining, __ATOMIC_ACQUIRE) && !w->draining) {
         w->draining = true;
         listener_worker_close(w);
@@ -71,12 +117,11 @@ static int worker_init(struct server *srv, struct worker *w, int index)
     event_config_free(ec);
     if (!w->base)
         return -ENOMEM;
-    int rc = cluster_worker_init(w);
+    w->gen = srv->gen;
+    gen_ref(w->gen); /* dropped by worker_take_gen or server_free */
+    int rc = listener_worker_init(w, session_accept);
     if (rc < 0)
         return rc; /* everything allocated so far is freed by server_free */
-    rc = listener_worker_init(w, session_accept);
-    if (rc < 0)
-        return rc;
     int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (efd < 0)
         return -errno;
@@ -92,26 +137,40 @@ static int worker_init(struct server *srv, struct worker *w, int index)
 int server_init(struct server *srv, struct socktap_config *cfg, int nworkers, unsigned drain_time_s)
 {
     memset(srv, 0, sizeof(*srv));
-    srv->cfg = cfg;
+    srv->main_efd = -1;
     srv->nworkers = nworkers;
     srv->drain_time_s = drain_time_s;
+    srv->config_path = strdup(cfg->doc->file);
     srv->workers = calloc((size_t)nworkers, sizeof(*srv->workers));
-    if (!srv->workers)
-        return -ENOMEM;
-    int rc = listener_server_init(srv);
-    if (rc < 0)
+    int rc = srv->config_path && srv->workers ? gen_new(cfg, 1, nworkers, &srv->gen) : -ENOMEM;
+    if (rc < 0) {
+        config_free(cfg); /* ours from the call on (the contract above) */
         return rc;
-    rc = cluster_server_init(srv);
-    if (rc < 0)
+    }
+    char why[300];
+    rc = listener_gen_bind(srv->gen, NULL, why, sizeof(why));
+    if (rc < 0) {
+        LOGE(LOG_NO_CONN, "%s", why);
         return rc;
+    }
     admin_live_register_stats();
     admin_tap_register_stats();
+    srv->st_reloads = stats_register("server.reloads", STAT_COUNTER);
+    srv->st_reload_failed = stats_register("server.reload_failed", STAT_COUNTER);
+    srv->st_generation = stats_register("server.config_generation", STAT_GAUGE);
+    srv->st_generations_active = stats_register("server.config_generations_active", STAT_GAUGE);
     rc = stats_freeze(nworkers);
     if (rc < 0)
         return rc;
+    stats_add(srv->st_generation, 1);
+    stats_add(srv->st_generations_active, 1);
+    srv->reload_status.generation = 1;
     srv->main_base = event_base_new();
     if (!srv->main_base)
         return -ENOMEM;
+    /* from here each worker's accept events own its sockets (a worker that fails to arm one
+     * closes it) */
+    srv->gen->handed = true;
     for (int i = 0; i < nworkers; i++) {
         rc = worker_init(srv, &srv->workers[i], i);
         if (rc < 0)
@@ -126,7 +185,8 @@ static void *worker_main(void *arg)
     log_set_thread_worker(w->index);
     stats_bind_thread(w->index);
     event_base_dispatch(w->base);
-    notify_fd(g_main_efd);
+    __atomic_add_fetch(&w->srv->workers_done, 1, __ATOMIC_RELEASE);
+    notify_fd(w->srv->main_efd);
     return NULL;
 }
 
@@ -162,10 +222,13 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 }
 
 /* SIGHUP and SIGUSR1 would kill a daemon by default (logrotate and shells send SIGHUP).
- * SIGHUP: re-open the log file (logrotate's postrotate); also what a config reload will hang
- * on, as for nginx and haproxy. SIGUSR1: nothing yet, said so. */
+ * SIGHUP: re-open the log file (logrotate's postrotate), first, so the reload's lines land in
+ * the new file; then reload the config, as nginx and haproxy do. A SIGHUP while the workers are
+ * still taking the previous reload is queued (one reload then, however many came). SIGUSR1:
+ * nothing yet, said so. */
 static void signal_other_cb(evutil_socket_t sig, short what, void *arg)
 {
+    struct server *srv = arg;
     if (sig != SIGHUP) {
         LOGI(LOG_NO_CONN, "caught SIGUSR1: ignored (no meaning yet)");
         return;
@@ -174,18 +237,60 @@ static void signal_other_cb(evutil_socket_t sig, short what, void *arg)
     if (rc < 0)
         LOGE(LOG_NO_CONN, "caught SIGHUP: cannot re-open the log file: %s", strerror(-rc));
     else
-        LOGI(LOG_NO_CONN, "caught SIGHUP: %s (config reload is not supported yet)",
+        LOGI(LOG_NO_CONN, "caught SIGHUP: %s; reloading the config",
              rc > 0 ? "log file re-opened" : "logging to stderr, nothing to re-open");
+    if (srv->reload_in_flight && !srv->draining) {
+        srv->reload_queued = true;
+        LOGI(LOG_NO_CONN, "config reload queued: the workers are still taking the previous one");
+        return;
+    }
+    char msg[1024];
+    (void)server_reload(srv, "SIGHUP", msg, sizeof(msg));
 }
 
-static void worker_exit_cb(evutil_socket_t fd, short what, void *arg)
+/* Frees the retired generations nobody uses any more and whose captures the writer is through;
+ * looks again shortly while one waits for the writer. */
+static void server_retire_scan(struct server *srv)
+{
+    bool waiting = false;
+    struct gen **pp = &srv->retired;
+    while (*pp) {
+        struct gen *g = *pp;
+        if (gen_retired_ready(g)) {
+            *pp = g->retired_next;
+            LOGD(LOG_NO_CONN, "config generation %llu freed: no connection uses it any more",
+                 (unsigned long long)g->number);
+            gen_free(g);
+            stats_add(srv->st_generations_active, -1);
+            continue;
+        }
+        waiting |= g->fenced;
+        pp = &g->retired_next;
+    }
+    static const struct timeval tv = {.tv_sec = 0, .tv_usec = 20 * 1000};
+    if (waiting && !evtimer_pending(srv->retire_timer, NULL))
+        evtimer_add(srv->retire_timer, &tv);
+}
+
+static void retire_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    server_retire_scan(arg);
+}
+
+/* The workers' one way to the main thread (one eventfd: what happened is in the counts they
+ * update before writing it): a worker stopped, took a reloaded generation, or released the
+ * last reference of a retired one. */
+static void main_ctl_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct server *srv = arg;
-    uint64_t v = 0;
+    uint64_t v;
     ssize_t n = read(fd, &v, sizeof(v));
-    if (n == (ssize_t)sizeof(v))
-        srv->workers_done += (int)v;
-    if (srv->workers_done >= srv->nworkers)
+    (void)n;
+    if (srv->reload_in_flight &&
+        __atomic_load_n(&srv->reload_acks, __ATOMIC_ACQUIRE) >= srv->nworkers)
+        server_reload_applied(srv);
+    server_retire_scan(srv);
+    if (__atomic_load_n(&srv->workers_done, __ATOMIC_ACQUIRE) >= srv->nworkers)
         event_base_loopexit(srv->main_base, NULL);
 }
 
@@ -193,30 +298,35 @@ int server_run(struct server *srv)
 {
     int rc = 0;
     signal(SIGPIPE, SIG_IGN);
-    g_main_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (g_main_efd < 0)
+    srv->main_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (srv->main_efd < 0)
         return -errno;
-    srv->worker_exit_ev =
-        event_new(srv->main_base, g_main_efd, EV_READ | EV_PERSIST, worker_exit_cb, srv);
+    srv->main_ctl_ev =
+        event_new(srv->main_base, srv->main_efd, EV_READ | EV_PERSIST, main_ctl_cb, srv);
     srv->sigterm_ev = evsignal_new(srv->main_base, SIGTERM, signal_cb, srv);
     srv->sigint_ev = evsignal_new(srv->main_base, SIGINT, signal_cb, srv);
     srv->sighup_ev = evsignal_new(srv->main_base, SIGHUP, signal_other_cb, srv);
     srv->sigusr1_ev = evsignal_new(srv->main_base, SIGUSR1, signal_other_cb, srv);
     srv->drain_timer = evtimer_new(srv->main_base, drain_timer_cb, srv);
-    if (!srv->worker_exit_ev || !srv->sigterm_ev || !srv->sigint_ev || !srv->sighup_ev ||
-        !srv->sigusr1_ev || !srv->drain_timer)
+    srv->retire_timer = evtimer_new(srv->main_base, retire_timer_cb, srv);
+    if (!srv->main_ctl_ev || !srv->sigterm_ev || !srv->sigint_ev || !srv->sighup_ev ||
+        !srv->sigusr1_ev || !srv->drain_timer || !srv->retire_timer)
         return -ENOMEM;
-    event_add(srv->worker_exit_ev, NULL);
+    event_add(srv->main_ctl_ev, NULL);
     event_add(srv->sigterm_ev, NULL);
     event_add(srv->sigint_ev, NULL);
     event_add(srv->sighup_ev, NULL);
     event_add(srv->sigusr1_ev, NULL);
     ts_registry_start(srv->main_base); /* the capture budget's timer */
-    if (srv->cfg->admin.enabled) {
+    const struct socktap_config *cfg = srv->gen->cfg;
+    if (cfg->admin.enabled) {
         struct admin_info info = {.concurrency = srv->nworkers,
-                                  .config_path = srv->cfg->doc->file,
-                                  .log_path = log_file_path()};
-        rc = admin_start(&srv->admin, srv->main_base, srv->cfg, &info);
+                                  .config_path = srv->config_path,
+                                  .log_path = log_file_path(),
+                                  .reload = server_reload_admin,
+                                  .reload_arg = srv,
+                                  .reload_status = &srv->reload_status};
+        rc = admin_start(&srv->admin, srv->main_base, cfg, &info);
         if (rc < 0)
             return rc;
     }
@@ -228,11 +338,11 @@ int server_run(struct server *srv)
         started++;
     }
     if (rc == 0) {
-        if (srv->cfg->nlisteners == 0)
+        if (cfg->nlisteners == 0)
             LOGW(LOG_NO_CONN, "no listeners configured: serving nothing (%d workers)",
                  srv->nworkers);
-        for (size_t i = 0; i < srv->cfg->nlisteners; i++)
-            LOGI(LOG_NO_CONN, "listening on %s (%d workers)", srv->cfg->listeners[i].addr.text,
+        for (size_t i = 0; i < cfg->nlisteners; i++)
+            LOGI(LOG_NO_CONN, "listening on %s (%d workers)", cfg->listeners[i].addr.text,
                  srv->nworkers);
         event_base_dispatch(srv->main_base);
     } else {
@@ -257,12 +367,16 @@ void server_free(struct server *srv)
             close(event_get_fd(w->ctl_ev));
             event_free(w->ctl_ev);
         }
-        cluster_worker_free(w);
         event_base_free(w->base);
+        /* a generation handed over and never taken (the worker stopped first); the
+         * references need no dropping: every generation is freed below */
+        struct gen *pending = __atomic_exchange_n(&w->pending, NULL, __ATOMIC_ACQ_REL);
+        if (pending)
+            worker_refuse_sockets(w, pending);
     }
     admin_free(srv->admin);
-    if (srv->worker_exit_ev)
-        event_free(srv->worker_exit_ev);
+    if (srv->main_ctl_ev)
+        event_free(srv->main_ctl_ev);
     if (srv->sigterm_ev)
         event_free(srv->sigterm_ev);
     if (srv->sigint_ev)
@@ -273,14 +387,25 @@ void server_free(struct server *srv)
         event_free(srv->sigusr1_ev);
     if (srv->drain_timer)
         event_free(srv->drain_timer);
-    if (g_main_efd >= 0) {
-        close(g_main_efd);
-        g_main_efd = -1;
+    if (srv->retire_timer)
+        event_free(srv->retire_timer);
+    if (srv->main_efd >= 0) {
+        close(srv->main_efd);
+        srv->main_efd = -1;
     }
     if (srv->main_base)
         event_base_free(srv->main_base);
     free(srv->workers);
-    listener_server_free(srv);
-    cluster_server_free(srv);
+    /* the sessions and workers are gone and the capture writer stopped (ts_registry_shutdown):
+     * every generation goes, whatever its count says */
+    while (srv->retired) {
+        struct gen *g = srv->retired;
+        srv->retired = g->retired_next;
+        gen_free(g);
+    }
+    gen_free(srv->gen);
+    srv->gen = NULL;
+    free(srv->config_path);
+    srv->config_path = NULL;
     stats_reset();
 }

@@ -228,6 +228,8 @@ static struct {
     struct wjob *head, *tail;
     bool busy;
     bool started, stop;
+    uint64_t pushed; /* jobs ever queued (under the lock) */
+    uint64_t done;   /* atomic: jobs ever finished; FIFO, so done >= n means job n is through */
     pthread_t thread;
     struct capture_compressor *comp; /* writer thread only: made at its start */
 } g_writer = {
@@ -499,6 +501,7 @@ static void *writer_main(void *arg)
         g_writer.busy = true;
         pthread_mutex_unlock(&g_writer.lock);
         writer_run_job(job);
+        __atomic_add_fetch(&g_writer.done, 1, __ATOMIC_RELEASE);
         pthread_mutex_lock(&g_writer.lock);
         g_writer.busy = false;
         if (!g_writer.head)
@@ -532,6 +535,7 @@ static void writer_push(struct wjob *job)
     else
         g_writer.head = job;
     g_writer.tail = job;
+    g_writer.pushed++;
     pthread_cond_signal(&g_writer.wake);
     pthread_mutex_unlock(&g_writer.lock);
 }
@@ -745,6 +749,19 @@ void capture_writer_sync(void)
     while (g_writer.started && (g_writer.head || g_writer.busy))
         pthread_cond_wait(&g_writer.idle, &g_writer.lock);
     pthread_mutex_unlock(&g_writer.lock);
+}
+
+uint64_t capture_writer_fence(void)
+{
+    pthread_mutex_lock(&g_writer.lock);
+    uint64_t mark = g_writer.pushed;
+    pthread_mutex_unlock(&g_writer.lock);
+    return mark;
+}
+
+bool capture_writer_fence_passed(uint64_t mark)
+{
+    return __atomic_load_n(&g_writer.done, __ATOMIC_ACQUIRE) >= mark;
 }
 
 void capture_writer_shutdown(void)

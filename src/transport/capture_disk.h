@@ -193,6 +193,12 @@ bool capture_writer_behind(void);
 
 /* Blocks until the writer has handled everything queued so far (tests, orderly shutdown). */
 void capture_writer_sync(void);
+/* A config reload frees a capture config only once no queued job still uses it (a file's
+ * create reads the config's prefix and flags after its connection ended): capture_writer_fence
+ * marks what is queued now, capture_writer_fence_passed says whether the writer has handled all
+ * of it. Any thread; never blocks on the disk. */
+uint64_t capture_writer_fence(void);
+bool capture_writer_fence_passed(uint64_t mark);
 /* Writes out everything queued, stops and joins the writer thread. Safe to call when it never
  * started. The capture factories' shutdown hook: main stops it through ts_registry_shutdown()
  * after the last socket is gone, so a normal exit and a drain lose no capture. */

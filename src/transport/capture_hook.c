@@ -30,13 +30,17 @@
 
 extern char **environ;
 
+/* A queued or running hook. It owns copies of everything it uses (argv, stats ids, kind, path),
+ * in one allocation: a config reload frees the capture config that asked for it while hooks may
+ * still wait here for minutes (net/gen.c). */
 struct hook_job {
     struct hook_job *next;
-    char *const *argv;
-    const struct capture_finish_stats *st;
-    const char *kind;
+    char **argv; /* NULL-terminated, into mem */
+    struct capture_finish_stats st;
+    const char *kind; /* into mem */
     uint64_t conn_id;
-    char path[];
+    char *path;  /* into mem */
+    char *mem[]; /* argv's pointers, then the strings */
 };
 
 struct hook_child {
@@ -145,16 +149,16 @@ static void hook_reaped(struct hook_child *c, int status)
     struct hook_job *job = c->job;
     char what[96];
     if (c->signals) {
-        capture_finish_count(job->st, job->st->hook_timeout);
+        capture_finish_count(&job->st, job->st.hook_timeout);
         snprintf(what, sizeof(what), "still running after its timeout, killed");
         hook_failed(job, what);
     } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        capture_finish_count(job->st, job->st->hook_ok);
+        capture_finish_count(&job->st, job->st.hook_ok);
         if (t_failing)
             LOGI(job->conn_id, "%s: on_finished hooks succeed again", job->kind);
         t_failing = false;
     } else {
-        capture_finish_count(job->st, job->st->hook_failed);
+        capture_finish_count(&job->st, job->st.hook_failed);
         if (WIFEXITED(status))
             snprintf(what, sizeof(what), "exit status %d", WEXITSTATUS(status));
         else
@@ -195,12 +199,12 @@ static void *hook_main(void *arg)
         if (g_hook.stop && !stopping) {
             stopping = true;
             size_t skipped = 0;
-            const char *kind = NULL;
+            char kind[16] = ""; /* the jobs own theirs: kept past their free for the log */
             while (g_hook.head) {
                 struct hook_job *job = g_hook.head;
                 g_hook.head = job->next;
-                capture_finish_count(job->st, job->st->hook_skipped);
-                kind = job->kind;
+                capture_finish_count(&job->st, job->st.hook_skipped);
+                snprintf(kind, sizeof(kind), "%s", job->kind);
                 skipped++;
                 free(job);
             }
@@ -225,7 +229,7 @@ static void *hook_main(void *arg)
             pthread_mutex_unlock(&g_hook.lock);
             int rc = hook_spawn(job, &run[nrun], timeout_ms);
             if (rc) {
-                capture_finish_count(job->st, job->st->hook_failed);
+                capture_finish_count(&job->st, job->st.hook_failed);
                 hook_failed(job, strerror(-rc));
                 free(job);
             } else {
@@ -278,14 +282,25 @@ void capture_hook_run(char *const *argv, const char *path, const struct capture_
                       const char *kind, uint64_t conn_id)
 {
     size_t plen = strlen(path) + 1;
-    struct hook_job *job = malloc(sizeof(*job) + plen);
+    size_t argc = 0, klen = strlen(kind) + 1, slen = plen + klen;
+    while (argv[argc])
+        slen += strlen(argv[argc++]) + 1;
+    struct hook_job *job = malloc(sizeof(*job) + (argc + 1) * sizeof(char *) + slen);
     const char *why = NULL;
     if (!job) {
         why = "out of memory";
         goto err_skip;
     }
-    *job = (struct hook_job){.argv = argv, .st = st, .kind = kind, .conn_id = conn_id};
-    memcpy(job->path, path, plen);
+    *job = (struct hook_job){.argv = job->mem, .st = *st, .conn_id = conn_id};
+    char *str = (char *)(job->mem + argc + 1);
+    for (size_t i = 0; i < argc; i++) {
+        size_t n = strlen(argv[i]) + 1;
+        job->argv[i] = memcpy(str, argv[i], n);
+        str += n;
+    }
+    job->argv[argc] = NULL;
+    job->path = memcpy(str, path, plen);
+    job->kind = memcpy(str + plen, kind, klen);
 
     pthread_mutex_lock(&g_hook.lock);
     if (!g_hook.started) {

@@ -24,8 +24,9 @@
 #define CAPTURE_HOOK_KILL_MS     2000  /* SIGTERM -> SIGKILL */
 #define CAPTURE_HOOK_SHUTDOWN_MS 5000  /* at exit: running hooks get this long, then SIGTERM */
 
-/* Queues ARGV (NULL-terminated, borrowed: the config's, must outlive capture_hook_shutdown) run
- * with PATH (copied) appended. ST and KIND are borrowed likewise. Starts the hook thread on first
+/* Queues ARGV (NULL-terminated) run with PATH appended. ARGV, PATH, ST and KIND are copied:
+ * they need to live for the call only (a reload may free the config they come from while the
+ * hook waits). Starts the hook thread on first
  * use. A full queue or no memory skips the hook (counted, logged once). Called by one thread
  * only (the capture writer): it counts hook_skipped in ST. */
 void capture_hook_run(char *const *argv, const char *path, const struct capture_finish_stats *st,

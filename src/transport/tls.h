@@ -93,9 +93,9 @@ struct tls_config {
 
 /* Takes ownership of SSL_CTX (configured by the caller: certificates, verify mode, ALPN) and
  * makes a config for SIDE whose stats are prefixed by OWNER (copied; registers the stats, so
- * call before stats_freeze()). SNI (copied, NULL allowed) is sent by upstream sockets. Installs
- * the callbacks tls.c needs (verify, ALPN select, key log, session cache). On success *OUT is
- * owned by the caller (tls_config_free); on failure SSL_CTX is freed too. */
+ * call on the main thread: at start or in a reload). SNI (copied, NULL allowed) is sent by upstream
+ * sockets. Installs the callbacks tls.c needs (verify, ALPN select, key log, session cache). On
+ * success *OUT is owned by the caller (tls_config_free); on failure SSL_CTX is freed too. */
 int tls_config_wrap(SSL_CTX *ssl_ctx, enum ts_side side, const char *owner, const char *sni,
                     struct tls_config **out) __attribute__((warn_unused_result));
 /* Frees CFG (NULL allowed) and everything it owns; no socket made from it may remain. */

@@ -15,8 +15,6 @@
 #include "transport/raw.h"
 #include "transport/ts_registry.h"
 
-#define TS_REGISTRY_MAX 16
-
 static const struct ts_factory *ts_factories[TS_REGISTRY_MAX];
 static size_t ts_nfactories;
 
@@ -66,6 +64,22 @@ int ts_config_set_capture(const struct ts_config *ts, bool enabled)
     if (!ts->factory || !ts->factory->set_capture)
         return -ENOENT;
     return ts->factory->set_capture(ts->cfg, enabled);
+}
+
+void ts_registry_fence(struct ts_fence *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < ts_nfactories; i++)
+        if (ts_factories[i]->fence)
+            out->mark[i] = ts_factories[i]->fence();
+}
+
+bool ts_registry_fence_passed(const struct ts_fence *f)
+{
+    for (size_t i = 0; i < ts_nfactories; i++)
+        if (ts_factories[i]->fence_passed && !ts_factories[i]->fence_passed(f->mark[i]))
+            return false;
+    return true;
 }
 
 const struct ts_factory *ts_registry_find(const char *name)

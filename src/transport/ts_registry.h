@@ -40,6 +40,11 @@ struct ts_factory {
     /* Optional: stops the kind's process-wide helpers (the capture writer thread), writing out
      * what they hold. Called once by ts_registry_shutdown(), after every socket is gone. */
     void (*shutdown)(void);
+    /* Optional, with fence_passed: a mark of the work the kind's helper threads have queued
+     * now, and whether they are through it. A config freed while the process runs (a reload)
+     * waits for a fence taken after its last socket is gone: the helpers may still read it. */
+    uint64_t (*fence)(void);
+    bool (*fence_passed)(uint64_t mark);
     /* Optional: the live-viewer hub of CFG's capture (live_hub.h), or NULL. WIRE asks for
      * the TLS wire capture instead of the plaintext one; a wrapper looks through to its inner
      * socket when it has no such capture itself. */
@@ -55,6 +60,13 @@ struct ts_factory {
     /* Optional: the `admin_config.config_id` of CFG (a tap that waits for the admin's POST
      * /tap), or NULL. Borrowed from CFG. */
     const char *(*admin_id)(const void *cfg);
+};
+
+#define TS_REGISTRY_MAX 16
+
+/* The helper threads' queues at one moment (ts_registry_fence), one mark per kind. */
+struct ts_fence {
+    uint64_t mark[TS_REGISTRY_MAX];
 };
 
 /* A parsed `transport_socket:`: which factory and its parsed config. Zeroed = none given. */
@@ -77,6 +89,11 @@ void ts_registry_start(struct event_base *base);
 int ts_registry_write_captures(FILE *out, size_t max_finished);
 /* Turns the capture of TS on or off for new connections: -ENOENT when TS's kind has none. */
 int ts_config_set_capture(const struct ts_config *ts, bool enabled);
+/* Marks in *OUT the work every kind's helper threads have queued now. Any thread. */
+void ts_registry_fence(struct ts_fence *out) __attribute__((nonnull));
+/* True once every kind's helpers are through the work F marked: a config whose sockets were
+ * all destroyed before F was taken can be freed. Any thread. */
+bool ts_registry_fence_passed(const struct ts_fence *f) __attribute__((nonnull));
 /* F must outlive the process (static const). */
 void ts_registry_add(const struct ts_factory *f);
 const struct ts_factory *ts_registry_find(const char *name);

@@ -18,8 +18,9 @@ import harness
 from harness import E2ETest, free_port, proxy_config
 
 
-def echo_server():
-    """A threaded echo upstream; returns its port."""
+def echo_server(tag=b""):
+    """A threaded echo upstream; returns its listening socket. TAG (test_reload: which upstream
+    served a connection) is sent before each echoed chunk."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(128)
@@ -30,7 +31,7 @@ def echo_server():
                 b = c.recv(65536)
                 if not b:
                     return
-                c.sendall(b)
+                c.sendall(tag + b)
 
     def loop():
         while True:

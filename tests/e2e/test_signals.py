@@ -1,6 +1,7 @@
 """SIGHUP and SIGUSR1 (issue 9, section 4): they used to kill socktap (default action, exit 129,
-no log, no drain). SIGHUP now re-opens the --log-path file (logrotate's postrotate) and is
-reserved for a config reload; SIGUSR1 is logged and ignored. Traffic flows before and after.
+no log, no drain). SIGHUP now re-opens the --log-path file (logrotate's postrotate), then
+reloads the config (test_reload.py); SIGUSR1 is logged and ignored. Traffic flows before and
+after.
 """
 import os
 import signal
@@ -37,8 +38,8 @@ class SignalTest(E2ETest):
         os.kill(st.pid, signal.SIGUSR1)
         st.wait_log("caught SIGUSR1: ignored")
         os.kill(st.pid, signal.SIGHUP)
-        st.wait_log("caught SIGHUP: logging to stderr, nothing to re-open (config reload is not "
-                    "supported yet)")
+        st.wait_log("caught SIGHUP: logging to stderr, nothing to re-open; reloading the config")
+        st.wait_log("config reload (SIGHUP): config generation 2")
         self.assertIsNone(st.proc.poll())
         self.assertEqual(roundtrip(self.port, b"after"), b"after")
         self.assertEqual(st.stop(), 0)  # a normal drain still ends it

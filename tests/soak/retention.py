@@ -5,10 +5,11 @@ long-lived connection), and proof that
 
   - the trace files of the prefix never exceed the budget on disk (sampled every 0.2 s by
     listing the directory ourselves, not from socktap's stats: a bug could agree with itself);
-  - every finished trace was readable: an on_finished hook hard-links each finished file into a
-    check directory before delete_oldest may remove it, and a verifier decodes it
-    (`socktap-trace cat`) and, for hashed connections, compares its bytes per direction with
-    what the client sent and received;
+  - every finished trace was readable: the on_finished hook (HOOK below, one python process per
+    file, run by socktap) opens the file at once, so delete_oldest cannot take it away, decodes
+    both directions from that descriptor (`socktap-trace cat -`) and records their SHA-256;
+    the run compares them, for hashed connections, with what the client sent and received.
+    The check costs no disk (an earlier version hard-linked the files aside and filled it);
   - every proxied connection's bytes hash equal at both ends (soak.py's hash protocol);
   - socktap's RSS stays flat and it exits 0.
 
@@ -61,52 +62,55 @@ def dir_bytes(d):
     return total, n
 
 
-class Verifier:
-    """Decodes every file the hook linked into CHECK, then removes the link."""
+HOOK = r"""#!/usr/bin/env python3
+# on_finished hook of tests/soak/retention.py: decode the finished trace argv[-1] from one open
+# descriptor, append "path status head16 sha_read sha_write size" to RESULTS
+import hashlib, os, subprocess, sys
+path = sys.argv[-1]
+try:
+    fd = os.open(path, os.O_RDONLY)
+except OSError as e:
+    line = "%s gone - - - 0" % path
+else:
+    out, ok = [], True
+    for d in ("read", "write"):
+        os.lseek(fd, 0, os.SEEK_SET)
+        r = subprocess.run([ST, "cat", "--direction", d, "--format", "v2-binary", "-"], stdin=fd,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        ok = ok and r.returncode == 0
+        out.append(r.stdout)
+    line = "%s %s %s %s %s %d" % (path, "ok" if ok else "bad", out[0][:16].hex() or "-",
+                                  hashlib.sha256(out[0]).hexdigest(),
+                                  hashlib.sha256(out[1]).hexdigest(), os.fstat(fd).st_size)
+with open(RESULTS, "a") as f:
+    f.write(line + "\n")
+"""
 
-    def __init__(self, st_trace, check, tally):
-        self.st = st_trace
-        self.check = check
-        self.tally = tally
-        self.counts = collections.Counter()
-        self.samples = []
-        self.stop = False
-        self.pieces = collections.defaultdict(dict)  # conn file stem -> {piece: (read, write)}
 
-    def one(self, path):
-        rr = subprocess.run([self.st, "cat", "--direction", "read", path], capture_output=True)
-        rw = subprocess.run([self.st, "cat", "--direction", "write", path], capture_output=True)
-        if rr.returncode or rw.returncode:
-            self.counts["undecodable"] += 1
-            if len(self.samples) < 5:
-                self.samples.append(path + ": " + (rr.stderr + rw.stderr).decode(errors="replace")[:300])
-            return
-        self.counts["decoded"] += 1
-        self.counts["decoded_bytes"] += os.path.getsize(path)
-        up, down = rr.stdout, rw.stdout
-        tok = up[:16]
-        want = self.tally.hashed.get(tok)
-        if want is None:
-            self.counts["not_hashed_or_piece"] += 1  # a rotated piece after the first, or the long stream
-            return
-        if (hashlib.sha256(up).hexdigest(), hashlib.sha256(down).hexdigest()) == want:
-            self.counts["bytes_equal"] += 1
-        else:
-            self.counts["bytes_mismatch"] += 1
-            if len(self.samples) < 5:
-                self.samples.append("%s: trace bytes differ from what crossed" % path)
-
-    def run(self):
-        while True:
-            names = sorted(os.listdir(self.check))
-            if not names and self.stop:
-                return
-            for name in names:
-                p = os.path.join(self.check, name)
-                self.one(p)
-                os.unlink(p)
-            if not names:
-                time.sleep(0.2)
+def check_results(results, tally):
+    """Counts of the hook's verdicts; hashed connections compared with what crossed."""
+    counts, samples = collections.Counter(), []
+    if not os.path.exists(results):
+        return counts, samples
+    with open(results) as f:
+        for line in f:
+            path, status, head, sr, sw, size = line.split()
+            counts[status] += 1
+            if status != "ok":
+                if len(samples) < 5:
+                    samples.append("%s: %s" % (path, status))
+                continue
+            counts["decoded_bytes"] += int(size)
+            want = tally.hashed.get(bytes.fromhex(head)) if head != "-" else None
+            if want is None:
+                counts["not_hashed_or_piece"] += 1  # a rotated piece, or the long stream
+            elif (sr, sw) == want:
+                counts["bytes_equal"] += 1
+            else:
+                counts["bytes_mismatch"] += 1
+                if len(samples) < 5:
+                    samples.append("%s: trace bytes differ from what crossed" % path)
+    return counts, samples
 
 
 def long_stream(port, deadline, tally):
@@ -160,9 +164,10 @@ def main():
     cap, check = os.path.join(work, "cap"), os.path.join(work, "check")
     os.mkdir(cap, 0o700)
     os.mkdir(check, 0o700)
-    hook = os.path.join(work, "hook.sh")
+    hook = os.path.join(work, "hook.py")
+    results = os.path.join(check, "results")
     with open(hook, "w") as f:
-        f.write('#!/bin/sh\nexec ln "$1" %s/\n' % check)
+        f.write(HOOK.replace("ST, ", "%r, " % st_trace).replace("RESULTS", repr(results)))
     os.chmod(hook, 0o755)
 
     procs = harness.Procs()
@@ -176,9 +181,6 @@ def main():
         st = harness.Socktap(procs, work, config(port, srv.server_address[1], cap, hook, admin, budget,
                                                  a.rotate_mb << 20),
                              args=("--concurrency", "2"), wait_ports=[port], admin_port=admin)
-        ver = Verifier(st_trace, check, tally)
-        vt = threading.Thread(target=ver.run, daemon=True)
-        vt.start()
         deadline = time.time() + a.seconds
         peak = [0, 0]
         over = [0]
@@ -235,12 +237,18 @@ def main():
                 f.result()
             long_sent = lf.result()
         elapsed = time.time() - t0
-        time.sleep(3)  # the last hooks
-        stats = st.stats()
+        # the last hooks
+        harness_deadline = time.time() + 60
+        while time.time() < harness_deadline:
+            stats = st.stats()
+            done = sum(v for k, v in stats.items() if k.endswith(("hook_ok", "hook_failed", "hook_timeout",
+                                                                  "hook_skipped")))
+            if done >= sum(v for k, v in stats.items() if k.endswith(".files_opened")):
+                break
+            time.sleep(0.5)
         src = st.stop()
-        ver.stop = True
-        vt.join()
         smp.join()
+        counts, vsamples = check_results(results, tally)
         end_bytes, end_files = dir_bytes(cap)
         print("\n== retention run: %.0f s of bulk capture, budget %d MiB (delete_oldest), rotate %d MiB =="
               % (elapsed, a.budget_mb, a.rotate_mb))
@@ -249,10 +257,11 @@ def main():
         print("prefix dir on disk: peak %.1f MiB in %d files (budget %d MiB), samples over budget: %d of %d; "
               "at the end %.1f MiB in %d files" % (peak[0] / (1 << 20), peak[1], a.budget_mb, over[0],
                                                    samples[0], end_bytes / (1 << 20), end_files))
-        print("finished files checked: %d decoded (%.1f GiB), %d byte-equal to the hashed traffic, %d "
-              "rotated pieces / long stream, %d undecodable, %d mismatched"
-              % (ver.counts["decoded"], ver.counts["decoded_bytes"] / (1 << 30), ver.counts["bytes_equal"],
-                 ver.counts["not_hashed_or_piece"], ver.counts["undecodable"], ver.counts["bytes_mismatch"]))
+        print("finished files checked by the hook: %d decoded (%.1f GiB), %d byte-equal to the hashed traffic, "
+              "%d rotated pieces / long stream, %d undecodable, %d mismatched, %d deleted before the hook "
+              "opened them" % (counts["ok"], counts["decoded_bytes"] / (1 << 30), counts["bytes_equal"],
+                               counts["not_hashed_or_piece"], counts["bad"], counts["bytes_mismatch"],
+                               counts["gone"]))
         print("socktap RSS kB samples: %s" % rss)
         for k in sorted(stats):
             if ".capture." in k and stats[k]:
@@ -263,15 +272,19 @@ def main():
                 failures["client:" + k] += v
         if over[0]:
             failures["over_budget_samples"] += over[0]
-        for k in ("undecodable", "bytes_mismatch"):
-            if ver.counts[k]:
-                failures[k] += ver.counts[k]
-        if ver.counts["bytes_equal"] == 0:
+        for k in ("bad", "bytes_mismatch", "gone"):
+            if counts[k]:
+                failures["trace_" + k] += counts[k]
+        for k in ("hook_failed", "hook_timeout", "hook_skipped", "write_errors", "truncated"):
+            n = sum(v for name, v in stats.items() if name.endswith("." + k))
+            if n:
+                failures[k] += n
+        if counts["bytes_equal"] == 0:
             failures["nothing_verified"] += 1
         if src != 0:
             failures["socktap_exit_%s" % src] += 1
-        for s in ver.samples:
-            print("  sample: %s" % s)
+        for x in vsamples:
+            print("  sample: %s" % x)
         print("errors: %s" % (dict(failures) or "none"))
         rc = 1 if failures else 0
         print("retention: %s" % ("PASS" if rc == 0 else "FAIL"))
