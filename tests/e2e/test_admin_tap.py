@@ -17,12 +17,11 @@ import sys
 import threading
 import time
 import unittest
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import E2ETest, free_port, proxy_config, tool  # noqa: E402
+from harness import E2ETest, free_port, http, proxy_config, tool  # noqa: E402
 from test_capture import FULL  # noqa: E402
+from test_compression import json_objects  # noqa: E402
 from test_live import Viewer  # noqa: E402
 
 
@@ -43,18 +42,6 @@ def tap_request(config_id, sink, streaming, rx=FULL, tx=FULL):
                                                         "max_buffered_tx_bytes": tx}}})
 
 
-def split_json(text):
-    """The JSON objects of an admin tap response, written one after another."""
-    dec, out, i = json.JSONDecoder(), [], 0
-    while True:
-        while i < len(text) and text[i].isspace():
-            i += 1
-        if i >= len(text):
-            return out
-        obj, i = dec.raw_decode(text, i)
-        out.append(obj)
-
-
 class TapClient(Viewer):
     """`curl -sN -X POST URL --data-binary BODY`: the response read by a thread as it arrives."""
 
@@ -63,17 +50,11 @@ class TapClient(Viewer):
                                       "--data-binary", body])
 
     def traces(self):
+        """The whole JSON objects so far (pretty-printed: each ends with a "}" line)."""
         with self.lock:
             text = bytes(self.data).decode()
-        dec, out, i = json.JSONDecoder(), [], 0
-        while True:  # the whole objects so far (the last one may still be arriving)
-            while i < len(text) and text[i].isspace():
-                i += 1
-            try:
-                obj, i = dec.raw_decode(text, i)
-            except ValueError:
-                return out
-            out.append(obj)
+        end = text.rfind("\n}")
+        return json_objects(text[:end + 2]) if end >= 0 else []
 
     def wait_traces(self, pred, timeout=30):
         deadline = time.time() + timeout
@@ -89,7 +70,7 @@ class TapClient(Viewer):
         self.proc.wait(timeout)
         self.thread.join(10)
         with self.lock:
-            return split_json(bytes(self.data).decode())
+            return json_objects(bytes(self.data).decode())
 
 
 def streamed_by_conn(traces):
@@ -118,13 +99,7 @@ class AdminTapTest(E2ETest):
         return "http://127.0.0.1:%d/tap" % self.ap
 
     def post(self, body, method="POST"):
-        req = urllib.request.Request(self.url(), data=body.encode() if body is not None else None,
-                                     method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
+        return http(self.url(), body.encode() if body is not None else None, method)
 
     def curl_proxy(self, path):
         r = subprocess.run(["curl", "-sS", "--max-time", "120", "http://127.0.0.1:%d%s" % (self.lp, path)],
@@ -306,6 +281,24 @@ class AdminTapTest(E2ETest):
         self.assertEqual(len(traces), 1)
         self.assertTrue(body_of(traces[0]["socket_buffered_trace"]["events"], "write").endswith(b"alpha\n"))
         self.st.wait_stat("admin.tap.clients", lambda v: v == 0)
+
+    def test_reload_ends_the_response(self):
+        """A config reload (POST /reload) ends the attached response, as it ends live viewers
+        (its queues belong to the replaced config); a new POST taps the new config."""
+        self.start()
+        c = self.attach(tap_request("lid", {"streaming_admin": {}}, True))
+        self.curl_proxy("/")
+        c.wait_traces(lambda t: any("closed" in x["socket_streamed_trace_segment"].get("event", {})
+                                    for x in t))
+        self.assertEqual(http("http://127.0.0.1:%d/reload" % self.ap, b"", "POST")[0], 200)
+        traces = c.finish()
+        self.assertEqual(c.proc.returncode, 0)  # a proper end of the chunked response
+        self.assertIn("closed", traces[-1]["socket_streamed_trace_segment"]["event"])
+        self.st.wait_stat("admin.tap.clients", lambda v: v == 0)
+        c2 = self.attach(tap_request("lid", {"streaming_admin": {}}, True))
+        self.curl_proxy("/")
+        c2.wait_traces(lambda t: any("closed" in x["socket_streamed_trace_segment"].get("event", {})
+                                     for x in t))
 
     def test_client_gone_mid_stream(self):
         """A client that disconnects while its traces stream costs nothing: the proxy goes on,
