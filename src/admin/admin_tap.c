@@ -106,7 +106,7 @@ static void tap_sync_stats(struct tap_client *c)
         if (ev && !c->lossy) {
             c->lossy = true;
             LOGW(LOG_NO_CONN,
-                 "admin: /tap client of config_id '%s' reads too slowly: events are dropped "
+                 "admin: /tap client of config_id '%s' cannot keep up: events are dropped "
                  "(counted in admin.tap.events_dropped, its buffered traces say truncated)",
                  c->config_id);
         }
