@@ -7,7 +7,9 @@
 
 #include "admin/admin_capture.h"
 #include "admin/admin_live.h"
+#include "admin/admin_reply.h"
 #include "admin/admin_stats.h"
+#include "admin/admin_tap.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,11 +31,12 @@
 /* evhttp has no header limit by default: 124 MiB of request headers grew RSS by 113 MB, never
  * returned. Envoy's admin is an HCM with max_request_headers_kb 60 (its default, in
  * api/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto);
- * we take the same. Only GET, HEAD and bodiless POSTs (the capture switch, /reload) are served,
- * so a body is never needed: 4 KiB is room for a client that sends a stray one. A request must
- * arrive within the timeout (a slow client holds one connection's buffers, not the admin). */
+ * we take the same. Only GET, HEAD, bodiless POSTs (the capture switch, /reload) and POST /tap
+ * (a TapRequest: a few hundred bytes of JSON/YAML) are served: 16 KiB is room for any tap
+ * request. A request must arrive within the timeout (a slow client holds one connection's
+ * buffers, not the admin). */
 #define ADMIN_MAX_HEADERS_BYTES (60 * 1024)
-#define ADMIN_MAX_BODY_BYTES    4096
+#define ADMIN_MAX_BODY_BYTES    (16 * 1024)
 #define ADMIN_TIMEOUT_S         30
 
 struct admin {
@@ -41,6 +44,7 @@ struct admin {
     struct evconnlistener *listener; /* evhttp's, not ours to free */
     struct event *accept_retry;
     struct admin_live *live;
+    struct admin_tap *tap;
     const struct socktap_config *cfg;
     struct admin_info info;
     struct timespec started; /* CLOCK_MONOTONIC */
@@ -76,15 +80,7 @@ static void admin_accept_error_cb(struct evconnlistener *lev, void *arg)
 
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *body)
 {
-    struct evbuffer *b = evbuffer_new();
-    if (!b) {
-        evhttp_send_error(req, 500, NULL);
-        return;
-    }
-    evbuffer_add(b, body, strlen(body));
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain");
-    evhttp_send_reply(req, code, reason, b);
-    evbuffer_free(b);
+    admin_reply_textf(req, code, reason, "%s", body);
 }
 
 static void ready_cb(struct evhttp_request *req, void *arg)
@@ -292,7 +288,9 @@ static const char help_text[] =
     "  /server_info: print server version/status information\n"
     "  /stats: print server stats; format=text|json|prometheus, filter=REGEX, type=All|Counters|"
     "Gauges, usedonly\n"
-    "  /stats/prometheus: print server stats in prometheus format; filter=REGEX, usedonly\n";
+    "  /stats/prometheus: print server stats in prometheus format; filter=REGEX, usedonly\n"
+    "  /tap: POST a TapRequest (config_id, tap_config): stream the traces of that admin_config "
+    "tap\n";
 
 static void help_cb(struct evhttp_request *req, void *arg)
 {
@@ -374,7 +372,7 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     evhttp_set_cb(a->http, "/captures", captures_cb, a);
     evhttp_set_cb(a->http, "/reload", reload_cb, a);
     evhttp_set_gencb(a->http, generic_cb, a);
-    if (admin_live_new(a->http, base, cfg, &a->live))
+    if (admin_live_new(a->http, base, cfg, &a->live) || admin_tap_new(a->http, base, cfg, &a->tap))
         goto err_free_http;
     char host[INET6_ADDRSTRLEN];
     uint16_t port = 0;
@@ -401,6 +399,7 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     return 0;
 
 err_free_http:
+    admin_tap_free(a->tap);
     admin_live_free(a->live);
     evhttp_free(a->http);
 err_free_admin:
@@ -414,6 +413,7 @@ void admin_set_config(struct admin *a, const struct socktap_config *cfg)
         return;
     a->cfg = cfg;
     admin_live_set_config(a->live, cfg);
+    admin_tap_set_config(a->tap, cfg);
 }
 
 void admin_set_draining(struct admin *a)
@@ -430,6 +430,7 @@ void admin_free(struct admin *a)
         g_admin = NULL;
     if (a->accept_retry)
         event_free(a->accept_retry);
+    admin_tap_free(a->tap);   /* ends the /tap response while its connection still exists */
     admin_live_free(a->live); /* ends the live streams while their connections still exist */
     evhttp_free(a->http);
     free(a);

@@ -1,6 +1,6 @@
 /* The admin endpoint (libevent evhttp on the main thread): GET /ready, /stats (text, json,
- * prometheus), /stats/prometheus, /server_info, /clusters, /help, POST /reload, and the live
- * captures GET /capture/live[.pcapng] (admin_live.h). */
+ * prometheus), /stats/prometheus, /server_info, /clusters, /help, POST /reload, Envoy's POST /tap
+ * (admin_tap.h), and the live captures GET /capture/live[.pcapng] (admin_live.h). */
 #ifndef SOCKTAP_ADMIN_ADMIN_H
 #define SOCKTAP_ADMIN_ADMIN_H
 
@@ -44,9 +44,9 @@ struct admin_info {
  * address is not loopback: the stats name every listener and cluster. */
 int admin_start(struct admin **out, struct event_base *base, const struct socktap_config *cfg,
                 const struct admin_info *info);
-/* A reload swapped the config: /clusters and the live captures serve CFG from now on (borrowed:
- * must outlive the admin or the next call). CFG's admin block equals the running one. ADMIN may
- * be NULL. */
+/* A reload swapped the config: /clusters, /tap and the live captures serve CFG from now on
+ * (borrowed: must outlive the admin or the next call). CFG's admin block equals the running one.
+ * ADMIN may be NULL. */
 void admin_set_config(struct admin *admin, const struct socktap_config *cfg);
 /* /ready answers 503 DRAINING from now on. ADMIN may be NULL. */
 void admin_set_draining(struct admin *admin);

@@ -15,10 +15,10 @@
  * PolarProxy serves and `tshark -i TCP@HOST:PORT` reads. Its client sends nothing; what it
  * sends is discarded, its EOF ends the viewer. */
 #include "admin/admin_live.h"
+#include "admin/admin_reply.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +67,6 @@ struct live_view {
     struct live_flow *buckets[LIVE_BUCKETS];
     size_t nflows;
     uint64_t lost_pending; /* events lost without a trace, to say on the next packet */
-    uint64_t dropped_events, dropped_bytes; /* what the stats already have of the hub's count */
 };
 
 /* One admin.socktap_pcap_over_ip port. */
@@ -182,14 +181,9 @@ static int live_event(struct live_view *v, const struct live_ev *e)
         if (pcap_flow_annotate(&f->flow, v->ifindex, note) == 0)
             v->lost_pending = 0;
     }
-    struct iovec iov = {.iov_base = (void *)e->data, .iov_len = e->len};
-    struct trace_event ev = {.sec = e->sec,
-                             .nsec = e->nsec,
-                             .dir = e->dir,
-                             .iov = e->len ? &iov : NULL,
-                             .iovcnt = e->len ? 1 : 0,
-                             .len = e->len,
-                             .end_stream = e->end_stream};
+    struct iovec iov;
+    struct trace_event ev;
+    live_ev_event(e, &iov, &ev);
     uint64_t before = pcap_writer_packets(v->w);
     int rc = pcap_flow_event(&f->flow, v->w, &ev);
     if (!rc && e->dir == TRACE_EV_CLOSED)
@@ -200,15 +194,13 @@ static int live_event(struct live_view *v, const struct live_ev *e)
     return rc;
 }
 
-/* Brings admin.live.lost_* up to the hub's count of what this viewer's queue dropped. */
+/* Adds what this viewer's queue dropped since the last look to admin.live.lost_*. */
 static void live_sync_stats(struct live_view *v)
 {
     uint64_t ev, bytes;
-    live_hub_sub_dropped(v->sub, &ev, &bytes);
-    stats_add(st_lost_events, (int64_t)(ev - v->dropped_events));
-    stats_add(st_lost_bytes, (int64_t)(bytes - v->dropped_bytes));
-    v->dropped_events = ev;
-    v->dropped_bytes = bytes;
+    live_hub_take_dropped(v->sub, &ev, &bytes);
+    stats_add(st_lost_events, (int64_t)ev);
+    stats_add(st_lost_bytes, (int64_t)bytes);
 }
 
 /* Hands what the writer produced to the viewer's connection. */
@@ -262,8 +254,8 @@ static void live_view_free(struct live_view *v, bool end_reply)
 
 static size_t live_unsent(const struct live_view *v)
 {
-    struct bufferevent *bev = v->bev ? v->bev : evhttp_connection_get_bufferevent(v->evcon);
-    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+    return v->bev ? evbuffer_get_length(bufferevent_get_output(v->bev))
+                  : admin_reply_unsent(v->evcon);
 }
 
 static void live_drain(struct live_view *v)
@@ -310,31 +302,7 @@ static void live_closed_cb(struct evhttp_connection *evcon, void *arg)
     struct evhttp_request *req = v->req;
     v->evcon = NULL; /* being freed by evhttp */
     live_view_free(v, false);
-    /* A reply still in progress when the client went away was detached from the connection
-     * (libevent 2.1 http.c, evhttp_connection_incoming_fail: "!req->userdone ... req->evcon =
-     * NULL") and is ours to end; ending a detached request frees it. One still attached is
-     * freed with the connection. */
-    if (!evhttp_request_get_connection(req))
-        evhttp_send_reply_end(req);
-}
-
-static void live_error(struct evhttp_request *req, int code, const char *reason, const char *fmt,
-                       ...) __attribute__((format(printf, 4, 5)));
-static void live_error(struct evhttp_request *req, int code, const char *reason, const char *fmt,
-                       ...)
-{
-    struct evbuffer *b = evbuffer_new();
-    if (!b) {
-        evhttp_send_error(req, 500, NULL);
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    evbuffer_add_vprintf(b, fmt, ap);
-    va_end(ap);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain");
-    evhttp_send_reply(req, code, reason, b);
-    evbuffer_free(b);
+    admin_reply_closed(req);
 }
 
 /* The transport socket config of listener LNAME or cluster CNAME (one is NULL), or NULL. */
@@ -363,23 +331,25 @@ static struct live_hub *live_find(struct admin_live *l, struct evhttp_request *r
     const char *lname = evhttp_find_header(q, "listener");
     const char *cname = evhttp_find_header(q, "cluster");
     if (!lname == !cname) {
-        live_error(req, 400, "Bad Request",
-                   "give exactly one of listener=NAME or cluster=NAME (see /capture/live)\n");
+        admin_reply_textf(
+            req, 400, "Bad Request",
+            "give exactly one of listener=NAME or cluster=NAME (see /capture/live)\n");
         return NULL;
     }
     const struct ts_config *ts = live_ts(l->cfg, lname, cname);
     const char *kind = lname ? "listener" : "cluster";
     const char *name = lname ? lname : cname;
     if (!ts) {
-        live_error(req, 404, "Not Found", "no %s named '%s' (see /capture/live)\n", kind, name);
+        admin_reply_textf(req, 404, "Not Found", "no %s named '%s' (see /capture/live)\n", kind,
+                          name);
         return NULL;
     }
     struct live_hub *hub = ts_config_live(ts, wire);
     if (!hub) {
-        live_error(req, 404, "Not Found",
-                   wire ? "%s '%s' has no TLS socket with socktap_wire_capture\n"
-                        : "%s '%s' has no capture or tap transport socket\n",
-                   kind, name);
+        admin_reply_textf(req, 404, "Not Found",
+                          wire ? "%s '%s' has no TLS socket with socktap_wire_capture\n"
+                               : "%s '%s' has no capture or tap transport socket\n",
+                          kind, name);
         return NULL;
     }
     live_ifname(ifname, n, lname, cname, wire);
@@ -470,14 +440,14 @@ static void live_stream_cb(struct evhttp_request *req, void *arg)
     TAILQ_INIT(&q);
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
     if (query && evhttp_parse_query_str(query, &q) != 0) {
-        live_error(req, 400, "Bad Request", "cannot parse the query\n");
+        admin_reply_textf(req, 400, "Bad Request", "cannot parse the query\n");
         return;
     }
     struct live_view *v = NULL;
     const char *w = evhttp_find_header(&q, "wire");
     bool wire = w && !strcmp(w, "1");
     if (w && !wire && strcmp(w, "0")) {
-        live_error(req, 400, "Bad Request", "wire must be 0 or 1\n");
+        admin_reply_textf(req, 400, "Bad Request", "wire must be 0 or 1\n");
         goto out;
     }
     size_t max_bytes = LIVE_DEFAULT_QUEUE;
@@ -487,8 +457,8 @@ static void live_stream_cb(struct evhttp_request *req, void *arg)
         errno = 0;
         unsigned long long x = strtoull(mb, &end, 10);
         if (errno || *end || !*mb || x < LIVE_MIN_QUEUE || x > LIVE_MAX_QUEUE) {
-            live_error(req, 400, "Bad Request", "max_bytes must be %u..%u\n", LIVE_MIN_QUEUE,
-                       LIVE_MAX_QUEUE);
+            admin_reply_textf(req, 400, "Bad Request", "max_bytes must be %u..%u\n", LIVE_MIN_QUEUE,
+                              LIVE_MAX_QUEUE);
             goto out;
         }
         max_bytes = (size_t)x;

@@ -16,6 +16,9 @@
  * and upstream (each connect attempt) alike. Thread-safe. */
 uint64_t conn_id_next(void);
 
+/* The id the next conn_id_next() would return, without taking it (a later connection's id is
+ * at least this). Thread-safe. */
+uint64_t conn_id_peek(void);
 /* Makes every later conn_id_next() return more than ID. Thread-safe; never lowers the counter. */
 void conn_id_reserve(uint64_t id);
 

@@ -21,6 +21,7 @@
 
 #include "admin/admin.h"
 #include "admin/admin_live.h"
+#include "admin/admin_tap.h"
 #include "config/config.h"
 #include "core/log.h"
 #include "core/stats.h"
@@ -153,6 +154,7 @@ int server_init(struct server *srv, struct socktap_config *cfg, int nworkers, un
         return rc;
     }
     admin_live_register_stats();
+    admin_tap_register_stats();
     srv->st_reloads = stats_register("server.reloads", STAT_COUNTER);
     srv->st_reload_failed = stats_register("server.reload_failed", STAT_COUNTER);
     srv->st_generation = stats_register("server.config_generation", STAT_GAUGE);

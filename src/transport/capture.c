@@ -282,6 +282,12 @@ static int capture_write_captures(FILE *out, size_t max_finished)
     return capture_store_write_json(out, max_finished);
 }
 
+static const char *capture_admin_id(const void *p)
+{
+    const struct capture_cfg *cfg = p;
+    return cfg->admin_id;
+}
+
 static const char *const capture_names[] = {"envoy.transport_sockets.capture", "capture", NULL};
 static const char *const capture_type_urls[] = {
     "type.googleapis.com/envoy.config.transport_socket.capture.v2alpha.Capture", NULL};
@@ -318,6 +324,7 @@ const struct ts_factory tap_socket_factory = {
     .start = capture_start,
     .set_capture = capture_set_enabled,
     .write_captures = capture_write_captures,
+    .admin_id = capture_admin_id,
 };
 
 void capture_register_factories(void)

@@ -92,7 +92,26 @@ struct capture_cfg {
     struct capture_runtime *rt;  /* owned */
     struct capture_store *store; /* the prefix's account (capture_store_attach), a reference */
     struct tap_feat feat;        /* tap only: socket_tap_config, tap_enabled, match, UDP sink */
+    /* owned or NULL: `common_config.admin_config.config_id`. Such a tap has no file sink: it
+     * records nothing while no admin client is attached (POST /tap, admin_tap.h), and
+     * otherwise only publishes to LIVE, from which the admin client builds its traces. */
+    char *admin_id;
 };
+
+/* What a POST /tap request's `tap_config` asks for (envoy.config.tap.v3.TapConfig with one
+ * streaming_admin or buffered_admin sink). */
+struct tap_admin_request {
+    struct trace_enc_cfg enc; /* v3 tap; format, streaming, max_buffered_rx/tx */
+    bool buffered;            /* buffered_admin: max_traces then end; else streaming_admin */
+    uint64_t max_traces;      /* buffered_admin: > 0 */
+    uint64_t timeout_ms;      /* buffered_admin: 0 = none */
+};
+
+/* Parses TAP_CONFIG (a POST /tap body's `tap_config`, at PATH) into *OUT. Errors name the key,
+ * as the config's do. Returns 0 or -EINVAL (CTX->err filled). */
+int tap_admin_request_parse(struct ts_parse_ctx *ctx, const struct cfg_node *tap_config,
+                            const struct cfg_path *path, struct tap_admin_request *out)
+    __attribute__((warn_unused_result, nonnull));
 
 /* Turns capture on or off for the new connections of the capture/tap config CFG (admin, main
  * thread): the workers read the flag at each connection's start; the `enabled` gauge follows. */

@@ -43,6 +43,7 @@ void capture_cfg_free(void *p)
     free(cfg->create_failing);
     free(cfg->rt);
     free(cfg->owner);
+    free(cfg->admin_id);
     live_hub_free(cfg->live);
     tap_feat_free(&cfg->feat);
     free(cfg);
@@ -382,6 +383,10 @@ static int capture_cfg_done(struct capture_cfg *cfg, const char *owner)
         !(cfg->rt = calloc(1, sizeof(*cfg->rt))))
         return -ENOMEM;
     cfg->rt->enabled = true;
+    if (cfg->admin_id) {
+        stats_add(cfg->stats.enabled, 1); /* an admin tap writes no files: no prefix account */
+        return 0;
+    }
     return cfg->path_prefix ? capture_store_attach(cfg) : 0; /* a UDP sink has no files */
 }
 
@@ -397,6 +402,15 @@ void capture_cfg_set_enabled(struct capture_cfg *cfg, bool enabled)
 static int parse_common(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                         const struct cfg_path *path, struct capture_cfg *cfg)
 {
+    static const char *const file_keys[] = {"socktap_max_backlog_bytes", "socktap_compression",
+                                            "socktap_limits", NULL};
+    for (const char *const *k = file_keys; cfg->admin_id && *k; k++) {
+        const struct cfg_node *n = cfg_map_get(config, *k);
+        struct cfg_path p = CFG_PATH_KEY(path, *k);
+        if (n) /* refused rather than ignored: it would bound nothing */
+            return cfg_error(ctx->err, ctx->doc, n, &p,
+                             "applies to trace files; an admin_config tap writes none");
+    }
     int rc = parse_backlog(ctx, config, path, cfg);
     if (rc || (rc = parse_compression(ctx, config, path, cfg)) ||
         (rc = parse_limits(ctx, config, path, cfg)))
@@ -579,8 +593,76 @@ static int parse_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sink,
     return parse_path_prefix(ctx, cfg_map_get(fpt, "path_prefix"), &prefix_path, cfg);
 }
 
+/* An admin sink of a POST /tap tap_config: `streaming_admin: {}` or `buffered_admin:
+ * {max_traces, timeout}` (envoy/config/tap/v3/common.proto), with the formats Envoy's admin
+ * stream writes (source/extensions/common/tap/admin.cc, AttachedRequest::streamMsg: JSON, or
+ * PROTO_BINARY_LENGTH_DELIMITED; PROTO_BINARY and PROTO_TEXT are "not implemented" there). */
+static int parse_admin_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sink,
+                            const struct cfg_path *path, struct tap_admin_request *req)
+{
+    static const char *const keys[] = {"format",
+                                       "file_per_tap",
+                                       "streaming_admin",
+                                       "streaming_grpc",
+                                       "buffered_admin",
+                                       "custom_sink",
+                                       NULL};
+    static const char *const buffered_keys[] = {"max_traces", "timeout", NULL};
+    int rc;
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, sink, path, keys)))
+        return rc;
+    req->enc.format = TRACE_FMT_JSON_BODY_AS_BYTES;
+    if ((rc = opt_format(ctx, sink, path, v3_format_names, v3_formats, &req->enc.format)))
+        return rc;
+    if (req->enc.format == TRACE_FMT_PROTO_BINARY || req->enc.format == TRACE_FMT_PROTO_TEXT) {
+        struct cfg_path p = CFG_PATH_KEY(path, "format");
+        return cfg_error(ctx->err, ctx->doc, cfg_map_get(sink, "format"), &p,
+                         "not supported by the admin sink (as Envoy's): use JSON_BODY_AS_BYTES, "
+                         "JSON_BODY_AS_STRING or PROTO_BINARY_LENGTH_DELIMITED");
+    }
+    const char *kind = NULL;
+    for (size_t i = 0; i < sink->n; i++) {
+        const struct cfg_node *k = sink->entries[i].key;
+        if (!strcmp(k->str, "format"))
+            continue;
+        struct cfg_path p = CFG_PATH_KEY(path, k->str);
+        if (strcmp(k->str, "streaming_admin") && strcmp(k->str, "buffered_admin"))
+            return cfg_error(ctx->err, ctx->doc, k, &p,
+                             "not supported through /tap: use streaming_admin or buffered_admin");
+        if (kind)
+            return cfg_error(ctx->err, ctx->doc, k, &p,
+                             "only one sink type may be given (it is a oneof), got %s too", kind);
+        kind = k->str;
+    }
+    if (!kind)
+        return cfg_error(ctx->err, ctx->doc, sink, path,
+                         "a sink type is required: streaming_admin or buffered_admin");
+    struct cfg_path kp = CFG_PATH_KEY(path, kind);
+    const struct cfg_node *v = cfg_map_get(sink, kind);
+    if (!strcmp(kind, "streaming_admin"))
+        return cfg_node_is_null(v) ? 0 : cfg_check_keys(ctx->err, ctx->doc, v, &kp, NULL);
+    req->buffered = true;
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, v, &kp, buffered_keys)))
+        return rc;
+    struct cfg_path mp = CFG_PATH_KEY(&kp, "max_traces");
+    const struct cfg_node *n = cfg_map_get(v, "max_traces");
+    if (!n) /* validate.rules uint64 gt: 0 */
+        return cfg_error(ctx->err, ctx->doc, v, &mp, "max_traces is required (> 0)");
+    if ((rc = cfg_get_u64(ctx->err, ctx->doc, n, &mp, 1, UINT64_MAX, &req->max_traces)))
+        return rc;
+    if ((n = cfg_map_get(v, "timeout"))) {
+        struct cfg_path tp = CFG_PATH_KEY(&kp, "timeout");
+        if ((rc = cfg_get_duration_ms(ctx->err, ctx->doc, n, &tp, &req->timeout_ms)))
+            return rc;
+    }
+    return 0;
+}
+
+/* output_config: the file sink into CFG (static_config), or an admin sink into ADMIN (a POST
+ * /tap tap_config); the encoder's settings into ENC either way. */
 static int parse_output(struct ts_parse_ctx *ctx, const struct cfg_node *out_node,
-                        const struct cfg_path *path, struct capture_cfg *cfg)
+                        const struct cfg_path *path, struct capture_cfg *cfg,
+                        struct tap_admin_request *admin, struct trace_enc_cfg *enc)
 {
     static const char *const keys[] = {"sinks",
                                        "streaming",
@@ -600,31 +682,33 @@ static int parse_output(struct ts_parse_ctx *ctx, const struct cfg_node *out_nod
         return cfg_error(ctx->err, ctx->doc, sinks, &sinks_path,
                          "expected exactly one sink (as Envoy), got %zu", sinks->n);
     struct cfg_path sink_path = CFG_PATH_INDEX(&sinks_path, 0);
-    if ((rc = parse_sink(ctx, sinks->items[0], &sink_path, cfg)))
+    rc = admin ? parse_admin_sink(ctx, sinks->items[0], &sink_path, admin)
+               : parse_sink(ctx, sinks->items[0], &sink_path, cfg);
+    if (rc)
         return rc;
     const struct cfg_node *n = cfg_map_get(out_node, "streaming");
     if (n) {
         struct cfg_path p = CFG_PATH_KEY(path, "streaming");
-        if ((rc = cfg_get_bool(ctx->err, ctx->doc, n, &p, &cfg->enc.streaming)))
+        if ((rc = cfg_get_bool(ctx->err, ctx->doc, n, &p, &enc->streaming)))
             return rc;
     }
     /* streamed events are cut at max_buffered_rx/tx_bytes too, as Envoy's, and numbered
      * (seq_num, envoy#42641) */
-    cfg->enc.cap_streamed = true;
-    cfg->enc.seq_num = cfg->enc.streaming;
+    enc->cap_streamed = true;
+    enc->seq_num = enc->streaming;
     if ((n = cfg_map_get(out_node, "min_streamed_sent_bytes"))) {
         struct cfg_path p = CFG_PATH_KEY(path, "min_streamed_sent_bytes");
-        if ((rc = parse_u32_wrapper(ctx, n, &p, &cfg->enc.min_streamed_sent)))
+        if ((rc = parse_u32_wrapper(ctx, n, &p, &enc->min_streamed_sent)))
             return rc;
     }
     if ((n = cfg_map_get(out_node, "max_buffered_rx_bytes"))) {
         struct cfg_path p = CFG_PATH_KEY(path, "max_buffered_rx_bytes");
-        if ((rc = parse_u32_wrapper(ctx, n, &p, &cfg->enc.max_buffered_rx)))
+        if ((rc = parse_u32_wrapper(ctx, n, &p, &enc->max_buffered_rx)))
             return rc;
     }
     if ((n = cfg_map_get(out_node, "max_buffered_tx_bytes"))) {
         struct cfg_path p = CFG_PATH_KEY(path, "max_buffered_tx_bytes");
-        if ((rc = parse_u32_wrapper(ctx, n, &p, &cfg->enc.max_buffered_tx)))
+        if ((rc = parse_u32_wrapper(ctx, n, &p, &enc->max_buffered_tx)))
             return rc;
     }
     return 0;
@@ -658,6 +742,65 @@ static int parse_tap_extras(struct ts_parse_ctx *ctx, const struct cfg_node *con
     return 0;
 }
 
+/* `match` (or the deprecated `match_config`) of a static_config or a /tap tap_config, which
+ * Envoy requires (tap_config_impl.cc: "match or match_config must be set"). */
+static int parse_tap_match(struct ts_parse_ctx *ctx, const struct cfg_node *parent,
+                           const struct cfg_path *parent_path, struct tap_feat *feat)
+{
+    const char *match_key = cfg_map_get(parent, "match") ? "match" : "match_config";
+    struct cfg_path match_path = CFG_PATH_KEY(parent_path, match_key);
+    const struct cfg_node *match = cfg_map_get(parent, match_key);
+    if (!match)
+        return cfg_error(ctx->err, ctx->doc, parent, &match_path,
+                         "match is required (e.g. `match: {any_match: true}`)");
+    return tap_feat_parse_match(ctx, match, &match_path, feat);
+}
+
+int tap_admin_request_parse(struct ts_parse_ctx *ctx, const struct cfg_node *tap_config,
+                            const struct cfg_path *path, struct tap_admin_request *out)
+{
+    static const char *const keys[] = {"match", "match_config", "output_config", NULL};
+    *out = (struct tap_admin_request){
+        .enc = {.schema = TRACE_SCHEMA_V3_TAP, .max_buffered_rx = 1024, .max_buffered_tx = 1024}};
+    struct cfg_path out_path;
+    const struct cfg_node *out_node;
+    int rc;
+    struct tap_feat feat = {0}; /* the request's match tree, checked (an admin tap has no feat) */
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, tap_config, path, keys)) ||
+        (rc = parse_tap_match(ctx, tap_config, path, &feat)) ||
+        (rc = req_child(ctx, tap_config, path, "output_config", NULL, &out_node, &out_path))) {
+        tap_feat_free(&feat);
+        return rc;
+    }
+    tap_feat_free(&feat);
+    return parse_output(ctx, out_node, &out_path, NULL, out, &out->enc);
+}
+
+/* `admin_config: {config_id}` (envoy/extensions/common/tap/v3/common.proto AdminConfig,
+ * config_id min_len 1): the tap waits for POST /tap. */
+static int parse_admin_config(struct ts_parse_ctx *ctx, const struct cfg_node *node,
+                              const struct cfg_path *path, struct capture_cfg *cfg)
+{
+    static const char *const keys[] = {"config_id", NULL};
+    int rc;
+    if ((rc = cfg_check_keys(ctx->err, ctx->doc, node, path, keys)))
+        return rc;
+    struct cfg_path p = CFG_PATH_KEY(path, "config_id");
+    const struct cfg_node *n = cfg_map_get(node, "config_id");
+    const char *id;
+    if (!n)
+        return cfg_error(ctx->err, ctx->doc, node, &p, "config_id is required");
+    if ((rc = cfg_get_string(ctx->err, ctx->doc, n, &p, &id)))
+        return rc;
+    if (!*id)
+        return cfg_error(ctx->err, ctx->doc, n, &p, "must not be empty");
+    if (!(cfg->admin_id = strdup(id)))
+        return -ENOMEM;
+    /* JSON until a client says otherwise: only the file extension of the unused sink */
+    cfg->enc.format = TRACE_FMT_JSON_BODY_AS_BYTES;
+    return 0;
+}
+
 int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
                   const struct cfg_path *path, void **out)
 {
@@ -687,29 +830,25 @@ int tap_cfg_parse(struct ts_parse_ctx *ctx, const struct cfg_node *config,
     const struct cfg_node *common, *st, *out_node;
     if ((rc = req_child(ctx, config, path, "common_config", common_keys, &common, &common_path)))
         goto err_free_cfg;
-    if (cfg_map_get(common, "admin_config")) {
+    const struct cfg_node *admin = cfg_map_get(common, "admin_config");
+    if (admin) {
         struct cfg_path p = CFG_PATH_KEY(&common_path, "admin_config");
-        rc = cfg_error(ctx->err, ctx->doc, cfg_map_get(common, "admin_config"), &p,
-                       "not supported: socktap's tap takes a static_config only");
-        goto err_free_cfg;
+        if (cfg_map_get(common, "static_config")) { /* a oneof in Envoy's proto */
+            rc = cfg_error(ctx->err, ctx->doc, admin, &p,
+                           "give admin_config or static_config, not both");
+            goto err_free_cfg;
+        }
+        if ((rc = parse_admin_config(ctx, admin, &p, cfg)))
+            goto err_free_cfg;
+    } else {
+        if ((rc = req_child(ctx, common, &common_path, "static_config", static_keys, &st,
+                            &static_path)) ||
+            (rc = parse_tap_match(ctx, st, &static_path, &cfg->feat)) ||
+            (rc = req_child(ctx, st, &static_path, "output_config", NULL, &out_node, &out_path)) ||
+            (rc = parse_output(ctx, out_node, &out_path, cfg, NULL, &cfg->enc)) ||
+            (rc = parse_tap_extras(ctx, config, path, st, &static_path, cfg)))
+            goto err_free_cfg;
     }
-    if ((rc =
-             req_child(ctx, common, &common_path, "static_config", static_keys, &st, &static_path)))
-        goto err_free_cfg;
-    const char *match_key = cfg_map_get(st, "match") ? "match" : "match_config";
-    struct cfg_path match_path = CFG_PATH_KEY(&static_path, match_key);
-    const struct cfg_node *match = cfg_map_get(st, match_key);
-    if (!match) {
-        rc = cfg_error(ctx->err, ctx->doc, st, &match_path,
-                       "match is required (e.g. `match: {any_match: true}`)");
-        goto err_free_cfg;
-    }
-    if ((rc = tap_feat_parse_match(ctx, match, &match_path, &cfg->feat)))
-        goto err_free_cfg;
-    if ((rc = req_child(ctx, st, &static_path, "output_config", NULL, &out_node, &out_path)) ||
-        (rc = parse_output(ctx, out_node, &out_path, cfg)) ||
-        (rc = parse_tap_extras(ctx, config, path, st, &static_path, cfg)))
-        goto err_free_cfg;
     if ((rc = parse_common(ctx, config, path, cfg)))
         goto err_free_cfg;
     *out = cfg;

@@ -92,6 +92,7 @@ struct capture_rec {
     bool await_create;    /* on_capture_failure reject: hold the traffic until the file exists */
     bool reject;          /* on_capture_failure reject and the trace could not be started */
     bool udp;             /* the tap's UDP sink: each encoded message is sent, no file */
+    bool admin;           /* an admin_config tap: events go to the live hub only, no file */
 };
 
 /* Envoy's per-socket counters (tap_config_impl.cc pegReadWriteSubmitCounter and
@@ -461,7 +462,7 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
     if (r->chain && r->file && r->piece_events && r->cfg->limits.rotate_ms &&
         capture_now_ms() - r->piece_start_ms >= r->cfg->limits.rotate_ms)
         capture_piece_end(r);
-    if (r->capturing && !r->file && capture_piece_start(r) != 0) {
+    if (r->capturing && !r->file && !r->admin && capture_piece_start(r) != 0) {
         stats_inc(st->events_dropped);
         capture_rec_stop(r, "out of memory");
         return;
@@ -476,6 +477,10 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
     stamp_event(&ev);
     if (live_hub_wanted(r->cfg->live))
         live_hub_publish(r->cfg->live, &r->conn, &ev);
+    if (r->admin) {
+        stats_inc(st->events);
+        return;
+    }
     size_t before;
     if (capture_reserve(r, len + 64) != 0)
         goto err_drop;
@@ -508,8 +513,8 @@ err_drop:
 
 size_t capture_rec_room(const struct capture_rec *r)
 {
-    if (!r->capturing)
-        return SIZE_MAX;
+    if (!r->capturing || r->admin)
+        return SIZE_MAX; /* an admin client never holds the traffic back (its queue drops) */
     if (r->await_create && r->file && !*capture_wfile_path(r->file) &&
         !capture_wfile_failed(r->file))
         return 0; /* on_capture_failure reject: nothing moves before the trace exists */
@@ -704,6 +709,11 @@ void capture_rec_open(struct capture_rec *r)
     r->opened = true;
     if (!capture_rec_admitted(r))
         return;
+    /* An admin tap records only while a client is attached, as Envoy's: a socket is tapped
+     * when a tap config is attached at its creation (source/extensions/transport_sockets/tap/
+     * tap.cc, TapSocket's constructor asks for a per-socket tapper then). */
+    if (cfg->admin_id && !(r->admin = live_hub_wanted(cfg->live)))
+        return;
     if (!r->conn.local.present && r->fd >= 0) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
@@ -712,6 +722,10 @@ void capture_rec_open(struct capture_rec *r)
     }
     if (cfg->feat.udp) {
         udp_open_trace(r);
+        return;
+    }
+    if (r->admin) { /* no file: the events go to the hub only (capture_rec_event) */
+        r->capturing = true;
         return;
     }
     struct capture_wstats ws;
@@ -796,7 +810,7 @@ struct capture_wfile *capture_rec_handover(struct capture_rec *r)
      * the buffer, and a live follower (capture2pcap --follow) must meet the key first, or
      * Wireshark cannot decrypt them (measured: TLS 1.2 live decryption failed under load when
      * the buffer went first). */
-    if (r->udp)
+    if (r->udp || r->admin)
         return NULL; /* no file for keys to go beside */
     if (r->capturing && !r->file && capture_piece_start(r) != 0)
         capture_rec_stop(r, "out of memory"); /* between two pieces: the keys go beside the next */

@@ -22,7 +22,7 @@ struct live_sub {
     size_t bytes, max_bytes;
     size_t gaps;
     uint64_t lost;
-    uint64_t dropped_events, dropped_bytes; /* cumulative: gap records and lost events */
+    uint64_t dropped_events, dropped_bytes; /* since the last take: gap records, lost events */
     int efd;
 };
 
@@ -180,12 +180,26 @@ struct live_ev *live_hub_take(struct live_sub *s, uint64_t *lost)
     return list;
 }
 
-void live_hub_sub_dropped(struct live_sub *s, uint64_t *events, uint64_t *bytes)
+void live_hub_take_dropped(struct live_sub *s, uint64_t *events, uint64_t *bytes)
 {
     pthread_mutex_lock(&s->hub->lock);
     *events = s->dropped_events;
     *bytes = s->dropped_bytes;
+    s->dropped_events = s->dropped_bytes = 0;
     pthread_mutex_unlock(&s->hub->lock);
+}
+
+void live_ev_event(const struct live_ev *e, struct iovec *iov, struct trace_event *out)
+{
+    bool body = e->len && !e->gap;
+    *iov = (struct iovec){.iov_base = (void *)e->data, .iov_len = body ? e->len : 0};
+    *out = (struct trace_event){.sec = e->sec,
+                                .nsec = e->nsec,
+                                .dir = e->dir,
+                                .iov = body ? iov : NULL,
+                                .iovcnt = body ? 1 : 0,
+                                .len = e->len,
+                                .end_stream = e->end_stream};
 }
 
 void live_hub_unsubscribe(struct live_sub *s)

@@ -66,9 +66,14 @@ int live_sub_fd(const struct live_sub *s) __attribute__((nonnull));
  * *LOST gets the events dropped without even a gap record since the last take. Clears the
  * wake-up fd. */
 struct live_ev *live_hub_take(struct live_sub *s, uint64_t *lost) __attribute__((nonnull));
-/* Events (and their payload bytes) the viewer's queue could not keep, since it subscribed:
- * counted when they happen, whether or not the viewer has taken anything since. */
-void live_hub_sub_dropped(struct live_sub *s, uint64_t *events, uint64_t *bytes)
+/* Events (and their payload bytes) the viewer's queue could not keep since the last call (since
+ * it subscribed, the first time): counted when they happen, whether or not the viewer has taken
+ * anything since, so a viewer's stats can follow its loss while it is not draining. */
+void live_hub_take_dropped(struct live_sub *s, uint64_t *events, uint64_t *bytes)
+    __attribute__((nonnull));
+/* E as the trace_event it was published as (IOV: E's one body piece, the caller's storage;
+ * both borrow E's data). A gap record's body is absent: len says how much was lost. */
+void live_ev_event(const struct live_ev *e, struct iovec *iov, struct trace_event *out)
     __attribute__((nonnull));
 /* Leaves the hub and frees S with what it still queued. S may be NULL. */
 void live_hub_unsubscribe(struct live_sub *s);

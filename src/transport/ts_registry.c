@@ -221,3 +221,8 @@ struct live_hub *ts_config_live(const struct ts_config *ts, bool wire)
 {
     return ts->factory && ts->factory->live ? ts->factory->live(ts->cfg, wire) : NULL;
 }
+
+const char *ts_config_admin_id(const struct ts_config *ts)
+{
+    return ts->factory && ts->factory->admin_id ? ts->factory->admin_id(ts->cfg) : NULL;
+}

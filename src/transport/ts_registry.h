@@ -57,6 +57,9 @@ struct ts_factory {
     /* Optional, process-wide: writes the JSON of GET /captures (at most MAX_FINISHED finished
      * traces per prefix). 0 or -errno. Kinds sharing one hook are asked once. */
     int (*write_captures)(FILE *out, size_t max_finished);
+    /* Optional: the `admin_config.config_id` of CFG (a tap that waits for the admin's POST
+     * /tap), or NULL. Borrowed from CFG. */
+    const char *(*admin_id)(const void *cfg);
 };
 
 #define TS_REGISTRY_MAX 16
@@ -104,6 +107,10 @@ int ts_config_parse(struct ts_parse_ctx *ctx, const struct cfg_node *node,
 /* The live-viewer hub of TS's capture (see ts_factory.live), or NULL when TS captures nothing
  * (or, with WIRE, has no TLS wire capture). Borrowed: lives as long as TS. */
 struct live_hub *ts_config_live(const struct ts_config *ts, bool wire);
+
+/* The admin_config config_id of TS's tap (see ts_factory.admin_id), or NULL. Borrowed: lives as
+ * long as TS. */
+const char *ts_config_admin_id(const struct ts_config *ts);
 
 /* Fills OUT with raw_buffer (the default when no transport_socket is configured). */
 void ts_config_default(struct ts_config *out);

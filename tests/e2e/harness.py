@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -62,6 +63,16 @@ def wait_port(port, host="127.0.0.1", timeout=10.0, proc=None):
             except OSError:
                 time.sleep(0.05)
     raise RuntimeError("nothing listening on %s:%d after %.1fs" % (host, port, timeout))
+
+
+def http(url, data=None, method=None, timeout=10):
+    """(status, body text) of one request; an HTTP error status is a result, not an exception."""
+    req = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def varint(n):

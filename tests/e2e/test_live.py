@@ -51,10 +51,11 @@ def epb_payloads(blocks):
 
 
 class Viewer:
-    """`curl -sN URL`: the stream read by a thread as it arrives."""
+    """`curl -sN [ARGS] URL`: the stream read by a thread as it arrives (test_admin_tap.py's
+    POST /tap clients too)."""
 
-    def __init__(self, procs, url):
-        self.proc = procs.start(["curl", "-sSN", url], stdout=subprocess.PIPE)
+    def __init__(self, procs, url, args=()):
+        self.proc = procs.start(["curl", "-sSN", *args, url], stdout=subprocess.PIPE)
         self.data = bytearray()
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -64,6 +65,7 @@ class Viewer:
         while True:
             b = os.read(self.proc.stdout.fileno(), 65536)
             if not b:
+                self.proc.stdout.close()
                 return
             with self.lock:
                 self.data += b
