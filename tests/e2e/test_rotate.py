@@ -156,7 +156,9 @@ class RotateTest(CaptureBase):
 
         files = pieces(prefix + "_*.pb")
         self.assertGreaterEqual(len(files), 3, files)
-        self.assertEqual(len(files), rotated + 1, files)
+        # a piece ended by rotation is followed by one only if another event came (the next
+        # piece starts with it): the last rotation may have ended the trace's last piece
+        self.assertIn(len(files), (rotated, rotated + 1), files)
         self.assertEqual([piece_no(f) for f in files], list(range(len(files))))
         reads, writes, conns = b"", b"", []
         for f in files:
@@ -401,14 +403,18 @@ class RotateTest(CaptureBase):
                 prefix = os.path.join(self.tmp, mode)
                 up = Upstream(b"ok", conns=2)
                 ts = capture_ts(prefix, extra=limits(on_finished='["%s"]' % hook))
-                st = self.start(up.port, listener_ts=ts,
-                                env={"HOOK_LOG": log, "HOOK_MODE": mode,
-                                     "SOCKTAP_HOOK_TIMEOUT_MS": "300"})
+                # the hanging hook must have started (python, via pyenv's shim: up to seconds
+                # on a loaded machine) and logged before it is killed; a failing one is given
+                # the default 60 s (with 300 ms, both were killed before they ran, under load)
+                env = {"HOOK_LOG": log, "HOOK_MODE": mode}
+                if mode == "hang":
+                    env["SOCKTAP_HOOK_TIMEOUT_MS"] = "5000"
+                st = self.start(up.port, listener_ts=ts, env=env)
                 Chatty(self.port, b"one")
                 Chatty(self.port, b"two")
                 up.join()
                 counter = "capture.hook_failed" if mode == "fail" else "capture.hook_timeout"
-                wait_until(lambda: self.stat(st, counter) == 2, timeout=30)
+                wait_until(lambda: self.stat(st, counter) == 2, timeout=90)
                 self.assertEqual(self.stat(st, "capture.hook_ok"), 0)
                 logtext = st.logtext()
                 self.assertEqual(logtext.count("on_finished"), 1, logtext)  # once per state
