@@ -159,11 +159,15 @@ def main():
         ap.error("--rotate-mb must exceed a hashed connection's trace (2 x --bulk-mb): the "
                  "verifier compares whole traces; only the long stream is rotated")
     build = os.path.abspath(a.build)
-    harness.BUILD = build
-    harness.SOCKTAP = os.path.join(build, "socktap")
-    st_trace = os.path.join(build, "socktap-trace")
     budget = a.budget_mb << 20
     work = tempfile.mkdtemp(prefix="socktap-retention-", dir=a.dir)
+    # private copies: a rebuild of BUILD during the run must not pull the binaries away (it
+    # did: one hook found socktap-trace being relinked)
+    for name in ("socktap", "socktap-trace"):
+        shutil.copy2(os.path.join(build, name), os.path.join(work, name))
+    harness.BUILD = work
+    harness.SOCKTAP = os.path.join(work, "socktap")
+    st_trace = os.path.join(work, "socktap-trace")
     cap, check = os.path.join(work, "cap"), os.path.join(work, "check")
     os.mkdir(cap, 0o700)
     os.mkdir(check, 0o700)
