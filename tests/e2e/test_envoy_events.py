@@ -17,11 +17,10 @@ Envoy's own tap integration test (test/extensions/transport_sockets/tap/tap_inte
 cuts at a few bytes the same way: its traces hold "GET " and "HTTP/"."""
 import glob
 import os
-import socket
 
 import harness
 from harness import E2ETest, free_port, proxy_config
-from test_capture import Upstream
+from test_capture import Upstream, exchange
 from test_compression import json_objects as objects
 
 REQUEST = b"GET /envoy HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -56,16 +55,7 @@ class EnvoyEventsTest(E2ETest):
         cfg = proxy_config(port, up.port, admin, listener_ts=tap(prefix, 6, rx, tx),
                            cluster_ts=tap(prefix, 4, rx, tx))
         st = self.socktap(cfg, admin_port=admin)
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
-            client = c.getsockname()
-            c.sendall(REQUEST)
-            c.shutdown(socket.SHUT_WR)
-            got = b""
-            while True:
-                b = c.recv(65536)
-                if not b:
-                    break
-                got += b
+        client, got = exchange(port, REQUEST)
         up.join()
         self.assertEqual(got, RESPONSE)
         self.assertEqual(bytes(up.data), REQUEST)
