@@ -49,9 +49,9 @@ struct capture_runtime {
 };
 struct capture_store;
 
-/* socktap extension `socktap_limits` (docs/capture.md "Budgets, rotation and finished files"):
- * what bounds a capture config's disk use and what happens to finished files. Every number 0
- * means "no limit"; a config without the block behaves as Envoy's (no limits). */
+/* socktap extension `socktap_limits` (docs/capture.md "Budgets and retention", "Rotation and
+ * finished files"): what bounds a capture config's disk use and what happens to finished files.
+ * Every number 0 means "no limit"; a config without the block behaves as Envoy's (no limits). */
 enum capture_policy { CAPTURE_POLICY_STOP_NEW, CAPTURE_POLICY_DELETE_OLDEST };
 enum capture_on_failure { CAPTURE_ON_FAILURE_PROXY, CAPTURE_ON_FAILURE_REJECT };
 struct capture_limits {
