@@ -89,7 +89,8 @@ const struct cfg_node *cfg_map_get(const struct cfg_node *node, const char *key)
 /* Fails (with the unknown key's own position and path) if NODE has a key not in ALLOWED
  * (NULL-terminated). Also fails if NODE is not a map. */
 int cfg_check_keys(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *node,
-                   const struct cfg_path *path, const char *const *allowed);
+                   const struct cfg_path *path, const char *const *allowed)
+    __attribute__((nonnull(5)));
 
 /* Typed getters. Each takes the node itself (not the parent) and its path, checks the type and
  * range, and returns 0 or -EINVAL with ERR filled. Strings point into the document (valid while

@@ -608,6 +608,7 @@ static int parse_admin_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sin
                                        "custom_sink",
                                        NULL};
     static const char *const buffered_keys[] = {"max_traces", "timeout", NULL};
+    static const char *const no_keys[] = {NULL}; /* StreamingAdminSink has no fields */
     int rc;
     if ((rc = cfg_check_keys(ctx->err, ctx->doc, sink, path, keys)))
         return rc;
@@ -640,7 +641,7 @@ static int parse_admin_sink(struct ts_parse_ctx *ctx, const struct cfg_node *sin
     struct cfg_path kp = CFG_PATH_KEY(path, kind);
     const struct cfg_node *v = cfg_map_get(sink, kind);
     if (!strcmp(kind, "streaming_admin"))
-        return cfg_node_is_null(v) ? 0 : cfg_check_keys(ctx->err, ctx->doc, v, &kp, NULL);
+        return cfg_node_is_null(v) ? 0 : cfg_check_keys(ctx->err, ctx->doc, v, &kp, no_keys);
     req->buffered = true;
     if ((rc = cfg_check_keys(ctx->err, ctx->doc, v, &kp, buffered_keys)))
         return rc;
