@@ -355,8 +355,8 @@ static int resolve_cluster(struct cfg_state *st, const struct cfg_node *node,
 static int parse_tcp_proxy(struct cfg_state *st, const struct cfg_node *config,
                            const struct cfg_path *path, struct cfg_tcp_proxy *out)
 {
-    static const char *const keys[] = {"stat_prefix", "cluster", "idle_timeout",
-                                       "max_connect_attempts", NULL};
+    static const char *const keys[] = {"stat_prefix",          "cluster",    "idle_timeout",
+                                       "max_connect_attempts", "access_log", NULL};
     struct cfg_path cp = CFG_PATH_KEY(path, "cluster");
     const struct cfg_node *cluster;
     const char *prefix, *name;
@@ -372,6 +372,11 @@ static int parse_tcp_proxy(struct cfg_state *st, const struct cfg_node *config,
     out->max_connect_attempts = 1;
     if ((rc = resolve_cluster(st, cluster, &cp, out)) ||
         (rc = opt_u32(st, config, path, "max_connect_attempts", 1, &out->max_connect_attempts)))
+        return rc;
+    const struct cfg_node *al = cfg_map_get(config, "access_log");
+    struct cfg_path ap = CFG_PATH_KEY(path, "access_log");
+    if (al && (rc = cfg_parse_access_logs(st->err, st->doc, al, &ap, &out->access_logs,
+                                          &out->naccess_logs)))
         return rc;
     return opt_duration(st, config, path, "idle_timeout", &out->idle_timeout_ms);
 }
@@ -968,19 +973,41 @@ static int parse_pcap_over_ip(struct cfg_state *st, size_t i, const struct cfg_n
 static int parse_admin(struct cfg_state *st, const struct cfg_node *admin,
                        const struct cfg_path *path)
 {
-    static const char *const keys[] = {"address", "access_log_path", "profile_path",
-                                       "socktap_pcap_over_ip", NULL};
+    static const char *const keys[] = {"address",    "access_log_path",      "profile_path",
+                                       "access_log", "socktap_pcap_over_ip", NULL};
     const struct cfg_node *n;
     struct cfg_path kp;
-    const char *s;
+    const char *s = NULL;
     int rc = cfg_check_keys(st->err, st->doc, admin, path, keys);
     if (rc)
         return rc;
-    /* Paths are validated as strings and otherwise ignored: socktap's admin has no access
-     * log or profiler, but Envoy files carry them. */
-    for (const char *const *k = keys + 1; k < keys + 3; k++)
-        if ((rc = opt_string(st, admin, path, *k, &s)))
-            return rc;
+    /* profile_path is validated as a string and otherwise ignored: socktap has no profiler,
+     * but Envoy files carry it. */
+    if ((rc = opt_string(st, admin, path, "profile_path", &s)))
+        return rc;
+    s = NULL;
+    if ((rc = opt_string(st, admin, path, "access_log_path", &s)))
+        return rc;
+    n = cfg_map_get(admin, "access_log");
+    kp = CFG_PATH_KEY(path, "access_log");
+    if (n && s)
+        return cfg_error(st->err, st->doc, n, &kp,
+                         "give either access_log or the v2 access_log_path, not both");
+    if (n && (rc = cfg_parse_access_logs(st->err, st->doc, n, &kp, &st->cfg->admin.access_logs,
+                                         &st->cfg->admin.naccess_logs)))
+        return rc;
+    /* "/dev/null", Envoy's usual value, means no log: nothing to hand the writer */
+    if (s && *s && strcmp(s, "/dev/null")) {
+        struct cfg_access_log *l = calloc(1, sizeof(*l));
+        if (l) {
+            st->cfg->admin.access_logs = l;
+            st->cfg->admin.naccess_logs = 1;
+        }
+        if (!l || !(l->fmt = al_format_new()) ||
+            al_format_add(l->fmt, al_default_format, AL_TEXT, (char[64]){0}, 64))
+            return cfg_error(st->err, st->doc, admin, path, "out of memory"), -ENOMEM;
+        l->path = s;
+    }
     rc = require(st, admin, path, "address", &n);
     if (rc)
         return rc;
@@ -1235,6 +1262,8 @@ void config_free(struct socktap_config *cfg)
         return;
     for (i = 0; i < cfg->nlisteners; i++) {
         ts_config_free(&cfg->listeners[i].ts);
+        cfg_access_logs_free(cfg->listeners[i].tcp_proxy.access_logs,
+                             cfg->listeners[i].tcp_proxy.naccess_logs);
         free(cfg->listeners[i].owner_name);
     }
     free(cfg->listeners);
@@ -1245,6 +1274,7 @@ void config_free(struct socktap_config *cfg)
     }
     free(cfg->clusters);
     free(cfg->admin.pcap_over_ip);
+    cfg_access_logs_free(cfg->admin.access_logs, cfg->admin.naccess_logs);
     free(cfg->log_format);
     cfg_doc_free(cfg->doc);
     free(cfg);

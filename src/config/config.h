@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "cfgtree/cfg_node.h"
+#include "config/access_log_config.h"
 #include "transport/ts_registry.h"
 
 #define CFG_DEFAULT_BUFFER_LIMIT (1024u * 1024u)
@@ -43,6 +44,8 @@ struct cfg_tcp_proxy {
     struct cfg_cluster *cluster;   /* resolved; points into socktap_config.clusters */
     uint64_t idle_timeout_ms;      /* default 1 hour as Envoy; 0 disables */
     uint32_t max_connect_attempts; /* hosts tried per downstream connection; default 1 (Envoy) */
+    struct cfg_access_log *access_logs; /* access_log: one line per connection (owned) */
+    size_t naccess_logs;
 };
 
 struct cfg_listener {
@@ -74,6 +77,9 @@ struct cfg_admin {
     struct cfg_address addr;
     struct cfg_pcap_over_ip *pcap_over_ip; /* owned (config_free) */
     size_t npcap_over_ip;
+    /* v3 access_log (or v2 access_log_path, Envoy's default format): a line per request */
+    struct cfg_access_log *access_logs; /* owned (config_free) */
+    size_t naccess_logs;
 };
 
 struct socktap_config {

@@ -49,11 +49,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "core/access_format.h"
+#include "core/access_log.h"
 #include "core/conn_id.h"
 #include "core/log.h"
 #include "core/sockaddr_text.h"
@@ -120,7 +123,20 @@ struct session {
     uint32_t attempts;     /* upstream connect attempts made */
     uint32_t max_attempts; /* max_connect_attempts; lowered once the client ended its side */
     enum ts_close_type close_how[2];
+    /* access_log (only when the tcp_proxy has one: struct session_log is allocated then) */
+    struct session_log *log;
     struct session *prev, *next;
+};
+
+/* What an access log line shows that the relay does not keep anyway (access_format.h). */
+struct session_log {
+    struct timeval start_wall;
+    struct timespec start_mono;
+    uint64_t bytes_rx, bytes_tx; /* downstream */
+    struct sockaddr_storage peer, local, up_local;
+    socklen_t peer_len, local_len, up_local_len;
+    unsigned flags;
+    char up_failure[64];
 };
 
 static const char *const side_name[2] = {"downstream", "upstream"};
@@ -242,6 +258,8 @@ static void account(struct conn *c, size_t bytes, bool rx)
         return;
     if (c->side == DOWN) {
         stats_add(rx ? lstats(s)->tcp_rx_bytes : lstats(s)->tcp_tx_bytes, (int64_t)bytes);
+        if (s->log)
+            *(rx ? &s->log->bytes_rx : &s->log->bytes_tx) += bytes;
     } else {
         stats_add(rx ? cstats(s)->cx_rx_bytes : cstats(s)->cx_tx_bytes, (int64_t)bytes);
     }
@@ -355,9 +373,65 @@ static void conn_release(struct conn *c, enum ts_close_type how)
     c->read_blocked = c->write_blocked = false;
 }
 
+/* Envoy's %UPSTREAM_TRANSPORT_FAILURE_REASON% has no spaces (its formatter turns them into
+ * '_', source/common/formatter/stream_info_formatter.cc): the same for socktap's reasons. */
+static void session_log_failure(struct session *s, const char *why)
+{
+    if (!s->log)
+        return;
+    snprintf(s->log->up_failure, sizeof(s->log->up_failure), "%s", why);
+    for (char *p = s->log->up_failure; *p; p++)
+        if (*p == ' ')
+            *p = '_';
+}
+
+/* One line per access_log of the session's tcp_proxy, handed to the access log writer (its
+ * write(2) never runs here). */
+static void session_access_log(struct session *s)
+{
+    const struct cfg_tcp_proxy *tp = &listener_config(s->g, s->li)->tcp_proxy;
+    struct session_log *sl = s->log;
+    struct al_info info = {0};
+    struct timespec now;
+    char line[AL_LINE_MAX];
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    info.start = sl->start_wall;
+    info.duration_ms = (uint64_t)(now.tv_sec - sl->start_mono.tv_sec) * 1000 +
+                       (uint64_t)((now.tv_nsec - sl->start_mono.tv_nsec) / 1000000);
+    info.bytes_received = sl->bytes_rx;
+    info.bytes_sent = sl->bytes_tx;
+    info.conn_id = s->id;
+    info.down_remote = sl->peer;
+    info.down_remote_len = sl->peer_len;
+    info.down_local = sl->local;
+    info.down_local_len = sl->local_len;
+    info.up_local = sl->up_local;
+    info.up_local_len = sl->up_local_len;
+    if (s->cluster_admitted) {
+        const struct cfg_address *h = cluster_host_addr(s->g, s->ci, s->host);
+        memcpy(&info.up_host, &h->ss, h->len);
+        info.up_host_len = h->len;
+    }
+    info.cluster = cluster_config(s->g, s->ci)->name;
+    info.up_failure = sl->up_failure[0] ? sl->up_failure : NULL;
+    info.flags = sl->flags;
+    if (!s->up_ever_connected && s->ended_first == ENDED_DOWNSTREAM &&
+        !(sl->flags & (AL_FLAG_UF | AL_FLAG_UO)))
+        info.flags |= AL_FLAG_DC; /* the client left before any upstream answered */
+    for (size_t i = 0; i < tp->naccess_logs; i++) {
+        size_t len = al_format_render(tp->access_logs[i].fmt, &info, line, sizeof(line));
+        access_log_write(tp->access_logs[i].path, line, len);
+    }
+}
+
 static void session_free(struct session *s)
 {
     struct worker *w = s->w;
+    if (s->log) {
+        session_access_log(s);
+        free(s->log);
+        s->log = NULL;
+    }
     for (int i = 0; i < 2; i++) {
         struct conn *c = &s->c[i];
         conn_release(c, s->close_how[i]);
@@ -464,6 +538,10 @@ static void upstream_log_failure(struct session *s, const char *why)
 static void upstream_give_up(struct session *s)
 {
     stats_inc(cstats(s)->cx_connect_attempts_exceeded);
+    /* Envoy's tcp_proxy: UF for the failed connect, URX once max_connect_attempts are spent
+     * (source/common/tcp_proxy/tcp_proxy.cc), so a dead upstream logs "UF,URX" */
+    if (s->log)
+        s->log->flags |= AL_FLAG_UF | AL_FLAG_URX;
     LOGD(s->id, "no upstream connection after %u attempt(s)", s->attempts);
     conn_release(&s->c[UP], TS_CLOSE_NORMAL);
     s->c[UP].dead = true;
@@ -525,11 +603,18 @@ static void upstream_connected(struct session *s)
     if (soerr) {
         stats_inc(cstats(s)->cx_connect_fail);
         upstream_log_failure(s, strerror(soerr));
+        session_log_failure(s, strerror(soerr));
         upstream_attempt_failed(s, -soerr);
         return;
     }
     u->connected = true;
     s->up_ever_connected = true;
+    if (s->log) {
+        s->log->up_failure[0] = '\0'; /* an earlier attempt's reason is not this one's */
+        s->log->up_local_len = sizeof(s->log->up_local);
+        if (getsockname(u->fd, (struct sockaddr *)&s->log->up_local, &s->log->up_local_len) < 0)
+            s->log->up_local_len = 0;
+    }
     touch(s);
     session_arm_idle(s);
     int rc = ts_on_connected(u->ts);
@@ -599,6 +684,7 @@ static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
     if (s->connecting) {
         stats_inc(cstats(s)->cx_connect_timeout);
         upstream_log_failure(s, "connect timeout");
+        session_log_failure(s, "connect timeout");
         upstream_attempt_failed(s, -ETIMEDOUT);
         session_settle(s);
         return;
@@ -609,6 +695,8 @@ static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
     uint64_t idle_ms = (uint64_t)idle.tv_sec * 1000 + (uint64_t)idle.tv_usec / 1000;
     if (idle_ms + 1 >= s->idle_ms) {
         stats_inc(lstats(s)->tcp_idle_timeout);
+        if (s->log)
+            s->log->flags |= AL_FLAG_SI;
         LOGD(s->id, "idle timeout");
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         session_settle(s);
@@ -706,6 +794,7 @@ static void session_connect(struct session *s)
         return;
     stats_inc(cstats(s)->cx_connect_fail);
     upstream_log_failure(s, strerror(-rc));
+    session_log_failure(s, strerror(-rc));
     upstream_attempt_failed(s, rc);
 }
 
@@ -716,6 +805,8 @@ static void session_begin_upstream(struct session *s)
     s->handshaking = false;
     event_del(s->timer);
     if (cluster_admit(s->g, s->ci, s->id) < 0) {
+        if (s->log)
+            s->log->flags |= AL_FLAG_UO;
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         return;
     }
@@ -735,6 +826,15 @@ static struct session *session_new(struct worker *w, size_t li, int fd)
     struct session *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    if (l->tcp_proxy.naccess_logs) {
+        s->log = calloc(1, sizeof(*s->log));
+        if (!s->log) {
+            free(s);
+            return NULL;
+        }
+        gettimeofday(&s->log->start_wall, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &s->log->start_mono);
+    }
     s->w = w;
     s->g = g;
     gen_ref(g);
@@ -780,6 +880,15 @@ static int downstream_start(struct session *s, const struct sockaddr *peer, int 
     if (peer_len > 0 && (size_t)peer_len <= sizeof(info.remote)) {
         memcpy(&info.remote, peer, (size_t)peer_len);
         info.remote_len = (socklen_t)peer_len;
+        if (s->log) {
+            memcpy(&s->log->peer, peer, (size_t)peer_len);
+            s->log->peer_len = (socklen_t)peer_len;
+        }
+    }
+    if (s->log) {
+        s->log->local_len = sizeof(s->log->local);
+        if (getsockname(fd, (struct sockaddr *)&s->log->local, &s->log->local_len) < 0)
+            s->log->local_len = 0;
     }
     rc = ts_config_create(&l->ts, &info, &s->c[DOWN].ts);
     if (rc < 0) {

@@ -22,6 +22,7 @@
 #include "admin/admin.h"
 #include "admin/admin_live.h"
 #include "config/config.h"
+#include "core/access_log.h"
 #include "core/log.h"
 #include "core/stats.h"
 #include "net/cluster.h"
@@ -231,6 +232,7 @@ static void signal_other_cb(evutil_socket_t sig, short what, void *arg)
         LOGI(LOG_NO_CONN, "caught SIGUSR1: ignored (no meaning yet)");
         return;
     }
+    access_log_reopen(); /* its files too, by path, before their next line */
     int rc = log_reopen();
     if (rc < 0)
         LOGE(LOG_NO_CONN, "caught SIGHUP: cannot re-open the log file: %s", strerror(-rc));
@@ -316,6 +318,12 @@ int server_run(struct server *srv)
     event_add(srv->sighup_ev, NULL);
     event_add(srv->sigusr1_ev, NULL);
     ts_registry_start(srv->main_base); /* the capture budget's timer */
+    /* always: a reload may add access logs; an idle writer is a thread asleep on a condvar */
+    rc = access_log_start();
+    if (rc < 0)
+        LOGE(LOG_NO_CONN, "access log writer failed to start: %s (access log lines are dropped)",
+             strerror(-rc));
+    rc = 0;
     const struct socktap_config *cfg = srv->gen->cfg;
     if (cfg->admin.enabled) {
         struct admin_info info = {.concurrency = srv->nworkers,
@@ -372,6 +380,9 @@ void server_free(struct server *srv)
         if (pending)
             worker_refuse_sockets(w, pending);
     }
+    /* after the last session (each writes its access log line as it is freed) and before the
+     * stats it counts into are freed */
+    access_log_stop();
     admin_free(srv->admin);
     if (srv->main_ctl_ev)
         event_free(srv->main_ctl_ev);
