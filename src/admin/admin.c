@@ -234,8 +234,8 @@ static int64_t stat_value(const char *fmt, const char *name)
 }
 
 /* Envoy's /clusters text form (source/server/admin/clusters_handler.cc): NAME::key::value for the
- * cluster, NAME::HOST::key::value per host. socktap has no health checking yet: every host is
- * healthy; its counters are the cluster's (per-host counts are not kept). */
+ * cluster, NAME::HOST::key::value per host; health_flags from the health checker (healthy, or
+ * /failed_active_hc); its counters are the cluster's (per-host counts are not kept). */
 static int write_clusters(FILE *f, void *arg)
 {
     const struct admin *a = arg;
@@ -251,7 +251,9 @@ static int write_clusters(FILE *f, void *arg)
                 (long long)stat_value("cluster.%s.upstream_cx_total", c->name));
         for (size_t h = 0; h < c->nhosts; h++) {
             const char *host = c->hosts[h].text;
-            fprintf(f, "%s::%s::health_flags::healthy\n", c->name, host);
+            fprintf(f, "%s::%s::health_flags::%s\n", c->name, host,
+                    a->info.host_health ? a->info.host_health(a->info.host_health_arg, i, h)
+                                        : "healthy");
             fprintf(f, "%s::%s::weight::1\n", c->name, host);
             fprintf(f, "%s::%s::priority::0\n", c->name, host);
         }

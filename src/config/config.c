@@ -776,6 +776,7 @@ static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node
                                        "tls_context",
                                        "circuit_breakers",
                                        "dns_lookup_family",
+                                       "health_checks",
                                        NULL};
     /* proto numbers from envoy.config.cluster.v3.Cluster's DiscoveryType, LbPolicy and
      * DnsLookupFamily (api/envoy/config/cluster/v3/cluster.proto) */
@@ -824,6 +825,10 @@ static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node
             return cfg_error(st->err, st->doc, n, &kp, "expected a duration greater than 0, got %s",
                              cfg_node_describe(n, got, sizeof(got)));
     }
+    n = cfg_map_get(node, "health_checks");
+    kp = CFG_PATH_KEY(path, "health_checks");
+    if (n && (rc = cfg_parse_health_checks(st->err, st->doc, n, &kp, &c->health_check)))
+        return rc;
     c->buffer_limit = CFG_DEFAULT_BUFFER_LIMIT;
     if ((rc = opt_enum(st, node, path, "type", types, NULL, &type)) ||
         (rc = opt_enum(st, node, path, "lb_policy", policies, policy_numbers, &policy)) ||
@@ -1271,6 +1276,7 @@ void config_free(struct socktap_config *cfg)
         ts_config_free(&cfg->clusters[i].ts);
         free(cfg->clusters[i].owner_name);
         free(cfg->clusters[i].hosts);
+        cfg_health_check_free(&cfg->clusters[i].health_check);
     }
     free(cfg->clusters);
     free(cfg->admin.pcap_over_ip);

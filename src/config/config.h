@@ -11,6 +11,7 @@
 
 #include "cfgtree/cfg_node.h"
 #include "config/access_log_config.h"
+#include "config/health_check_config.h"
 #include "transport/ts_registry.h"
 
 #define CFG_DEFAULT_BUFFER_LIMIT (1024u * 1024u)
@@ -36,6 +37,7 @@ struct cfg_cluster {
     uint32_t max_connections; /* circuit_breakers.thresholds[0].max_connections; 0 = none */
     struct ts_config ts;      /* transport_socket (or v2 tls_context); default raw_buffer */
     char *owner_name;         /* "cluster.<name>": the stats prefix (owned, freed by config_free) */
+    struct cfg_health_check health_check; /* health_checks[0]; enabled false: none */
 };
 
 struct cfg_tcp_proxy {

@@ -13,7 +13,8 @@
 
 struct cluster_stats {
     stat_id cx_total, cx_active, cx_connect_fail, cx_connect_timeout, cx_tx_bytes, cx_rx_bytes,
-        cx_overflow, cx_destroy, cx_destroy_remote, cx_destroy_local, cx_connect_attempts_exceeded;
+        cx_overflow, cx_destroy, cx_destroy_remote, cx_destroy_local, cx_connect_attempts_exceeded,
+        lb_healthy_panic;
 };
 
 /* Per-worker, per-cluster load-balancer state of one generation (no locks: one worker's). */

@@ -33,6 +33,7 @@
 #include <event2/event.h>
 
 #include "admin/admin.h"
+#include "net/health_check.h"
 #include "config/config.h"
 #include "core/log.h"
 #include "core/stats.h"
@@ -177,6 +178,11 @@ static void reload_swap(struct server *srv, struct gen *g)
 {
     struct gen *old = srv->gen;
     srv->gen = g;
+    /* the old generation's checks stop, the new one's start afresh: its verdicts are its own */
+    health_check_stop(old);
+    if (health_check_start(g, srv->main_base) < 0)
+        LOGE(LOG_NO_CONN, "health checks of config generation %llu failed to start: out of memory",
+             (unsigned long long)g->number);
     admin_set_config(srv->admin, g->cfg);
     g->handed = true; /* from here the workers close or keep every socket of it */
     __atomic_store_n(&srv->reload_acks, 0, __ATOMIC_RELAXED);

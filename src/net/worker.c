@@ -23,6 +23,7 @@
 #include "admin/admin_live.h"
 #include "config/config.h"
 #include "core/access_log.h"
+#include "net/health_check.h"
 #include "core/log.h"
 #include "core/stats.h"
 #include "net/cluster.h"
@@ -294,6 +295,13 @@ static void main_ctl_cb(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(srv->main_base, NULL);
 }
 
+/* The admin's /clusters health_flags: the running generation's, whose config the admin serves. */
+static const char *server_host_health(void *arg, size_t ci, size_t h)
+{
+    const struct server *srv = arg;
+    return health_check_flags(srv->gen, ci, h);
+}
+
 int server_run(struct server *srv)
 {
     int rc = 0;
@@ -318,6 +326,9 @@ int server_run(struct server *srv)
     event_add(srv->sighup_ev, NULL);
     event_add(srv->sigusr1_ev, NULL);
     ts_registry_start(srv->main_base); /* the capture budget's timer */
+    rc = health_check_start(srv->gen, srv->main_base);
+    if (rc < 0)
+        return rc;
     /* always: a reload may add access logs; an idle writer is a thread asleep on a condvar */
     rc = access_log_start();
     if (rc < 0)
@@ -331,7 +342,9 @@ int server_run(struct server *srv)
                                   .log_path = log_file_path(),
                                   .reload = server_reload_admin,
                                   .reload_arg = srv,
-                                  .reload_status = &srv->reload_status};
+                                  .reload_status = &srv->reload_status,
+                                  .host_health = server_host_health,
+                                  .host_health_arg = srv};
         rc = admin_start(&srv->admin, srv->main_base, cfg, &info);
         if (rc < 0)
             return rc;
@@ -402,6 +415,8 @@ void server_free(struct server *srv)
         close(srv->main_efd);
         srv->main_efd = -1;
     }
+    if (srv->gen)
+        health_check_stop(srv->gen); /* its events live on main_base */
     if (srv->main_base)
         event_base_free(srv->main_base);
     free(srv->workers);
