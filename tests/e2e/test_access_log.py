@@ -72,7 +72,7 @@ class AccessLogTest(E2ETest):
         want = (r'^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "- - -" 0 - 4 4 \d+ - "-" "-" "-" "-" '
                 r'"127\.0\.0\.1:%d"$' % self.up_port)
         self.assertRegex(line, want)
-        st.stop()
+        self.assertEqual(st.stop(), 0)
 
     def test_operators_text_and_json(self):
         text = ("%CONNECTION_ID% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS% "
@@ -108,7 +108,7 @@ class AccessLogTest(E2ETest):
         self.assertEqual(j["flags"], "-")
         self.assertEqual(j["mixed"], 'c=backend "q"')
         self.assertIsInstance(j["nested"]["d"], int)
-        st.stop()
+        self.assertEqual(st.stop(), 0)
 
     def test_dead_upstream_flags(self):
         dead = free_port()  # nothing listens: the connect is refused
@@ -121,7 +121,7 @@ class AccessLogTest(E2ETest):
         line = wait_lines(self.log_path, 1)[0]
         # Envoy's tcp_proxy: UF for the failed connect, URX once max_connect_attempts (1) are spent
         self.assertEqual(line, "UF,URX 127.0.0.1:%d Connection_refused 0" % dead)
-        st.stop()
+        self.assertEqual(st.stop(), 0)
 
     def test_reopen_on_sighup(self):
         st = self.start(file_log(self.log_path, fmt="%BYTES_RECEIVED%\n"))
@@ -135,7 +135,7 @@ class AccessLogTest(E2ETest):
         self.assertEqual(wait_lines(self.log_path, 1), ["6"])
         with open(moved) as f:
             self.assertEqual(f.read(), "3\n")
-        st.stop()
+        self.assertEqual(st.stop(), 0)
 
     def test_admin_access_log(self):
         apath = os.path.join(self.tmp, "admin.log")
@@ -151,7 +151,7 @@ class AccessLogTest(E2ETest):
             urllib.request.urlopen("http://127.0.0.1:%d/nosuch" % self.admin)
         lines = wait_lines(apath, 2)
         self.assertEqual(lines[-2:], ["GET /ready 200 127.0.0.1", "GET /nosuch 404 127.0.0.1"])
-        st.stop()
+        self.assertEqual(st.stop(), 0)
 
     def test_unknown_operator_is_a_config_error(self):
         cfg = proxy_config(self.port, self.up_port,

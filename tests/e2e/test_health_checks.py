@@ -113,7 +113,7 @@ class HealthCheckTest(E2ETest):
         self.assertGreaterEqual(s["cluster.backend.health_check.success"], 1)
         self.assertGreater(s["cluster.backend.health_check.attempt"],
                            s["cluster.backend.health_check.success"])
-        st.stop()
+        self.assertEqual(st.stop(), 0)
 
     def test_host_goes_down_and_comes_back(self):
         a = answer_server(b"PONGA")
@@ -140,7 +140,7 @@ class HealthCheckTest(E2ETest):
         # the verdict changed once each way: one log line each, not one per failed check
         self.assertEqual(st.logtext().count("host 127.0.0.1:%d is unhealthy" % pb), 1)
         self.assertGreaterEqual(st.stats()["cluster.backend.health_check.failure"], 2)
-        st.stop()
+        self.assertEqual(st.stop(), 0)
 
     def test_send_and_receive_payloads(self):
         good = answer_server(b"PONG")
@@ -158,7 +158,7 @@ class HealthCheckTest(E2ETest):
         self.assertGreaterEqual(s["cluster.backend.health_check.failure"], 1)
         for _ in range(4):
             self.assertEqual(roundtrip(self.port, b"ABCD"), b"PONG")
-        st.stop()
+        self.assertEqual(st.stop(), 0)
 
     def test_all_unhealthy_is_panic(self):
         up = echo_server()
@@ -171,7 +171,7 @@ class HealthCheckTest(E2ETest):
         st.wait_stat("cluster.backend.health_check.failure", lambda v: v >= 1)
         self.assertEqual(roundtrip(self.port, b"p"), b"p")
         self.assertGreaterEqual(st.stats()["cluster.backend.lb_healthy_panic"], 1)
-        st.stop()
+        self.assertEqual(st.stop(), 0)
 
 
 if __name__ == "__main__":
