@@ -352,26 +352,98 @@ static int resolve_cluster(struct cfg_state *st, const struct cfg_node *node,
                      out->cluster_name, cfg->nclusters ? list : "none");
 }
 
+/* weighted_clusters: {clusters: [{name, weight}]} (tcp_proxy.proto's WeightedCluster: at least
+ * one cluster, weights >= 1). metadata_match needs subsets socktap has not: refused. */
+static int parse_weighted(struct cfg_state *st, const struct cfg_node *wc,
+                          const struct cfg_path *tp, struct cfg_tcp_proxy *out)
+{
+    static const char *const keys[] = {"clusters", NULL};
+    static const char *const ckeys[] = {"name", "weight", "metadata_match", NULL};
+    struct cfg_path path = CFG_PATH_KEY(tp, "weighted_clusters");
+    struct cfg_path lp = CFG_PATH_KEY(&path, "clusters");
+    const struct cfg_node *list;
+    int rc;
+    if ((rc = cfg_check_keys(st->err, st->doc, wc, &path, keys)) ||
+        (rc = require(st, wc, &path, "clusters", &list)) ||
+        (rc = cfg_expect_seq(st->err, st->doc, list, &lp)))
+        return rc;
+    if (!list->n)
+        return cfg_error(st->err, st->doc, list, &lp, "expected at least one cluster");
+    out->weighted = calloc(list->n, sizeof(*out->weighted));
+    if (!out->weighted)
+        return cfg_error(st->err, st->doc, list, &lp, "out of memory"), -ENOMEM;
+    for (size_t i = 0; i < list->n; i++) {
+        const struct cfg_node *c = list->items[i], *name_node, *n;
+        struct cfg_path ip = CFG_PATH_INDEX(&lp, i), np = CFG_PATH_KEY(&ip, "name");
+        const char *name;
+        if ((rc = cfg_expect_map(st->err, st->doc, c, &ip)) ||
+            (rc = cfg_check_keys(st->err, st->doc, c, &ip, ckeys)))
+            return rc;
+        if ((n = cfg_map_get(c, "metadata_match")))
+            return cfg_error(st->err, st->doc, n, &CFG_PATH_KEY(&ip, "metadata_match"),
+                             "metadata_match is not supported (no subset load balancing)");
+        if ((rc = req_string(st, c, &ip, "name", &name, &name_node)))
+            return rc;
+        out->cluster_name = (char *)name;
+        if ((rc = resolve_cluster(st, name_node, &np, out)))
+            return rc;
+        out->weighted[i].cluster = out->cluster;
+        if ((rc = require(st, c, &ip, "weight", &n)) ||
+            (rc = get_u32(st, n, &CFG_PATH_KEY(&ip, "weight"), 1, &out->weighted[i].weight)))
+            return rc;
+        out->total_weight += out->weighted[i].weight;
+        out->nweighted = i + 1;
+    }
+    out->cluster = out->weighted[0].cluster;
+    out->cluster_name = out->cluster->name;
+    return 0;
+}
+
 static int parse_tcp_proxy(struct cfg_state *st, const struct cfg_node *config,
                            const struct cfg_path *path, struct cfg_tcp_proxy *out)
 {
-    static const char *const keys[] = {"stat_prefix",          "cluster",    "idle_timeout",
-                                       "max_connect_attempts", "access_log", NULL};
+    static const char *const keys[] = {"stat_prefix",
+                                       "cluster",
+                                       "weighted_clusters",
+                                       "idle_timeout",
+                                       "max_connect_attempts",
+                                       "access_log",
+                                       "max_downstream_connection_duration",
+                                       NULL};
     struct cfg_path cp = CFG_PATH_KEY(path, "cluster");
     const struct cfg_node *cluster;
     const char *prefix, *name;
     int rc;
 
+    const struct cfg_node *wc = cfg_map_get(config, "weighted_clusters");
     if ((rc = cfg_check_keys(st->err, st->doc, config, path, keys)) ||
-        (rc = req_string(st, config, path, "stat_prefix", &prefix, NULL)) ||
-        (rc = req_string(st, config, path, "cluster", &name, &cluster)))
+        (rc = req_string(st, config, path, "stat_prefix", &prefix, NULL)))
         return rc;
+    if (wc && cfg_map_get(config, "cluster"))
+        return cfg_error(st->err, st->doc, wc, &CFG_PATH_KEY(path, "weighted_clusters"),
+                         "give either cluster or weighted_clusters, not both");
+    if (wc) {
+        if ((rc = parse_weighted(st, wc, path, out)))
+            return rc;
+    } else {
+        if ((rc = req_string(st, config, path, "cluster", &name, &cluster)))
+            return rc;
+        out->cluster_name = (char *)name;
+        if ((rc = resolve_cluster(st, cluster, &cp, out)))
+            return rc;
+    }
     out->stat_prefix = (char *)prefix;
-    out->cluster_name = (char *)name;
     out->idle_timeout_ms = CFG_DEFAULT_IDLE_TIMEOUT_MS;
     out->max_connect_attempts = 1;
-    if ((rc = resolve_cluster(st, cluster, &cp, out)) ||
-        (rc = opt_u32(st, config, path, "max_connect_attempts", 1, &out->max_connect_attempts)))
+    const struct cfg_node *md = cfg_map_get(config, "max_downstream_connection_duration");
+    if (md) {
+        struct cfg_path mp = CFG_PATH_KEY(path, "max_downstream_connection_duration");
+        if ((rc = cfg_get_duration_ms(st->err, st->doc, md, &mp, &out->max_duration_ms)))
+            return rc;
+        if (!out->max_duration_ms) /* Envoy: gte 1ms (tcp_proxy.proto) */
+            return cfg_error(st->err, st->doc, md, &mp, "expected a duration of at least 1ms");
+    }
+    if ((rc = opt_u32(st, config, path, "max_connect_attempts", 1, &out->max_connect_attempts)))
         return rc;
     const struct cfg_node *al = cfg_map_get(config, "access_log");
     struct cfg_path ap = CFG_PATH_KEY(path, "access_log");
@@ -1269,6 +1341,7 @@ void config_free(struct socktap_config *cfg)
         ts_config_free(&cfg->listeners[i].ts);
         cfg_access_logs_free(cfg->listeners[i].tcp_proxy.access_logs,
                              cfg->listeners[i].tcp_proxy.naccess_logs);
+        free(cfg->listeners[i].tcp_proxy.weighted);
         free(cfg->listeners[i].owner_name);
     }
     free(cfg->listeners);

@@ -40,11 +40,23 @@ struct cfg_cluster {
     struct cfg_health_check health_check; /* health_checks[0]; enabled false: none */
 };
 
+/* tcp_proxy weighted_clusters.clusters[i] */
+struct cfg_weighted_cluster {
+    struct cfg_cluster *cluster; /* resolved; points into socktap_config.clusters */
+    uint32_t weight;             /* >= 1 */
+};
+
 struct cfg_tcp_proxy {
     char *stat_prefix;
     char *cluster_name;
-    struct cfg_cluster *cluster;   /* resolved; points into socktap_config.clusters */
-    uint64_t idle_timeout_ms;      /* default 1 hour as Envoy; 0 disables */
+    /* resolved; points into socktap_config.clusters. With weighted_clusters: the first of them
+     * (stats, reload summaries); a connection's own is drawn by weight (cluster_route) */
+    struct cfg_cluster *cluster;
+    struct cfg_weighted_cluster *weighted; /* weighted_clusters (owned), or NULL */
+    size_t nweighted;
+    uint64_t total_weight;
+    uint64_t max_duration_ms; /* max_downstream_connection_duration; 0 = none (Envoy's default) */
+    uint64_t idle_timeout_ms; /* default 1 hour as Envoy; 0 disables */
     uint32_t max_connect_attempts; /* hosts tried per downstream connection; default 1 (Envoy) */
     struct cfg_access_log *access_logs; /* access_log: one line per connection (owned) */
     size_t naccess_logs;

@@ -153,6 +153,24 @@ static size_t lb_choose(struct worker *w, struct gen *g, size_t ci)
     }
 }
 
+size_t cluster_route(struct worker *w, const struct gen *g, size_t li)
+{
+    const struct cfg_tcp_proxy *tp = &g->cfg->listeners[li].tcp_proxy;
+    const struct cfg_cluster *pick = tp->cluster;
+    if (tp->nweighted > 1) {
+        /* Envoy's WeightedClusterUtil: a random point in the total weight, walked in order */
+        uint64_t r = lb_rand(w) % tp->total_weight;
+        for (size_t i = 0; i < tp->nweighted; i++) {
+            if (r < tp->weighted[i].weight) {
+                pick = tp->weighted[i].cluster;
+                break;
+            }
+            r -= tp->weighted[i].weight;
+        }
+    }
+    return (size_t)(pick - g->cfg->clusters);
+}
+
 size_t cluster_pick_host(struct worker *w, struct gen *g, size_t ci)
 {
     size_t host = lb_choose(w, g, ci);

@@ -109,6 +109,7 @@ struct session {
     struct conn c[2];
     struct event *timer; /* connect timeout, then idle timeout */
     struct event *retry; /* retries directions a transport layer blocked; made on first use */
+    struct event *max_duration; /* max_downstream_connection_duration, or NULL */
     uint64_t idle_ms;
     struct timeval last_activity;
     bool handshaking; /* downstream transport not ready yet: no upstream, timer = its timeout */
@@ -449,6 +450,8 @@ static void session_free(struct session *s)
         event_free(s->timer);
     if (s->retry)
         event_free(s->retry);
+    if (s->max_duration)
+        event_free(s->max_duration);
     listener_conn_closed(s->g, s->li);
     if (s->cluster_admitted) {
         cluster_release(s->g, s->ci);
@@ -664,6 +667,20 @@ static void session_retry_cb(evutil_socket_t fd, short what, void *arg)
     session_settle(s);
 }
 
+/* max_downstream_connection_duration: the connection ends whatever it is doing (Envoy's
+ * tcp_proxy onMaxDownstreamConnectionDuration: DT flag, tcp.X.max_downstream_connection_duration).
+ */
+static void session_max_duration_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    stats_inc(lstats(s)->tcp_max_duration);
+    if (s->log)
+        s->log->flags |= AL_FLAG_DT;
+    LOGD(s->id, "max_downstream_connection_duration reached");
+    session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+    session_settle(s);
+}
+
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
@@ -821,7 +838,7 @@ static struct session *session_new(struct worker *w, size_t li, int fd)
 {
     struct gen *g = w->gen;
     const struct cfg_listener *l = listener_config(g, li);
-    size_t ci = listener_cluster(g, li);
+    size_t ci = cluster_route(w, g, li);
     const struct cfg_cluster *cl = cluster_config(g, ci);
     struct session *s = calloc(1, sizeof(*s));
     if (!s)
@@ -933,6 +950,15 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     s->listener_admitted = true;
     if (downstream_start(s, peer, peer_len) < 0)
         goto err_finish;
+    uint64_t max_ms = listener_config(s->g, li)->tcp_proxy.max_duration_ms;
+    if (max_ms) {
+        struct timeval tv = {.tv_sec = (time_t)(max_ms / 1000),
+                             .tv_usec = (suseconds_t)(max_ms % 1000) * 1000};
+        s->max_duration = evtimer_new(w->base, session_max_duration_cb, s);
+        if (!s->max_duration)
+            goto err_finish;
+        evtimer_add(s->max_duration, &tv);
+    }
     if (ts_is_ready(s->c[DOWN].ts))
         session_begin_upstream(s); /* cluster admit, then connect */
     else
