@@ -173,6 +173,30 @@ class HealthCheckTest(E2ETest):
         self.assertGreaterEqual(st.stats()["cluster.backend.lb_healthy_panic"], 1)
         self.assertEqual(st.stop(), 0)
 
+    def test_reload_restarts_checks(self):
+        """A reload stops the old generation's checks and starts the new one's: the gauge counts
+        the new hosts only, /clusters shows them, and socktap exits cleanly (no event of a
+        retired generation left on the main loop)."""
+        a = echo_server(tag=b"A")
+        b = echo_server(tag=b"B")
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        pa, pb = a.getsockname()[1], b.getsockname()[1]
+        st = self.socktap(config(self.port, self.admin, [pa], hc_yaml()), admin_port=self.admin)
+        st.wait_stat("cluster.backend.health_check.healthy", lambda v: v == 1)
+        with open(st.config_path, "w") as f:
+            f.write(config(self.port, self.admin, [pb, free_port()], hc_yaml()))
+        req = urllib.request.Request("http://127.0.0.1:%d/reload" % self.admin, data=b"", method="POST")
+        self.assertEqual(urllib.request.urlopen(req, timeout=30).status, 200)
+        body = self.wait_clusters(st, "backend::127.0.0.1:%d::health_flags::healthy" % pb)
+        self.assertNotIn("127.0.0.1:%d" % pa, body)
+        self.wait_clusters(st, "::health_flags::/failed_active_hc")
+        # one healthy host of the new generation; the old generation's count was taken back
+        st.wait_stat("cluster.backend.health_check.healthy", lambda v: v == 1)
+        for _ in range(3):
+            self.assertEqual(roundtrip(self.port, b"r"), b"Br")
+        self.assertEqual(st.stop(), 0)
+
 
 if __name__ == "__main__":
     harness.main()
