@@ -561,8 +561,9 @@ static int parse_filter_chain(struct cfg_state *st, const struct cfg_node *chain
 static int parse_listener(struct cfg_state *st, size_t idx, const struct cfg_node *node,
                           const struct cfg_path *path)
 {
-    static const char *const keys[] = {"name", "address", "per_connection_buffer_limit_bytes",
-                                       "filter_chains", NULL};
+    static const char *const keys[] = {
+        "name",          "address",          "per_connection_buffer_limit_bytes",
+        "filter_chains", "use_original_dst", NULL};
     struct cfg_listener *l = &st->cfg->listeners[idx];
     const struct cfg_node *n, *chains;
     struct cfg_path kp;
@@ -610,6 +611,11 @@ static int parse_listener(struct cfg_state *st, size_t idx, const struct cfg_nod
     rc = opt_u32(st, node, path, "per_connection_buffer_limit_bytes", 1, &l->buffer_limit);
     if (rc)
         return rc;
+    if ((n = cfg_map_get(node, "use_original_dst"))) {
+        kp = CFG_PATH_KEY(path, "use_original_dst");
+        if ((rc = cfg_get_bool(st->err, st->doc, n, &kp, &l->use_original_dst)))
+            return rc;
+    }
     rc = require(st, node, path, "filter_chains", &chains);
     if (rc)
         return rc;
@@ -625,10 +631,21 @@ static int parse_listener(struct cfg_state *st, size_t idx, const struct cfg_nod
         return cfg_error(st->err, st->doc, chains->items[1], &cp,
                          "only one filter chain is supported");
     }
-    {
-        struct cfg_path cp = CFG_PATH_INDEX(&kp, 0);
-        return parse_filter_chain(st, chains->items[0], &cp, l);
+    struct cfg_path cp = CFG_PATH_INDEX(&kp, 0);
+    if ((rc = parse_filter_chain(st, chains->items[0], &cp, l)))
+        return rc;
+    /* an ORIGINAL_DST cluster behind a listener that does not restore the original
+     * destination would connect to the listener itself, in a loop */
+    const struct cfg_tcp_proxy *tp = &l->tcp_proxy;
+    for (i = 0; i < (tp->nweighted ? tp->nweighted : 1); i++) {
+        const struct cfg_cluster *c = tp->nweighted ? tp->weighted[i].cluster : tp->cluster;
+        if (c->type == CFG_CLUSTER_ORIGINAL_DST && !l->use_original_dst)
+            return cfg_error(st->err, st->doc, node, path,
+                             "cluster '%s' is ORIGINAL_DST: its listener needs use_original_dst: "
+                             "true",
+                             c->name);
     }
+    return 0;
 }
 
 /* ---- clusters ---- */
@@ -852,9 +869,12 @@ static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node
                                        NULL};
     /* proto numbers from envoy.config.cluster.v3.Cluster's DiscoveryType, LbPolicy and
      * DnsLookupFamily (api/envoy/config/cluster/v3/cluster.proto) */
-    static const char *const types[] = {"STATIC", "STRICT_DNS", "LOGICAL_DNS", NULL};
-    static const char *const policies[] = {"ROUND_ROBIN", "RANDOM", "LEAST_REQUEST", NULL};
-    static const int policy_numbers[] = {0, 3, 1};
+    static const char *const types[] = {"STATIC", "STRICT_DNS", "LOGICAL_DNS", "ORIGINAL_DST",
+                                        NULL};
+    static const int type_numbers[] = {0, 1, 2, 4};
+    static const char *const policies[] = {"ROUND_ROBIN", "RANDOM", "LEAST_REQUEST",
+                                           "CLUSTER_PROVIDED", NULL};
+    static const int policy_numbers[] = {0, 3, 1, 6};
     static const char *const families[] = {"V4_PREFERRED", "AUTO", "V4_ONLY",
                                            "V6_ONLY",      "ALL",  NULL};
     static const int family_numbers[] = {3, 0, 1, 2, 4};
@@ -902,7 +922,7 @@ static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node
     if (n && (rc = cfg_parse_health_checks(st->err, st->doc, n, &kp, &c->health_check)))
         return rc;
     c->buffer_limit = CFG_DEFAULT_BUFFER_LIMIT;
-    if ((rc = opt_enum(st, node, path, "type", types, NULL, &type)) ||
+    if ((rc = opt_enum(st, node, path, "type", types, type_numbers, &type)) ||
         (rc = opt_enum(st, node, path, "lb_policy", policies, policy_numbers, &policy)) ||
         (rc = opt_enum(st, node, path, "dns_lookup_family", families, family_numbers, &family)) ||
         (rc = opt_u32(st, node, path, "per_connection_buffer_limit_bytes", 1, &c->buffer_limit)))
@@ -912,6 +932,32 @@ static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node
 
     hosts = cfg_map_get(node, "hosts");
     la = cfg_map_get(node, "load_assignment");
+    /* ORIGINAL_DST and CLUSTER_PROVIDED go together, with no hosts and no health checks, as
+     * Envoy's cluster factory checks (source/common/upstream/cluster_factory_impl.cc,
+     * source/extensions/clusters/original_dst/original_dst_cluster.cc) */
+    if ((c->type == CFG_CLUSTER_ORIGINAL_DST) != (c->lb_policy == CFG_LB_CLUSTER_PROVIDED)) {
+        n = cfg_map_get(node, c->type == CFG_CLUSTER_ORIGINAL_DST ? "type" : "lb_policy");
+        kp = CFG_PATH_KEY(path, c->type == CFG_CLUSTER_ORIGINAL_DST ? "type" : "lb_policy");
+        return cfg_error(st->err, st->doc, n ? n : node, n ? &kp : path,
+                         "ORIGINAL_DST clusters take lb_policy CLUSTER_PROVIDED, and only they do");
+    }
+    if (c->type == CFG_CLUSTER_ORIGINAL_DST) {
+        if (hosts || la) {
+            kp = CFG_PATH_KEY(path, hosts ? "hosts" : "load_assignment");
+            return cfg_error(st->err, st->doc, hosts ? hosts : la, &kp,
+                             "ORIGINAL_DST clusters have no configured hosts");
+        }
+        if (c->health_check.enabled) {
+            kp = CFG_PATH_KEY(path, "health_checks");
+            return cfg_error(st->err, st->doc, cfg_map_get(node, "health_checks"), &kp,
+                             "ORIGINAL_DST clusters cannot be health checked (no hosts)");
+        }
+        n = cfg_map_get(node, "circuit_breakers");
+        kp = CFG_PATH_KEY(path, "circuit_breakers");
+        if (n && (rc = parse_circuit_breakers(st, n, &kp, c)))
+            return rc;
+        return parse_owner_ts(st, node, path, TS_SIDE_UPSTREAM, c->owner_name, &c->ts);
+    }
     if (hosts && la) {
         kp = CFG_PATH_KEY(path, "load_assignment");
         return cfg_error(st->err, st->doc, la, &kp,

@@ -23,8 +23,20 @@ struct cfg_address {
     char stat_name[64]; /* Envoy's stat form: "127.0.0.1_10000", "[::1]_10000" */
 };
 
-enum cfg_cluster_type { CFG_CLUSTER_STATIC, CFG_CLUSTER_STRICT_DNS, CFG_CLUSTER_LOGICAL_DNS };
-enum cfg_lb_policy { CFG_LB_ROUND_ROBIN, CFG_LB_RANDOM, CFG_LB_LEAST_REQUEST };
+/* ORIGINAL_DST: no configured hosts; each connection goes to its downstream's original
+ * destination (SO_ORIGINAL_DST, read when its listener has use_original_dst). */
+enum cfg_cluster_type {
+    CFG_CLUSTER_STATIC,
+    CFG_CLUSTER_STRICT_DNS,
+    CFG_CLUSTER_LOGICAL_DNS,
+    CFG_CLUSTER_ORIGINAL_DST
+};
+enum cfg_lb_policy {
+    CFG_LB_ROUND_ROBIN,
+    CFG_LB_RANDOM,
+    CFG_LB_LEAST_REQUEST,
+    CFG_LB_CLUSTER_PROVIDED
+};
 
 struct cfg_cluster {
     char *name;
@@ -75,6 +87,9 @@ struct cfg_listener {
      * transport handshake (TLS) before it is closed; 0 = no limit. Default 10 s (socktap's;
      * Envoy has none). */
     uint64_t transport_connect_timeout_ms;
+    /* use_original_dst (or the envoy.filters.listener.original_dst listener filter): a
+     * connection's local address is the one before an iptables REDIRECT (SO_ORIGINAL_DST) */
+    bool use_original_dst;
     char *owner_name; /* "listener.<addr.stat_name>": stats prefix (owned, config_free) */
 };
 

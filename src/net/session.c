@@ -44,6 +44,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +126,9 @@ struct session {
     uint32_t attempts;     /* upstream connect attempts made */
     uint32_t max_attempts; /* max_connect_attempts; lowered once the client ended its side */
     enum ts_close_type close_how[2];
+    /* use_original_dst: the destination the client asked for before an iptables REDIRECT
+     * (SO_ORIGINAL_DST), where an ORIGINAL_DST cluster connects (allocated then) */
+    struct cfg_address *orig_dst;
     /* access_log (only when the tcp_proxy has one: struct session_log is allocated then) */
     struct session_log *log;
     struct session *prev, *next;
@@ -141,6 +146,14 @@ struct session_log {
 };
 
 static const char *const side_name[2] = {"downstream", "upstream"};
+
+/* The upstream host the session uses: its ORIGINAL_DST destination, or the picked host. */
+static const struct cfg_address *session_host_addr(const struct session *s)
+{
+    if (s->orig_dst && cluster_config(s->g, s->ci)->type == CFG_CLUSTER_ORIGINAL_DST)
+        return s->orig_dst;
+    return cluster_host_addr(s->g, s->ci, s->host);
+}
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
@@ -409,7 +422,7 @@ static void session_access_log(struct session *s)
     info.up_local = sl->up_local;
     info.up_local_len = sl->up_local_len;
     if (s->cluster_admitted) {
-        const struct cfg_address *h = cluster_host_addr(s->g, s->ci, s->host);
+        const struct cfg_address *h = session_host_addr(s);
         memcpy(&info.up_host, &h->ss, h->len);
         info.up_host_len = h->len;
     }
@@ -466,6 +479,7 @@ static void session_free(struct session *s)
     w->nsessions--;
     LOGD(s->id, "closed");
     struct gen *g = s->g;
+    free(s->orig_dst);
     free(s);
     /* last: its transport sockets (and their capture configs) are gone */
     if (gen_unref(g))
@@ -513,7 +527,7 @@ static void upstream_log_failure(struct session *s, const char *why)
 {
     static __thread time_t window;
     static __thread unsigned logged, not_logged;
-    const char *host = cluster_host_name(s->g, s->ci, s->host);
+    const char *host = session_host_addr(s)->text;
     struct timeval now;
     event_base_gettimeofday_cached(s->w->base, &now);
     if (!s->connect_fail_logged) {
@@ -627,7 +641,7 @@ static void upstream_connected(struct session *s)
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         return;
     }
-    LOGD(s->id, "upstream connected to %s", cluster_host_name(s->g, s->ci, s->host));
+    LOGD(s->id, "upstream connected to %s", session_host_addr(s)->text);
 }
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
@@ -742,6 +756,22 @@ static int conn_setup(struct session *s, enum side side, int fd, uint32_t limit)
     return 0;
 }
 
+/* Same IP address and port (the listener's address may be a wildcard: then only the port). */
+static bool sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && (x->sin_addr.s_addr == y->sin_addr.s_addr ||
+                                              y->sin_addr.s_addr == htonl(INADDR_ANY));
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           (!memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) ||
+            IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+}
+
 static void fill_info(struct ts_conn_info *info, struct session *s, int fd)
 {
     memset(info, 0, sizeof(*info));
@@ -752,10 +782,39 @@ static void fill_info(struct ts_conn_info *info, struct session *s, int fd)
     info->loop = s->w->base;
 }
 
+/* The client's original destination on use_original_dst listeners (Envoy's original_dst
+ * listener filter, source/extensions/filters/listener/original_dst/original_dst.cc): the
+ * address an iptables REDIRECT replaced, or the local address when none did. */
+static int downstream_original_dst(struct session *s, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    s->orig_dst = calloc(1, sizeof(*s->orig_dst));
+    if (!s->orig_dst)
+        return -ENOMEM;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -errno;
+    socklen_t olen = sizeof(ss);
+    if (ss.ss_family == AF_INET)
+        (void)getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &olen);
+    else if (ss.ss_family == AF_INET6)
+        (void)getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &olen);
+    /* a failed getsockopt (no REDIRECT) leaves the local address, as Envoy's filter does */
+    memcpy(&s->orig_dst->ss, &ss, sizeof(ss));
+    s->orig_dst->len =
+        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    sockaddr_text((const struct sockaddr *)&ss, s->orig_dst->len, ':', s->orig_dst->text,
+                  sizeof(s->orig_dst->text));
+    return 0;
+}
+
 static int upstream_start(struct session *s)
 {
     const struct cfg_cluster *cl = cluster_config(s->g, s->ci);
-    const struct cfg_address *host = cluster_host_addr(s->g, s->ci, s->host);
+    const struct cfg_address *host = session_host_addr(s);
+    if (cl->type == CFG_CLUSTER_ORIGINAL_DST &&
+        sockaddr_same(&host->ss, &listener_config(s->g, s->li)->addr.ss))
+        return -ELOOP; /* no REDIRECT: the original destination is this listener */
     int fd = socket(host->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -775,8 +834,7 @@ static int upstream_start(struct session *s)
      * process-wide counter: an upstream trace is <prefix>_<its id>, never the downstream's. */
     info.conn_id = conn_id_next();
     info.connecting = true;
-    LOGD(s->id, "upstream connection C%" PRIu64 " to %s", info.conn_id,
-         cluster_host_name(s->g, s->ci, s->host));
+    LOGD(s->id, "upstream connection C%" PRIu64 " to %s", info.conn_id, session_host_addr(s)->text);
     memcpy(&info.remote, &host->ss, host->len);
     info.remote_len = host->len;
     rc = ts_config_create(&cl->ts, &info, &s->c[UP].ts);
@@ -801,7 +859,7 @@ static void session_connect(struct session *s)
     if (s->attempts > 0) {
         conn_release(&s->c[UP], TS_CLOSE_NORMAL);
         s->host = cluster_repick_host(w, s->g, s->ci, s->host);
-        LOGD(s->id, "trying host %s (attempt %u of %u)", cluster_host_name(s->g, s->ci, s->host),
+        LOGD(s->id, "trying host %s (attempt %u of %u)", session_host_addr(s)->text,
              s->attempts + 1, s->max_attempts);
     }
     s->attempts++;
@@ -809,9 +867,11 @@ static void session_connect(struct session *s)
     int rc = upstream_start(s);
     if (rc == 0)
         return;
+    const char *why =
+        rc == -ELOOP ? "original destination is this listener (no REDIRECT)" : strerror(-rc);
     stats_inc(cstats(s)->cx_connect_fail);
-    upstream_log_failure(s, strerror(-rc));
-    session_log_failure(s, strerror(-rc));
+    upstream_log_failure(s, why);
+    session_log_failure(s, why);
     upstream_attempt_failed(s, rc);
 }
 
@@ -948,6 +1008,8 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     if (listener_admit(s->g, li, s->id) < 0)
         goto err_finish;
     s->listener_admitted = true;
+    if (listener_config(s->g, li)->use_original_dst && downstream_original_dst(s, fd) < 0)
+        goto err_finish;
     if (downstream_start(s, peer, peer_len) < 0)
         goto err_finish;
     uint64_t max_ms = listener_config(s->g, li)->tcp_proxy.max_duration_ms;
