@@ -12,19 +12,9 @@
 #include <string.h>
 
 #include "config/health_check_config.h"
+#include "core/hexdigit.h"
 
 #define HC_DEFAULT_NO_TRAFFIC_MS 60000u
-
-static int hex_nibble(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 static int parse_payload(struct cfg_err *err, const struct cfg_doc *doc, const struct cfg_node *n,
                          const struct cfg_path *path, struct cfg_hc_payload *out)
@@ -52,7 +42,7 @@ static int parse_payload(struct cfg_err *err, const struct cfg_doc *doc, const s
     if (!out->bytes)
         return cfg_error(err, doc, t, &tp, "out of memory"), -ENOMEM;
     for (size_t i = 0; i < len; i += 2) {
-        int hi = hex_nibble(s[i]), lo = hex_nibble(s[i + 1]);
+        int hi = hexdigit_value((unsigned char)s[i]), lo = hexdigit_value((unsigned char)s[i + 1]);
         if (hi < 0 || lo < 0)
             return cfg_error(err, doc, t, &tp, "'%c%c' is not a hex byte", s[i], s[i + 1]);
         out->bytes[out->len++] = (uint8_t)(hi << 4 | lo);

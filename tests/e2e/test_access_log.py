@@ -7,7 +7,6 @@ connection renders the HTTP operators of the default format as "- - -" and 0), n
 socktap's output."""
 import json
 import os
-import re
 import signal
 import socket
 import subprocess

@@ -3,14 +3,13 @@
 that fails its check leaves the load balancer, comes back after healthy_threshold passes,
 /clusters shows Envoy's health_flags, and the stats are Envoy's cluster.X.health_check.*.
 Real upstreams on loopback; every wait is for a condition (a stat, /clusters), never a sleep."""
-import socket
-import threading
 import time
 import urllib.request
 
 import harness
 from harness import E2ETest, free_port
 from test_listen import echo_server, roundtrip
+from test_tcp_proxy_opts import config as tcp_proxy_config
 
 
 def hc_yaml(send=None, receive=None, unhealthy=1, healthy=1):
@@ -32,50 +31,24 @@ def hc_yaml(send=None, receive=None, unhealthy=1, healthy=1):
 
 
 def config(listen_port, admin_port, hosts, hc):
-    eps = ", ".join("{socket_address: {address: 127.0.0.1, port_value: %d}}" % p for p in hosts)
-    return """static_resources:
-  listeners:
-  - name: ingress
-    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-    filter_chains:
-    - filters:
-      - name: envoy.tcp_proxy
-        config: {stat_prefix: ingress_tcp, cluster: backend}
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    type: STATIC
-    lb_policy: ROUND_ROBIN
-    hosts: [%s]
-%sadmin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-""" % (listen_port, eps, hc, admin_port)
+    return tcp_proxy_config(listen_port, admin_port, "          cluster: backend\n",
+                            [("backend", hosts, hc)])
 
 
 def answer_server(answer):
     """An upstream that reads 4 bytes and answers ANSWER (bytes, or a dict whose "answer" is read
     at each connection), then closes."""
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
 
-    def loop():
-        while True:
+    def serve(c):
+        with c:
             try:
-                c, _ = srv.accept()
+                c.settimeout(5)
+                c.recv(4)
+                c.sendall(answer["answer"] if isinstance(answer, dict) else answer)
             except OSError:
-                return
-            with c:
-                try:
-                    c.settimeout(5)
-                    c.recv(4)
-                    c.sendall(answer["answer"] if isinstance(answer, dict) else answer)
-                except OSError:
-                    pass
+                pass
 
-    threading.Thread(target=loop, daemon=True).start()
-    return srv
+    return echo_server(handler=serve)
 
 
 class HealthCheckTest(E2ETest):

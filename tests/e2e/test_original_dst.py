@@ -17,7 +17,7 @@ import unittest
 import harness
 from harness import E2ETest, free_port
 from test_access_log import file_log, wait_lines
-from test_listen import echo_server
+from test_listen import echo_server, roundtrip
 
 INNER = "SOCKTAP_ORIGDST_INNER"
 
@@ -48,18 +48,7 @@ admin:
 
 def talk(dst_port, payload):
     """A client from 127.0.0.3 to 127.0.0.1:DST_PORT (REDIRECTed to socktap)."""
-    with socket.socket() as c:
-        c.settimeout(10)
-        c.bind(("127.0.0.3", 0))
-        c.connect(("127.0.0.1", dst_port))
-        c.sendall(payload)
-        c.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            b = c.recv(65536)
-            if not b:
-                return out
-            out += b
+    return roundtrip(dst_port, payload, source="127.0.0.3")
 
 
 @unittest.skipUnless(os.environ.get(INNER), "runs inside the namespace OriginalDstTest makes")

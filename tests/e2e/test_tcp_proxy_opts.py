@@ -13,6 +13,8 @@ from test_listen import echo_server, roundtrip
 
 
 def config(port, admin, proxy, clusters):
+    """One tcp_proxy listener (PROXY: its settings below stat_prefix, 10 spaces in) and CLUSTERS:
+    (name, port or list of ports, extra cluster YAML at 4 spaces)."""
     out = """static_resources:
   listeners:
   - name: ingress
@@ -25,9 +27,12 @@ def config(port, admin, proxy, clusters):
 %s
   clusters:
 """ % (port, proxy)
-    for name, up in clusters:
-        out += ("  - name: %s\n    connect_timeout: 1s\n    type: STATIC\n"
-                "    hosts: [{socket_address: {address: 127.0.0.1, port_value: %d}}]\n" % (name, up))
+    for c in clusters:
+        name, ports, extra = (c + ("",))[:3]
+        ports = ports if isinstance(ports, list) else [ports]
+        hosts = ", ".join("{socket_address: {address: 127.0.0.1, port_value: %d}}" % p for p in ports)
+        out += ("  - name: %s\n    connect_timeout: 1s\n    type: STATIC\n    lb_policy: ROUND_ROBIN\n"
+                "    hosts: [%s]\n%s" % (name, hosts, extra))
     return out + "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n" % admin
 
 
