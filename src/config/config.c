@@ -28,6 +28,7 @@
 
 #define CFG_DEFAULT_CONNECT_TIMEOUT_MS 5000u
 #define CFG_DEFAULT_IDLE_TIMEOUT_MS    3600000u
+#define CFG_DEFAULT_DNS_REFRESH_MS     5000u /* Cluster.dns_refresh_rate's default */
 #define CFG_MAX_HOSTS                  1024u
 /* socktap's default for FilterChain.transport_socket_connect_timeout, which Envoy leaves unset
  * (no limit): without one, 2,000 clients that never finish a TLS handshake held 2,000 sessions
@@ -866,6 +867,8 @@ static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node
                                        "circuit_breakers",
                                        "dns_lookup_family",
                                        "health_checks",
+                                       "dns_refresh_rate",
+                                       "respect_dns_ttl",
                                        NULL};
     /* proto numbers from envoy.config.cluster.v3.Cluster's DiscoveryType, LbPolicy and
      * DnsLookupFamily (api/envoy/config/cluster/v3/cluster.proto) */
@@ -929,6 +932,26 @@ static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node
         return rc;
     c->type = (enum cfg_cluster_type)type;
     c->lb_policy = (enum cfg_lb_policy)policy;
+    /* dns_refresh_rate (Envoy: > 1ms, default 5000 ms; meaningless and ignored for the other
+     * types, as in Envoy); respect_dns_ttl is accepted and ignored: getaddrinfo gives no TTL */
+    if (c->type == CFG_CLUSTER_STRICT_DNS || c->type == CFG_CLUSTER_LOGICAL_DNS)
+        c->dns_refresh_ms = CFG_DEFAULT_DNS_REFRESH_MS;
+    if ((n = cfg_map_get(node, "dns_refresh_rate"))) {
+        uint64_t ms;
+        kp = CFG_PATH_KEY(path, "dns_refresh_rate");
+        if ((rc = cfg_get_duration_ms(st->err, st->doc, n, &kp, &ms)))
+            return rc;
+        if (ms < 1)
+            return cfg_error(st->err, st->doc, n, &kp, "expected a duration of at least 1ms");
+        if (c->dns_refresh_ms)
+            c->dns_refresh_ms = ms;
+    }
+    if ((n = cfg_map_get(node, "respect_dns_ttl"))) {
+        bool ttl;
+        kp = CFG_PATH_KEY(path, "respect_dns_ttl");
+        if ((rc = cfg_get_bool(st->err, st->doc, n, &kp, &ttl)))
+            return rc;
+    }
 
     hosts = cfg_map_get(node, "hosts");
     la = cfg_map_get(node, "load_assignment");

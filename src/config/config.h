@@ -50,6 +50,9 @@ struct cfg_cluster {
     struct ts_config ts;      /* transport_socket (or v2 tls_context); default raw_buffer */
     char *owner_name;         /* "cluster.<name>": the stats prefix (owned, freed by config_free) */
     struct cfg_health_check health_check; /* health_checks[0]; enabled false: none */
+    /* STRICT_DNS/LOGICAL_DNS: dns_refresh_rate, how often the hosts are resolved again
+     * (default 5 s, Envoy's); 0 for the other types */
+    uint64_t dns_refresh_ms;
 };
 
 /* tcp_proxy weighted_clusters.clusters[i] */

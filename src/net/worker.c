@@ -23,6 +23,7 @@
 #include "admin/admin_live.h"
 #include "config/config.h"
 #include "core/access_log.h"
+#include "net/dns_refresh.h"
 #include "net/health_check.h"
 #include "core/log.h"
 #include "core/stats.h"
@@ -290,6 +291,7 @@ static void main_ctl_cb(evutil_socket_t fd, short what, void *arg)
     if (srv->reload_in_flight &&
         __atomic_load_n(&srv->reload_acks, __ATOMIC_ACQUIRE) >= srv->nworkers)
         server_reload_applied(srv);
+    dns_refresh_poll(srv);
     server_retire_scan(srv);
     if (__atomic_load_n(&srv->workers_done, __ATOMIC_ACQUIRE) >= srv->nworkers)
         event_base_loopexit(srv->main_base, NULL);
@@ -329,6 +331,7 @@ int server_run(struct server *srv)
     rc = health_check_start(srv->gen, srv->main_base);
     if (rc < 0)
         return rc;
+    dns_refresh_rearm(srv);
     /* always: a reload may add access logs; an idle writer is a thread asleep on a condvar */
     rc = access_log_start();
     if (rc < 0)
@@ -376,6 +379,8 @@ int server_run(struct server *srv)
 
 void server_free(struct server *srv)
 {
+    /* first: its helper thread writes to main_efd, closed below */
+    dns_refresh_stop(srv);
     for (int i = 0; srv->workers && i < srv->nworkers; i++) {
         struct worker *w = &srv->workers[i];
         if (!w->base)

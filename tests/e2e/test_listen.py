@@ -18,12 +18,12 @@ import harness
 from harness import E2ETest, free_port, proxy_config
 
 
-def echo_server(tag=b"", handler=None):
+def echo_server(tag=b"", handler=None, bind=("127.0.0.1", 0)):
     """A threaded echo upstream; returns its listening socket. TAG (test_reload: which upstream
     served a connection) is sent before each echoed chunk. HANDLER(conn), when given, serves each
-    connection instead of the echo (it owns and closes the connection)."""
+    connection instead of the echo (it owns and closes the connection). BIND: where it listens."""
     srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+    srv.bind(bind)
     srv.listen(128)
 
     def serve(c):
