@@ -12,6 +12,7 @@ PKGS=(
   git time # lint lists sources with git ls-files; tests measure peak RSS with /usr/bin/time
   python3-prometheus-client # test_admin reads /stats/prometheus with the real parser
   help2man groff-base # man pages from --help; the install test renders them
+  iptables # test_original_dst: an iptables REDIRECT inside a network namespace the test creates
 )
 missing=()
 for p in "${PKGS[@]}"; do

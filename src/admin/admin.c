@@ -23,6 +23,8 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 
+#include "core/access_format.h"
+#include "core/access_log.h"
 #include "core/log.h"
 #include "core/sockaddr_text.h"
 #include "core/stats.h"
@@ -39,8 +41,22 @@
 #define ADMIN_MAX_BODY_BYTES    (16 * 1024)
 #define ADMIN_TIMEOUT_S         30
 
+/* An endpoint's handler behind admin_route_cb, which logs its request (admin.access_log). */
+struct admin_route {
+    struct admin *a;
+    void (*fn)(struct evhttp_request *req, void *arg);
+};
+
+#define ADMIN_ROUTES 9
+
 struct admin {
     struct evhttp *http;
+    struct admin_route routes[ADMIN_ROUTES];
+    /* the request whose handler runs (handlers reply before they return): its start, for
+     * %DURATION% and %START_TIME% when its reply completes */
+    const struct evhttp_request *cur_req;
+    struct timeval cur_start_wall;
+    struct timespec cur_start_mono;
     struct evconnlistener *listener; /* evhttp's, not ours to free */
     struct event *accept_retry;
     struct admin_live *live;
@@ -214,8 +230,8 @@ static int64_t stat_value(const char *fmt, const char *name)
 }
 
 /* Envoy's /clusters text form (source/server/admin/clusters_handler.cc): NAME::key::value for the
- * cluster, NAME::HOST::key::value per host. socktap has no health checking yet: every host is
- * healthy; its counters are the cluster's (per-host counts are not kept). */
+ * cluster, NAME::HOST::key::value per host; health_flags from the health checker (healthy, or
+ * /failed_active_hc); its counters are the cluster's (per-host counts are not kept). */
 static int write_clusters(FILE *f, void *arg)
 {
     const struct admin *a = arg;
@@ -231,7 +247,9 @@ static int write_clusters(FILE *f, void *arg)
                 (long long)stat_value("cluster.%s.upstream_cx_total", c->name));
         for (size_t h = 0; h < c->nhosts; h++) {
             const char *host = c->hosts[h].text;
-            fprintf(f, "%s::%s::health_flags::healthy\n", c->name, host);
+            fprintf(f, "%s::%s::health_flags::%s\n", c->name, host,
+                    a->info.host_health ? a->info.host_health(a->info.host_health_arg, i, h)
+                                        : "healthy");
             fprintf(f, "%s::%s::weight::1\n", c->name, host);
             fprintf(f, "%s::%s::priority::0\n", c->name, host);
         }
@@ -345,6 +363,63 @@ static bool is_loopback(const struct cfg_address *addr)
     return IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
 }
 
+/* A reply went out: one line per admin.access_log, handed to the access log writer. */
+static void admin_request_done_cb(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    const struct cfg_admin *ac = &a->cfg->admin;
+    struct al_info info = {0};
+    struct timespec now;
+    char line[AL_LINE_MAX];
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (req == a->cur_req) {
+        info.start = a->cur_start_wall;
+        info.duration_ms = (uint64_t)(now.tv_sec - a->cur_start_mono.tv_sec) * 1000 +
+                           (uint64_t)((now.tv_nsec - a->cur_start_mono.tv_nsec) / 1000000);
+    } else {
+        gettimeofday(&info.start, NULL);
+    }
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    const struct sockaddr *peer = conn ? evhttp_connection_get_addr(conn) : NULL;
+    if (peer) {
+        socklen_t len =
+            peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+        memcpy(&info.down_remote, peer, len);
+        info.down_remote_len = len;
+    }
+    memcpy(&info.down_local, &ac->addr.ss, ac->addr.len);
+    info.down_local_len = ac->addr.len;
+    static const struct {
+        enum evhttp_cmd_type cmd;
+        const char *name;
+    } methods[] = {{EVHTTP_REQ_GET, "GET"}, {EVHTTP_REQ_HEAD, "HEAD"}, {EVHTTP_REQ_POST, "POST"}};
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (evhttp_request_get_command(req) == methods[i].cmd)
+            info.method = methods[i].name;
+    info.path = evhttp_request_get_uri(req);
+    info.response_code = evhttp_request_get_response_code(req);
+    for (size_t i = 0; i < ac->naccess_logs; i++) {
+        size_t len = al_format_render(ac->access_logs[i].fmt, &info, line, sizeof(line));
+        access_log_write(ac->access_logs[i].path, line, len);
+    }
+}
+
+/* Every admin endpoint but the live streams (admin_live.c) runs through here: its request is
+ * logged when its reply completes (libevent's on_complete callback: the status is known). */
+static void admin_route_cb(struct evhttp_request *req, void *arg)
+{
+    struct admin_route *r = arg;
+    struct admin *a = r->a;
+    if (a->cfg->admin.naccess_logs) {
+        a->cur_req = req;
+        gettimeofday(&a->cur_start_wall, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &a->cur_start_mono);
+        evhttp_request_set_on_complete_cb(req, admin_request_done_cb, a);
+    }
+    r->fn(req, a);
+    a->cur_req = NULL;
+}
+
 int admin_start(struct admin **out, struct event_base *base, const struct socktap_config *cfg,
                 const struct admin_info *info)
 {
@@ -363,15 +438,27 @@ int admin_start(struct admin **out, struct event_base *base, const struct sockta
     evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS_BYTES);
     evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY_BYTES);
     evhttp_set_timeout(a->http, ADMIN_TIMEOUT_S);
-    evhttp_set_cb(a->http, "/ready", ready_cb, a);
-    evhttp_set_cb(a->http, "/stats", stats_cb, a);
-    evhttp_set_cb(a->http, "/stats/prometheus", prometheus_cb, a);
-    evhttp_set_cb(a->http, "/server_info", server_info_cb, a);
-    evhttp_set_cb(a->http, "/clusters", clusters_cb, a);
-    evhttp_set_cb(a->http, "/help", help_cb, a);
-    evhttp_set_cb(a->http, "/captures", captures_cb, a);
-    evhttp_set_cb(a->http, "/reload", reload_cb, a);
-    evhttp_set_gencb(a->http, generic_cb, a);
+    static const struct {
+        const char *path;
+        void (*fn)(struct evhttp_request *req, void *arg);
+    } routes[ADMIN_ROUTES] = {
+        {"/ready", ready_cb},
+        {"/stats", stats_cb},
+        {"/stats/prometheus", prometheus_cb},
+        {"/server_info", server_info_cb},
+        {"/clusters", clusters_cb},
+        {"/help", help_cb},
+        {"/captures", captures_cb},
+        {"/reload", reload_cb},
+        {NULL, generic_cb},
+    };
+    for (size_t i = 0; i < ADMIN_ROUTES; i++) {
+        a->routes[i] = (struct admin_route){.a = a, .fn = routes[i].fn};
+        if (routes[i].path)
+            evhttp_set_cb(a->http, routes[i].path, admin_route_cb, &a->routes[i]);
+        else
+            evhttp_set_gencb(a->http, admin_route_cb, &a->routes[i]);
+    }
     if (admin_live_new(a->http, base, cfg, &a->live) || admin_tap_new(a->http, base, cfg, &a->tap))
         goto err_free_http;
     char host[INET6_ADDRSTRLEN];

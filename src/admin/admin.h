@@ -37,6 +37,10 @@ struct admin_info {
     admin_reload_fn *reload; /* NULL: POST /reload answers 501 */
     void *reload_arg;
     const struct admin_reload_status *reload_status; /* NULL: not reported */
+    /* /clusters' health_flags of host H of cluster CI of the config the admin serves (a string
+     * that outlives the call); NULL: every host "healthy". Main thread. */
+    const char *(*host_health)(void *arg, size_t ci, size_t h);
+    void *host_health_arg;
 };
 
 /* Binds CFG's admin address on BASE, serving CFG's listeners and clusters (CFG borrowed: must

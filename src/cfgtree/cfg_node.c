@@ -229,6 +229,7 @@ void cfg_doc_free(struct cfg_doc *doc)
     }
     free(doc->views);
     free(doc->file);
+    free(doc->text);
     free(doc);
 }
 
@@ -810,7 +811,12 @@ int cfg_doc_load_string(const char *name, const char *text, size_t len, struct c
 
     *out = NULL;
     doc = calloc(1, sizeof(*doc));
-    if (!doc || !(doc->file = strdup(b.file))) {
+    if (doc && (doc->text = malloc(len + 1))) {
+        memcpy(doc->text, text, len);
+        doc->text[len] = '\0';
+        doc->text_len = len;
+    }
+    if (!doc || !doc->text || !(doc->file = strdup(b.file))) {
         rc = -ENOMEM;
         err_set(err, b.file, 0, 0, NULL, "out of memory");
         goto err_free_doc;

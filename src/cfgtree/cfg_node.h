@@ -40,6 +40,10 @@ struct cfg_node {
 /* A document: owns every node. */
 struct cfg_doc {
     char *file; /* the name used in messages */
+    /* the YAML text it was parsed from (a copy, NUL-terminated): a DNS refresh re-loads the
+     * running config from it, never from a file that may have changed since */
+    char *text;
+    size_t text_len;
     struct cfg_node *root;
     /* Nodes derived after loading (cfg_map_without), freed with the document. */
     struct cfg_node **views;

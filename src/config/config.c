@@ -28,6 +28,7 @@
 
 #define CFG_DEFAULT_CONNECT_TIMEOUT_MS 5000u
 #define CFG_DEFAULT_IDLE_TIMEOUT_MS    3600000u
+#define CFG_DEFAULT_DNS_REFRESH_MS     5000u /* Cluster.dns_refresh_rate's default */
 #define CFG_MAX_HOSTS                  1024u
 /* socktap's default for FilterChain.transport_socket_connect_timeout, which Envoy leaves unset
  * (no limit): without one, 2,000 clients that never finish a TLS handshake held 2,000 sessions
@@ -352,26 +353,103 @@ static int resolve_cluster(struct cfg_state *st, const struct cfg_node *node,
                      out->cluster_name, cfg->nclusters ? list : "none");
 }
 
+/* weighted_clusters: {clusters: [{name, weight}]} (tcp_proxy.proto's WeightedCluster: at least
+ * one cluster, weights >= 1). metadata_match needs subsets socktap has not: refused. */
+static int parse_weighted(struct cfg_state *st, const struct cfg_node *wc,
+                          const struct cfg_path *tp, struct cfg_tcp_proxy *out)
+{
+    static const char *const keys[] = {"clusters", NULL};
+    static const char *const ckeys[] = {"name", "weight", "metadata_match", NULL};
+    struct cfg_path path = CFG_PATH_KEY(tp, "weighted_clusters");
+    struct cfg_path lp = CFG_PATH_KEY(&path, "clusters");
+    const struct cfg_node *list;
+    int rc;
+    if ((rc = cfg_check_keys(st->err, st->doc, wc, &path, keys)) ||
+        (rc = require(st, wc, &path, "clusters", &list)) ||
+        (rc = cfg_expect_seq(st->err, st->doc, list, &lp)))
+        return rc;
+    if (!list->n)
+        return cfg_error(st->err, st->doc, list, &lp, "expected at least one cluster");
+    out->weighted = calloc(list->n, sizeof(*out->weighted));
+    if (!out->weighted)
+        return cfg_error(st->err, st->doc, list, &lp, "out of memory"), -ENOMEM;
+    for (size_t i = 0; i < list->n; i++) {
+        const struct cfg_node *c = list->items[i], *name_node, *n;
+        struct cfg_path ip = CFG_PATH_INDEX(&lp, i), np = CFG_PATH_KEY(&ip, "name");
+        const char *name;
+        if ((rc = cfg_expect_map(st->err, st->doc, c, &ip)) ||
+            (rc = cfg_check_keys(st->err, st->doc, c, &ip, ckeys)))
+            return rc;
+        if ((n = cfg_map_get(c, "metadata_match")))
+            return cfg_error(st->err, st->doc, n, &CFG_PATH_KEY(&ip, "metadata_match"),
+                             "metadata_match is not supported (no subset load balancing)");
+        if ((rc = req_string(st, c, &ip, "name", &name, &name_node)))
+            return rc;
+        out->cluster_name = (char *)name;
+        if ((rc = resolve_cluster(st, name_node, &np, out)))
+            return rc;
+        out->weighted[i].cluster = out->cluster;
+        if ((rc = require(st, c, &ip, "weight", &n)) ||
+            (rc = get_u32(st, n, &CFG_PATH_KEY(&ip, "weight"), 1, &out->weighted[i].weight)))
+            return rc;
+        out->total_weight += out->weighted[i].weight;
+        out->nweighted = i + 1;
+    }
+    out->cluster = out->weighted[0].cluster;
+    out->cluster_name = out->cluster->name;
+    return 0;
+}
+
 static int parse_tcp_proxy(struct cfg_state *st, const struct cfg_node *config,
                            const struct cfg_path *path, struct cfg_tcp_proxy *out)
 {
-    static const char *const keys[] = {"stat_prefix", "cluster", "idle_timeout",
-                                       "max_connect_attempts", NULL};
+    static const char *const keys[] = {"stat_prefix",
+                                       "cluster",
+                                       "weighted_clusters",
+                                       "idle_timeout",
+                                       "max_connect_attempts",
+                                       "access_log",
+                                       "max_downstream_connection_duration",
+                                       NULL};
     struct cfg_path cp = CFG_PATH_KEY(path, "cluster");
     const struct cfg_node *cluster;
     const char *prefix, *name;
     int rc;
 
+    const struct cfg_node *wc = cfg_map_get(config, "weighted_clusters");
     if ((rc = cfg_check_keys(st->err, st->doc, config, path, keys)) ||
-        (rc = req_string(st, config, path, "stat_prefix", &prefix, NULL)) ||
-        (rc = req_string(st, config, path, "cluster", &name, &cluster)))
+        (rc = req_string(st, config, path, "stat_prefix", &prefix, NULL)))
         return rc;
+    if (wc && cfg_map_get(config, "cluster"))
+        return cfg_error(st->err, st->doc, wc, &CFG_PATH_KEY(path, "weighted_clusters"),
+                         "give either cluster or weighted_clusters, not both");
+    if (wc) {
+        if ((rc = parse_weighted(st, wc, path, out)))
+            return rc;
+    } else {
+        if ((rc = req_string(st, config, path, "cluster", &name, &cluster)))
+            return rc;
+        out->cluster_name = (char *)name;
+        if ((rc = resolve_cluster(st, cluster, &cp, out)))
+            return rc;
+    }
     out->stat_prefix = (char *)prefix;
-    out->cluster_name = (char *)name;
     out->idle_timeout_ms = CFG_DEFAULT_IDLE_TIMEOUT_MS;
     out->max_connect_attempts = 1;
-    if ((rc = resolve_cluster(st, cluster, &cp, out)) ||
-        (rc = opt_u32(st, config, path, "max_connect_attempts", 1, &out->max_connect_attempts)))
+    const struct cfg_node *md = cfg_map_get(config, "max_downstream_connection_duration");
+    if (md) {
+        struct cfg_path mp = CFG_PATH_KEY(path, "max_downstream_connection_duration");
+        if ((rc = cfg_get_duration_ms(st->err, st->doc, md, &mp, &out->max_duration_ms)))
+            return rc;
+        if (!out->max_duration_ms) /* Envoy: gte 1ms (tcp_proxy.proto) */
+            return cfg_error(st->err, st->doc, md, &mp, "expected a duration of at least 1ms");
+    }
+    if ((rc = opt_u32(st, config, path, "max_connect_attempts", 1, &out->max_connect_attempts)))
+        return rc;
+    const struct cfg_node *al = cfg_map_get(config, "access_log");
+    struct cfg_path ap = CFG_PATH_KEY(path, "access_log");
+    if (al && (rc = cfg_parse_access_logs(st->err, st->doc, al, &ap, &out->access_logs,
+                                          &out->naccess_logs)))
         return rc;
     return opt_duration(st, config, path, "idle_timeout", &out->idle_timeout_ms);
 }
@@ -484,8 +562,9 @@ static int parse_filter_chain(struct cfg_state *st, const struct cfg_node *chain
 static int parse_listener(struct cfg_state *st, size_t idx, const struct cfg_node *node,
                           const struct cfg_path *path)
 {
-    static const char *const keys[] = {"name", "address", "per_connection_buffer_limit_bytes",
-                                       "filter_chains", NULL};
+    static const char *const keys[] = {
+        "name",          "address",          "per_connection_buffer_limit_bytes",
+        "filter_chains", "use_original_dst", NULL};
     struct cfg_listener *l = &st->cfg->listeners[idx];
     const struct cfg_node *n, *chains;
     struct cfg_path kp;
@@ -533,6 +612,11 @@ static int parse_listener(struct cfg_state *st, size_t idx, const struct cfg_nod
     rc = opt_u32(st, node, path, "per_connection_buffer_limit_bytes", 1, &l->buffer_limit);
     if (rc)
         return rc;
+    if ((n = cfg_map_get(node, "use_original_dst"))) {
+        kp = CFG_PATH_KEY(path, "use_original_dst");
+        if ((rc = cfg_get_bool(st->err, st->doc, n, &kp, &l->use_original_dst)))
+            return rc;
+    }
     rc = require(st, node, path, "filter_chains", &chains);
     if (rc)
         return rc;
@@ -548,10 +632,21 @@ static int parse_listener(struct cfg_state *st, size_t idx, const struct cfg_nod
         return cfg_error(st->err, st->doc, chains->items[1], &cp,
                          "only one filter chain is supported");
     }
-    {
-        struct cfg_path cp = CFG_PATH_INDEX(&kp, 0);
-        return parse_filter_chain(st, chains->items[0], &cp, l);
+    struct cfg_path cp = CFG_PATH_INDEX(&kp, 0);
+    if ((rc = parse_filter_chain(st, chains->items[0], &cp, l)))
+        return rc;
+    /* an ORIGINAL_DST cluster behind a listener that does not restore the original
+     * destination would connect to the listener itself, in a loop */
+    const struct cfg_tcp_proxy *tp = &l->tcp_proxy;
+    for (i = 0; i < (tp->nweighted ? tp->nweighted : 1); i++) {
+        const struct cfg_cluster *c = tp->nweighted ? tp->weighted[i].cluster : tp->cluster;
+        if (c->type == CFG_CLUSTER_ORIGINAL_DST && !l->use_original_dst)
+            return cfg_error(st->err, st->doc, node, path,
+                             "cluster '%s' is ORIGINAL_DST: its listener needs use_original_dst: "
+                             "true",
+                             c->name);
     }
+    return 0;
 }
 
 /* ---- clusters ---- */
@@ -771,12 +866,18 @@ static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node
                                        "tls_context",
                                        "circuit_breakers",
                                        "dns_lookup_family",
+                                       "health_checks",
+                                       "dns_refresh_rate",
+                                       "respect_dns_ttl",
                                        NULL};
     /* proto numbers from envoy.config.cluster.v3.Cluster's DiscoveryType, LbPolicy and
      * DnsLookupFamily (api/envoy/config/cluster/v3/cluster.proto) */
-    static const char *const types[] = {"STATIC", "STRICT_DNS", "LOGICAL_DNS", NULL};
-    static const char *const policies[] = {"ROUND_ROBIN", "RANDOM", "LEAST_REQUEST", NULL};
-    static const int policy_numbers[] = {0, 3, 1};
+    static const char *const types[] = {"STATIC", "STRICT_DNS", "LOGICAL_DNS", "ORIGINAL_DST",
+                                        NULL};
+    static const int type_numbers[] = {0, 1, 2, 4};
+    static const char *const policies[] = {"ROUND_ROBIN", "RANDOM", "LEAST_REQUEST",
+                                           "CLUSTER_PROVIDED", NULL};
+    static const int policy_numbers[] = {0, 3, 1, 6};
     static const char *const families[] = {"V4_PREFERRED", "AUTO", "V4_ONLY",
                                            "V6_ONLY",      "ALL",  NULL};
     static const int family_numbers[] = {3, 0, 1, 2, 4};
@@ -819,17 +920,67 @@ static int parse_cluster(struct cfg_state *st, size_t idx, const struct cfg_node
             return cfg_error(st->err, st->doc, n, &kp, "expected a duration greater than 0, got %s",
                              cfg_node_describe(n, got, sizeof(got)));
     }
+    n = cfg_map_get(node, "health_checks");
+    kp = CFG_PATH_KEY(path, "health_checks");
+    if (n && (rc = cfg_parse_health_checks(st->err, st->doc, n, &kp, &c->health_check)))
+        return rc;
     c->buffer_limit = CFG_DEFAULT_BUFFER_LIMIT;
-    if ((rc = opt_enum(st, node, path, "type", types, NULL, &type)) ||
+    if ((rc = opt_enum(st, node, path, "type", types, type_numbers, &type)) ||
         (rc = opt_enum(st, node, path, "lb_policy", policies, policy_numbers, &policy)) ||
         (rc = opt_enum(st, node, path, "dns_lookup_family", families, family_numbers, &family)) ||
         (rc = opt_u32(st, node, path, "per_connection_buffer_limit_bytes", 1, &c->buffer_limit)))
         return rc;
     c->type = (enum cfg_cluster_type)type;
     c->lb_policy = (enum cfg_lb_policy)policy;
+    /* dns_refresh_rate (Envoy: > 1ms, default 5000 ms; meaningless and ignored for the other
+     * types, as in Envoy); respect_dns_ttl is accepted and ignored: getaddrinfo gives no TTL */
+    if (c->type == CFG_CLUSTER_STRICT_DNS || c->type == CFG_CLUSTER_LOGICAL_DNS)
+        c->dns_refresh_ms = CFG_DEFAULT_DNS_REFRESH_MS;
+    if ((n = cfg_map_get(node, "dns_refresh_rate"))) {
+        uint64_t ms;
+        kp = CFG_PATH_KEY(path, "dns_refresh_rate");
+        if ((rc = cfg_get_duration_ms(st->err, st->doc, n, &kp, &ms)))
+            return rc;
+        if (ms < 1)
+            return cfg_error(st->err, st->doc, n, &kp, "expected a duration of at least 1ms");
+        if (c->dns_refresh_ms)
+            c->dns_refresh_ms = ms;
+    }
+    if ((n = cfg_map_get(node, "respect_dns_ttl"))) {
+        bool ttl;
+        kp = CFG_PATH_KEY(path, "respect_dns_ttl");
+        if ((rc = cfg_get_bool(st->err, st->doc, n, &kp, &ttl)))
+            return rc;
+    }
 
     hosts = cfg_map_get(node, "hosts");
     la = cfg_map_get(node, "load_assignment");
+    /* ORIGINAL_DST and CLUSTER_PROVIDED go together, with no hosts and no health checks, as
+     * Envoy's cluster factory checks (source/common/upstream/cluster_factory_impl.cc,
+     * source/extensions/clusters/original_dst/original_dst_cluster.cc) */
+    if ((c->type == CFG_CLUSTER_ORIGINAL_DST) != (c->lb_policy == CFG_LB_CLUSTER_PROVIDED)) {
+        n = cfg_map_get(node, c->type == CFG_CLUSTER_ORIGINAL_DST ? "type" : "lb_policy");
+        kp = CFG_PATH_KEY(path, c->type == CFG_CLUSTER_ORIGINAL_DST ? "type" : "lb_policy");
+        return cfg_error(st->err, st->doc, n ? n : node, n ? &kp : path,
+                         "ORIGINAL_DST clusters take lb_policy CLUSTER_PROVIDED, and only they do");
+    }
+    if (c->type == CFG_CLUSTER_ORIGINAL_DST) {
+        if (hosts || la) {
+            kp = CFG_PATH_KEY(path, hosts ? "hosts" : "load_assignment");
+            return cfg_error(st->err, st->doc, hosts ? hosts : la, &kp,
+                             "ORIGINAL_DST clusters have no configured hosts");
+        }
+        if (c->health_check.enabled) {
+            kp = CFG_PATH_KEY(path, "health_checks");
+            return cfg_error(st->err, st->doc, cfg_map_get(node, "health_checks"), &kp,
+                             "ORIGINAL_DST clusters cannot be health checked (no hosts)");
+        }
+        n = cfg_map_get(node, "circuit_breakers");
+        kp = CFG_PATH_KEY(path, "circuit_breakers");
+        if (n && (rc = parse_circuit_breakers(st, n, &kp, c)))
+            return rc;
+        return parse_owner_ts(st, node, path, TS_SIDE_UPSTREAM, c->owner_name, &c->ts);
+    }
     if (hosts && la) {
         kp = CFG_PATH_KEY(path, "load_assignment");
         return cfg_error(st->err, st->doc, la, &kp,
@@ -968,19 +1119,41 @@ static int parse_pcap_over_ip(struct cfg_state *st, size_t i, const struct cfg_n
 static int parse_admin(struct cfg_state *st, const struct cfg_node *admin,
                        const struct cfg_path *path)
 {
-    static const char *const keys[] = {"address", "access_log_path", "profile_path",
-                                       "socktap_pcap_over_ip", NULL};
+    static const char *const keys[] = {"address",    "access_log_path",      "profile_path",
+                                       "access_log", "socktap_pcap_over_ip", NULL};
     const struct cfg_node *n;
     struct cfg_path kp;
-    const char *s;
+    const char *s = NULL;
     int rc = cfg_check_keys(st->err, st->doc, admin, path, keys);
     if (rc)
         return rc;
-    /* Paths are validated as strings and otherwise ignored: socktap's admin has no access
-     * log or profiler, but Envoy files carry them. */
-    for (const char *const *k = keys + 1; k < keys + 3; k++)
-        if ((rc = opt_string(st, admin, path, *k, &s)))
-            return rc;
+    /* profile_path is validated as a string and otherwise ignored: socktap has no profiler,
+     * but Envoy files carry it. */
+    if ((rc = opt_string(st, admin, path, "profile_path", &s)))
+        return rc;
+    s = NULL;
+    if ((rc = opt_string(st, admin, path, "access_log_path", &s)))
+        return rc;
+    n = cfg_map_get(admin, "access_log");
+    kp = CFG_PATH_KEY(path, "access_log");
+    if (n && s)
+        return cfg_error(st->err, st->doc, n, &kp,
+                         "give either access_log or the v2 access_log_path, not both");
+    if (n && (rc = cfg_parse_access_logs(st->err, st->doc, n, &kp, &st->cfg->admin.access_logs,
+                                         &st->cfg->admin.naccess_logs)))
+        return rc;
+    /* "/dev/null", Envoy's usual value, means no log: nothing to hand the writer */
+    if (s && *s && strcmp(s, "/dev/null")) {
+        struct cfg_access_log *l = calloc(1, sizeof(*l));
+        if (l) {
+            st->cfg->admin.access_logs = l;
+            st->cfg->admin.naccess_logs = 1;
+        }
+        if (!l || !(l->fmt = al_format_new()) ||
+            al_format_add(l->fmt, al_default_format, AL_TEXT, (char[64]){0}, 64))
+            return cfg_error(st->err, st->doc, admin, path, "out of memory"), -ENOMEM;
+        l->path = s;
+    }
     rc = require(st, admin, path, "address", &n);
     if (rc)
         return rc;
@@ -1235,6 +1408,9 @@ void config_free(struct socktap_config *cfg)
         return;
     for (i = 0; i < cfg->nlisteners; i++) {
         ts_config_free(&cfg->listeners[i].ts);
+        cfg_access_logs_free(cfg->listeners[i].tcp_proxy.access_logs,
+                             cfg->listeners[i].tcp_proxy.naccess_logs);
+        free(cfg->listeners[i].tcp_proxy.weighted);
         free(cfg->listeners[i].owner_name);
     }
     free(cfg->listeners);
@@ -1242,9 +1418,11 @@ void config_free(struct socktap_config *cfg)
         ts_config_free(&cfg->clusters[i].ts);
         free(cfg->clusters[i].owner_name);
         free(cfg->clusters[i].hosts);
+        cfg_health_check_free(&cfg->clusters[i].health_check);
     }
     free(cfg->clusters);
     free(cfg->admin.pcap_over_ip);
+    cfg_access_logs_free(cfg->admin.access_logs, cfg->admin.naccess_logs);
     free(cfg->log_format);
     cfg_doc_free(cfg->doc);
     free(cfg);

@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 
 #include "cfgtree/cfg_node.h"
+#include "config/access_log_config.h"
+#include "config/health_check_config.h"
 #include "transport/ts_registry.h"
 
 #define CFG_DEFAULT_BUFFER_LIMIT (1024u * 1024u)
@@ -21,8 +23,20 @@ struct cfg_address {
     char stat_name[64]; /* Envoy's stat form: "127.0.0.1_10000", "[::1]_10000" */
 };
 
-enum cfg_cluster_type { CFG_CLUSTER_STATIC, CFG_CLUSTER_STRICT_DNS, CFG_CLUSTER_LOGICAL_DNS };
-enum cfg_lb_policy { CFG_LB_ROUND_ROBIN, CFG_LB_RANDOM, CFG_LB_LEAST_REQUEST };
+/* ORIGINAL_DST: no configured hosts; each connection goes to its downstream's original
+ * destination (SO_ORIGINAL_DST, read when its listener has use_original_dst). */
+enum cfg_cluster_type {
+    CFG_CLUSTER_STATIC,
+    CFG_CLUSTER_STRICT_DNS,
+    CFG_CLUSTER_LOGICAL_DNS,
+    CFG_CLUSTER_ORIGINAL_DST
+};
+enum cfg_lb_policy {
+    CFG_LB_ROUND_ROBIN,
+    CFG_LB_RANDOM,
+    CFG_LB_LEAST_REQUEST,
+    CFG_LB_CLUSTER_PROVIDED
+};
 
 struct cfg_cluster {
     char *name;
@@ -35,14 +49,32 @@ struct cfg_cluster {
     uint32_t max_connections; /* circuit_breakers.thresholds[0].max_connections; 0 = none */
     struct ts_config ts;      /* transport_socket (or v2 tls_context); default raw_buffer */
     char *owner_name;         /* "cluster.<name>": the stats prefix (owned, freed by config_free) */
+    struct cfg_health_check health_check; /* health_checks[0]; enabled false: none */
+    /* STRICT_DNS/LOGICAL_DNS: dns_refresh_rate, how often the hosts are resolved again
+     * (default 5 s, Envoy's); 0 for the other types */
+    uint64_t dns_refresh_ms;
+};
+
+/* tcp_proxy weighted_clusters.clusters[i] */
+struct cfg_weighted_cluster {
+    struct cfg_cluster *cluster; /* resolved; points into socktap_config.clusters */
+    uint32_t weight;             /* >= 1 */
 };
 
 struct cfg_tcp_proxy {
     char *stat_prefix;
     char *cluster_name;
-    struct cfg_cluster *cluster;   /* resolved; points into socktap_config.clusters */
-    uint64_t idle_timeout_ms;      /* default 1 hour as Envoy; 0 disables */
+    /* resolved; points into socktap_config.clusters. With weighted_clusters: the first of them
+     * (stats, reload summaries); a connection's own is drawn by weight (cluster_route) */
+    struct cfg_cluster *cluster;
+    struct cfg_weighted_cluster *weighted; /* weighted_clusters (owned), or NULL */
+    size_t nweighted;
+    uint64_t total_weight;
+    uint64_t max_duration_ms; /* max_downstream_connection_duration; 0 = none (Envoy's default) */
+    uint64_t idle_timeout_ms; /* default 1 hour as Envoy; 0 disables */
     uint32_t max_connect_attempts; /* hosts tried per downstream connection; default 1 (Envoy) */
+    struct cfg_access_log *access_logs; /* access_log: one line per connection (owned) */
+    size_t naccess_logs;
 };
 
 struct cfg_listener {
@@ -58,6 +90,9 @@ struct cfg_listener {
      * transport handshake (TLS) before it is closed; 0 = no limit. Default 10 s (socktap's;
      * Envoy has none). */
     uint64_t transport_connect_timeout_ms;
+    /* use_original_dst (or the envoy.filters.listener.original_dst listener filter): a
+     * connection's local address is the one before an iptables REDIRECT (SO_ORIGINAL_DST) */
+    bool use_original_dst;
     char *owner_name; /* "listener.<addr.stat_name>": stats prefix (owned, config_free) */
 };
 
@@ -74,6 +109,9 @@ struct cfg_admin {
     struct cfg_address addr;
     struct cfg_pcap_over_ip *pcap_over_ip; /* owned (config_free) */
     size_t npcap_over_ip;
+    /* v3 access_log (or v2 access_log_path, Envoy's default format): a line per request */
+    struct cfg_access_log *access_logs; /* owned (config_free) */
+    size_t naccess_logs;
 };
 
 struct socktap_config {

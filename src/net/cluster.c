@@ -41,6 +41,7 @@ int cluster_gen_init(struct gen *g)
             stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_destroy_remote", n);
         cs->cx_destroy_local =
             stats_registerf(STAT_COUNTER, "cluster.%s.upstream_cx_destroy_local", n);
+        cs->lb_healthy_panic = stats_registerf(STAT_COUNTER, "cluster.%s.lb_healthy_panic", n);
     }
     for (int w = 0; w < g->nworkers; w++) {
         g->lb[w] = calloc(nc, sizeof(*g->lb[w]));
@@ -104,25 +105,70 @@ static uint64_t lb_rand(struct worker *w)
     return x;
 }
 
+/* The I-th usable host of cluster CI: the I-th healthy one, or the I-th of all (HEALTHY NULL). */
+static size_t lb_nth(const uint8_t *healthy, size_t n, size_t i)
+{
+    if (!healthy)
+        return i;
+    for (size_t h = 0; h < n; h++)
+        if (__atomic_load_n(&healthy[h], __ATOMIC_RELAXED) && i-- == 0)
+            return h;
+    return 0;
+}
+
+/* Chooses among the healthy hosts when the cluster is health checked. Envoy's panic mode
+ * (healthy_panic_threshold, default 50%): below half healthy, every host is used, so a check
+ * that fails everywhere (a firewall change) does not take the whole cluster down
+ * (source/common/upstream/load_balancer_impl.cc), counted in lb_healthy_panic. */
 static size_t lb_choose(struct worker *w, struct gen *g, size_t ci)
 {
     const struct cfg_cluster *cl = &g->cfg->clusters[ci];
     struct lb_state *lb = &g->lb[w->index][ci];
     size_t n = cl->nhosts;
+    const uint8_t *healthy = g->healthy ? g->healthy[ci] : NULL;
+    if (healthy) {
+        size_t nh = 0;
+        for (size_t h = 0; h < n; h++)
+            nh += __atomic_load_n(&healthy[h], __ATOMIC_RELAXED);
+        if (nh * 2 < n) {
+            stats_inc(g->cstats[ci].lb_healthy_panic);
+            healthy = NULL;
+        } else {
+            n = nh;
+        }
+    }
     if (n <= 1)
-        return 0;
+        return lb_nth(healthy, cl->nhosts, 0);
     switch (cl->lb_policy) {
     case CFG_LB_RANDOM:
-        return (size_t)(lb_rand(w) % n);
+        return lb_nth(healthy, cl->nhosts, (size_t)(lb_rand(w) % n));
     case CFG_LB_LEAST_REQUEST: {
-        size_t a = (size_t)(lb_rand(w) % n);
-        size_t b = (size_t)(lb_rand(w) % n);
+        size_t a = lb_nth(healthy, cl->nhosts, (size_t)(lb_rand(w) % n));
+        size_t b = lb_nth(healthy, cl->nhosts, (size_t)(lb_rand(w) % n));
         return lb->active[b] < lb->active[a] ? b : a;
     }
     case CFG_LB_ROUND_ROBIN:
     default:
-        return lb->rr_next++ % n;
+        return lb_nth(healthy, cl->nhosts, lb->rr_next++ % n);
     }
+}
+
+size_t cluster_route(struct worker *w, const struct gen *g, size_t li)
+{
+    const struct cfg_tcp_proxy *tp = &g->cfg->listeners[li].tcp_proxy;
+    const struct cfg_cluster *pick = tp->cluster;
+    if (tp->nweighted > 1) {
+        /* Envoy's WeightedClusterUtil: a random point in the total weight, walked in order */
+        uint64_t r = lb_rand(w) % tp->total_weight;
+        for (size_t i = 0; i < tp->nweighted; i++) {
+            if (r < tp->weighted[i].weight) {
+                pick = tp->weighted[i].cluster;
+                break;
+            }
+            r -= tp->weighted[i].weight;
+        }
+    }
+    return (size_t)(pick - g->cfg->clusters);
 }
 
 size_t cluster_pick_host(struct worker *w, struct gen *g, size_t ci)

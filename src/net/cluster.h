@@ -13,7 +13,8 @@
 
 struct cluster_stats {
     stat_id cx_total, cx_active, cx_connect_fail, cx_connect_timeout, cx_tx_bytes, cx_rx_bytes,
-        cx_overflow, cx_destroy, cx_destroy_remote, cx_destroy_local, cx_connect_attempts_exceeded;
+        cx_overflow, cx_destroy, cx_destroy_remote, cx_destroy_local, cx_connect_attempts_exceeded,
+        lb_healthy_panic;
 };
 
 /* Per-worker, per-cluster load-balancer state of one generation (no locks: one worker's). */
@@ -33,6 +34,10 @@ void cluster_gen_free(struct gen *g);
  * (counted as upstream_cx_overflow). After 0 the caller owes cluster_release with the same G. */
 int cluster_admit(struct gen *g, size_t ci, uint64_t id);
 void cluster_release(struct gen *g, size_t ci);
+
+/* The cluster of G a new connection on listener LI goes to: tcp_proxy's cluster, or one of its
+ * weighted_clusters drawn by weight. On W's thread. */
+size_t cluster_route(struct worker *w, const struct gen *g, size_t li);
 
 /* Picks a host of G's cluster CI by its LB policy and counts it active in W's LB state of G
  * (LEAST_REQUEST reads these counts). On W's thread. Returns its index; the caller owes

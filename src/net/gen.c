@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "net/cluster.h"
+#include "net/health_check.h"
 #include "net/listener.h"
 
 int gen_new(struct socktap_config *cfg, uint64_t number, int nworkers, struct gen **out)
@@ -39,8 +40,11 @@ int gen_new(struct socktap_config *cfg, uint64_t number, int nworkers, struct ge
     int rc = listener_gen_init(g);
     if (rc == 0)
         rc = cluster_gen_init(g);
+    if (rc == 0)
+        rc = health_check_gen_init(g);
     if (rc < 0) {
-        g->cfg = NULL; /* stays the caller's */
+        health_check_gen_free(g); /* needs the config: before letting go of it */
+        g->cfg = NULL;            /* stays the caller's */
         gen_free(g);
         return rc;
     }
@@ -75,6 +79,7 @@ void gen_free(struct gen *g)
     if (!g)
         return;
     listener_gen_free(g);
+    health_check_gen_free(g);
     cluster_gen_free(g);
     config_free(g->cfg);
     free(g);

@@ -29,6 +29,11 @@ struct gen {
     struct cluster_stats *cstats;  /* per cluster (cluster.c) */
     int32_t *cluster_active;       /* per cluster: circuit breaker count, process-wide */
     struct lb_state **lb;          /* [worker][cluster]: each row touched by its worker only */
+    /* [cluster][host]: 1 healthy, 0 failed its active health check (atomic bytes: written by
+     * the main thread's checker, read by the workers' LB); a row is NULL for a cluster without
+     * health_checks (every host healthy) */
+    uint8_t **healthy;
+    struct hc_gen *hc; /* the checker's state (health_check.c), main thread only */
     /* [listener * nworkers + worker]: the listen sockets. Owned by the generation until the
      * workers take them (handed), then by each worker's accept event. */
     int *lfd;

@@ -91,6 +91,8 @@ int listener_gen_init(struct gen *g)
         ls->tcp_tx_bytes = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_tx_bytes_total", p);
         ls->tcp_idle_timeout = stats_registerf(STAT_COUNTER, "tcp.%s.idle_timeout", p);
         ls->tcp_no_route = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_no_route", p);
+        ls->tcp_max_duration =
+            stats_registerf(STAT_COUNTER, "tcp.%s.max_downstream_connection_duration", p);
         const char *lp = cfg->listeners[i].conn_limit_stat_prefix;
         if (cfg->listeners[i].max_connections && lp) {
             ls->limit_limited =

@@ -16,7 +16,8 @@
 
 struct listener_stats {
     stat_id cx_total, cx_active, cx_destroy, cx_overflow, cx_ts_connect_timeout;
-    stat_id tcp_cx_total, tcp_rx_bytes, tcp_tx_bytes, tcp_idle_timeout, tcp_no_route;
+    stat_id tcp_cx_total, tcp_rx_bytes, tcp_tx_bytes, tcp_idle_timeout, tcp_no_route,
+        tcp_max_duration;
     /* connection_limit.<stat_prefix>.*: registered only when the filter is configured */
     stat_id limit_limited, limit_active;
 };

@@ -33,6 +33,8 @@
 #include <event2/event.h>
 
 #include "admin/admin.h"
+#include "net/dns_refresh.h"
+#include "net/health_check.h"
 #include "config/config.h"
 #include "core/log.h"
 #include "core/stats.h"
@@ -138,11 +140,12 @@ static void reload_summary(const struct gen *cur, const struct gen *next, char *
 
 /* Everything up to the swap: 0 with *OUT the new generation (its new listeners bound) and the
  * summary in MSG, or -errno with why in MSG; nothing running has changed either way. */
-static int reload_prepare(struct server *srv, struct gen **out, char *msg, size_t msg_size)
+static int reload_prepare(struct server *srv, struct socktap_config *loaded, struct gen **out,
+                          char *msg, size_t msg_size)
 {
     struct cfg_err err = {0};
-    struct socktap_config *cfg = NULL;
-    int rc = config_load(srv->config_path, &cfg, &err);
+    struct socktap_config *cfg = loaded;
+    int rc = loaded ? 0 : config_load(srv->config_path, &cfg, &err);
     if (rc == 0)
         rc = reload_check_fixed(srv->gen->cfg, cfg, &err);
     if (rc < 0) {
@@ -154,7 +157,8 @@ static int reload_prepare(struct server *srv, struct gen **out, char *msg, size_
         LOGW(LOG_NO_CONN,
              "config reload: application_log_config.log_format changed; it applies at start "
              "only (restart socktap to use it), the rest of the config is reloaded");
-    config_warn_ignored(cfg);
+    if (!loaded) /* a DNS refresh's config is the running one's text: warned about already */
+        config_warn_ignored(cfg);
     struct gen *g;
     rc = gen_new(cfg, srv->gen->number + 1, srv->nworkers, &g);
     if (rc < 0) {
@@ -177,6 +181,11 @@ static void reload_swap(struct server *srv, struct gen *g)
 {
     struct gen *old = srv->gen;
     srv->gen = g;
+    /* the old generation's checks stop, the new one's start afresh: its verdicts are its own */
+    health_check_stop(old);
+    if (health_check_start(g, srv->main_base) < 0)
+        LOGE(LOG_NO_CONN, "health checks of config generation %llu failed to start: out of memory",
+             (unsigned long long)g->number);
     admin_set_config(srv->admin, g->cfg);
     g->handed = true; /* from here the workers close or keep every socket of it */
     __atomic_store_n(&srv->reload_acks, 0, __ATOMIC_RELAXED);
@@ -197,16 +206,24 @@ static void reload_swap(struct server *srv, struct gen *g)
 
 int server_reload(struct server *srv, const char *origin, char *msg, size_t msg_size)
 {
+    return server_reload_config(srv, origin, NULL, msg, msg_size);
+}
+
+int server_reload_config(struct server *srv, const char *origin, struct socktap_config *cfg,
+                         char *msg, size_t msg_size)
+{
     int rc;
     struct gen *g = NULL;
     if (__atomic_load_n(&srv->draining, __ATOMIC_ACQUIRE)) {
         snprintf(msg, msg_size, "draining: the config is not reloaded");
         rc = -ESHUTDOWN;
+        config_free(cfg);
     } else if (srv->reload_in_flight) {
         snprintf(msg, msg_size, "the workers are still taking the previous reload; try again");
         rc = -EBUSY;
+        config_free(cfg);
     } else {
-        rc = reload_prepare(srv, &g, msg, msg_size);
+        rc = reload_prepare(srv, cfg, &g, msg, msg_size);
     }
     struct admin_reload_status *st = &srv->reload_status;
     st->last = time(NULL);
@@ -220,6 +237,7 @@ int server_reload(struct server *srv, const char *origin, char *msg, size_t msg_
         return rc;
     }
     reload_swap(srv, g);
+    dns_refresh_rearm(srv); /* the new generation's clusters and rates */
     st->ok++;
     st->generation = g->number;
     stats_inc(srv->st_reloads);

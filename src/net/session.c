@@ -44,16 +44,21 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "core/access_format.h"
+#include "core/access_log.h"
 #include "core/conn_id.h"
 #include "core/log.h"
 #include "core/sockaddr_text.h"
@@ -106,6 +111,7 @@ struct session {
     struct conn c[2];
     struct event *timer; /* connect timeout, then idle timeout */
     struct event *retry; /* retries directions a transport layer blocked; made on first use */
+    struct event *max_duration; /* max_downstream_connection_duration, or NULL */
     uint64_t idle_ms;
     struct timeval last_activity;
     bool handshaking; /* downstream transport not ready yet: no upstream, timer = its timeout */
@@ -120,10 +126,34 @@ struct session {
     uint32_t attempts;     /* upstream connect attempts made */
     uint32_t max_attempts; /* max_connect_attempts; lowered once the client ended its side */
     enum ts_close_type close_how[2];
+    /* use_original_dst: the destination the client asked for before an iptables REDIRECT
+     * (SO_ORIGINAL_DST), where an ORIGINAL_DST cluster connects (allocated then) */
+    struct cfg_address *orig_dst;
+    /* access_log (only when the tcp_proxy has one: struct session_log is allocated then) */
+    struct session_log *log;
     struct session *prev, *next;
 };
 
+/* What an access log line shows that the relay does not keep anyway (access_format.h). */
+struct session_log {
+    struct timeval start_wall;
+    struct timespec start_mono;
+    uint64_t bytes_rx, bytes_tx; /* downstream */
+    struct sockaddr_storage peer, local, up_local;
+    socklen_t peer_len, local_len, up_local_len;
+    unsigned flags;
+    char up_failure[64];
+};
+
 static const char *const side_name[2] = {"downstream", "upstream"};
+
+/* The upstream host the session uses: its ORIGINAL_DST destination, or the picked host. */
+static const struct cfg_address *session_host_addr(const struct session *s)
+{
+    if (s->orig_dst && cluster_config(s->g, s->ci)->type == CFG_CLUSTER_ORIGINAL_DST)
+        return s->orig_dst;
+    return cluster_host_addr(s->g, s->ci, s->host);
+}
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
@@ -242,6 +272,8 @@ static void account(struct conn *c, size_t bytes, bool rx)
         return;
     if (c->side == DOWN) {
         stats_add(rx ? lstats(s)->tcp_rx_bytes : lstats(s)->tcp_tx_bytes, (int64_t)bytes);
+        if (s->log)
+            *(rx ? &s->log->bytes_rx : &s->log->bytes_tx) += bytes;
     } else {
         stats_add(rx ? cstats(s)->cx_rx_bytes : cstats(s)->cx_tx_bytes, (int64_t)bytes);
     }
@@ -355,9 +387,65 @@ static void conn_release(struct conn *c, enum ts_close_type how)
     c->read_blocked = c->write_blocked = false;
 }
 
+/* Envoy's %UPSTREAM_TRANSPORT_FAILURE_REASON% has no spaces (its formatter turns them into
+ * '_', source/common/formatter/stream_info_formatter.cc): the same for socktap's reasons. */
+static void session_log_failure(struct session *s, const char *why)
+{
+    if (!s->log)
+        return;
+    snprintf(s->log->up_failure, sizeof(s->log->up_failure), "%s", why);
+    for (char *p = s->log->up_failure; *p; p++)
+        if (*p == ' ')
+            *p = '_';
+}
+
+/* One line per access_log of the session's tcp_proxy, handed to the access log writer (its
+ * write(2) never runs here). */
+static void session_access_log(struct session *s)
+{
+    const struct cfg_tcp_proxy *tp = &listener_config(s->g, s->li)->tcp_proxy;
+    struct session_log *sl = s->log;
+    struct al_info info = {0};
+    struct timespec now;
+    char line[AL_LINE_MAX];
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    info.start = sl->start_wall;
+    info.duration_ms = (uint64_t)(now.tv_sec - sl->start_mono.tv_sec) * 1000 +
+                       (uint64_t)((now.tv_nsec - sl->start_mono.tv_nsec) / 1000000);
+    info.bytes_received = sl->bytes_rx;
+    info.bytes_sent = sl->bytes_tx;
+    info.conn_id = s->id;
+    info.down_remote = sl->peer;
+    info.down_remote_len = sl->peer_len;
+    info.down_local = sl->local;
+    info.down_local_len = sl->local_len;
+    info.up_local = sl->up_local;
+    info.up_local_len = sl->up_local_len;
+    if (s->cluster_admitted) {
+        const struct cfg_address *h = session_host_addr(s);
+        memcpy(&info.up_host, &h->ss, h->len);
+        info.up_host_len = h->len;
+    }
+    info.cluster = cluster_config(s->g, s->ci)->name;
+    info.up_failure = sl->up_failure[0] ? sl->up_failure : NULL;
+    info.flags = sl->flags;
+    if (!s->up_ever_connected && s->ended_first == ENDED_DOWNSTREAM &&
+        !(sl->flags & (AL_FLAG_UF | AL_FLAG_UO)))
+        info.flags |= AL_FLAG_DC; /* the client left before any upstream answered */
+    for (size_t i = 0; i < tp->naccess_logs; i++) {
+        size_t len = al_format_render(tp->access_logs[i].fmt, &info, line, sizeof(line));
+        access_log_write(tp->access_logs[i].path, line, len);
+    }
+}
+
 static void session_free(struct session *s)
 {
     struct worker *w = s->w;
+    if (s->log) {
+        session_access_log(s);
+        free(s->log);
+        s->log = NULL;
+    }
     for (int i = 0; i < 2; i++) {
         struct conn *c = &s->c[i];
         conn_release(c, s->close_how[i]);
@@ -375,6 +463,8 @@ static void session_free(struct session *s)
         event_free(s->timer);
     if (s->retry)
         event_free(s->retry);
+    if (s->max_duration)
+        event_free(s->max_duration);
     listener_conn_closed(s->g, s->li);
     if (s->cluster_admitted) {
         cluster_release(s->g, s->ci);
@@ -389,6 +479,7 @@ static void session_free(struct session *s)
     w->nsessions--;
     LOGD(s->id, "closed");
     struct gen *g = s->g;
+    free(s->orig_dst);
     free(s);
     /* last: its transport sockets (and their capture configs) are gone */
     if (gen_unref(g))
@@ -436,7 +527,7 @@ static void upstream_log_failure(struct session *s, const char *why)
 {
     static __thread time_t window;
     static __thread unsigned logged, not_logged;
-    const char *host = cluster_host_name(s->g, s->ci, s->host);
+    const char *host = session_host_addr(s)->text;
     struct timeval now;
     event_base_gettimeofday_cached(s->w->base, &now);
     if (!s->connect_fail_logged) {
@@ -464,6 +555,10 @@ static void upstream_log_failure(struct session *s, const char *why)
 static void upstream_give_up(struct session *s)
 {
     stats_inc(cstats(s)->cx_connect_attempts_exceeded);
+    /* Envoy's tcp_proxy: UF for the failed connect, URX once max_connect_attempts are spent
+     * (source/common/tcp_proxy/tcp_proxy.cc), so a dead upstream logs "UF,URX" */
+    if (s->log)
+        s->log->flags |= AL_FLAG_UF | AL_FLAG_URX;
     LOGD(s->id, "no upstream connection after %u attempt(s)", s->attempts);
     conn_release(&s->c[UP], TS_CLOSE_NORMAL);
     s->c[UP].dead = true;
@@ -525,11 +620,18 @@ static void upstream_connected(struct session *s)
     if (soerr) {
         stats_inc(cstats(s)->cx_connect_fail);
         upstream_log_failure(s, strerror(soerr));
+        session_log_failure(s, strerror(soerr));
         upstream_attempt_failed(s, -soerr);
         return;
     }
     u->connected = true;
     s->up_ever_connected = true;
+    if (s->log) {
+        s->log->up_failure[0] = '\0'; /* an earlier attempt's reason is not this one's */
+        s->log->up_local_len = sizeof(s->log->up_local);
+        if (getsockname(u->fd, (struct sockaddr *)&s->log->up_local, &s->log->up_local_len) < 0)
+            s->log->up_local_len = 0;
+    }
     touch(s);
     session_arm_idle(s);
     int rc = ts_on_connected(u->ts);
@@ -539,7 +641,7 @@ static void upstream_connected(struct session *s)
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         return;
     }
-    LOGD(s->id, "upstream connected to %s", cluster_host_name(s->g, s->ci, s->host));
+    LOGD(s->id, "upstream connected to %s", session_host_addr(s)->text);
 }
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
@@ -579,6 +681,20 @@ static void session_retry_cb(evutil_socket_t fd, short what, void *arg)
     session_settle(s);
 }
 
+/* max_downstream_connection_duration: the connection ends whatever it is doing (Envoy's
+ * tcp_proxy onMaxDownstreamConnectionDuration: DT flag, tcp.X.max_downstream_connection_duration).
+ */
+static void session_max_duration_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    stats_inc(lstats(s)->tcp_max_duration);
+    if (s->log)
+        s->log->flags |= AL_FLAG_DT;
+    LOGD(s->id, "max_downstream_connection_duration reached");
+    session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+    session_settle(s);
+}
+
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
@@ -599,6 +715,7 @@ static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
     if (s->connecting) {
         stats_inc(cstats(s)->cx_connect_timeout);
         upstream_log_failure(s, "connect timeout");
+        session_log_failure(s, "connect timeout");
         upstream_attempt_failed(s, -ETIMEDOUT);
         session_settle(s);
         return;
@@ -609,6 +726,8 @@ static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
     uint64_t idle_ms = (uint64_t)idle.tv_sec * 1000 + (uint64_t)idle.tv_usec / 1000;
     if (idle_ms + 1 >= s->idle_ms) {
         stats_inc(lstats(s)->tcp_idle_timeout);
+        if (s->log)
+            s->log->flags |= AL_FLAG_SI;
         LOGD(s->id, "idle timeout");
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         session_settle(s);
@@ -637,6 +756,22 @@ static int conn_setup(struct session *s, enum side side, int fd, uint32_t limit)
     return 0;
 }
 
+/* Same IP address and port (the listener's address may be a wildcard: then only the port). */
+static bool sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && (x->sin_addr.s_addr == y->sin_addr.s_addr ||
+                                              y->sin_addr.s_addr == htonl(INADDR_ANY));
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           (!memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) ||
+            IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+}
+
 static void fill_info(struct ts_conn_info *info, struct session *s, int fd)
 {
     memset(info, 0, sizeof(*info));
@@ -647,10 +782,39 @@ static void fill_info(struct ts_conn_info *info, struct session *s, int fd)
     info->loop = s->w->base;
 }
 
+/* The client's original destination on use_original_dst listeners (Envoy's original_dst
+ * listener filter, source/extensions/filters/listener/original_dst/original_dst.cc): the
+ * address an iptables REDIRECT replaced, or the local address when none did. */
+static int downstream_original_dst(struct session *s, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    s->orig_dst = calloc(1, sizeof(*s->orig_dst));
+    if (!s->orig_dst)
+        return -ENOMEM;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -errno;
+    socklen_t olen = sizeof(ss);
+    if (ss.ss_family == AF_INET)
+        (void)getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &olen);
+    else if (ss.ss_family == AF_INET6)
+        (void)getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &olen);
+    /* a failed getsockopt (no REDIRECT) leaves the local address, as Envoy's filter does */
+    memcpy(&s->orig_dst->ss, &ss, sizeof(ss));
+    s->orig_dst->len =
+        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    sockaddr_text((const struct sockaddr *)&ss, s->orig_dst->len, ':', s->orig_dst->text,
+                  sizeof(s->orig_dst->text));
+    return 0;
+}
+
 static int upstream_start(struct session *s)
 {
     const struct cfg_cluster *cl = cluster_config(s->g, s->ci);
-    const struct cfg_address *host = cluster_host_addr(s->g, s->ci, s->host);
+    const struct cfg_address *host = session_host_addr(s);
+    if (cl->type == CFG_CLUSTER_ORIGINAL_DST &&
+        sockaddr_same(&host->ss, &listener_config(s->g, s->li)->addr.ss))
+        return -ELOOP; /* no REDIRECT: the original destination is this listener */
     int fd = socket(host->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -670,8 +834,7 @@ static int upstream_start(struct session *s)
      * process-wide counter: an upstream trace is <prefix>_<its id>, never the downstream's. */
     info.conn_id = conn_id_next();
     info.connecting = true;
-    LOGD(s->id, "upstream connection C%" PRIu64 " to %s", info.conn_id,
-         cluster_host_name(s->g, s->ci, s->host));
+    LOGD(s->id, "upstream connection C%" PRIu64 " to %s", info.conn_id, session_host_addr(s)->text);
     memcpy(&info.remote, &host->ss, host->len);
     info.remote_len = host->len;
     rc = ts_config_create(&cl->ts, &info, &s->c[UP].ts);
@@ -696,7 +859,7 @@ static void session_connect(struct session *s)
     if (s->attempts > 0) {
         conn_release(&s->c[UP], TS_CLOSE_NORMAL);
         s->host = cluster_repick_host(w, s->g, s->ci, s->host);
-        LOGD(s->id, "trying host %s (attempt %u of %u)", cluster_host_name(s->g, s->ci, s->host),
+        LOGD(s->id, "trying host %s (attempt %u of %u)", session_host_addr(s)->text,
              s->attempts + 1, s->max_attempts);
     }
     s->attempts++;
@@ -704,8 +867,11 @@ static void session_connect(struct session *s)
     int rc = upstream_start(s);
     if (rc == 0)
         return;
+    const char *why =
+        rc == -ELOOP ? "original destination is this listener (no REDIRECT)" : strerror(-rc);
     stats_inc(cstats(s)->cx_connect_fail);
-    upstream_log_failure(s, strerror(-rc));
+    upstream_log_failure(s, why);
+    session_log_failure(s, why);
     upstream_attempt_failed(s, rc);
 }
 
@@ -716,6 +882,8 @@ static void session_begin_upstream(struct session *s)
     s->handshaking = false;
     event_del(s->timer);
     if (cluster_admit(s->g, s->ci, s->id) < 0) {
+        if (s->log)
+            s->log->flags |= AL_FLAG_UO;
         session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
         return;
     }
@@ -730,11 +898,20 @@ static struct session *session_new(struct worker *w, size_t li, int fd)
 {
     struct gen *g = w->gen;
     const struct cfg_listener *l = listener_config(g, li);
-    size_t ci = listener_cluster(g, li);
+    size_t ci = cluster_route(w, g, li);
     const struct cfg_cluster *cl = cluster_config(g, ci);
     struct session *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    if (l->tcp_proxy.naccess_logs) {
+        s->log = calloc(1, sizeof(*s->log));
+        if (!s->log) {
+            free(s);
+            return NULL;
+        }
+        gettimeofday(&s->log->start_wall, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &s->log->start_mono);
+    }
     s->w = w;
     s->g = g;
     gen_ref(g);
@@ -780,6 +957,15 @@ static int downstream_start(struct session *s, const struct sockaddr *peer, int 
     if (peer_len > 0 && (size_t)peer_len <= sizeof(info.remote)) {
         memcpy(&info.remote, peer, (size_t)peer_len);
         info.remote_len = (socklen_t)peer_len;
+        if (s->log) {
+            memcpy(&s->log->peer, peer, (size_t)peer_len);
+            s->log->peer_len = (socklen_t)peer_len;
+        }
+    }
+    if (s->log) {
+        s->log->local_len = sizeof(s->log->local);
+        if (getsockname(fd, (struct sockaddr *)&s->log->local, &s->log->local_len) < 0)
+            s->log->local_len = 0;
     }
     rc = ts_config_create(&l->ts, &info, &s->c[DOWN].ts);
     if (rc < 0) {
@@ -822,8 +1008,19 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
     if (listener_admit(s->g, li, s->id) < 0)
         goto err_finish;
     s->listener_admitted = true;
+    if (listener_config(s->g, li)->use_original_dst && downstream_original_dst(s, fd) < 0)
+        goto err_finish;
     if (downstream_start(s, peer, peer_len) < 0)
         goto err_finish;
+    uint64_t max_ms = listener_config(s->g, li)->tcp_proxy.max_duration_ms;
+    if (max_ms) {
+        struct timeval tv = {.tv_sec = (time_t)(max_ms / 1000),
+                             .tv_usec = (suseconds_t)(max_ms % 1000) * 1000};
+        s->max_duration = evtimer_new(w->base, session_max_duration_cb, s);
+        if (!s->max_duration)
+            goto err_finish;
+        evtimer_add(s->max_duration, &tv);
+    }
     if (ts_is_ready(s->c[DOWN].ts))
         session_begin_upstream(s); /* cluster admit, then connect */
     else

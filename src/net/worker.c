@@ -23,6 +23,9 @@
 #include "admin/admin_live.h"
 #include "admin/admin_tap.h"
 #include "config/config.h"
+#include "core/access_log.h"
+#include "net/dns_refresh.h"
+#include "net/health_check.h"
 #include "core/log.h"
 #include "core/stats.h"
 #include "net/cluster.h"
@@ -233,6 +236,7 @@ static void signal_other_cb(evutil_socket_t sig, short what, void *arg)
         LOGI(LOG_NO_CONN, "caught SIGUSR1: ignored (no meaning yet)");
         return;
     }
+    access_log_reopen(); /* its files too, by path, before their next line */
     int rc = log_reopen();
     if (rc < 0)
         LOGE(LOG_NO_CONN, "caught SIGHUP: cannot re-open the log file: %s", strerror(-rc));
@@ -289,9 +293,17 @@ static void main_ctl_cb(evutil_socket_t fd, short what, void *arg)
     if (srv->reload_in_flight &&
         __atomic_load_n(&srv->reload_acks, __ATOMIC_ACQUIRE) >= srv->nworkers)
         server_reload_applied(srv);
+    dns_refresh_poll(srv);
     server_retire_scan(srv);
     if (__atomic_load_n(&srv->workers_done, __ATOMIC_ACQUIRE) >= srv->nworkers)
         event_base_loopexit(srv->main_base, NULL);
+}
+
+/* The admin's /clusters health_flags: the running generation's, whose config the admin serves. */
+static const char *server_host_health(void *arg, size_t ci, size_t h)
+{
+    const struct server *srv = arg;
+    return health_check_flags(srv->gen, ci, h);
 }
 
 int server_run(struct server *srv)
@@ -318,6 +330,16 @@ int server_run(struct server *srv)
     event_add(srv->sighup_ev, NULL);
     event_add(srv->sigusr1_ev, NULL);
     ts_registry_start(srv->main_base); /* the capture budget's timer */
+    rc = health_check_start(srv->gen, srv->main_base);
+    if (rc < 0)
+        return rc;
+    dns_refresh_rearm(srv);
+    /* always: a reload may add access logs; an idle writer is a thread asleep on a condvar */
+    rc = access_log_start();
+    if (rc < 0)
+        LOGE(LOG_NO_CONN, "access log writer failed to start: %s (access log lines are dropped)",
+             strerror(-rc));
+    rc = 0;
     const struct socktap_config *cfg = srv->gen->cfg;
     if (cfg->admin.enabled) {
         struct admin_info info = {.concurrency = srv->nworkers,
@@ -325,7 +347,9 @@ int server_run(struct server *srv)
                                   .log_path = log_file_path(),
                                   .reload = server_reload_admin,
                                   .reload_arg = srv,
-                                  .reload_status = &srv->reload_status};
+                                  .reload_status = &srv->reload_status,
+                                  .host_health = server_host_health,
+                                  .host_health_arg = srv};
         rc = admin_start(&srv->admin, srv->main_base, cfg, &info);
         if (rc < 0)
             return rc;
@@ -357,6 +381,8 @@ int server_run(struct server *srv)
 
 void server_free(struct server *srv)
 {
+    /* first: its helper thread writes to main_efd, closed below */
+    dns_refresh_stop(srv);
     for (int i = 0; srv->workers && i < srv->nworkers; i++) {
         struct worker *w = &srv->workers[i];
         if (!w->base)
@@ -374,6 +400,9 @@ void server_free(struct server *srv)
         if (pending)
             worker_refuse_sockets(w, pending);
     }
+    /* after the last session (each writes its access log line as it is freed) and before the
+     * stats it counts into are freed */
+    access_log_stop();
     admin_free(srv->admin);
     if (srv->main_ctl_ev)
         event_free(srv->main_ctl_ev);
@@ -393,6 +422,8 @@ void server_free(struct server *srv)
         close(srv->main_efd);
         srv->main_efd = -1;
     }
+    if (srv->gen)
+        health_check_stop(srv->gen); /* its events live on main_base */
     if (srv->main_base)
         event_base_free(srv->main_base);
     free(srv->workers);

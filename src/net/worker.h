@@ -77,6 +77,7 @@ struct server {
     struct event *drain_timer, *sigterm_ev, *sigint_ev, *sighup_ev, *sigusr1_ev;
     struct admin *admin;
     bool draining;
+    struct dns_refresh *dns; /* dns_refresh.c: STRICT_DNS re-resolution (main thread) */
 };
 
 /* Builds the runtime for CFG, loaded from CFG->doc->file (the file a reload re-reads). The
@@ -94,6 +95,11 @@ void server_free(struct server *srv);
 /* A worker dropped the last reference of a generation: the main thread looks at the retired
  * ones. Any thread. */
 void server_gen_released(struct server *srv);
+
+/* The same with CFG (owned from this call on, freed on failure) instead of the file: a DNS
+ * refresh's re-resolved copy of the running config (net/dns_refresh.c). */
+int server_reload_config(struct server *srv, const char *origin, struct socktap_config *cfg,
+                         char *msg, size_t msg_size);
 
 /* net/reload.c. Re-reads the config file and, when it is valid and its listeners bind, makes it
  * the running config for new connections (open ones keep theirs). Main thread. ORIGIN ("SIGHUP",

@@ -18,11 +18,12 @@ import harness
 from harness import E2ETest, free_port, proxy_config
 
 
-def echo_server(tag=b""):
+def echo_server(tag=b"", handler=None, bind=("127.0.0.1", 0)):
     """A threaded echo upstream; returns its listening socket. TAG (test_reload: which upstream
-    served a connection) is sent before each echoed chunk."""
+    served a connection) is sent before each echoed chunk. HANDLER(conn), when given, serves each
+    connection instead of the echo (it owns and closes the connection). BIND: where it listens."""
     srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+    srv.bind(bind)
     srv.listen(128)
 
     def serve(c):
@@ -39,14 +40,16 @@ def echo_server(tag=b""):
                 c, _ = srv.accept()
             except OSError:
                 return
-            threading.Thread(target=serve, args=(c,), daemon=True).start()
+            threading.Thread(target=handler or serve, args=(c,), daemon=True).start()
 
     threading.Thread(target=loop, daemon=True).start()
     return srv
 
 
-def roundtrip(port, payload):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+def roundtrip(port, payload, source=None):
+    """PAYLOAD to 127.0.0.1:PORT (from SOURCE's address when given), half-close, all the answer."""
+    src = (source, 0) if source else None
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=src) as c:
         c.sendall(payload)
         c.shutdown(socket.SHUT_WR)
         out = b""

@@ -141,7 +141,7 @@ static void test_numeric_enums(void **state)
                                  "port_value: 1}]}\n";
     expect_error("quoted_number", quoted, strlen(quoted),
                  "t.yaml:3:26: static_resources.clusters[0].lb_policy: expected one of ROUND_ROBIN "
-                 "(0), RANDOM (3), LEAST_REQUEST (1), got \"3\"",
+                 "(0), RANDOM (3), LEAST_REQUEST (1), CLUSTER_PROVIDED (6), got \"3\"",
                  false);
 }
 
