@@ -154,12 +154,10 @@ static struct al_line *al_write_run(struct al_line *run)
 {
     struct iovec iov[AL_IOV_MAX];
     int n = 0;
-    size_t total = 0;
     struct al_line *l = run;
     for (; l && n < AL_IOV_MAX && !strcmp(l->path, run->path); l = l->next) {
         iov[n].iov_base = l->data;
         iov[n].iov_len = l->len;
-        total += l->len;
         n++;
     }
     struct al_file *f = al_file_get(run->path);
@@ -181,7 +179,6 @@ static struct al_line *al_write_run(struct al_line *run)
             f->failing = true;
             return l;
         }
-        total -= (size_t)w;
         while (idx < n && (size_t)w >= iov[idx].iov_len) {
             w -= (ssize_t)iov[idx].iov_len;
             idx++;
