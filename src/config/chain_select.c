@@ -157,7 +157,7 @@ const struct cfg_filter_chain *cfg_chain_select(const struct cfg_listener *l,
                 rank[i] = rank_server_name(m, sni);
                 break;
             case 3:
-                rank[i] = !m->transport_protocol             ? 0
+                rank[i] = !m->transport_protocol               ? 0
                           : !strcmp(m->transport_protocol, tp) ? 1
                                                                : NO_MATCH;
                 break;

@@ -593,11 +593,11 @@ static int parse_chain_match(struct cfg_state *st, const struct cfg_node *node,
     }
     if ((rc = parse_cidr_list(st, node, path, "prefix_ranges", &m->prefix_ranges,
                               &m->nprefix_ranges)) ||
-        (rc = parse_string_list(st, node, path, "server_names", &m->server_names,
-                                &m->nserver_names, check_server_name)) ||
+        (rc = parse_string_list(st, node, path, "server_names", &m->server_names, &m->nserver_names,
+                                check_server_name)) ||
         (rc = opt_string(st, node, path, "transport_protocol", &m->transport_protocol)) ||
-        (rc = parse_string_list(st, node, path, "application_protocols",
-                                &m->application_protocols, &m->napplication_protocols, NULL)) ||
+        (rc = parse_string_list(st, node, path, "application_protocols", &m->application_protocols,
+                                &m->napplication_protocols, NULL)) ||
         (rc = opt_enum(st, node, path, "source_type", source_types, NULL, &type)) ||
         (rc = parse_cidr_list(st, node, path, "source_prefix_ranges", &m->source_prefix_ranges,
                               &m->nsource_prefix_ranges)))
@@ -734,10 +734,10 @@ static int parse_listener_filters(struct cfg_state *st, const struct cfg_node *l
     static const char *const urls[] = {
         "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
         NULL};
-    static const char *const keys[] = {"enable_ja3_fingerprinting", "enable_ja4_fingerprinting",
-                                       "initial_read_buffer_size",
-                                       "close_connection_on_client_hello_parsing_errors",
-                                       "max_client_hello_size", NULL};
+    static const char *const keys[] = {
+        "enable_ja3_fingerprinting", "enable_ja4_fingerprinting",
+        "initial_read_buffer_size",  "close_connection_on_client_hello_parsing_errors",
+        "max_client_hello_size",     NULL};
     int rc = cfg_expect_seq(st->err, st->doc, list, path);
     if (rc)
         return rc;
@@ -916,8 +916,8 @@ static int parse_listener(struct cfg_state *st, size_t idx, const struct cfg_nod
         return rc;
     n = cfg_map_get(node, "continue_on_listener_filters_timeout");
     kp = CFG_PATH_KEY(path, "continue_on_listener_filters_timeout");
-    if (n && (rc = cfg_get_bool(st->err, st->doc, n, &kp,
-                                &l->continue_on_listener_filters_timeout)))
+    if (n &&
+        (rc = cfg_get_bool(st->err, st->doc, n, &kp, &l->continue_on_listener_filters_timeout)))
         return rc;
     return parse_listener_chains(st, node, path, l);
 }

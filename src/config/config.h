@@ -57,12 +57,12 @@ enum cfg_source_type { CFG_SOURCE_ANY, CFG_SOURCE_SAME_IP_OR_LOOPBACK, CFG_SOURC
 /* FilterChainMatch (config/listener/v3/listener_components.proto). Empty lists and 0 mean
  * "not set" (matches anything, least specific). Strings point into the document. */
 struct cfg_chain_match {
-    uint32_t destination_port; /* 0 = unset */
+    uint32_t destination_port;      /* 0 = unset */
     struct cfg_cidr *prefix_ranges; /* owned (config_free) */
     size_t nprefix_ranges;
     const char **server_names; /* owned array; "*.example.com" is a wildcard */
     size_t nserver_names;
-    const char *transport_protocol; /* NULL = unset; "tls", "raw_buffer" */
+    const char *transport_protocol;     /* NULL = unset; "tls", "raw_buffer" */
     const char **application_protocols; /* owned array */
     size_t napplication_protocols;
     enum cfg_source_type source_type;
@@ -110,7 +110,7 @@ struct cfg_listener {
     bool has_default;
     /* listener_filters: envoy.filters.listener.tls_inspector */
     bool tls_inspector;
-    uint32_t max_client_hello_size;     /* tls_inspector's bound (Envoy: 16 KiB max) */
+    uint32_t max_client_hello_size;       /* tls_inspector's bound (Envoy: 16 KiB max) */
     uint64_t listener_filters_timeout_ms; /* default 15 s (Envoy); 0 = none */
     bool continue_on_listener_filters_timeout;
     char *owner_name; /* "listener.<addr.stat_name>": stats prefix (owned, config_free) */

@@ -18,13 +18,13 @@
 
 #include <string.h>
 
-#define REC_HDR      5
-#define HS_HDR       4
-#define CT_HANDSHAKE 22
+#define REC_HDR         5
+#define HS_HDR          4
+#define CT_HANDSHAKE    22
 #define HS_CLIENT_HELLO 1
-#define EXT_SNI      0
-#define EXT_ALPN     16
-#define MAX_RECORD   (16384 + 2048) /* TLSPlaintext length bound plus slack, RFC 8446 5.1 */
+#define EXT_SNI         0
+#define EXT_ALPN        16
+#define MAX_RECORD      (16384 + 2048) /* TLSPlaintext length bound plus slack, RFC 8446 5.1 */
 
 struct rd {
     const uint8_t *p;

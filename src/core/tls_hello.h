@@ -21,7 +21,7 @@ enum tls_hello_state {
 
 struct tls_hello {
     enum tls_hello_state state;
-    size_t need;                  /* NEED_MORE: total bytes wanted before parsing again */
+    size_t need;                     /* NEED_MORE: total bytes wanted before parsing again */
     char sni[TLS_HELLO_MAX_SNI + 1]; /* "" when absent */
     char alpn[TLS_HELLO_MAX_ALPN][TLS_HELLO_ALPN_LEN + 1];
     size_t nalpn;

@@ -85,13 +85,12 @@ int listener_gen_init(struct gen *g)
         ls->cx_overflow = stats_registerf(STAT_COUNTER, "listener.%s.downstream_cx_overflow", a);
         ls->cx_ts_connect_timeout = stats_registerf(
             STAT_COUNTER, "listener.%s.downstream_cx_transport_socket_connect_timeout", a);
-        ls->no_chain_match =
-            stats_registerf(STAT_COUNTER, "listener.%s.no_filter_chain_match", a);
+        ls->no_chain_match = stats_registerf(STAT_COUNTER, "listener.%s.no_filter_chain_match", a);
         ls->pre_cx_timeout =
             stats_registerf(STAT_COUNTER, "listener.%s.downstream_pre_cx_timeout", a);
         ls->pre_cx_active = stats_registerf(STAT_GAUGE, "listener.%s.downstream_pre_cx_active", a);
-        ls->lf_remote_close = stats_registerf(
-            STAT_COUNTER, "listener.%s.downstream_listener_filter_remote_close", a);
+        ls->lf_remote_close =
+            stats_registerf(STAT_COUNTER, "listener.%s.downstream_listener_filter_remote_close", a);
         ls->ti_tls_found = stats_register("tls_inspector.tls_found", STAT_COUNTER);
         ls->ti_tls_not_found = stats_register("tls_inspector.tls_not_found", STAT_COUNTER);
         ls->ti_sni_found = stats_register("tls_inspector.sni_found", STAT_COUNTER);

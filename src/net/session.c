@@ -102,7 +102,7 @@ struct session {
     struct worker *w;
     struct gen *g; /* the config generation it started under (a reference): all its config,
                       stats, counts and LB state come from there until it ends */
-    uint64_t id; /* LOG_NO_CONN until a filter chain is chosen (Envoy: no connection yet) */
+    uint64_t id;   /* LOG_NO_CONN until a filter chain is chosen (Envoy: no connection yet) */
     size_t li, ci, host;
     const struct cfg_filter_chain *fc; /* the chain chosen (in g), NULL before */
     bool opened;                       /* fc chosen, counted open on the listener */
