@@ -5,14 +5,16 @@
  * source/common/network/listener_filter_buffer_impl.cc) and are woken by edge-triggered events.
  * socktap's workers are level-triggered (architecture.md), where peeked bytes keep a socket
  * readable: the wakeup bound is the socket's SO_RCVLOWAT, set to the byte count the parser asks
- * for (Linux honours it for poll/epoll readiness on TCP; EOF and errors still wake). Rejected:
- * an edge-triggered event for this phase only (the same fd then changes event kinds when the
- * relay takes it, and a missed edge leaves a connection asleep until the timeout), and reading
- * the hello into a buffer the transport socket would be handed (every transport socket would
- * need a "bytes already read" input). */
+ * for (Linux honours it for poll/epoll readiness on TCP; EOF and errors still wake, and the TCP
+ * state tells a FIN from bytes still on their way). Rejected: an edge-triggered event for this
+ * phase only (the same fd then changes event kinds when the relay takes it, and a missed edge
+ * leaves a connection asleep until the timeout), and reading the hello into a buffer the transport
+ * socket would be handed (every transport socket would need a "bytes already read" input). */
 #include "net/inspect.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -38,6 +40,15 @@ int inspect_peek(int fd, uint32_t max, struct tls_hello *hello)
     case TLS_HELLO_NEED_MORE:
         break;
     }
+    /* A client that sent part of a hello and then its FIN keeps the socket readable with fewer
+     * bytes than SO_RCVLOWAT asks for: the peek sees the bytes, not the EOF, and a level-
+     * triggered event would fire again at once. The TCP state tells (CLOSE_WAIT: FIN
+     * received). */
+    struct tcp_info ti;
+    socklen_t tl = sizeof(ti);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 &&
+        (ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_CLOSE))
+        return -ECONNRESET;
     int lowat = (int)hello->need;
     if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) < 0)
         return -errno;

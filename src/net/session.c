@@ -986,10 +986,7 @@ static int inspect_start(struct session *s)
         event_base_update_cache_time(s->w->base); /* see upstream_start */
         evtimer_add(s->peek_timer, &tv);
     }
-    /* the first segment usually comes with or right after the handshake: ask for a whole
-     * record header before the first wakeup */
-    int lowat = 5;
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+    /* the first wakeup comes with the first byte: a plain-text client is told from TLS by it */
     return event_add(s->peek_ev, NULL) < 0 ? -ENOMEM : 0;
 }
 

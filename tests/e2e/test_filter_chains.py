@@ -12,6 +12,7 @@ read from the body the client gets back."""
 import glob
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import unittest
@@ -245,6 +246,72 @@ class FilterChains(E2ETest):
         self.assertEqual(self.st.wait_stat("tls_inspector.client_hello_too_large", lambda v: v == 1), 1)
         # a real ClientHello (curl) fits in 512 bytes and still gets its chain
         self.assertEqual(self.https("server.test", "--tls-max", "1.2"), "tls")
+
+
+    def test_client_hello_in_pieces_and_half_close(self):
+        """The inspector waits for the rest of a ClientHello sent in pieces (each wakeup asks
+        the socket for what the hello still needs), consumes nothing (the TLS socket behind
+        it handshakes with the same bytes), and a client that half-closes in the middle of its
+        hello is closed at once rather than at the timeout."""
+        self.start({"api": self.chain("api", "{server_names: [api.example.com]}", self.tls())},
+                   default=("other", self.chain("other", ts=self.tls(), default=True)),
+                   listener_extra=INSPECTOR)
+        pre = "listener.127.0.0.1_%d.downstream_pre_cx_active" % self.lp
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(inc, out, server_hostname="api.example.com")
+        with self.assertRaises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        hello = out.read()
+        with socket.create_connection(("127.0.0.1", self.lp), timeout=20) as s:
+            s.sendall(hello[:3])  # not even a record header
+            self.st.wait_stat(pre, lambda v: v == 1)
+            s.sendall(hello[3:40])
+            # the proxy still waits: nothing chosen yet
+            self.assertEqual(self.st.stats()["tls_inspector.tls_found"], 0)
+            s.sendall(hello[40:])
+            s.settimeout(20)
+            while True:  # finish the handshake through the proxy, then ask
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    s.sendall(out.read())
+                    data = s.recv(65536)
+                    self.assertTrue(data, self.st.logtext())
+                    inc.write(data)
+            s.sendall(out.read())
+            tls.write(b"GET /who HTTP/1.0\r\n\r\n")
+            s.sendall(out.read())
+            body = b""
+            while True:
+                try:
+                    chunk = tls.read(65536)
+                    if not chunk:
+                        break
+                    body += chunk
+                except ssl.SSLWantReadError:
+                    data = s.recv(65536)
+                    if not data:
+                        break
+                    inc.write(data)
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    break
+        self.assertTrue(body.endswith(b"\r\n\r\napi"), body)
+        self.assertEqual(self.st.stats()["tls_inspector.sni_found"], 1)
+        # half a hello, then FIN: closed and counted, no chain, no timeout
+        with socket.create_connection(("127.0.0.1", self.lp), timeout=20) as s:
+            s.sendall(hello[:40])
+            s.shutdown(socket.SHUT_WR)
+            self.assertClosed(s)
+        self.st.wait_stat("listener.127.0.0.1_%d.downstream_listener_filter_remote_close" % self.lp,
+                          lambda v: v == 1)
+        stats = self.st.stats()
+        self.assertEqual(stats[pre], 0)
+        self.assertEqual(stats["listener.127.0.0.1_%d.downstream_pre_cx_timeout" % self.lp], 0)
+        self.assertEqual(stats["tcp.other.downstream_cx_total"], 0)
 
 
 if __name__ == "__main__":
