@@ -11,6 +11,8 @@ Each chain routes to its own upstream, whose answer names it: which chain a conn
 read from the body the client gets back."""
 import glob
 import os
+import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -60,20 +62,25 @@ class FilterChains(E2ETest):
             out += "      transport_socket: %s\n" % ts
         return out
 
+    def config(self, chains, default="", listener_extra="", host="127.0.0.1", upstreams=None):
+        names = list(chains) + ([default[0]] if default else [])
+        clusters = "".join(
+            "  - name: %s\n    connect_timeout: 1s\n    hosts: [{socket_address: {address: 127.0.0.1, port_value: %d}}]\n"
+            % (n, upstreams[n]) for n in names)
+        return ("static_resources:\n  listeners:\n  - name: ingress\n"
+                "    address: {socket_address: {address: \"%s\", port_value: %d}}\n%s"
+                "    filter_chains:\n%s%s  clusters:\n%s"
+                "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
+                % (host, self.lp, listener_extra, "".join(chains.values()), default[1] if default else "",
+                   clusters, self.ap))
+
     def start(self, chains, default="", listener_extra="", host="127.0.0.1", port=None):
         """socktap with one listener of CHAINS (name -> YAML from chain()) and DEFAULT, and one
         cluster per chain name with its own upstream."""
         self.lp, self.ap = port or free_port(), free_port()
         names = list(chains) + ([default[0]] if default else [])
-        clusters = "".join(
-            "  - name: %s\n    connect_timeout: 1s\n    hosts: [{socket_address: {address: 127.0.0.1, port_value: %d}}]\n"
-            % (n, self.upstream(n)) for n in names)
-        cfg = ("static_resources:\n  listeners:\n  - name: ingress\n"
-               "    address: {socket_address: {address: \"%s\", port_value: %d}}\n%s"
-               "    filter_chains:\n%s%s  clusters:\n%s"
-               "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
-               % (host, self.lp, listener_extra, "".join(chains.values()), default[1] if default else "",
-                  clusters, self.ap))
+        self.upstreams = {n: self.upstream(n) for n in names}
+        cfg = self.config(chains, default, listener_extra, host, self.upstreams)
         self.st = self.socktap(cfg, admin_port=self.ap)
         return self.st
 
@@ -312,6 +319,30 @@ class FilterChains(E2ETest):
         self.assertEqual(stats[pre], 0)
         self.assertEqual(stats["listener.127.0.0.1_%d.downstream_pre_cx_timeout" % self.lp], 0)
         self.assertEqual(stats["tcp.other.downstream_cx_total"], 0)
+
+
+    def test_reload_swaps_the_chain_table(self):
+        """The chain table lives in the config generation: after a reload new connections take
+        the new chains (the listener, same name and address, keeps its socket)."""
+        self.start({"one": self.chain("one", "{source_prefix_ranges: [{address_prefix: 127.0.0.2}]}")},
+                   default=("rest", self.chain("rest", default=True)))
+        self.assertEqual(self.plain("127.0.0.2"), "one")
+        self.assertEqual(self.plain("127.0.0.3"), "rest")
+        self.upstreams["three"] = self.upstream("three")
+        cfg = self.config({"three": self.chain("three", "{source_prefix_ranges: [{address_prefix: 127.0.0.3}]}"),
+                           "one": self.chain("one", "{source_prefix_ranges: [{address_prefix: 127.0.0.2}]}")},
+                          upstreams=self.upstreams)
+        tmp = self.st.config_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(cfg)
+        os.replace(tmp, self.st.config_path)
+        os.kill(self.st.pid, signal.SIGHUP)
+        self.st.wait_log("config generation 2")
+        self.assertRegex(self.st.logtext(), r"config generation 2: listeners .*\(1 kept\)")
+        self.assertEqual(self.plain("127.0.0.3"), "three")
+        self.assertEqual(self.plain("127.0.0.2"), "one")
+        self.assertIsNone(self.plain("127.0.0.4"))  # the new table has no default chain
+        self.st.wait_stat("listener.127.0.0.1_%d.no_filter_chain_match" % self.lp, lambda v: v == 1)
 
 
 if __name__ == "__main__":
