@@ -1594,6 +1594,15 @@ void config_warn_ignored(const struct socktap_config *cfg)
         if ((n = cfg_map_get(cfg->doc->root, ignored_keys[i].key)))
             LOGW(LOG_NO_CONN, "%s:%u:%u: %s: accepted and ignored: %s (docs/envoy-compat.md)",
                  cfg->doc->file, n->line, n->col, ignored_keys[i].key, ignored_keys[i].why);
+    /* Envoy accepts these too (it stopped injecting tls_inspector by itself): worth a line */
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        if (!cfg->listeners[i].tls_inspector && cfg_listener_needs_inspector(&cfg->listeners[i]))
+            LOGW(LOG_NO_CONN,
+                 "listener %s: a filter_chain_match names server_names, application_protocols "
+                 "or transport_protocol tls, but there is no "
+                 "envoy.filters.listener.tls_inspector in listener_filters: such chains never "
+                 "match (docs/envoy-compat.md)",
+                 cfg->listeners[i].name);
 }
 
 void config_free(struct socktap_config *cfg)

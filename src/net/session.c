@@ -32,6 +32,15 @@
  * half" rule, which calls an upstream that hung up first "local" once the client answers the
  * close; an SRE reading the counters asks who hung up first.
  *
+ * Filter chains: a session starts without one. With tls_inspector in the listener's
+ * listener_filters it first peeks the ClientHello (inspect.h: no byte consumed, a level-triggered
+ * EV_READ bounded by SO_RCVLOWAT, listener_filters_timeout on its own timer); then
+ * cfg_chain_select picks the chain with Envoy's order (config/chain_select.c) and the session
+ * takes the chain's cluster, tcp_proxy settings, transport socket and, as Envoy creates the
+ * connection only then, its connection id. No chain (and no default) closes it, counted in
+ * no_filter_chain_match. Rejected: a separate "pending connection" object for the peek phase
+ * (the worker's drain, forced stop and generation references would each need a second list).
+ *
  * Config: a session reads its listener, cluster, hosts and transport-socket configs, stats ids,
  * circuit-breaker counts and LB state only from the config generation it was accepted under
  * (s->g, a reference dropped last in session_free), so a reload never changes or frees them under

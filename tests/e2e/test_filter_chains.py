@@ -205,6 +205,12 @@ class FilterChains(E2ETest):
         }, port=lp)
         self.assertEqual(self.plain("127.0.0.2"), "dport")
 
+    def test_server_names_without_inspector_warn_and_never_match(self):
+        self.start({"api": self.chain("api", "{server_names: [api.example.com]}", self.tls())},
+                   default=("rest", self.chain("rest", ts=self.tls(), default=True)))
+        self.assertIn("no envoy.filters.listener.tls_inspector in listener_filters", self.st.logtext())
+        self.assertEqual(self.https("api.example.com"), "rest")
+
     def test_source_type(self):
         self.start({
             "local": self.chain("local", "{source_type: SAME_IP_OR_LOOPBACK}"),

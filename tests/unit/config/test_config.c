@@ -511,7 +511,8 @@ static void test_defaults(void **state)
     struct socktap_config *cfg = load_ok(yaml);
     assert_int_equal(cfg->nlisteners, 2); /* port 0 twice is not a duplicate: ephemeral */
     assert_int_equal(cfg->listeners[0].chains[0].tcp_proxy.idle_timeout_ms, 3600000);
-    assert_int_equal(cfg->listeners[0].chains[0].transport_connect_timeout_ms, 10000); /* socktap's */
+    assert_int_equal(cfg->listeners[0].chains[0].transport_connect_timeout_ms,
+                     10000); /* socktap's */
     assert_int_equal(cfg->clusters[0].connect_timeout_ms, 5000);
     assert_int_equal(cfg->clusters[0].type, CFG_CLUSTER_STATIC);
     assert_int_equal(cfg->clusters[0].lb_policy, CFG_LB_ROUND_ROBIN);
