@@ -487,9 +487,13 @@ static int parse_cidr(struct cfg_state *st, const struct cfg_node *node,
     return 0;
 }
 
-static int parse_cidr_list(struct cfg_state *st, const struct cfg_node *map,
-                           const struct cfg_path *path, const char *key, struct cfg_cidr **out,
-                           size_t *n)
+typedef int list_item_fn(struct cfg_state *st, const struct cfg_node *node,
+                         const struct cfg_path *path, void *out);
+
+/* The optional sequence KEY of MAP into a new array (*OUT, owned by the caller, config_free) of
+ * elements of SIZE bytes, each parsed by ITEM; *N counts those parsed (also on failure). */
+static int parse_seq(struct cfg_state *st, const struct cfg_node *map, const struct cfg_path *path,
+                     const char *key, size_t size, void **out, size_t *n, list_item_fn *item)
 {
     const struct cfg_node *list = cfg_map_get(map, key);
     struct cfg_path kp = CFG_PATH_KEY(path, key);
@@ -498,51 +502,48 @@ static int parse_cidr_list(struct cfg_state *st, const struct cfg_node *map,
         return 0;
     if ((rc = cfg_expect_seq(st->err, st->doc, list, &kp)))
         return rc;
-    *out = calloc(list->n ? list->n : 1, sizeof(**out));
+    *out = calloc(list->n ? list->n : 1, size);
     if (!*out)
         return cfg_error(st->err, st->doc, list, &kp, "out of memory"), -ENOMEM;
     for (size_t i = 0; i < list->n; i++) {
         struct cfg_path ip = CFG_PATH_INDEX(&kp, i);
-        if ((rc = parse_cidr(st, list->items[i], &ip, &(*out)[i])))
+        if ((rc = item(st, list->items[i], &ip, (char *)*out + i * size)))
             return rc;
         (*n)++;
     }
     return 0;
 }
 
-/* A list of strings; CHECK (may be NULL) validates each. */
-static int parse_string_list(struct cfg_state *st, const struct cfg_node *map,
-                             const struct cfg_path *path, const char *key, const char ***out,
-                             size_t *n,
-                             int (*check)(struct cfg_state *, const struct cfg_node *,
-                                          const struct cfg_path *, const char *))
+static int cidr_item(struct cfg_state *st, const struct cfg_node *node, const struct cfg_path *path,
+                     void *out)
 {
-    const struct cfg_node *list = cfg_map_get(map, key);
-    struct cfg_path kp = CFG_PATH_KEY(path, key);
-    int rc;
-    if (!list)
-        return 0;
-    if ((rc = cfg_expect_seq(st->err, st->doc, list, &kp)))
-        return rc;
-    *out = calloc(list->n ? list->n : 1, sizeof(**out));
-    if (!*out)
-        return cfg_error(st->err, st->doc, list, &kp, "out of memory"), -ENOMEM;
-    for (size_t i = 0; i < list->n; i++) {
-        struct cfg_path ip = CFG_PATH_INDEX(&kp, i);
-        const char *v;
-        if ((rc = cfg_get_string(st->err, st->doc, list->items[i], &ip, &v)))
-            return rc;
-        if (check && (rc = check(st, list->items[i], &ip, v)))
-            return rc;
-        (*out)[(*n)++] = v;
-    }
-    return 0;
+    return parse_cidr(st, node, path, out);
+}
+
+static int string_item(struct cfg_state *st, const struct cfg_node *node,
+                       const struct cfg_path *path, void *out)
+{
+    return cfg_get_string(st->err, st->doc, node, path, out);
+}
+
+static int port_item(struct cfg_state *st, const struct cfg_node *node, const struct cfg_path *path,
+                     void *out)
+{
+    uint64_t v;
+    int rc = cfg_get_u64(st->err, st->doc, node, path, 1, 65535, &v);
+    if (!rc)
+        *(uint32_t *)out = (uint32_t)v;
+    return rc;
 }
 
 /* Envoy's check (filter_chain_manager_impl.cc, addFilterChains): only "*.suffix" wildcards. */
-static int check_server_name(struct cfg_state *st, const struct cfg_node *node,
-                             const struct cfg_path *path, const char *v)
+static int server_name_item(struct cfg_state *st, const struct cfg_node *node,
+                            const struct cfg_path *path, void *out)
 {
+    int rc = cfg_get_string(st->err, st->doc, node, path, out);
+    if (rc)
+        return rc;
+    const char *v = *(const char **)out;
     const char *star = strchr(v, '*');
     if (!*v)
         return cfg_error(st->err, st->doc, node, path, "empty server name");
@@ -591,36 +592,23 @@ static int parse_chain_match(struct cfg_state *st, const struct cfg_node *node,
         return cfg_error(st->err, st->doc, cfg_map_get(node, "destination_port"), &kp,
                          "expected a port 1..65535, got %u", m->destination_port);
     }
-    if ((rc = parse_cidr_list(st, node, path, "prefix_ranges", &m->prefix_ranges,
-                              &m->nprefix_ranges)) ||
-        (rc = parse_string_list(st, node, path, "server_names", &m->server_names, &m->nserver_names,
-                                check_server_name)) ||
+    if ((rc = parse_seq(st, node, path, "prefix_ranges", sizeof(*m->prefix_ranges),
+                        (void **)&m->prefix_ranges, &m->nprefix_ranges, cidr_item)) ||
+        (rc = parse_seq(st, node, path, "server_names", sizeof(*m->server_names),
+                        (void **)&m->server_names, &m->nserver_names, server_name_item)) ||
         (rc = opt_string(st, node, path, "transport_protocol", &m->transport_protocol)) ||
-        (rc = parse_string_list(st, node, path, "application_protocols", &m->application_protocols,
-                                &m->napplication_protocols, NULL)) ||
+        (rc = parse_seq(st, node, path, "application_protocols", sizeof(*m->application_protocols),
+                        (void **)&m->application_protocols, &m->napplication_protocols,
+                        string_item)) ||
         (rc = opt_enum(st, node, path, "source_type", source_types, NULL, &type)) ||
-        (rc = parse_cidr_list(st, node, path, "source_prefix_ranges", &m->source_prefix_ranges,
-                              &m->nsource_prefix_ranges)))
+        (rc = parse_seq(st, node, path, "source_prefix_ranges", sizeof(*m->source_prefix_ranges),
+                        (void **)&m->source_prefix_ranges, &m->nsource_prefix_ranges, cidr_item)) ||
+        (rc = parse_seq(st, node, path, "source_ports", sizeof(*m->source_ports),
+                        (void **)&m->source_ports, &m->nsource_ports, port_item)))
         return rc;
     if (m->transport_protocol && !*m->transport_protocol)
         m->transport_protocol = NULL; /* proto3: "" is unset */
     m->source_type = (enum cfg_source_type)type;
-    n = cfg_map_get(node, "source_ports");
-    if (n) {
-        struct cfg_path kp = CFG_PATH_KEY(path, "source_ports");
-        if ((rc = cfg_expect_seq(st->err, st->doc, n, &kp)))
-            return rc;
-        m->source_ports = calloc(n->n ? n->n : 1, sizeof(*m->source_ports));
-        if (!m->source_ports)
-            return cfg_error(st->err, st->doc, n, &kp, "out of memory"), -ENOMEM;
-        for (size_t i = 0; i < n->n; i++) {
-            struct cfg_path ip = CFG_PATH_INDEX(&kp, i);
-            uint64_t v;
-            if ((rc = cfg_get_u64(st->err, st->doc, n->items[i], &ip, 1, 65535, &v)))
-                return rc;
-            m->source_ports[m->nsource_ports++] = (uint32_t)v;
-        }
-    }
     return 0;
 }
 

@@ -27,6 +27,17 @@ GEN = os.path.join(harness.ROOT, "tests", "unit", "tls", "gen_certs.sh")
 INSPECTOR = "    listener_filters: [{name: envoy.filters.listener.tls_inspector}]\n"
 
 
+def get_who(s):
+    """GET /who over the connected plain socket S; the whole answer (until the upstream's EOF)."""
+    s.sendall(b"GET /who HTTP/1.0\r\n\r\n")
+    out = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            return out
+        out += b
+
+
 class FilterChains(E2ETest):
     def setUp(self):
         super().setUp()
@@ -99,13 +110,7 @@ class FilterChains(E2ETest):
             s.bind((source, 0))
             s.connect(("127.0.0.1", self.lp))
             try:
-                s.sendall(b"GET /who HTTP/1.0\r\n\r\n")
-                out = b""
-                while True:
-                    b = s.recv(65536)
-                    if not b:
-                        break
-                    out += b
+                out = get_who(s)
             except (ConnectionResetError, BrokenPipeError):
                 return None
         if not out:
@@ -238,13 +243,7 @@ class FilterChains(E2ETest):
             # on as raw_buffer without SNI
             self.st.wait_stat("listener.127.0.0.1_%d.downstream_pre_cx_timeout" % self.lp, lambda v: v == 1)
             self.st.wait_stat("tcp.raw.downstream_cx_total", lambda v: v == 1)
-            s.sendall(b"GET /who HTTP/1.0\r\n\r\n")
-            out = b""
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                out += b
+            out = get_who(s)
         self.assertTrue(out.endswith(b"\r\n\r\nraw"), out)
 
     def test_client_hello_too_large(self):
