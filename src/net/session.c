@@ -381,6 +381,7 @@ static void conn_release(struct conn *c, enum ts_close_type how)
 static void session_free(struct session *s)
 {
     struct worker *w = s->w;
+    inspect_stop(s); /* a forced stop during the peek: its events go before the fd */
     for (int i = 0; i < 2; i++) {
         struct conn *c = &s->c[i];
         conn_release(c, s->close_how[i]);
@@ -398,7 +399,6 @@ static void session_free(struct session *s)
         event_free(s->timer);
     if (s->retry)
         event_free(s->retry);
-    inspect_stop(s);
     if (s->opened)
         listener_conn_closed(s->g, s->li);
     if (s->cluster_admitted) {

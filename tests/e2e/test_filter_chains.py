@@ -85,14 +85,14 @@ class FilterChains(E2ETest):
                 % (host, self.lp, listener_extra, "".join(chains.values()), default[1] if default else "",
                    clusters, self.ap))
 
-    def start(self, chains, default="", listener_extra="", host="127.0.0.1", port=None):
+    def start(self, chains, default="", listener_extra="", host="127.0.0.1", port=None, args=()):
         """socktap with one listener of CHAINS (name -> YAML from chain()) and DEFAULT, and one
         cluster per chain name with its own upstream."""
         self.lp, self.ap = port or free_port(), free_port()
         names = list(chains) + ([default[0]] if default else [])
         self.upstreams = {n: self.upstream(n) for n in names}
         cfg = self.config(chains, default, listener_extra, host, self.upstreams)
-        self.st = self.socktap(cfg, admin_port=self.ap)
+        self.st = self.socktap(cfg, admin_port=self.ap, args=args)
         return self.st
 
     def https(self, name, *args):
@@ -348,6 +348,17 @@ class FilterChains(E2ETest):
         self.assertEqual(self.plain("127.0.0.2"), "one")
         self.assertIsNone(self.plain("127.0.0.4"))  # the new table has no default chain
         self.st.wait_stat("listener.127.0.0.1_%d.no_filter_chain_match" % self.lp, lambda v: v == 1)
+
+
+    def test_stop_while_inspecting(self):
+        """A client still in the inspector's hands at the end of the drain is closed with the
+        others (its peek events go first), and socktap exits cleanly (ASan: nothing leaked)."""
+        self.start({"raw": self.chain("raw")}, listener_extra=INSPECTOR, args=("--drain-time-s", "1"))
+        with socket.create_connection(("127.0.0.1", self.lp), timeout=20) as s:
+            s.sendall(b"\x16\x03")  # the start of a record, then nothing
+            self.st.wait_stat("listener.127.0.0.1_%d.downstream_pre_cx_active" % self.lp, lambda v: v == 1)
+            self.assertEqual(self.st.stop(), 0)
+            self.assertClosed(s)
 
 
 if __name__ == "__main__":
