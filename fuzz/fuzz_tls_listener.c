@@ -115,7 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!in || !out)
         abort();
     info.fd = sv[0];
-    if (ts_config_create(&fuzz_cfg->listeners[0].ts, &info, &ts) != 0)
+    if (ts_config_create(&fuzz_cfg->listeners[0].chains[0].ts, &info, &ts) != 0)
         abort();
     fuzz_feed(sv[1], data, size);
     if (ts_on_connected(ts) != 0)

@@ -6,6 +6,9 @@ import os
 import ssl
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "fuzz_tls_listener")
+# fuzz_tls_hello (the tls_inspector's parser) gets hellos shaped differently from the above:
+# split over records, many ALPN protocols, a long name
+OUT_HELLO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "fuzz_tls_hello")
 
 
 def hello(sni=None, alpn=None, maxv=None):
@@ -42,6 +45,19 @@ def main():
     seeds["appdata_before_hello"] = bytes.fromhex("1703030005") + b"hello" + ch
     for name, data in seeds.items():
         with open(os.path.join(OUT, name), "wb") as f:
+            f.write(data)
+    os.makedirs(OUT_HELLO, exist_ok=True)
+    many = hello("many.example.com", ["p%d" % i for i in range(12)] + ["x" * 40])
+    body = many[5:]
+    cut = len(body) // 3
+    hellos = {
+        "ch13_two_records": many[:3] + len(body[:cut]).to_bytes(2, "big") + body[:cut]
+        + many[:3] + len(body[cut:]).to_bytes(2, "big") + body[cut:],
+        "ch13_alpn_many": many,
+        "ch12_long_sni": hello("a" * 60 + "." + "b" * 60 + ".example.com", ["h2"], ssl.TLSVersion.TLSv1_2),
+    }
+    for name, data in hellos.items():
+        with open(os.path.join(OUT_HELLO, name), "wb") as f:
             f.write(data)
 
 

@@ -34,7 +34,7 @@ static const struct ts_config *find_ts(const struct socktap_config *cfg, const c
         for (size_t i = 0; i < cfg->nlisteners; i++)
             if (!strcmp(cfg->listeners[i].name, name) ||
                 !strcmp(cfg->listeners[i].addr.stat_name, name))
-                return &cfg->listeners[i].ts;
+                return cfg_listener_ts(&cfg->listeners[i], false);
         return NULL;
     }
     for (size_t i = 0; i < cfg->nclusters; i++)

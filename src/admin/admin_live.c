@@ -307,11 +307,11 @@ static void live_closed_cb(struct evhttp_connection *evcon, void *arg)
 
 /* The transport socket config of listener LNAME or cluster CNAME (one is NULL), or NULL. */
 static const struct ts_config *live_ts(const struct socktap_config *cfg, const char *lname,
-                                       const char *cname)
+                                       const char *cname, bool wire)
 {
     for (size_t i = 0; lname && i < cfg->nlisteners; i++)
         if (!strcmp(cfg->listeners[i].name, lname))
-            return &cfg->listeners[i].ts;
+            return cfg_listener_ts(&cfg->listeners[i], wire);
     for (size_t i = 0; cname && i < cfg->nclusters; i++)
         if (!strcmp(cfg->clusters[i].name, cname))
             return &cfg->clusters[i].ts;
@@ -336,7 +336,7 @@ static struct live_hub *live_find(struct admin_live *l, struct evhttp_request *r
             "give exactly one of listener=NAME or cluster=NAME (see /capture/live)\n");
         return NULL;
     }
-    const struct ts_config *ts = live_ts(l->cfg, lname, cname);
+    const struct ts_config *ts = live_ts(l->cfg, lname, cname, wire);
     const char *kind = lname ? "listener" : "cluster";
     const char *name = lname ? lname : cname;
     if (!ts) {
@@ -369,9 +369,9 @@ static void live_list_cb(struct evhttp_request *req, void *arg)
     }
     const struct socktap_config *cfg = l->cfg;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
-        if (ts_config_live(&cfg->listeners[i].ts, false))
+        if (ts_config_live(cfg_listener_ts(&cfg->listeners[i], false), false))
             evbuffer_add_printf(b, "listener %s\n", cfg->listeners[i].name);
-        if (ts_config_live(&cfg->listeners[i].ts, true))
+        if (ts_config_live(cfg_listener_ts(&cfg->listeners[i], true), true))
             evbuffer_add_printf(b, "listener %s wire\n", cfg->listeners[i].name);
     }
     for (size_t i = 0; i < cfg->nclusters; i++) {
@@ -557,7 +557,7 @@ static int poi_start(struct admin_live *l)
         p->owner = l;
         p->cfg = c;
         /* the config checked that this capture exists (config.c, parse_pcap_over_ip) */
-        p->hub = ts_config_live(live_ts(l->cfg, c->listener, c->cluster), c->wire);
+        p->hub = ts_config_live(live_ts(l->cfg, c->listener, c->cluster, c->wire), c->wire);
         live_ifname(p->ifname, sizeof(p->ifname), c->listener, c->cluster, c->wire);
         p->accept_retry = evtimer_new(l->base, poi_accept_retry_cb, p);
         if (!p->hub || !p->accept_retry)
@@ -611,7 +611,7 @@ void admin_live_set_config(struct admin_live *l, const struct socktap_config *cf
         struct live_poi *p = &l->pois[i];
         const struct cfg_pcap_over_ip *c = &cfg->admin.pcap_over_ip[i];
         p->cfg = c;
-        p->hub = ts_config_live(live_ts(cfg, c->listener, c->cluster), c->wire);
+        p->hub = ts_config_live(live_ts(cfg, c->listener, c->cluster, c->wire), c->wire);
     }
 }
 

@@ -301,29 +301,40 @@ static void tap_closed_cb(struct evhttp_connection *evcon, void *arg)
 static int tap_subscribe(struct tap_client *c, const char *id)
 {
     const struct socktap_config *cfg = c->owner->cfg;
-    size_t n = cfg->nlisteners + cfg->nclusters, found = 0;
-    if (!(c->hubs = calloc(n ? n : 1, sizeof(*c->hubs))))
+    size_t n = cfg->nclusters, found = 0;
+    for (size_t l = 0; l < cfg->nlisteners; l++)
+        n += cfg->listeners[l].nchains; /* every filter chain has its own transport socket */
+    const struct ts_config **all = calloc(n ? n : 1, sizeof(*all));
+    if (!all || !(c->hubs = calloc(n ? n : 1, sizeof(*c->hubs)))) {
+        free(all);
         return -ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        const struct ts_config *ts =
-            i < cfg->nlisteners ? &cfg->listeners[i].ts : &cfg->clusters[i - cfg->nlisteners].ts;
+    }
+    size_t k = 0;
+    for (size_t l = 0; l < cfg->nlisteners; l++)
+        for (size_t ch = 0; ch < cfg->listeners[l].nchains; ch++)
+            all[k++] = &cfg->listeners[l].chains[ch].ts;
+    for (size_t i = 0; i < cfg->nclusters; i++)
+        all[k++] = &cfg->clusters[i].ts;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const struct ts_config *ts = all[i];
         const char *aid = ts_config_admin_id(ts);
         struct live_hub *hub = ts_config_live(ts, false);
         if (!aid || strcmp(aid, id) || !hub)
             continue;
         struct tap_hub *h = &c->hubs[c->nhubs];
         h->owner = c;
-        int rc = live_hub_subscribe(hub, TAP_QUEUE_BYTES, &h->sub);
-        if (rc)
-            return rc;
+        if ((rc = live_hub_subscribe(hub, TAP_QUEUE_BYTES, &h->sub)))
+            break;
         c->nhubs++;
         h->ev =
             event_new(c->owner->base, live_sub_fd(h->sub), EV_READ | EV_PERSIST, tap_ready_cb, h);
         if (!h->ev || event_add(h->ev, NULL))
-            return -ENOMEM;
+            rc = -ENOMEM;
         found++;
     }
-    return (int)found;
+    free(all);
+    return rc ? rc : (int)found;
 }
 
 /* The request body's TapRequest (envoy/admin/v3/tap.proto) into C (config_id, tap_config), or

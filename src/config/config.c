@@ -35,6 +35,10 @@
  * and 112 MB. 10 s is far above any real handshake on a working network. `0s` restores Envoy's
  * no-limit behaviour ("if present and nonzero", config/listener/v3/listener_components.proto). */
 #define CFG_DEFAULT_TRANSPORT_CONNECT_TIMEOUT_MS 10000u
+/* Envoy's listener_filters_timeout default (listener.proto) and tls_inspector's
+ * TLS_MAX_CLIENT_HELLO, the upper bound of max_client_hello_size (tls_inspector.proto) */
+#define CFG_DEFAULT_LISTENER_FILTERS_TIMEOUT_MS 15000u
+#define CFG_MAX_CLIENT_HELLO                    16384u
 
 static const char *const tcp_proxy_names[] = {"envoy.filters.network.tcp_proxy", "envoy.tcp_proxy",
                                               NULL};
@@ -472,7 +476,8 @@ static int parse_conn_limit(struct cfg_state *st, const struct cfg_node *config,
 /* filters: optional connection_limit filters, then exactly one tcp_proxy, last (Envoy requires
  * the terminal filter last). */
 static int parse_filters(struct cfg_state *st, const struct cfg_node *filters,
-                         const struct cfg_path *path, struct cfg_listener *l)
+                         const struct cfg_path *path, struct cfg_listener *l,
+                         struct cfg_filter_chain *fc)
 {
     static const char *const supported[] = {"envoy.filters.network.tcp_proxy", "envoy.tcp_proxy",
                                             "envoy.filters.network.connection_limit", NULL};
@@ -504,7 +509,7 @@ static int parse_filters(struct cfg_state *st, const struct cfg_node *filters,
             rc = filter_settings(st, f, &fp, tcp_proxy_urls, &settings, &sp);
             if (rc)
                 return rc;
-            return parse_tcp_proxy(st, settings, &sp, &l->tcp_proxy);
+            return parse_tcp_proxy(st, settings, &sp, &fc->tcp_proxy);
         }
         if (str_in(name, conn_limit_names)) {
             rc = filter_settings(st, f, &fp, conn_limit_urls, &settings, &sp);
@@ -523,8 +528,181 @@ static int parse_filters(struct cfg_state *st, const struct cfg_node *filters,
                      "missing the tcp_proxy filter (envoy.filters.network.tcp_proxy)");
 }
 
+/* ---- filter chains (issue 11 section 4) ---- */
+
+/* core.v3.CidrRange {address_prefix, prefix_len}: prefix_len defaults to the full length, as
+ * Envoy's Network::Address::CidrRange::create; host bits are cleared (Envoy does the same). */
+static int parse_cidr(struct cfg_state *st, const struct cfg_node *node,
+                      const struct cfg_path *path, struct cfg_cidr *out)
+{
+    static const char *const keys[] = {"address_prefix", "prefix_len", NULL};
+    const struct cfg_node *an;
+    const char *text;
+    uint32_t len;
+    int rc;
+    memset(out, 0, sizeof(*out));
+    if ((rc = cfg_check_keys(st->err, st->doc, node, path, keys)) ||
+        (rc = req_string(st, node, path, "address_prefix", &text, &an)))
+        return rc;
+    struct cfg_path ap = CFG_PATH_KEY(path, "address_prefix");
+    if (inet_pton(AF_INET, text, out->addr) == 1)
+        out->family = AF_INET;
+    else if (inet_pton(AF_INET6, text, out->addr) == 1)
+        out->family = AF_INET6;
+    else
+        return cfg_error(st->err, st->doc, an, &ap, "malformed IP address: %s", text);
+    len = out->family == AF_INET ? 32 : 128;
+    if ((rc = opt_u32(st, node, path, "prefix_len", 0, &len)))
+        return rc;
+    if (len > (out->family == AF_INET ? 32u : 128u)) {
+        struct cfg_path lp = CFG_PATH_KEY(path, "prefix_len");
+        return cfg_error(st->err, st->doc, cfg_map_get(node, "prefix_len"), &lp,
+                         "prefix_len %u is too long for %s", len, text);
+    }
+    out->len = (uint8_t)len;
+    for (unsigned i = len; i < (out->family == AF_INET ? 32u : 128u); i++)
+        out->addr[i / 8] &= (uint8_t) ~(0x80u >> (i % 8));
+    return 0;
+}
+
+typedef int list_item_fn(struct cfg_state *st, const struct cfg_node *node,
+                         const struct cfg_path *path, void *out);
+
+/* The optional sequence KEY of MAP into a new array (*OUT, owned by the caller, config_free) of
+ * elements of SIZE bytes, each parsed by ITEM; *N counts those parsed (also on failure). */
+static int parse_seq(struct cfg_state *st, const struct cfg_node *map, const struct cfg_path *path,
+                     const char *key, size_t size, void **out, size_t *n, list_item_fn *item)
+{
+    const struct cfg_node *list = cfg_map_get(map, key);
+    struct cfg_path kp = CFG_PATH_KEY(path, key);
+    int rc;
+    if (!list)
+        return 0;
+    if ((rc = cfg_expect_seq(st->err, st->doc, list, &kp)))
+        return rc;
+    *out = calloc(list->n ? list->n : 1, size);
+    if (!*out)
+        return cfg_error(st->err, st->doc, list, &kp, "out of memory"), -ENOMEM;
+    for (size_t i = 0; i < list->n; i++) {
+        struct cfg_path ip = CFG_PATH_INDEX(&kp, i);
+        if ((rc = item(st, list->items[i], &ip, (char *)*out + i * size)))
+            return rc;
+        (*n)++;
+    }
+    return 0;
+}
+
+static int cidr_item(struct cfg_state *st, const struct cfg_node *node, const struct cfg_path *path,
+                     void *out)
+{
+    return parse_cidr(st, node, path, out);
+}
+
+static int string_item(struct cfg_state *st, const struct cfg_node *node,
+                       const struct cfg_path *path, void *out)
+{
+    return cfg_get_string(st->err, st->doc, node, path, out);
+}
+
+static int port_item(struct cfg_state *st, const struct cfg_node *node, const struct cfg_path *path,
+                     void *out)
+{
+    uint64_t v;
+    int rc = cfg_get_u64(st->err, st->doc, node, path, 1, 65535, &v);
+    if (!rc)
+        *(uint32_t *)out = (uint32_t)v;
+    return rc;
+}
+
+/* Envoy's check (filter_chain_manager_impl.cc, addFilterChains): only "*.suffix" wildcards. */
+static int server_name_item(struct cfg_state *st, const struct cfg_node *node,
+                            const struct cfg_path *path, void *out)
+{
+    int rc = cfg_get_string(st->err, st->doc, node, path, out);
+    if (rc)
+        return rc;
+    const char *v = *(const char **)out;
+    const char *star = strchr(v, '*');
+    if (!*v)
+        return cfg_error(st->err, st->doc, node, path, "empty server name");
+    if (star && (star != v || v[1] != '.' || strchr(v + 1, '*') || !v[2]))
+        return cfg_error(st->err, st->doc, node, path,
+                         "partial wildcards are not supported in \"server_names\" ('%s'): use "
+                         "'*.example.com'",
+                         v);
+    return 0;
+}
+
+static int parse_chain_match(struct cfg_state *st, const struct cfg_node *node,
+                             const struct cfg_path *path, struct cfg_chain_match *m)
+{
+    static const char *const keys[] = {"destination_port",
+                                       "prefix_ranges",
+                                       "server_names",
+                                       "transport_protocol",
+                                       "application_protocols",
+                                       "source_type",
+                                       "source_prefix_ranges",
+                                       "source_ports",
+                                       "address_suffix",
+                                       "suffix_len",
+                                       "direct_source_prefix_ranges",
+                                       NULL};
+    static const char *const source_types[] = {"ANY", "SAME_IP_OR_LOOPBACK", "EXTERNAL", NULL};
+    static const char *const unsupported[] = {"address_suffix", "suffix_len",
+                                              "direct_source_prefix_ranges", NULL};
+    const struct cfg_node *n;
+    int type = 0, rc;
+    if ((rc = cfg_check_keys(st->err, st->doc, node, path, keys)))
+        return rc;
+    for (const char *const *k = unsupported; *k; k++)
+        if ((n = cfg_map_get(node, *k))) {
+            struct cfg_path kp = CFG_PATH_KEY(path, *k);
+            /* address_suffix/suffix_len are "not implemented" in Envoy too (the proto says so)
+             * and direct_source_prefix_ranges differs from source_prefix_ranges only behind a
+             * PROXY protocol filter, which socktap does not have */
+            return cfg_error(st->err, st->doc, n, &kp, "'%s' is not supported", *k);
+        }
+    if ((rc = opt_u32(st, node, path, "destination_port", 1, &m->destination_port)))
+        return rc;
+    if (m->destination_port > 65535) {
+        struct cfg_path kp = CFG_PATH_KEY(path, "destination_port");
+        return cfg_error(st->err, st->doc, cfg_map_get(node, "destination_port"), &kp,
+                         "expected a port 1..65535, got %u", m->destination_port);
+    }
+    if ((rc = parse_seq(st, node, path, "prefix_ranges", sizeof(*m->prefix_ranges),
+                        (void **)&m->prefix_ranges, &m->nprefix_ranges, cidr_item)) ||
+        (rc = parse_seq(st, node, path, "server_names", sizeof(*m->server_names),
+                        (void **)&m->server_names, &m->nserver_names, server_name_item)) ||
+        (rc = opt_string(st, node, path, "transport_protocol", &m->transport_protocol)) ||
+        (rc = parse_seq(st, node, path, "application_protocols", sizeof(*m->application_protocols),
+                        (void **)&m->application_protocols, &m->napplication_protocols,
+                        string_item)) ||
+        (rc = opt_enum(st, node, path, "source_type", source_types, NULL, &type)) ||
+        (rc = parse_seq(st, node, path, "source_prefix_ranges", sizeof(*m->source_prefix_ranges),
+                        (void **)&m->source_prefix_ranges, &m->nsource_prefix_ranges, cidr_item)) ||
+        (rc = parse_seq(st, node, path, "source_ports", sizeof(*m->source_ports),
+                        (void **)&m->source_ports, &m->nsource_ports, port_item)))
+        return rc;
+    if (m->transport_protocol && !*m->transport_protocol)
+        m->transport_protocol = NULL; /* proto3: "" is unset */
+    m->source_type = (enum cfg_source_type)type;
+    return 0;
+}
+
+static void chain_match_free(struct cfg_chain_match *m)
+{
+    free(m->prefix_ranges);
+    free(m->server_names);
+    free(m->application_protocols);
+    free(m->source_prefix_ranges);
+    free(m->source_ports);
+    memset(m, 0, sizeof(*m));
+}
+
 static int parse_filter_chain(struct cfg_state *st, const struct cfg_node *chain,
-                              const struct cfg_path *path, struct cfg_listener *l)
+                              const struct cfg_path *path, struct cfg_listener *l,
+                              struct cfg_filter_chain *fc, bool is_default)
 {
     static const char *const keys[] = {
         "filters", "transport_socket",   "tls_context",
@@ -536,37 +714,219 @@ static int parse_filter_chain(struct cfg_state *st, const struct cfg_node *chain
     if (rc)
         return rc;
     n = cfg_map_get(chain, "filter_chain_match");
-    if (n) {
+    /* listener.proto: "The filter chain match is ignored in this field" (default chain) */
+    if (n && !is_default) {
         kp = CFG_PATH_KEY(path, "filter_chain_match");
-        return cfg_error(st->err, st->doc, n, &kp,
-                         "filter_chain_match is not supported (one filter chain per listener)");
+        if ((rc = parse_chain_match(st, n, &kp, &fc->match)))
+            return rc;
     }
-    rc = opt_string(st, chain, path, "name", &(const char *){NULL});
+    rc = opt_string(st, chain, path, "name", &fc->name);
     if (rc)
         return rc;
-    l->transport_connect_timeout_ms = CFG_DEFAULT_TRANSPORT_CONNECT_TIMEOUT_MS;
+    fc->transport_connect_timeout_ms = CFG_DEFAULT_TRANSPORT_CONNECT_TIMEOUT_MS;
     rc = opt_duration(st, chain, path, "transport_socket_connect_timeout",
-                      &l->transport_connect_timeout_ms);
+                      &fc->transport_connect_timeout_ms);
     if (rc)
         return rc;
     rc = require(st, chain, path, "filters", &n);
     if (rc)
         return rc;
     kp = CFG_PATH_KEY(path, "filters");
-    rc = parse_filters(st, n, &kp, l);
+    rc = parse_filters(st, n, &kp, l, fc);
     if (rc)
         return rc;
-    return parse_owner_ts(st, chain, path, TS_SIDE_DOWNSTREAM, l->owner_name, &l->ts);
+    return parse_owner_ts(st, chain, path, TS_SIDE_DOWNSTREAM, l->owner_name, &fc->ts);
+}
+
+/* Two matchers collide when every field's value sets share a value (an unset field is the one
+ * value "any"): then some connection matches both with the same specificity at every step,
+ * which Envoy refuses ("multiple filter chains with the same matching rules are defined"). */
+static bool cidrs_meet(const struct cfg_cidr *a, size_t na, const struct cfg_cidr *b, size_t nb)
+{
+    if (!na || !nb)
+        return !na && !nb;
+    for (size_t i = 0; i < na; i++)
+        for (size_t j = 0; j < nb; j++)
+            if (a[i].family == b[j].family && a[i].len == b[j].len &&
+                !memcmp(a[i].addr, b[j].addr, 16))
+                return true;
+    return false;
+}
+
+static bool strings_meet(const char *const *a, size_t na, const char *const *b, size_t nb)
+{
+    if (!na || !nb)
+        return !na && !nb;
+    for (size_t i = 0; i < na; i++)
+        for (size_t j = 0; j < nb; j++)
+            if (!strcmp(a[i], b[j]))
+                return true;
+    return false;
+}
+
+static bool ports_meet(const uint32_t *a, size_t na, const uint32_t *b, size_t nb)
+{
+    if (!na || !nb)
+        return !na && !nb;
+    for (size_t i = 0; i < na; i++)
+        for (size_t j = 0; j < nb; j++)
+            if (a[i] == b[j])
+                return true;
+    return false;
+}
+
+static bool matches_collide(const struct cfg_chain_match *a, const struct cfg_chain_match *b)
+{
+    const char *ta = a->transport_protocol ? a->transport_protocol : "";
+    const char *tb = b->transport_protocol ? b->transport_protocol : "";
+    return a->destination_port == b->destination_port &&
+           cidrs_meet(a->prefix_ranges, a->nprefix_ranges, b->prefix_ranges, b->nprefix_ranges) &&
+           strings_meet(a->server_names, a->nserver_names, b->server_names, b->nserver_names) &&
+           !strcmp(ta, tb) &&
+           strings_meet(a->application_protocols, a->napplication_protocols,
+                        b->application_protocols, b->napplication_protocols) &&
+           a->source_type == b->source_type &&
+           cidrs_meet(a->source_prefix_ranges, a->nsource_prefix_ranges, b->source_prefix_ranges,
+                      b->nsource_prefix_ranges) &&
+           ports_meet(a->source_ports, a->nsource_ports, b->source_ports, b->nsource_ports);
+}
+
+/* listener_filters: envoy.filters.listener.tls_inspector only. */
+static int parse_listener_filters(struct cfg_state *st, const struct cfg_node *list,
+                                  const struct cfg_path *path, struct cfg_listener *l)
+{
+    static const char *const names[] = {"envoy.filters.listener.tls_inspector",
+                                        "envoy.listener.tls_inspector", NULL};
+    static const char *const urls[] = {
+        "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+        NULL};
+    static const char *const keys[] = {
+        "enable_ja3_fingerprinting", "enable_ja4_fingerprinting",
+        "initial_read_buffer_size",  "close_connection_on_client_hello_parsing_errors",
+        "max_client_hello_size",     NULL};
+    int rc = cfg_expect_seq(st->err, st->doc, list, path);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < list->n; i++) {
+        const struct cfg_node *f = list->items[i], *nn, *settings = NULL;
+        struct cfg_path fp = CFG_PATH_INDEX(path, i), np = CFG_PATH_KEY(&fp, "name"), sp;
+        const char *name;
+        if ((rc = cfg_expect_map(st->err, st->doc, f, &fp)) ||
+            (rc = require(st, f, &fp, "name", &nn)) ||
+            (rc = cfg_get_string(st->err, st->doc, nn, &np, &name)))
+            return rc;
+        if (!str_in(name, names))
+            return cfg_error(st->err, st->doc, nn, &np,
+                             "unsupported listener filter '%s' (supported: "
+                             "envoy.filters.listener.tls_inspector)",
+                             name);
+        if (l->tls_inspector)
+            return cfg_error(st->err, st->doc, nn, &np, "tls_inspector is given twice");
+        static const char *const fkeys[] = {"name", "typed_config", "config", NULL};
+        if ((rc = cfg_check_keys(st->err, st->doc, f, &fp, fkeys)) ||
+            (rc = cfg_extension_settings(st->err, st->doc, f, &fp, urls, NULL, &settings, &sp)))
+            return rc;
+        l->tls_inspector = true;
+        if (!settings)
+            continue;
+        if ((rc = cfg_check_keys(st->err, st->doc, settings, &sp, keys)))
+            return rc;
+        for (const char *const *k = keys; *k; k++) {
+            const struct cfg_node *v = cfg_map_get(settings, *k);
+            struct cfg_path kp = CFG_PATH_KEY(&sp, *k);
+            bool b;
+            if (!v)
+                continue;
+            if (!strcmp(*k, "max_client_hello_size")) {
+                uint64_t sz;
+                /* tls_inspector.proto: gt 255, lte 16384 */
+                if ((rc = cfg_get_u64(st->err, st->doc, v, &kp, 256, 16384, &sz)))
+                    return rc;
+                l->max_client_hello_size = (uint32_t)sz;
+            } else if (!strcmp(*k, "initial_read_buffer_size")) {
+                uint64_t sz; /* accepted: socktap peeks what the kernel holds anyway */
+                if ((rc = cfg_get_u64(st->err, st->doc, v, &kp, 256, 65536, &sz)))
+                    return rc;
+            } else {
+                if ((rc = cfg_get_bool(st->err, st->doc, v, &kp, &b)))
+                    return rc;
+                if (b && strcmp(*k, "close_connection_on_client_hello_parsing_errors"))
+                    return cfg_error(st->err, st->doc, v, &kp, "'%s' is not supported", *k);
+            }
+        }
+    }
+    return 0;
+}
+
+static int parse_listener_chains(struct cfg_state *st, const struct cfg_node *node,
+                                 const struct cfg_path *path, struct cfg_listener *l)
+{
+    const struct cfg_node *chains = cfg_map_get(node, "filter_chains");
+    const struct cfg_node *def = cfg_map_get(node, "default_filter_chain");
+    struct cfg_path kp = CFG_PATH_KEY(path, "filter_chains");
+    size_t n = 0, total;
+    int rc;
+    if (chains) {
+        if ((rc = cfg_expect_seq(st->err, st->doc, chains, &kp)))
+            return rc;
+        n = chains->n;
+    }
+    if (!n && !def)
+        return cfg_error(st->err, st->doc, chains ? chains : node, chains ? &kp : path,
+                         "no filter chains specified (give filter_chains or "
+                         "default_filter_chain)");
+    total = n + (def ? 1 : 0);
+    l->chains = calloc(total, sizeof(*l->chains));
+    if (!l->chains)
+        return cfg_error(st->err, st->doc, node, path, "out of memory"), -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        struct cfg_path cp = CFG_PATH_INDEX(&kp, i);
+        l->chains[i].index = i;
+        l->nchains = i + 1;
+        if ((rc = parse_filter_chain(st, chains->items[i], &cp, l, &l->chains[i], false)))
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (matches_collide(&l->chains[j].match, &l->chains[i].match)) {
+                const struct cfg_node *mn = cfg_map_get(chains->items[i], "filter_chain_match");
+                struct cfg_path mp = CFG_PATH_KEY(&cp, "filter_chain_match");
+                const struct cfg_node *prev = chains->items[j];
+                return cfg_error(st->err, st->doc, mn ? mn : chains->items[i], mn ? &mp : &cp,
+                                 "multiple filter chains with the same matching rules are "
+                                 "defined (filter_chains[%zu] at %u:%u)",
+                                 j, prev->line, prev->col);
+            }
+    }
+    if (def) {
+        struct cfg_path dp = CFG_PATH_KEY(path, "default_filter_chain");
+        l->chains[n].index = n;
+        l->nchains = n + 1;
+        l->has_default = true;
+        if ((rc = cfg_expect_map(st->err, st->doc, def, &dp)) ||
+            (rc = parse_filter_chain(st, def, &dp, l, &l->chains[n], true)))
+            return rc;
+    }
+    if (l->max_connections && l->nchains > 1)
+        return cfg_error(st->err, st->doc, chains ? chains : def, chains ? &kp : path,
+                         "connection_limit is supported on a listener with one filter chain "
+                         "only");
+    return 0;
 }
 
 static int parse_listener(struct cfg_state *st, size_t idx, const struct cfg_node *node,
                           const struct cfg_path *path)
 {
-    static const char *const keys[] = {
-        "name",          "address",          "per_connection_buffer_limit_bytes",
-        "filter_chains", "use_original_dst", NULL};
+    static const char *const keys[] = {"name",
+                                       "address",
+                                       "per_connection_buffer_limit_bytes",
+                                       "filter_chains",
+                                       "default_filter_chain",
+                                       "listener_filters",
+                                       "listener_filters_timeout",
+                                       "continue_on_listener_filters_timeout",
+                                       "use_original_dst",
+                                       NULL};
     struct cfg_listener *l = &st->cfg->listeners[idx];
-    const struct cfg_node *n, *chains;
+    const struct cfg_node *n;
     struct cfg_path kp;
     size_t owner_len, i;
     int rc;
@@ -617,34 +977,34 @@ static int parse_listener(struct cfg_state *st, size_t idx, const struct cfg_nod
         if ((rc = cfg_get_bool(st->err, st->doc, n, &kp, &l->use_original_dst)))
             return rc;
     }
-    rc = require(st, node, path, "filter_chains", &chains);
-    if (rc)
+    l->max_client_hello_size = CFG_MAX_CLIENT_HELLO;
+    l->listener_filters_timeout_ms = CFG_DEFAULT_LISTENER_FILTERS_TIMEOUT_MS;
+    n = cfg_map_get(node, "listener_filters");
+    kp = CFG_PATH_KEY(path, "listener_filters");
+    if (n && (rc = parse_listener_filters(st, n, &kp, l)))
         return rc;
-    kp = CFG_PATH_KEY(path, "filter_chains");
-    rc = cfg_expect_seq(st->err, st->doc, chains, &kp);
-    if (rc)
+    if ((rc = opt_duration(st, node, path, "listener_filters_timeout",
+                           &l->listener_filters_timeout_ms)))
         return rc;
-    if (chains->n == 0)
-        return cfg_error(st->err, st->doc, chains, &kp,
-                         "expected one filter chain, got an empty list");
-    if (chains->n > 1) {
-        struct cfg_path cp = CFG_PATH_INDEX(&kp, 1);
-        return cfg_error(st->err, st->doc, chains->items[1], &cp,
-                         "only one filter chain is supported");
-    }
-    struct cfg_path cp = CFG_PATH_INDEX(&kp, 0);
-    if ((rc = parse_filter_chain(st, chains->items[0], &cp, l)))
+    n = cfg_map_get(node, "continue_on_listener_filters_timeout");
+    kp = CFG_PATH_KEY(path, "continue_on_listener_filters_timeout");
+    if (n &&
+        (rc = cfg_get_bool(st->err, st->doc, n, &kp, &l->continue_on_listener_filters_timeout)))
+        return rc;
+    if ((rc = parse_listener_chains(st, node, path, l)))
         return rc;
     /* an ORIGINAL_DST cluster behind a listener that does not restore the original
      * destination would connect to the listener itself, in a loop */
-    const struct cfg_tcp_proxy *tp = &l->tcp_proxy;
-    for (i = 0; i < (tp->nweighted ? tp->nweighted : 1); i++) {
-        const struct cfg_cluster *c = tp->nweighted ? tp->weighted[i].cluster : tp->cluster;
-        if (c->type == CFG_CLUSTER_ORIGINAL_DST && !l->use_original_dst)
-            return cfg_error(st->err, st->doc, node, path,
-                             "cluster '%s' is ORIGINAL_DST: its listener needs use_original_dst: "
-                             "true",
-                             c->name);
+    for (size_t c = 0; c < l->nchains; c++) {
+        const struct cfg_tcp_proxy *tp = &l->chains[c].tcp_proxy;
+        for (i = 0; i < (tp->nweighted ? tp->nweighted : 1); i++) {
+            const struct cfg_cluster *cl = tp->nweighted ? tp->weighted[i].cluster : tp->cluster;
+            if (cl && cl->type == CFG_CLUSTER_ORIGINAL_DST && !l->use_original_dst)
+                return cfg_error(st->err, st->doc, node, path,
+                                 "cluster '%s' is ORIGINAL_DST: its listener needs "
+                                 "use_original_dst: true",
+                                 cl->name);
+        }
     }
     return 0;
 }
@@ -1100,7 +1460,7 @@ static int parse_pcap_over_ip(struct cfg_state *st, size_t i, const struct cfg_n
     const struct ts_config *ts = NULL;
     for (size_t j = 0; p->listener && j < cfg->nlisteners; j++)
         if (!strcmp(cfg->listeners[j].name, name))
-            ts = &cfg->listeners[j].ts;
+            ts = cfg_listener_ts(&cfg->listeners[j], p->wire);
     for (size_t j = 0; p->cluster && j < cfg->nclusters; j++)
         if (!strcmp(cfg->clusters[j].name, name))
             ts = &cfg->clusters[j].ts;
@@ -1399,6 +1759,15 @@ void config_warn_ignored(const struct socktap_config *cfg)
         if ((n = cfg_map_get(cfg->doc->root, ignored_keys[i].key)))
             LOGW(LOG_NO_CONN, "%s:%u:%u: %s: accepted and ignored: %s (docs/envoy-compat.md)",
                  cfg->doc->file, n->line, n->col, ignored_keys[i].key, ignored_keys[i].why);
+    /* Envoy accepts these too (it stopped injecting tls_inspector by itself): worth a line */
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        if (!cfg->listeners[i].tls_inspector && cfg_listener_needs_inspector(&cfg->listeners[i]))
+            LOGW(LOG_NO_CONN,
+                 "listener %s: a filter_chain_match names server_names, application_protocols "
+                 "or transport_protocol tls, but there is no "
+                 "envoy.filters.listener.tls_inspector in listener_filters: such chains never "
+                 "match (docs/envoy-compat.md)",
+                 cfg->listeners[i].name);
 }
 
 void config_free(struct socktap_config *cfg)
@@ -1407,10 +1776,14 @@ void config_free(struct socktap_config *cfg)
     if (!cfg)
         return;
     for (i = 0; i < cfg->nlisteners; i++) {
-        ts_config_free(&cfg->listeners[i].ts);
-        cfg_access_logs_free(cfg->listeners[i].tcp_proxy.access_logs,
-                             cfg->listeners[i].tcp_proxy.naccess_logs);
-        free(cfg->listeners[i].tcp_proxy.weighted);
+        for (size_t c = 0; cfg->listeners[i].chains && c < cfg->listeners[i].nchains; c++) {
+            ts_config_free(&cfg->listeners[i].chains[c].ts);
+            chain_match_free(&cfg->listeners[i].chains[c].match);
+            cfg_access_logs_free(cfg->listeners[i].chains[c].tcp_proxy.access_logs,
+                                 cfg->listeners[i].chains[c].tcp_proxy.naccess_logs);
+            free(cfg->listeners[i].chains[c].tcp_proxy.weighted);
+        }
+        free(cfg->listeners[i].chains);
         free(cfg->listeners[i].owner_name);
     }
     free(cfg->listeners);

@@ -77,24 +77,93 @@ struct cfg_tcp_proxy {
     size_t naccess_logs;
 };
 
+/* core.v3.CidrRange: address_prefix/prefix_len, normalized (host bits cleared) at load. */
+struct cfg_cidr {
+    int family; /* AF_INET or AF_INET6 */
+    uint8_t addr[16];
+    uint8_t len; /* prefix_len: 0..32 or 0..128 */
+};
+
+enum cfg_source_type { CFG_SOURCE_ANY, CFG_SOURCE_SAME_IP_OR_LOOPBACK, CFG_SOURCE_EXTERNAL };
+
+/* FilterChainMatch (config/listener/v3/listener_components.proto). Empty lists and 0 mean
+ * "not set" (matches anything, least specific). Strings point into the document. */
+struct cfg_chain_match {
+    uint32_t destination_port;      /* 0 = unset */
+    struct cfg_cidr *prefix_ranges; /* owned (config_free) */
+    size_t nprefix_ranges;
+    const char **server_names; /* owned array; "*.example.com" is a wildcard */
+    size_t nserver_names;
+    const char *transport_protocol;     /* NULL = unset; "tls", "raw_buffer" */
+    const char **application_protocols; /* owned array */
+    size_t napplication_protocols;
+    enum cfg_source_type source_type;
+    struct cfg_cidr *source_prefix_ranges; /* owned */
+    size_t nsource_prefix_ranges;
+    uint32_t *source_ports; /* owned */
+    size_t nsource_ports;
+};
+
+/* One filter chain: its match, its tcp_proxy and its transport socket (so a capture/tap socket
+ * can sit on one chain only). */
+struct cfg_filter_chain {
+    const char *name; /* FilterChain.name, or NULL */
+    size_t index;     /* in cfg_listener.chains (the default chain is last) */
+    struct cfg_chain_match match;
+    struct cfg_tcp_proxy tcp_proxy;
+    struct ts_config ts; /* transport_socket (or tls_context); default raw */
+    /* transport_socket_connect_timeout: time a connection gets to finish its transport
+     * handshake (TLS) before it is closed; 0 = no limit. Default 10 s (socktap's; Envoy has
+     * none). */
+    uint64_t transport_connect_timeout_ms;
+};
+
+/* What the chain choice knows of a connection (tls_inspector fills sni/alpn/transport). */
+struct cfg_chain_conn {
+    const struct sockaddr *local, *peer; /* both required */
+    const char *server_name;             /* "" when none */
+    const char *transport_protocol;      /* "tls" or "raw_buffer" */
+    const char *const *alpn;             /* client's ALPN list in its order, NALPN entries */
+    size_t nalpn;
+};
+
 struct cfg_listener {
     char *name; /* defaults to the address text */
     struct cfg_address addr;
     uint32_t buffer_limit;    /* per_connection_buffer_limit_bytes, default 1 MiB */
     uint32_t max_connections; /* 0 = no limit; from an envoy.filters.network.connection_limit
-                                 filter placed before tcp_proxy (Envoy's per-chain limit) */
+                                 filter placed before tcp_proxy (Envoy's per-chain limit; socktap
+                                 accepts it only on a listener with one filter chain) */
     const char *conn_limit_stat_prefix; /* that filter's stat_prefix (points into doc) */
-    struct cfg_tcp_proxy tcp_proxy;
-    struct ts_config ts; /* filter_chains[0].transport_socket (or tls_context); default raw */
-    /* filter_chains[0].transport_socket_connect_timeout: time a connection gets to finish its
-     * transport handshake (TLS) before it is closed; 0 = no limit. Default 10 s (socktap's;
-     * Envoy has none). */
-    uint64_t transport_connect_timeout_ms;
+    /* filter_chains then default_filter_chain (owned array, config_free); NCHAINS counts
+     * both; HAS_DEFAULT says the last one is the default chain */
+    struct cfg_filter_chain *chains;
+    size_t nchains;
+    bool has_default;
+    /* listener_filters: envoy.filters.listener.tls_inspector */
+    bool tls_inspector;
+    uint32_t max_client_hello_size;       /* tls_inspector's bound (Envoy: 16 KiB max) */
+    uint64_t listener_filters_timeout_ms; /* default 15 s (Envoy); 0 = none */
+    bool continue_on_listener_filters_timeout;
     /* use_original_dst (or the envoy.filters.listener.original_dst listener filter): a
      * connection's local address is the one before an iptables REDIRECT (SO_ORIGINAL_DST) */
     bool use_original_dst;
     char *owner_name; /* "listener.<addr.stat_name>": stats prefix (owned, config_free) */
 };
+
+/* The filter chain for connection C on listener L with Envoy's selection order
+ * (filter_chain_manager_impl.cc: destination port, destination IP, server name, transport
+ * protocol, application protocols, source type, source IP, source port; at each step the most
+ * specific match wins and there is no going back), else the default chain, else NULL (Envoy's
+ * no_filter_chain_match). Pure: any thread. */
+const struct cfg_filter_chain *cfg_chain_select(const struct cfg_listener *l,
+                                                const struct cfg_chain_conn *c);
+/* The transport socket config the admin's capture switch and live views mean by listener L: the
+ * first chain whose socket is a capture/tap (live hub), else the first chain's. */
+const struct ts_config *cfg_listener_ts(const struct cfg_listener *l, bool wire);
+/* Whether some chain of L asks for what only tls_inspector can tell (server_names,
+ * application_protocols, transport_protocol "tls"). */
+bool cfg_listener_needs_inspector(const struct cfg_listener *l);
 
 /* admin.socktap_pcap_over_ip[i] (socktap extension): a TCP port that streams one capture
  * socket live as classic pcap to every client that connects (PolarProxy's PCAP-over-IP). */

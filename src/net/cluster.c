@@ -153,9 +153,8 @@ static size_t lb_choose(struct worker *w, struct gen *g, size_t ci)
     }
 }
 
-size_t cluster_route(struct worker *w, const struct gen *g, size_t li)
+size_t cluster_route(struct worker *w, const struct gen *g, const struct cfg_tcp_proxy *tp)
 {
-    const struct cfg_tcp_proxy *tp = &g->cfg->listeners[li].tcp_proxy;
     const struct cfg_cluster *pick = tp->cluster;
     if (tp->nweighted > 1) {
         /* Envoy's WeightedClusterUtil: a random point in the total weight, walked in order */

@@ -35,9 +35,9 @@ void cluster_gen_free(struct gen *g);
 int cluster_admit(struct gen *g, size_t ci, uint64_t id);
 void cluster_release(struct gen *g, size_t ci);
 
-/* The cluster of G a new connection on listener LI goes to: tcp_proxy's cluster, or one of its
- * weighted_clusters drawn by weight. On W's thread. */
-size_t cluster_route(struct worker *w, const struct gen *g, size_t li);
+/* The cluster of G a new connection of tcp_proxy TP (its filter chain's) goes to: TP's cluster, or
+ * one of its weighted_clusters drawn by weight. On W's thread. */
+size_t cluster_route(struct worker *w, const struct gen *g, const struct cfg_tcp_proxy *tp);
 
 /* Picks a host of G's cluster CI by its LB policy and counts it active in W's LB state of G
  * (LEAST_REQUEST reads these counts). On W's thread. Returns its index; the caller owes

@@ -78,7 +78,6 @@ int listener_gen_init(struct gen *g)
         g->lprev[i] = -1;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const char *a = cfg->listeners[i].addr.stat_name;
-        const char *p = cfg->listeners[i].tcp_proxy.stat_prefix;
         struct listener_stats *ls = &g->lstats[i];
         ls->cx_total = stats_registerf(STAT_COUNTER, "listener.%s.downstream_cx_total", a);
         ls->cx_active = stats_registerf(STAT_GAUGE, "listener.%s.downstream_cx_active", a);
@@ -86,13 +85,35 @@ int listener_gen_init(struct gen *g)
         ls->cx_overflow = stats_registerf(STAT_COUNTER, "listener.%s.downstream_cx_overflow", a);
         ls->cx_ts_connect_timeout = stats_registerf(
             STAT_COUNTER, "listener.%s.downstream_cx_transport_socket_connect_timeout", a);
-        ls->tcp_cx_total = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_total", p);
-        ls->tcp_rx_bytes = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_rx_bytes_total", p);
-        ls->tcp_tx_bytes = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_tx_bytes_total", p);
-        ls->tcp_idle_timeout = stats_registerf(STAT_COUNTER, "tcp.%s.idle_timeout", p);
-        ls->tcp_no_route = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_no_route", p);
-        ls->tcp_max_duration =
-            stats_registerf(STAT_COUNTER, "tcp.%s.max_downstream_connection_duration", p);
+        ls->no_chain_match = stats_registerf(STAT_COUNTER, "listener.%s.no_filter_chain_match", a);
+        ls->pre_cx_timeout =
+            stats_registerf(STAT_COUNTER, "listener.%s.downstream_pre_cx_timeout", a);
+        ls->pre_cx_active = stats_registerf(STAT_GAUGE, "listener.%s.downstream_pre_cx_active", a);
+        ls->lf_remote_close =
+            stats_registerf(STAT_COUNTER, "listener.%s.downstream_listener_filter_remote_close", a);
+        ls->ti_tls_found = stats_register("tls_inspector.tls_found", STAT_COUNTER);
+        ls->ti_tls_not_found = stats_register("tls_inspector.tls_not_found", STAT_COUNTER);
+        ls->ti_sni_found = stats_register("tls_inspector.sni_found", STAT_COUNTER);
+        ls->ti_sni_not_found = stats_register("tls_inspector.sni_not_found", STAT_COUNTER);
+        ls->ti_alpn_found = stats_register("tls_inspector.alpn_found", STAT_COUNTER);
+        ls->ti_alpn_not_found = stats_register("tls_inspector.alpn_not_found", STAT_COUNTER);
+        ls->ti_too_large = stats_register("tls_inspector.client_hello_too_large", STAT_COUNTER);
+        ls->chains = calloc(cfg->listeners[i].nchains, sizeof(*ls->chains));
+        if (!ls->chains)
+            return -ENOMEM;
+        for (size_t c = 0; c < cfg->listeners[i].nchains; c++) {
+            const char *p = cfg->listeners[i].chains[c].tcp_proxy.stat_prefix;
+            struct chain_stats *cs = &ls->chains[c];
+            cs->tcp_cx_total = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_total", p);
+            cs->tcp_rx_bytes =
+                stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_rx_bytes_total", p);
+            cs->tcp_tx_bytes =
+                stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_tx_bytes_total", p);
+            cs->tcp_idle_timeout = stats_registerf(STAT_COUNTER, "tcp.%s.idle_timeout", p);
+            cs->tcp_no_route = stats_registerf(STAT_COUNTER, "tcp.%s.downstream_cx_no_route", p);
+            cs->tcp_max_duration =
+                stats_registerf(STAT_COUNTER, "tcp.%s.max_downstream_connection_duration", p);
+        }
         const char *lp = cfg->listeners[i].conn_limit_stat_prefix;
         if (cfg->listeners[i].max_connections && lp) {
             ls->limit_limited =
@@ -114,6 +135,8 @@ void listener_gen_free(struct gen *g)
             if (g->lfd[i * (size_t)g->nworkers + (size_t)w] >= 0)
                 close(g->lfd[i * (size_t)g->nworkers + (size_t)w]);
     }
+    for (size_t i = 0; g->lstats && g->cfg && i < g->cfg->nlisteners; i++)
+        free(g->lstats[i].chains);
     free(g->lstats);
     g->lstats = NULL;
     free(g->listener_active);
@@ -441,12 +464,12 @@ void listener_worker_free(struct worker *w)
     listener_worker_disarm(w, NULL);
 }
 
-void listener_conn_opened(const struct gen *g, size_t li)
+void listener_conn_opened(const struct gen *g, size_t li, size_t fci)
 {
     const struct listener_stats *ls = &g->lstats[li];
     stats_inc(ls->cx_total);
     stats_add(ls->cx_active, 1);
-    stats_inc(ls->tcp_cx_total);
+    stats_inc(ls->chains[fci].tcp_cx_total);
 }
 
 void listener_conn_closed(const struct gen *g, size_t li)

@@ -14,12 +14,26 @@
 #include "net/gen.h"
 #include "net/worker.h"
 
-struct listener_stats {
-    stat_id cx_total, cx_active, cx_destroy, cx_overflow, cx_ts_connect_timeout;
+/* tcp.<stat_prefix>.*: one set per filter chain (each chain has its own tcp_proxy) */
+struct chain_stats {
     stat_id tcp_cx_total, tcp_rx_bytes, tcp_tx_bytes, tcp_idle_timeout, tcp_no_route,
         tcp_max_duration;
+};
+
+struct listener_stats {
+    stat_id cx_total, cx_active, cx_destroy, cx_overflow, cx_ts_connect_timeout;
+    /* filter chains and listener filters (Envoy's names): no_filter_chain_match,
+     * downstream_pre_cx_timeout, downstream_pre_cx_active, downstream_listener_filter_remote_close
+     * and tls_inspector.* (Envoy's tls_inspector stats are not scoped by listener either) */
+    stat_id no_chain_match, pre_cx_timeout, pre_cx_active, lf_remote_close;
+    stat_id ti_tls_found, ti_tls_not_found, ti_sni_found, ti_sni_not_found, ti_alpn_found,
+        ti_alpn_not_found, ti_too_large;
+    struct chain_stats *chains; /* per cfg_listener.chains entry (owned, listener_gen_free) */
     /* connection_limit.<stat_prefix>.*: registered only when the filter is configured */
     stat_id limit_limited, limit_active;
+    /* set by the first no_filter_chain_match / listener filter timeout of this generation: each
+     * is logged once (atomic: workers share it) */
+    int no_match_logged, timeout_logged;
 };
 
 /* Allocates generation G's per-listener stats, connection_limit counts and socket table (no
@@ -59,9 +73,10 @@ void listener_worker_free(struct worker *w);
  * errno, logged at most once a second per worker). No-op when already paused. */
 void listener_pause_accepts(struct worker *w, size_t li, int err);
 
-/* Counts a downstream connection accepted on G's listener LI as open (downstream_cx_total/
- * _active, tcp downstream_cx_total); listener_conn_closed counts it closed. */
-void listener_conn_opened(const struct gen *g, size_t li);
+/* Counts a downstream connection accepted on G's listener LI, filter chain FCI, as open
+ * (downstream_cx_total/_active, tcp downstream_cx_total); listener_conn_closed counts it
+ * closed. */
+void listener_conn_opened(const struct gen *g, size_t li, size_t fci);
 void listener_conn_closed(const struct gen *g, size_t li);
 
 /* connection_limit: takes a slot of G's listener LI's max_connections for connection ID
@@ -81,10 +96,10 @@ static inline const struct listener_stats *listener_stats(const struct gen *g, s
     return &g->lstats[li];
 }
 
-/* Index in G of the cluster LI's tcp_proxy routes to. */
-static inline size_t listener_cluster(const struct gen *g, size_t li)
+/* Index in G of the cluster filter chain FC's tcp_proxy routes to. */
+static inline size_t listener_cluster(const struct gen *g, const struct cfg_filter_chain *fc)
 {
-    return (size_t)(g->cfg->listeners[li].tcp_proxy.cluster - g->cfg->clusters);
+    return (size_t)(fc->tcp_proxy.cluster - g->cfg->clusters);
 }
 
 #endif

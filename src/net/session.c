@@ -32,6 +32,15 @@
  * half" rule, which calls an upstream that hung up first "local" once the client answers the
  * close; an SRE reading the counters asks who hung up first.
  *
+ * Filter chains: a session starts without one. With tls_inspector in the listener's
+ * listener_filters it first peeks the ClientHello (inspect.h: no byte consumed, a level-triggered
+ * EV_READ bounded by SO_RCVLOWAT, listener_filters_timeout on its own timer); then
+ * cfg_chain_select picks the chain with Envoy's order (config/chain_select.c) and the session
+ * takes the chain's cluster, tcp_proxy settings, transport socket and, as Envoy creates the
+ * connection only then, its connection id. No chain (and no default) closes it, counted in
+ * no_filter_chain_match. Rejected: a separate "pending connection" object for the peek phase
+ * (the worker's drain, forced stop and generation references would each need a second list).
+ *
  * Config: a session reads its listener, cluster, hosts and transport-socket configs, stats ids,
  * circuit-breaker counts and LB state only from the config generation it was accepted under
  * (s->g, a reference dropped last in session_free), so a reload never changes or frees them under
@@ -63,6 +72,7 @@
 #include "core/log.h"
 #include "core/sockaddr_text.h"
 #include "net/cluster.h"
+#include "net/inspect.h"
 #include "net/listener.h"
 #include "net/session.h"
 #include "net/worker.h"
@@ -106,8 +116,15 @@ struct session {
     struct worker *w;
     struct gen *g; /* the config generation it started under (a reference): all its config,
                       stats, counts and LB state come from there until it ends */
-    uint64_t id;
+    uint64_t id;   /* LOG_NO_CONN until a filter chain is chosen (Envoy: no connection yet) */
     size_t li, ci, host;
+    const struct cfg_filter_chain *fc; /* the chain chosen (in g), NULL before */
+    bool opened;                       /* fc chosen, counted open on the listener */
+    /* tls_inspector phase: peek_ev waits for the ClientHello, peek_timer is
+     * listener_filters_timeout; both NULL outside it */
+    struct event *peek_ev, *peek_timer;
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
     struct conn c[2];
     struct event *timer; /* connect timeout, then idle timeout */
     struct event *retry; /* retries directions a transport layer blocked; made on first use */
@@ -131,6 +148,8 @@ struct session {
     struct cfg_address *orig_dst;
     /* access_log (only when the tcp_proxy has one: struct session_log is allocated then) */
     struct session_log *log;
+    struct timeval start_wall;  /* accepted at: the access log's %START_TIME% */
+    struct timespec start_mono; /* and its %DURATION% */
     struct session *prev, *next;
 };
 
@@ -159,6 +178,7 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void upstream_downstream_ended(struct session *s);
 static void session_begin_upstream(struct session *s);
+static void inspect_stop(struct session *s);
 
 static struct conn *peer_of(struct conn *c)
 {
@@ -168,6 +188,11 @@ static struct conn *peer_of(struct conn *c)
 static const struct listener_stats *lstats(const struct session *s)
 {
     return listener_stats(s->g, s->li);
+}
+
+static const struct chain_stats *tstats(const struct session *s)
+{
+    return &listener_stats(s->g, s->li)->chains[s->fc->index];
 }
 
 static const struct cluster_stats *cstats(const struct session *s)
@@ -271,7 +296,7 @@ static void account(struct conn *c, size_t bytes, bool rx)
     if (!bytes)
         return;
     if (c->side == DOWN) {
-        stats_add(rx ? lstats(s)->tcp_rx_bytes : lstats(s)->tcp_tx_bytes, (int64_t)bytes);
+        stats_add(rx ? tstats(s)->tcp_rx_bytes : tstats(s)->tcp_tx_bytes, (int64_t)bytes);
         if (s->log)
             *(rx ? &s->log->bytes_rx : &s->log->bytes_tx) += bytes;
     } else {
@@ -403,7 +428,7 @@ static void session_log_failure(struct session *s, const char *why)
  * write(2) never runs here). */
 static void session_access_log(struct session *s)
 {
-    const struct cfg_tcp_proxy *tp = &listener_config(s->g, s->li)->tcp_proxy;
+    const struct cfg_tcp_proxy *tp = &s->fc->tcp_proxy;
     struct session_log *sl = s->log;
     struct al_info info = {0};
     struct timespec now;
@@ -441,6 +466,7 @@ static void session_access_log(struct session *s)
 static void session_free(struct session *s)
 {
     struct worker *w = s->w;
+    inspect_stop(s); /* a forced stop during the peek: its events go before the fd */
     if (s->log) {
         session_access_log(s);
         free(s->log);
@@ -465,7 +491,8 @@ static void session_free(struct session *s)
         event_free(s->retry);
     if (s->max_duration)
         event_free(s->max_duration);
-    listener_conn_closed(s->g, s->li);
+    if (s->opened)
+        listener_conn_closed(s->g, s->li);
     if (s->cluster_admitted) {
         cluster_release(s->g, s->ci);
         cluster_host_release(w, s->g, s->ci, s->host);
@@ -687,7 +714,7 @@ static void session_retry_cb(evutil_socket_t fd, short what, void *arg)
 static void session_max_duration_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
-    stats_inc(lstats(s)->tcp_max_duration);
+    stats_inc(tstats(s)->tcp_max_duration);
     if (s->log)
         s->log->flags |= AL_FLAG_DT;
     LOGD(s->id, "max_downstream_connection_duration reached");
@@ -725,7 +752,7 @@ static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
     timersub(&now, &s->last_activity, &idle);
     uint64_t idle_ms = (uint64_t)idle.tv_sec * 1000 + (uint64_t)idle.tv_usec / 1000;
     if (idle_ms + 1 >= s->idle_ms) {
-        stats_inc(lstats(s)->tcp_idle_timeout);
+        stats_inc(tstats(s)->tcp_idle_timeout);
         if (s->log)
             s->log->flags |= AL_FLAG_SI;
         LOGD(s->id, "idle timeout");
@@ -892,34 +919,22 @@ static void session_begin_upstream(struct session *s)
     session_connect(s);
 }
 
-/* Allocates a session for FD, accepted on W's listener LI, and links it into W's list (counted
- * open on the listener); the session owns FD from then on. Returns NULL when out of memory. */
+/* Allocates a session for FD, accepted on W's listener LI, and links it into W's list; the
+ * session owns FD from then on. Its filter chain is chosen later (session_bind_chain). Returns
+ * NULL when out of memory. */
 static struct session *session_new(struct worker *w, size_t li, int fd)
 {
     struct gen *g = w->gen;
-    const struct cfg_listener *l = listener_config(g, li);
-    size_t ci = cluster_route(w, g, li);
-    const struct cfg_cluster *cl = cluster_config(g, ci);
     struct session *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    if (l->tcp_proxy.naccess_logs) {
-        s->log = calloc(1, sizeof(*s->log));
-        if (!s->log) {
-            free(s);
-            return NULL;
-        }
-        gettimeofday(&s->log->start_wall, NULL);
-        clock_gettime(CLOCK_MONOTONIC, &s->log->start_mono);
-    }
+    gettimeofday(&s->start_wall, NULL); /* the access log's %START_TIME%, %DURATION% */
+    clock_gettime(CLOCK_MONOTONIC, &s->start_mono);
     s->w = w;
     s->g = g;
     gen_ref(g);
-    s->id = conn_id_next();
+    s->id = LOG_NO_CONN;
     s->li = li;
-    s->ci = ci;
-    s->idle_ms = l->tcp_proxy.idle_timeout_ms;
-    s->max_attempts = l->tcp_proxy.max_connect_attempts ? l->tcp_proxy.max_connect_attempts : 1;
     s->ended_first = ENDED_NONE;
     s->c[DOWN].fd = fd;
     s->c[UP].fd = -1;
@@ -927,16 +942,45 @@ static struct session *session_new(struct worker *w, size_t li, int fd)
      * into it while attempts fail and back off */
     s->c[UP].s = s;
     s->c[UP].side = UP;
-    s->c[UP].limit = cl->buffer_limit ? cl->buffer_limit : CFG_DEFAULT_BUFFER_LIMIT;
     s->c[UP].out = evbuffer_new();
     s->next = w->sessions;
     if (w->sessions)
         w->sessions->prev = s;
     w->sessions = s;
     w->nsessions++;
-    listener_conn_opened(g, li);
     touch(s);
     return s;
+}
+
+/* S runs filter chain FC from now on: its tcp_proxy, cluster and transport socket. Envoy
+ * creates the connection (and its id) only here, after the listener filters. */
+static int session_bind_chain(struct session *s, const struct cfg_filter_chain *fc)
+{
+    size_t ci = cluster_route(s->w, s->g, &fc->tcp_proxy);
+    const struct cfg_cluster *cl = cluster_config(s->g, ci);
+    s->fc = fc;
+    s->ci = ci;
+    s->id = conn_id_next();
+    s->idle_ms = fc->tcp_proxy.idle_timeout_ms;
+    s->max_attempts = fc->tcp_proxy.max_connect_attempts ? fc->tcp_proxy.max_connect_attempts : 1;
+    s->c[UP].limit = cl->buffer_limit ? cl->buffer_limit : CFG_DEFAULT_BUFFER_LIMIT;
+    listener_conn_opened(s->g, s->li, fc->index);
+    s->opened = true;
+    if (fc->tcp_proxy.naccess_logs) {
+        if (!(s->log = calloc(1, sizeof(*s->log))))
+            return -ENOMEM;
+        s->log->start_wall = s->start_wall;
+        s->log->start_mono = s->start_mono;
+    }
+    uint64_t max_ms = fc->tcp_proxy.max_duration_ms;
+    if (max_ms) {
+        struct timeval tv = {.tv_sec = (time_t)(max_ms / 1000),
+                             .tv_usec = (suseconds_t)(max_ms % 1000) * 1000};
+        if (!(s->max_duration = evtimer_new(s->w->base, session_max_duration_cb, s)))
+            return -ENOMEM;
+        evtimer_add(s->max_duration, &tv);
+    }
+    return 0;
 }
 
 /* Makes the downstream conn and its transport socket stack for the client at PEER and starts
@@ -967,7 +1011,7 @@ static int downstream_start(struct session *s, const struct sockaddr *peer, int 
         if (getsockname(fd, (struct sockaddr *)&s->log->local, &s->log->local_len) < 0)
             s->log->local_len = 0;
     }
-    rc = ts_config_create(&l->ts, &info, &s->c[DOWN].ts);
+    rc = ts_config_create(&s->fc->ts, &info, &s->c[DOWN].ts);
     if (rc < 0) {
         LOGW(s->id, "downstream transport socket failed: %s", strerror(-rc));
         return rc;
@@ -985,15 +1029,171 @@ static int downstream_start(struct session *s, const struct sockaddr *peer, int 
  * connection; it gets transport_socket_connect_timeout for it (conn_event_cb goes on). */
 static void downstream_await_ready(struct session *s)
 {
-    const struct cfg_listener *l = listener_config(s->g, s->li);
+    const struct cfg_filter_chain *fc = s->fc;
     s->handshaking = true;
-    if (l->transport_connect_timeout_ms) {
-        struct timeval tv = {.tv_sec = (time_t)(l->transport_connect_timeout_ms / 1000),
+    if (fc->transport_connect_timeout_ms) {
+        struct timeval tv = {.tv_sec = (time_t)(fc->transport_connect_timeout_ms / 1000),
                              .tv_usec =
-                                 (suseconds_t)(l->transport_connect_timeout_ms % 1000) * 1000};
+                                 (suseconds_t)(fc->transport_connect_timeout_ms % 1000) * 1000};
         event_base_update_cache_time(s->w->base); /* see upstream_start */
         evtimer_add(s->timer, &tv);
     }
+}
+
+/* Logs the first occurrence of a listener event in this generation (atomic: any worker). */
+static bool first_time(int *flag)
+{
+    return __atomic_exchange_n(flag, 1, __ATOMIC_RELAXED) == 0;
+}
+
+/* The chain is known (HELLO: the inspector's findings, NULL without one): binds it, then the
+ * connection starts as every connection does. */
+static void session_start(struct session *s, const struct tls_hello *hello)
+{
+    const struct cfg_listener *l = listener_config(s->g, s->li);
+    struct listener_stats *ls = (struct listener_stats *)lstats(s);
+    struct sockaddr_storage local;
+    socklen_t local_len = sizeof(local);
+    const char *alpn[TLS_HELLO_MAX_ALPN];
+    struct cfg_chain_conn cc = {.peer = (const struct sockaddr *)&s->peer,
+                                .local = (const struct sockaddr *)&local,
+                                .server_name = "",
+                                .transport_protocol = "raw_buffer"};
+    if (getsockname(s->c[DOWN].fd, (struct sockaddr *)&local, &local_len) < 0)
+        local.ss_family = AF_UNSPEC;
+    if (hello && hello->state == TLS_HELLO_DONE) {
+        cc.server_name = hello->sni;
+        cc.transport_protocol = "tls";
+        for (size_t i = 0; i < hello->nalpn; i++)
+            alpn[i] = hello->alpn[i];
+        cc.alpn = alpn;
+        cc.nalpn = hello->nalpn;
+    }
+    const struct cfg_filter_chain *fc = cfg_chain_select(l, &cc);
+    if (!fc) {
+        stats_inc(ls->no_chain_match);
+        if (first_time(&ls->no_match_logged))
+            LOGW(LOG_NO_CONN,
+                 "listener %s: a connection matched no filter chain and there is no "
+                 "default_filter_chain: closed (counted in listener.%s.no_filter_chain_match; "
+                 "logged once)",
+                 l->name, l->addr.stat_name);
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+        return;
+    }
+    if (session_bind_chain(s, fc) < 0)
+        goto err_finish;
+    /* Envoy's connection_limit filter: checked before any transport work (no TLS handshake,
+     * no trace file for a connection we refuse). */
+    if (listener_admit(s->g, s->li, s->id) < 0)
+        goto err_finish;
+    s->listener_admitted = true;
+    if (downstream_start(s, (const struct sockaddr *)&s->peer, (int)s->peer_len) < 0)
+        goto err_finish;
+    if (ts_is_ready(s->c[DOWN].ts))
+        session_begin_upstream(s); /* cluster admit, then connect */
+    else
+        downstream_await_ready(s);
+    return;
+
+err_finish:
+    session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+}
+
+/* Ends S's tls_inspector phase (its events, the pre-connection gauge, the socket's low-water
+ * mark). Idempotent. */
+static void inspect_stop(struct session *s)
+{
+    if (!s->peek_ev)
+        return;
+    event_free(s->peek_ev);
+    s->peek_ev = NULL;
+    if (s->peek_timer)
+        event_free(s->peek_timer);
+    s->peek_timer = NULL;
+    stats_add(lstats(s)->pre_cx_active, -1);
+    inspect_done(s->c[DOWN].fd);
+}
+
+static void inspect_count(struct session *s, const struct tls_hello *h)
+{
+    const struct listener_stats *ls = lstats(s);
+    if (h->state != TLS_HELLO_DONE) {
+        stats_inc(ls->ti_tls_not_found);
+        return;
+    }
+    stats_inc(ls->ti_tls_found);
+    stats_inc(h->sni[0] ? ls->ti_sni_found : ls->ti_sni_not_found);
+    stats_inc(h->has_alpn ? ls->ti_alpn_found : ls->ti_alpn_not_found);
+}
+
+static void inspect_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    const struct cfg_listener *l = listener_config(s->g, s->li);
+    struct tls_hello hello;
+    int rc = inspect_peek((int)fd, l->max_client_hello_size, &hello);
+    (void)what;
+    if (rc == 0)
+        return; /* woken again once SO_RCVLOWAT bytes are there */
+    inspect_stop(s);
+    if (rc == 1) {
+        inspect_count(s, &hello);
+        session_start(s, &hello);
+    } else if (rc == -EMSGSIZE) {
+        /* Envoy closes the socket too (tls_inspector.cc: client_hello_too_large) */
+        stats_inc(lstats(s)->ti_too_large);
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+    } else {
+        stats_inc(lstats(s)->lf_remote_close);
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+    }
+    session_settle(s);
+}
+
+static void inspect_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    const struct cfg_listener *l = listener_config(s->g, s->li);
+    struct listener_stats *ls = (struct listener_stats *)lstats(s);
+    (void)fd, (void)what;
+    inspect_stop(s);
+    stats_inc(ls->pre_cx_timeout);
+    if (first_time(&ls->timeout_logged))
+        LOGW(LOG_NO_CONN,
+             "listener %s: a client sent no whole ClientHello within listener_filters_timeout: "
+             "%s (counted in listener.%s.downstream_pre_cx_timeout; logged once)",
+             l->name,
+             l->continue_on_listener_filters_timeout ? "continued without SNI/ALPN" : "closed",
+             l->addr.stat_name);
+    if (l->continue_on_listener_filters_timeout)
+        session_start(s, NULL);
+    else
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+    session_settle(s);
+}
+
+/* Starts the tls_inspector phase: the chain is chosen once the ClientHello is there. */
+static int inspect_start(struct session *s)
+{
+    const struct cfg_listener *l = listener_config(s->g, s->li);
+    int fd = s->c[DOWN].fd;
+    s->peek_ev = event_new(s->w->base, fd, EV_READ | EV_PERSIST, inspect_read_cb, s);
+    if (!s->peek_ev)
+        return -ENOMEM;
+    stats_add(lstats(s)->pre_cx_active, 1);
+    if (l->listener_filters_timeout_ms) {
+        struct timeval tv = {.tv_sec = (time_t)(l->listener_filters_timeout_ms / 1000),
+                             .tv_usec =
+                                 (suseconds_t)(l->listener_filters_timeout_ms % 1000) * 1000};
+        s->peek_timer = evtimer_new(s->w->base, inspect_timeout_cb, s);
+        if (!s->peek_timer)
+            return -ENOMEM;
+        event_base_update_cache_time(s->w->base); /* see upstream_start */
+        evtimer_add(s->peek_timer, &tv);
+    }
+    /* the first wakeup comes with the first byte: a plain-text client is told from TLS by it */
+    return event_add(s->peek_ev, NULL) < 0 ? -ENOMEM : 0;
 }
 
 void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *peer, int peer_len)
@@ -1003,33 +1203,22 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
         close(fd);
         return;
     }
-    /* Envoy's connection_limit filter: checked before any transport work (no TLS handshake,
-     * no trace file for a connection we refuse). */
-    if (listener_admit(s->g, li, s->id) < 0)
-        goto err_finish;
-    s->listener_admitted = true;
-    if (listener_config(s->g, li)->use_original_dst && downstream_original_dst(s, fd) < 0)
-        goto err_finish;
-    if (downstream_start(s, peer, peer_len) < 0)
-        goto err_finish;
-    uint64_t max_ms = listener_config(s->g, li)->tcp_proxy.max_duration_ms;
-    if (max_ms) {
-        struct timeval tv = {.tv_sec = (time_t)(max_ms / 1000),
-                             .tv_usec = (suseconds_t)(max_ms % 1000) * 1000};
-        s->max_duration = evtimer_new(w->base, session_max_duration_cb, s);
-        if (!s->max_duration)
-            goto err_finish;
-        evtimer_add(s->max_duration, &tv);
+    if (peer_len > 0 && (size_t)peer_len <= sizeof(s->peer)) {
+        memcpy(&s->peer, peer, (size_t)peer_len);
+        s->peer_len = (socklen_t)peer_len;
     }
-    if (ts_is_ready(s->c[DOWN].ts))
-        session_begin_upstream(s); /* cluster admit, then connect */
-    else
-        downstream_await_ready(s);
-    session_settle(s);
-    return;
-
-err_finish:
-    session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+    /* use_original_dst first: the chain choice matches the original destination */
+    if (listener_config(s->g, li)->use_original_dst && downstream_original_dst(s, fd) < 0) {
+        session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+        session_settle(s);
+        return;
+    }
+    if (listener_config(s->g, li)->tls_inspector) {
+        if (inspect_start(s) < 0)
+            session_finish(s, TS_CLOSE_NORMAL, TS_CLOSE_NORMAL);
+    } else {
+        session_start(s, NULL);
+    }
     session_settle(s);
 }
 

@@ -174,8 +174,8 @@ static void test_camel_case_names(void **state)
         "portValue: 9}}}}]}]\n";
     struct socktap_config *cfg = load_ok(yaml);
     assert_int_equal(cfg->listeners[0].buffer_limit, 65536);
-    assert_string_equal(cfg->listeners[0].tcp_proxy.stat_prefix, "p");
-    assert_int_equal(cfg->listeners[0].tcp_proxy.idle_timeout_ms, 7000);
+    assert_string_equal(cfg->listeners[0].chains[0].tcp_proxy.stat_prefix, "p");
+    assert_int_equal(cfg->listeners[0].chains[0].tcp_proxy.idle_timeout_ms, 7000);
     assert_int_equal(cfg->clusters[0].connect_timeout_ms, 2000);
     assert_int_equal(cfg->clusters[0].lb_policy, CFG_LB_LEAST_REQUEST);
     assert_string_equal(cfg->clusters[0].hosts[0].text, "127.0.0.1:9");
@@ -242,7 +242,7 @@ static void test_anchors_and_merge_keys(void **state)
     assert_int_equal(cfg->nlisteners, 2);
     assert_int_equal(cfg->nclusters, 3);
     assert_string_equal(cfg->listeners[1].addr.text, "127.0.0.1:0");
-    assert_string_equal(cfg->listeners[1].tcp_proxy.cluster_name, "b");
+    assert_string_equal(cfg->listeners[1].chains[0].tcp_proxy.cluster_name, "b");
     assert_string_equal(cfg->clusters[1].name, "b"); /* explicit keys win */
     assert_int_equal(cfg->clusters[1].connect_timeout_ms, 2000);
     assert_int_equal(cfg->clusters[1].lb_policy, CFG_LB_RANDOM);
@@ -397,11 +397,11 @@ static void test_v2_example(void **state)
     assert_int_equal(l->addr.ss.ss_family, AF_INET);
     assert_int_equal(l->buffer_limit, 65536);
     assert_int_equal(l->max_connections, 0);
-    assert_string_equal(l->tcp_proxy.stat_prefix, "ingress_tcp");
-    assert_string_equal(l->tcp_proxy.cluster_name, "backend");
-    assert_ptr_equal(l->tcp_proxy.cluster, c);
-    assert_int_equal(l->tcp_proxy.idle_timeout_ms, 300000);
-    assert_ptr_equal(l->ts.factory, &raw_socket_factory);
+    assert_string_equal(l->chains[0].tcp_proxy.stat_prefix, "ingress_tcp");
+    assert_string_equal(l->chains[0].tcp_proxy.cluster_name, "backend");
+    assert_ptr_equal(l->chains[0].tcp_proxy.cluster, c);
+    assert_int_equal(l->chains[0].tcp_proxy.idle_timeout_ms, 300000);
+    assert_ptr_equal(l->chains[0].ts.factory, &raw_socket_factory);
 
     assert_string_equal(c->name, "backend");
     assert_string_equal(c->owner_name, "cluster.backend");
@@ -477,11 +477,11 @@ static void test_v3_typed_ipv6_load_assignment(void **state)
     assert_string_equal(l->name, "[::1]:10000"); /* default name: the address */
     assert_int_equal(l->max_connections, 50);
     assert_int_equal(l->buffer_limit, CFG_DEFAULT_BUFFER_LIMIT);
-    assert_string_equal(l->tcp_proxy.stat_prefix, "v3");
-    assert_int_equal(l->tcp_proxy.idle_timeout_ms, 0);
-    assert_int_equal(l->transport_connect_timeout_ms, 2500);
-    assert_ptr_equal(l->tcp_proxy.cluster, c);
-    assert_ptr_equal(l->ts.factory, &raw_socket_factory);
+    assert_string_equal(l->chains[0].tcp_proxy.stat_prefix, "v3");
+    assert_int_equal(l->chains[0].tcp_proxy.idle_timeout_ms, 0);
+    assert_int_equal(l->chains[0].transport_connect_timeout_ms, 2500);
+    assert_ptr_equal(l->chains[0].tcp_proxy.cluster, c);
+    assert_ptr_equal(l->chains[0].ts.factory, &raw_socket_factory);
     assert_int_equal(c->connect_timeout_ms, 2500);
     assert_int_equal(c->lb_policy, CFG_LB_LEAST_REQUEST);
     assert_int_equal(c->buffer_limit, 32768);
@@ -510,8 +510,9 @@ static void test_defaults(void **state)
         "    hosts: [{address: 127.0.0.1, port_value: 1}]\n";
     struct socktap_config *cfg = load_ok(yaml);
     assert_int_equal(cfg->nlisteners, 2); /* port 0 twice is not a duplicate: ephemeral */
-    assert_int_equal(cfg->listeners[0].tcp_proxy.idle_timeout_ms, 3600000);
-    assert_int_equal(cfg->listeners[0].transport_connect_timeout_ms, 10000); /* socktap's */
+    assert_int_equal(cfg->listeners[0].chains[0].tcp_proxy.idle_timeout_ms, 3600000);
+    assert_int_equal(cfg->listeners[0].chains[0].transport_connect_timeout_ms,
+                     10000); /* socktap's */
     assert_int_equal(cfg->clusters[0].connect_timeout_ms, 5000);
     assert_int_equal(cfg->clusters[0].type, CFG_CLUSTER_STATIC);
     assert_int_equal(cfg->clusters[0].lb_policy, CFG_LB_ROUND_ROBIN);
@@ -545,7 +546,7 @@ static void test_empty_extension_settings(void **state)
                  "    transport_socket: {name: raw_buffer, %s: }\n",
                  keys[i], keys[i]);
         struct socktap_config *cfg = load_ok(yaml);
-        assert_ptr_equal(cfg->listeners[0].ts.factory, &raw_socket_factory);
+        assert_ptr_equal(cfg->listeners[0].chains[0].ts.factory, &raw_socket_factory);
         assert_ptr_equal(cfg->clusters[0].ts.factory, &raw_socket_factory);
         config_free(cfg);
     }
