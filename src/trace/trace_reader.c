@@ -1172,10 +1172,16 @@ static bool name_hints(const char *name, const char *ext)
     return ends_with(name, ext);
 }
 
+/* The bytes format detection looks at: a fixed window, so a file read whole and one followed
+ * as it grows (bytes arriving in any pieces) are told apart the same way (fuzz_trace_follow). */
+#define DETECT_WINDOW 64
+
 static enum trace_in_format detect(struct trace_reader *r)
 {
     const uint8_t *p = r->buf + r->pos;
     size_t n = r->end - r->pos, i = 0;
+    if (n > DETECT_WINDOW)
+        n = DETECT_WINDOW;
     const char *name = r->opts.name ? r->opts.name : "";
     while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
         i++;
@@ -1224,13 +1230,10 @@ static int start_decompressing(struct trace_reader *r)
     size_t avail = bfill(r, 64);
     return avail == (size_t)-1 ? -ENOMEM : avail == (size_t)-2 ? -EIO : 0;
 }
-/* Follow mode: fewer bytes than this may not tell the format apart (a length-delimited
- * wrapper's varint length and first key); every trace with an event is longer. */
-#define FOLLOW_DETECT_MIN 12
 
 static int start(struct trace_reader *r)
 {
-    size_t avail = bfill(r, 64);
+    size_t avail = bfill(r, DETECT_WINDOW);
     if (avail == (size_t)-1)
         return -ENOMEM;
     if (avail == (size_t)-2)
@@ -1240,15 +1243,11 @@ static int start(struct trace_reader *r)
         return fail(r, -EIO, 0, "read error");
     if (rc)
         return rc;
-    if (r->opts.follow && r->opts.format == TRACE_IN_AUTO) {
-        /* the bytes stay in buf: detection runs again on more */
-        const uint8_t *p = r->buf + r->pos;
-        size_t i = 0;
-        while (i < avail && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
-            i++;
-        if (avail < FOLLOW_DETECT_MIN || i == avail)
-            return -EAGAIN;
-    }
+    avail = r->end - r->pos; /* decompressing: what the decoder gave, not the raw bytes */
+    /* Follow mode: the bytes stay in buf and detection waits for its whole window (a trace
+     * shorter than that is detected once it is finished), as it would see reading it whole. */
+    if (r->opts.follow && r->opts.format == TRACE_IN_AUTO && avail < DETECT_WINDOW)
+        return -EAGAIN;
     enum trace_in_format f = r->opts.format;
     bool text = f == TRACE_IN_V2_TEXT || f == TRACE_IN_V3_TEXT;
     if (f == TRACE_IN_AUTO) {

@@ -67,6 +67,9 @@ static ssize_t zin_refill(struct trace_zin *z)
 {
     z->in_base += z->in_len;
     z->in_pos = z->in_len = 0;
+    /* not sticky: a file that grows (the reader's follow mode) has more after an EOF */
+    clearerr(z->raw);
+    z->raw_eof = false;
     z->in_len = fread(z->in, 1, sizeof(z->in), z->raw);
     if (z->in_len == 0) {
         if (ferror(z->raw))
@@ -106,13 +109,16 @@ static size_t zin_step(struct trace_zin *z, char *out, size_t cap, size_t *produ
 static ssize_t zin_read(void *cookie, char *buf, size_t size)
 {
     struct trace_zin *z = cookie;
+    bool retried = false;
     if (z->err) {
         errno = -z->err;
         return -1;
     }
     for (;;) {
-        if (z->in_pos == z->in_len && !z->raw_eof && zin_refill(z) < 0)
+        /* at an EOF seen before, once more per call: the file may have grown since */
+        if (z->in_pos == z->in_len && (!z->raw_eof || !retried) && zin_refill(z) < 0)
             return -1;
+        retried = true;
         size_t before = z->in_pos, produced = 0;
         size_t hint = zin_step(z, buf, size, &produced);
         if (hint == (size_t)-1)
@@ -177,11 +183,10 @@ int trace_zin_status(const struct trace_zin *z, char *msg, size_t size)
 {
     const char *alg = trace_zin_name(z->alg);
     if (z->err) {
-        snprintf(msg, size,
-                 "%s: corrupt %s data in the frame at compressed offset %llu "
-                 "(read up to offset %llu): %s",
-                 z->name, alg, (unsigned long long)z->frame_start, (unsigned long long)zin_off(z),
-                 z->errmsg);
+        /* the frame's offset, not how far the decoder had read: that depends on how the
+         * bytes arrived (a followed file in pieces), the frame does not */
+        snprintf(msg, size, "%s: corrupt %s data in the frame at compressed offset %llu: %s",
+                 z->name, alg, (unsigned long long)z->frame_start, z->errmsg);
         if (z->err != -EBADMSG)
             snprintf(msg, size, "%s: reading at compressed offset %llu failed: %s", z->name,
                      (unsigned long long)zin_off(z), z->errmsg);
