@@ -83,6 +83,12 @@ if [[ -d $ROOT/../shared ]]; then
   chmod -R a-w "$chroot_dir/work/shared" # as CI lays it: without write bits
 fi
 
+# A machine's root is a mount point; a bootstrapped directory is not, and in a chroot of it
+# `unshare -m` cannot make "/" private ("cannot change root filesystem propagation"), which the
+# tests that bind-mount inside their own mount namespace need (test_dns_refresh.py). A private
+# bind mount of the root onto itself makes it one, and keeps their mounts from propagating out.
+mount --bind "$chroot_dir" "$chroot_dir" && mounts+=("$chroot_dir")
+mount --make-private "$chroot_dir"
 mount -t proc proc "$chroot_dir/proc" && mounts+=("$chroot_dir/proc")
 mount --bind /dev "$chroot_dir/dev" && mounts+=("$chroot_dir/dev")
 mkdir -p "$chroot_dir/dev/shm"
