@@ -117,6 +117,11 @@ class BootstrapCorpusTest(E2ETest):
                         r = subprocess.run([harness.tool("socktap-trace"), "dump", f],
                                            capture_output=True, timeout=60)
                         self.assertEqual(r.returncode, 0, (f, r.stderr))
+                if "access_log" in want:  # one line for the exchange, naming the upstream
+                    with open(os.path.join(d, want["access_log"])) as f:
+                        lines = f.read().splitlines()
+                    self.assertEqual(len(lines), 1, lines)
+                    self.assertIn("-> 127.0.0.1:%d " % ports["upstream"], lines[0])
                 if "ignored" in name:
                     self.assertIn("accepted and ignored", st.logtext())
 
