@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include "config_load_ok.h"
+
 #include "config/config.h"
 #include "transport/ts_registry.h"
 
@@ -29,17 +31,6 @@
     "    default_filter_chain:\n"                                                                  \
     "      name: default\n"                                                                        \
     "      filters: [{name: envoy.tcp_proxy, config: {stat_prefix: p, cluster: b}}]\n"
-
-static struct socktap_config *load(const char *yaml)
-{
-    struct cfg_err err = {0};
-    struct socktap_config *cfg = NULL;
-    int rc = config_load_string("t.yaml", yaml, strlen(yaml), &cfg, &err);
-    if (rc)
-        print_error("unexpected error: %s\n", err.msg);
-    assert_int_equal(rc, 0);
-    return cfg;
-}
 
 static void addr(struct sockaddr_in *sa, const char *ip, uint16_t port)
 {
@@ -71,10 +62,11 @@ static const char *pick(const struct socktap_config *cfg, const char *src, uint1
 static void test_server_names(void **state)
 {
     (void)state;
-    struct socktap_config *cfg = load(HEAD CHAIN("exact", "{server_names: [www.example.com]}")
-                                          CHAIN("wild", "{server_names: ['*.example.com']}")
-                                              CHAIN("deeper", "{server_names: ['*.b.example.com']}")
-                                                  CHAIN("any", "{transport_protocol: tls}"));
+    struct socktap_config *cfg =
+        load_ok(HEAD CHAIN("exact", "{server_names: [www.example.com]}")
+                    CHAIN("wild", "{server_names: ['*.example.com']}")
+                        CHAIN("deeper", "{server_names: ['*.b.example.com']}")
+                            CHAIN("any", "{transport_protocol: tls}"));
     assert_string_equal(pick(cfg, "10.0.0.1", 1, "10.0.0.2", 10000, "www.example.com", "tls", 0),
                         "exact");
     assert_string_equal(pick(cfg, "10.0.0.1", 1, "10.0.0.2", 10000, "x.example.com", "tls", 0),
@@ -94,7 +86,7 @@ static void test_no_backtracking_and_default(void **state)
 {
     (void)state;
     struct socktap_config *cfg =
-        load(HEAD CHAIN("port", "{destination_port: 10000, source_ports: [5]}") CHAIN(
+        load_ok(HEAD CHAIN("port", "{destination_port: 10000, source_ports: [5]}") CHAIN(
             "src", "{source_prefix_ranges: [{address_prefix: 10.1.0.0, prefix_len: 16}]}") DEFAULT);
     /* destination_port decides first: "src" is never considered for port 10000, and once the
      * port chain's source port does not match, the default chain takes it (Envoy: no match on
@@ -113,7 +105,7 @@ static void test_no_backtracking_and_default(void **state)
 static void test_prefixes_source_type_alpn(void **state)
 {
     (void)state;
-    struct socktap_config *cfg = load(
+    struct socktap_config *cfg = load_ok(
         HEAD CHAIN("dst8", "{prefix_ranges: [{address_prefix: 10.0.0.0, prefix_len: 8}]}")
             CHAIN("dst24", "{prefix_ranges: [{address_prefix: 10.9.9.7, prefix_len: 24}]}") CHAIN(
                 "dst24_local", "{prefix_ranges: [{address_prefix: 10.9.9.0, prefix_len: 24}], "

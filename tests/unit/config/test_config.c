@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "config_load_ok.h"
+
 #include "cfgtree/cfg_node.h"
 #include "config/config.h"
 #include "transport/raw.h"
@@ -26,18 +28,6 @@ struct bad_config {
 static const struct bad_config bad_configs[] = {
 #include "bad_configs.inc"
 };
-
-static struct socktap_config *load_ok(const char *yaml)
-{
-    struct cfg_err err = {0};
-    struct socktap_config *cfg = NULL;
-    int rc = config_load_string("t.yaml", yaml, strlen(yaml), &cfg, &err);
-    if (rc)
-        print_error("unexpected error: %s\n", err.msg);
-    assert_int_equal(rc, 0);
-    assert_non_null(cfg);
-    return cfg;
-}
 
 static void expect_error(const char *name, const char *yaml, size_t len, const char *expect,
                          bool prefix)
