@@ -270,16 +270,14 @@ void capture_rec_stop(struct capture_rec *r, const char *why)
     if (!r->capturing)
         return;
     const struct capture_stats *st = &r->cfg->stats;
-    if (r->file && (capture_wfile_create_failed(r->file) || capture_wfile_budget(r->file))) {
-        /* not a truncation: the writer could not create the file, or the budget stopped it
-         * (counted, and logged once, there) */
-        stats_add(st->events_dropped, (int64_t)r->buf_events);
-    } else {
+    stats_add(st->events_dropped, (int64_t)r->buf_events);
+    /* a file the writer could not create, or the budget stopped, is no truncation (counted,
+     * and logged once, there) */
+    if (!r->file || !(capture_wfile_create_failed(r->file) || capture_wfile_budget(r->file))) {
         const char *path = r->file ? capture_wfile_path(r->file) : "";
         LOGW(r->conn_id, "%s: %s: capture of %s stopped at the last whole event", r->cfg->kind, why,
              *path ? path : "its trace");
         stats_inc(st->truncated);
-        stats_add(st->events_dropped, (int64_t)r->buf_events);
     }
     live_end(r, true);
     r->buf_events = 0;
@@ -750,13 +748,9 @@ void capture_rec_open(struct capture_rec *r)
     r->piece_start_ms = capture_now_ms();
     if (r->chain)
         capture_rot_link(r);
-    /* An empty file is no zstd stream (`zstd -d` refuses it): a compressed trace whose opening
-     * bytes are none (v3 buffered: everything comes at close) starts with an empty frame, so
-     * the file decodes, to an empty trace, until then. */
-    if (r->buf.len == 0 && cfg->comp.alg != CAPTURE_COMPRESS_NONE &&
-        capture_wfile_submit(r->file, NULL, 0) != 0)
-        capture_rec_stop(r, "out of memory");
-    /* The file is created by the writer with this first buffer, at the next tick. */
+    /* The file is created by the writer with this first buffer, at the next tick: handed over
+     * even when empty (capture_flush), which also gives a compressed trace whose opening bytes
+     * are none (v3 buffered) its first, empty frame, so the file decodes until the close. */
     capture_tick_queue(r);
     return;
 
