@@ -71,17 +71,21 @@ struct follow_spec {
     int wd;
 };
 
+#define FOLLOW_GONE 256
+
 struct follow_file {
     struct follow_file *hnext;       /* hash chain */
     struct follow_file *prev, *next; /* open list, or wait queue */
     char *path;                      /* owned */
-    struct pcap_input in;            /* in.path borrows path; in.reader NULL while waiting */
-    bool open;                       /* has a reader */
-    bool live;                       /* its writer may still append: reader in follow mode */
-    bool closed_seen;                /* IN_CLOSE_WRITE arrived while it waited */
-    bool ended;                      /* v3 `closed` event read */
-    bool whole_noted;                /* "text waits for the end" said */
-    uint64_t keylog_off;             /* bytes of <path>.keylog embedded so far (pcapng) */
+    dev_t dev;                       /* the file followed (a name may be reused) */
+    ino_t ino;
+    struct pcap_input in; /* in.path borrows path; in.reader NULL while waiting */
+    bool open;            /* has a reader */
+    bool live;            /* its writer may still append: reader in follow mode */
+    bool closed_seen;     /* IN_CLOSE_WRITE arrived while it waited */
+    bool ended;           /* v3 `closed` event read */
+    bool whole_noted;     /* "text waits for the end" said */
+    uint64_t keylog_off;  /* bytes of <path>.keylog embedded so far (pcapng) */
 };
 
 struct follow_list {
@@ -106,6 +110,15 @@ struct follow {
     struct follow_spec *specs;
     size_t nspecs;
     struct follow_file *buckets[FOLLOW_BUCKETS];
+    /* the last files finished and forgotten: an IN_CREATE still queued for one (the scan at
+     * start found it first, and it finished before the event was read) must not read it again
+     * (seen under load: a rotated trace's first piece twice in the live pcap) */
+    struct {
+        dev_t dev;
+        ino_t ino;
+        struct timespec mtime; /* an inode reused by a new trace has another */
+    } gone[FOLLOW_GONE];
+    size_t ngone;
     struct follow_list open, waiting;
     struct pcap_owners owners;
     size_t max_open;
@@ -207,9 +220,16 @@ static int follow_write_failed(struct follow *fl, int ret)
     return ret;
 }
 
-/* Forgets F: reader, flows, descriptor, its place in the table. */
+/* Forgets F: reader, flows, descriptor, its place in the table (remembered in FL->gone). */
 static void follow_forget(struct follow *fl, struct follow_file *f)
 {
+    struct stat st;
+    if (stat(f->path, &st) == 0 && st.st_dev == f->dev && st.st_ino == f->ino) {
+        fl->gone[fl->ngone % FOLLOW_GONE].dev = f->dev;
+        fl->gone[fl->ngone % FOLLOW_GONE].ino = f->ino;
+        fl->gone[fl->ngone % FOLLOW_GONE].mtime = st.st_mtim;
+        fl->ngone++;
+    }
     struct follow_file **pp = follow_slot(fl, f->path);
     *pp = f->hnext;
     follow_list_del(f->open ? &fl->open : &fl->waiting, f);
@@ -484,11 +504,18 @@ static int follow_add(struct follow *fl, const char *path, bool only_live)
         return 0; /* our own output, named like a trace in a followed directory */
     if (only_live && follow_being_written(path) != 1)
         return 0;
+    for (size_t i = 0; i < FOLLOW_GONE && i < fl->ngone; i++)
+        if (fl->gone[i].dev == st.st_dev && fl->gone[i].ino == st.st_ino &&
+            fl->gone[i].mtime.tv_sec == st.st_mtim.tv_sec &&
+            fl->gone[i].mtime.tv_nsec == st.st_mtim.tv_nsec)
+            return 0; /* read whole and finished already */
     struct follow_file *f = calloc(1, sizeof(*f));
     if (!f || !(f->path = strdup(path))) {
         free(f);
         return -ENOMEM;
     }
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
     f->in.path = f->path;
     f->in.index = fl->index++;
     *pp = f;
