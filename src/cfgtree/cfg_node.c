@@ -421,9 +421,11 @@ static int builder_attach(struct builder *b, struct cfg_node *node, yaml_mark_t 
             node_free(node);
             return rc;
         }
-        bool ok = node->type == CFG_MAP;
+        /* every item of a list must be a mapping, not just the last one (fuzz_config found
+         * `<<: [[], {a: 1}]` read as a mapping) */
+        bool ok = node->type == CFG_MAP || node->type == CFG_SEQ;
         for (size_t i = 0; node->type == CFG_SEQ && i < node->n; i++)
-            ok = node->items[i]->type == CFG_MAP;
+            ok = ok && node->items[i]->type == CFG_MAP;
         if (!ok || (node->type == CFG_SEQ && !node->n)) {
             yaml_mark_t at = {.line = node->line - 1, .column = node->col - 1};
             node_free(node);
