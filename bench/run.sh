@@ -52,7 +52,7 @@ tmpfs=-
 tmpwork=${TMPFS_DIR:-/dev/shm}/socktap-bench-work
 if [[ -z ${SKIP_TMPFS:-} ]]; then
   tmpfs=$OUT/tmpfs-$(date +%s).tsv
-  WORKDIR=$tmpwork bash "$HARNESS" -o "$tmpfs" -S A1,A4 \
+  WORKDIR=$tmpwork bash "$HARNESS" -o "$tmpfs" -S A1,A4,C \
     -d direct \
     -p socktap "$S $BUILD {LISTEN} {UPSTREAM} {CAPDIR} plain $T" \
     -p socktap-capture "$S $BUILD {LISTEN} {UPSTREAM} {CAPDIR} capture $T"

@@ -526,8 +526,15 @@ static int writer_start_locked(void)
     return 0;
 }
 
+/* Per thread: pushes made under capture_writer_defer_wake(true) that signalled no one yet. */
+static __thread bool t_defer_wake, t_unsignalled;
+
+/* Queues JOB. The writer is woken now unless this thread defers wake-ups and JOB is small (a
+ * close, a flow's few events): bulk chunks still wake it at once, so the pipeline never waits
+ * for a tick. The queue itself is never deferred, so capture_writer_fence stays exact. */
 static void writer_push(struct wjob *job)
 {
+    bool wake = !t_defer_wake || job->len >= CAPTURE_CHUNK_BYTES / 4;
     pthread_mutex_lock(&g_writer.lock);
     job->next = NULL;
     if (g_writer.tail)
@@ -536,8 +543,34 @@ static void writer_push(struct wjob *job)
         g_writer.head = job;
     g_writer.tail = job;
     g_writer.pushed++;
-    pthread_cond_signal(&g_writer.wake);
     pthread_mutex_unlock(&g_writer.lock);
+    if (wake) {
+        /* after the unlock: the job is visible to a writer checking the queue under the lock,
+         * and a waiting one gets this signal, so no wake-up is lost */
+        pthread_cond_signal(&g_writer.wake);
+        t_unsignalled = false;
+    } else {
+        t_unsignalled = true;
+    }
+}
+
+void capture_writer_defer_wake(bool on)
+{
+    t_defer_wake = on;
+}
+
+bool capture_writer_wake(void)
+{
+    if (!t_unsignalled)
+        return false;
+    t_unsignalled = false;
+    pthread_cond_signal(&g_writer.wake);
+    return true;
+}
+
+bool capture_writer_unsignalled(void)
+{
+    return t_unsignalled;
 }
 
 /* A file of PATH_SIZE bytes of path, the writer started. */
@@ -745,7 +778,9 @@ void capture_wfile_close(struct capture_wfile *f)
 
 void capture_writer_sync(void)
 {
+    capture_writer_wake();
     pthread_mutex_lock(&g_writer.lock);
+    pthread_cond_signal(&g_writer.wake); /* another thread's deferred jobs: waited for too */
     while (g_writer.started && (g_writer.head || g_writer.busy))
         pthread_cond_wait(&g_writer.idle, &g_writer.lock);
     pthread_mutex_unlock(&g_writer.lock);
