@@ -207,6 +207,7 @@ static void al_close_files(void)
 static void *al_writer_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "socktap-acclog");
     stats_bind_aux_thread();
     pthread_mutex_lock(&al.lock);
     for (;;) {

@@ -47,6 +47,7 @@ struct dns_refresh {
 static void *dns_refresh_main(void *arg)
 {
     struct dns_refresh *d = arg;
+    pthread_setname_np(pthread_self(), "socktap-dns");
     d->rc = config_load_string(d->name, d->text, d->len, &d->cfg, &d->err);
     __atomic_store_n(&d->done, 1, __ATOMIC_RELEASE);
     uint64_t one = 1;

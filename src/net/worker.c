@@ -10,7 +10,9 @@
 #include "net/worker.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -185,6 +187,9 @@ int server_init(struct server *srv, struct socktap_config *cfg, int nworkers, un
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
+    char name[16]; /* `top -H`, `ps -L`, perf: which worker is busy */
+    snprintf(name, sizeof(name), "socktap-w%d", w->index);
+    pthread_setname_np(pthread_self(), name);
     log_set_thread_worker(w->index);
     stats_bind_thread(w->index);
     event_base_dispatch(w->base);

@@ -485,6 +485,7 @@ static void writer_run_job(struct wjob *job)
 static void *writer_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "socktap-capture");
     log_set_thread_worker(-1);
     if (capture_compressor_new(&g_writer.comp))
         LOGE(LOG_NO_CONN, "capture: no memory for the compressor: compressed traces will fail");

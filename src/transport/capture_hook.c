@@ -185,6 +185,7 @@ static void hook_signal(struct hook_child *c, uint64_t now)
 static void *hook_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "socktap-hooks");
     log_set_thread_worker(-1);
     const char *env = getenv("SOCKTAP_HOOK_TIMEOUT_MS");
     uint64_t timeout_ms = env && *env ? strtoull(env, NULL, 10) : CAPTURE_HOOK_TIMEOUT_MS;
