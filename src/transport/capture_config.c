@@ -41,6 +41,7 @@ void capture_cfg_free(void *p)
     free(cfg->limits.on_finished);
     free(cfg->path_prefix);
     free(cfg->create_failing);
+    free(cfg->write_failing);
     free(cfg->rt);
     free(cfg->owner);
     free(cfg->admin_id);
@@ -128,7 +129,8 @@ static int parse_path_prefix(struct ts_parse_ctx *ctx, const struct cfg_node *no
     }
     cfg->path_prefix = strdup(s);
     cfg->create_failing = calloc(1, sizeof(*cfg->create_failing));
-    return cfg->path_prefix && cfg->create_failing ? 0 : -ENOMEM;
+    cfg->write_failing = calloc(1, sizeof(*cfg->write_failing));
+    return cfg->path_prefix && cfg->create_failing && cfg->write_failing ? 0 : -ENOMEM;
 }
 
 /* socktap's backlog knob `socktap_max_backlog_bytes` in CONFIG, if given. */

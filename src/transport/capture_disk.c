@@ -268,8 +268,14 @@ static void writer_write(struct capture_wfile *f, const uint8_t *data, size_t le
             continue;
         if (n <= 0) {
             int err = n < 0 ? errno : ENOSPC;
-            LOGE(f->conn_id, "capture: writing %s failed: %s; capture stopped (%zu bytes lost)",
-                 f->path, strerror(err), len - off);
+            bool *failing = f->create.write_failing;
+            if (!failing || !__atomic_exchange_n(failing, true, __ATOMIC_RELAXED))
+                LOGE(f->conn_id,
+                     "capture: writing %s failed: %s; capture stopped (%zu bytes lost)%s", f->path,
+                     strerror(err), len - off,
+                     failing ? "; until a write succeeds again, further write errors of this "
+                               "capture config are only counted in write_errors"
+                             : "");
             if (off > 0 && ftruncate(f->fd, f->size) != 0)
                 LOGE(f->conn_id, "capture: cannot cut %s back to its last whole event: %s", f->path,
                      strerror(errno));
@@ -284,6 +290,10 @@ static void writer_write(struct capture_wfile *f, const uint8_t *data, size_t le
         writer_count(f, f->stats.bytes_written, n);
     }
     f->size += (off_t)len;
+    bool *failing = f->create.write_failing;
+    if (failing && __atomic_load_n(failing, __ATOMIC_RELAXED) &&
+        __atomic_exchange_n(failing, false, __ATOMIC_RELAXED))
+        LOGI(f->conn_id, "capture: writing traces works again (%s)", f->path);
 }
 
 /* Turns the buffer OUT describes into one compressed frame when F is compressed (OUT then

@@ -72,6 +72,10 @@ struct capture_wcreate {
     /* atomic, shared by every file of the config: a create failure was logged and no file was
      * created since, so further failures are only counted */
     bool *failing;
+    /* NULL (every write error logged) or atomic, shared likewise: a write error was logged and
+     * no write has succeeded since, so further ones (a full disk fails every connection's
+     * trace) are only counted in write_errors */
+    bool *write_failing;
     /* NULL: no budget; else the prefix's account (capture_store.h), which the writer charges
      * before each write; OWNER ("listener.x") names the files' owner in GET /captures */
     struct capture_store *store;

@@ -282,11 +282,13 @@ void capture_rec_stop(struct capture_rec *r, const char *why)
     const struct capture_stats *st = &r->cfg->stats;
     stats_add(st->events_dropped, (int64_t)r->buf_events);
     /* a file the writer could not create, or the budget stopped, is no truncation (counted,
-     * and logged once, there) */
+     * and logged once, there); a write error is, but the writer logged it (once per failing
+     * period: a full disk must not log once per connection) */
     if (!r->file || !(capture_wfile_create_failed(r->file) || capture_wfile_budget(r->file))) {
         const char *path = r->file ? capture_wfile_path(r->file) : "";
-        LOGW(r->conn_id, "%s: %s: capture of %s stopped at the last whole event", r->cfg->kind, why,
-             *path ? path : "its trace");
+        if (!r->file || !capture_wfile_failed(r->file))
+            LOGW(r->conn_id, "%s: %s: capture of %s stopped at the last whole event", r->cfg->kind,
+                 why, *path ? path : "its trace");
         stats_inc(st->truncated);
     }
     live_end(r, true);
@@ -599,6 +601,7 @@ static void capture_rec_wargs(const struct capture_cfg *cfg, struct capture_wcre
                                    .ext = cfg->ext,
                                    .kind = cfg->kind,
                                    .failing = cfg->create_failing,
+                                   .write_failing = cfg->write_failing,
                                    .comp = &cfg->comp,
                                    .limits = &cfg->limits,
                                    .fstats = &cfg->fstats,

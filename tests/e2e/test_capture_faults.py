@@ -3,6 +3,7 @@ read-only while socktap runs. In every case the traffic is untouched (bytes equa
 hashed), the trace that exists is clean (socktap-trace reads it to the end, or reports only a
 truncation at the very end), and /stats counts what was lost.
 """
+import errno
 import hashlib
 import os
 import re
@@ -134,6 +135,42 @@ class CaptureFaultTest(E2ETest):
         self.assertEqual(self.st.stop(), 0)
         log = self.st.logtext()
         self.assertIn("No space left on device", log)
+
+    def test_disk_full_logged_once_per_failing_period(self):
+        """A full disk fails every connection's trace: counted each time, logged once until a
+        write succeeds again (then said once); the traffic is untouched throughout."""
+        mnt = os.path.join(self.tmp, "small")
+        mount_tmpfs(self, mnt, "1m")
+        self.start(capture_ts(os.path.join(mnt, "cap")))
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb", buffering=0) as f:  # the disk full to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError as e:
+                self.assertEqual(e.errno, errno.ENOSPC)
+        for _ in range(4):  # each trace fails its first write
+            self.exchange(256 << 10, 256 << 10)
+        wait_until(lambda: self.stat("write_errors") >= 4, what="four write errors counted")
+        self.assertEqual(self.stat("write_errors"), 4)
+        log = self.st.logtext()
+        self.assertEqual(log.count("No space left on device"), 1, log[-2000:])
+        self.assertNotIn("stopped at the last whole event", log)
+        self.assertNotIn("works again", log)
+        # room again: the next trace is written whole and the recovery is said once
+        for f in os.listdir(mnt):
+            os.unlink(os.path.join(mnt, f))
+        # the four failed traces' writes are over (counted): only the next one's file remains
+        x = self.exchange(64 << 10, 64 << 10)
+        wait_until(lambda: "writing traces works again" in self.st.logtext(), what="the recovery")
+        self.assertEqual(self.st.stop(), 0)
+        files = [os.path.join(mnt, f) for f in os.listdir(mnt)]
+        self.assertEqual(len(files), 1)
+        read, written = self.assert_clean_trace(files[0])
+        self.assertEqual((read, written), (x.sent_up, x.sent_down))
+        log = self.st.logtext()
+        self.assertEqual(log.count("No space left on device"), 1)
+        self.assertEqual(log.count("writing traces works again"), 1)
 
     def test_disk_full_tap_length_delimited(self):
         mnt = os.path.join(self.tmp, "small")
