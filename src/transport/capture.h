@@ -87,7 +87,7 @@ struct capture_cfg {
      * failure was logged and no file opened since, so the next ones are only counted (a missing
      * directory must not log once per connection) */
     bool *create_failing;
-    bool *write_failing; /* the same for write errors (ENOSPC fails every open trace) */
+    bool *write_failing;         /* the same for write errors (ENOSPC fails every open trace) */
     struct live_hub *live;       /* owned: live viewers (admin /capture/live.pcapng) */
     char *owner;                 /* owned: the stats prefix ("listener.127.0.0.1_10000") */
     struct capture_runtime *rt;  /* owned */
