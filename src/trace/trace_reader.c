@@ -1276,11 +1276,21 @@ static int start(struct trace_reader *r)
 
 /* At the end of a compressed input, or at an error, the compressed layer has the last word: a
  * read error there is its corrupt data (named with the compressed offset), and a decoded stream
- * that ended cleanly inside an unfinished frame is a cut file (-ENODATA, as a cut trace). */
+ * that ended cleanly inside an unfinished frame is a cut file (-ENODATA, as a cut trace). Only
+ * corrupt decoded bytes come first: they precede the decoder's error in the stream. */
 static int zin_verdict(struct trace_reader *r, int rc)
 {
     char msg[sizeof(r->errmsg)];
     int zrc = trace_zin_status(r->zin, msg, sizeof(msg));
+    if (rc == -EBADMSG) {
+        /* corrupt bytes the decoder did give come before its own error in the stream: that
+         * error stands, however far ahead the decoder had read (a whole file is read ahead, a
+         * followed one is not: fuzz_trace_follow found the two disagreeing) */
+        size_t n = strlen(r->errmsg);
+        snprintf(r->errmsg + n, sizeof(r->errmsg) - n, " (offset in the decoded %s stream)",
+                 trace_zin_name(r->zalg));
+        return rc;
+    }
     if (!zrc || rc == -ENOMEM || rc == -E2BIG)
         return rc;
     if (zrc == -ENODATA && rc == -ENODATA) {
