@@ -592,6 +592,9 @@ static int text_skip_braced(struct pblex *lx, bool *has_data, int depth)
 /* Skips a value (the ':' already consumed if there was one). */
 static int text_skip_value(struct pblex *lx, bool *has_data, int depth)
 {
+    /* lists nest too (`[[[...`): bounded like braces (fuzz_trace_compressed: stack overflow) */
+    if (depth > PB_SKIP_MAX_DEPTH)
+        return pblex_fail(lx, "unknown field nested too deep");
     if (pblex_is(lx, '{') || pblex_is(lx, '<'))
         return text_skip_braced(lx, has_data, depth);
     if (pblex_is(lx, '[')) {

@@ -1215,6 +1215,8 @@ static enum trace_in_format detect(struct trace_reader *r)
  * from here on parses the decoded stream (format detection included). */
 static int start_decompressing(struct trace_reader *r)
 {
+    if (r->zin)
+        return 0; /* follow mode: start() again after a short detection window */
     enum trace_zin_alg alg = trace_zin_detect(r->buf + r->pos, r->end - r->pos);
     if (alg == TRACE_ZIN_NONE)
         return 0;
