@@ -65,6 +65,16 @@ def wait_port(port, host="127.0.0.1", timeout=10.0, proc=None):
     raise RuntimeError("nothing listening on %s:%d after %.1fs" % (host, port, timeout))
 
 
+def validate(dirpath, name, text):
+    """Writes config TEXT to DIRPATH/NAME and runs `socktap --mode validate` on it: the
+    CompletedProcess (text output)."""
+    path = os.path.join(dirpath, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return subprocess.run([SOCKTAP, "--mode", "validate", "-c", path], capture_output=True,
+                          text=True, timeout=30)
+
+
 def http(url, data=None, method=None, timeout=10):
     """(status, body text) of one request; an HTTP error status is a result, not an exception."""
     req = urllib.request.Request(url, data=data, method=method)

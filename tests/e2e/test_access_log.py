@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 import urllib.request
 
@@ -155,11 +154,7 @@ class AccessLogTest(E2ETest):
     def test_unknown_operator_is_a_config_error(self):
         cfg = proxy_config(self.port, self.up_port,
                            proxy_extra=file_log(self.log_path, fmt="%BYTES_RECIEVED%\n"))
-        path = os.path.join(self.tmp, "bad.yaml")
-        with open(path, "w") as f:
-            f.write(cfg)
-        r = subprocess.run([harness.SOCKTAP, "--mode", "validate", "-c", path], capture_output=True,
-                           text=True, timeout=30)
+        r = harness.validate(self.tmp, "bad.yaml", cfg)
         self.assertNotEqual(r.returncode, 0)
         self.assertRegex(r.stderr, r"bad\.yaml:\d+:\d+: static_resources\.listeners\[0\]\.filter_chains\[0\]"
                                    r"\.filters\[0\]\.config\.access_log\[0\]\.typed_config\.log_format"

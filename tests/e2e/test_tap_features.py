@@ -458,11 +458,7 @@ class TapFeatureTest(E2ETest):
         cfg = proxy_config(free_port(), 9, listener_ts=tap(
             6, file_sink(prefix, "PROTO_BINARY"),
             match="{http_response_headers_match: {headers: [{name: x}]}}"))
-        path = os.path.join(self.tmp, "h.yaml")
-        with open(path, "w") as f:
-            f.write(cfg)
-        r = subprocess.run([harness.SOCKTAP, "--mode", "validate", "-c", path], capture_output=True,
-                           text=True, timeout=30)
+        r = harness.validate(self.tmp, "h.yaml", cfg)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("static_config.match.http_response_headers_match: not supported", r.stderr)
         self.assertIn("envoyproxy/envoy#13803", r.stderr)
