@@ -172,6 +172,22 @@ class CaptureFaultTest(E2ETest):
         self.assertEqual(log.count("No space left on device"), 1)
         self.assertEqual(log.count("writing traces works again"), 1)
 
+    def test_threads_are_named(self):
+        """top -H / ps -L / perf name socktap's threads: each worker and the capture writer."""
+        d = os.path.join(self.tmp, "traces")
+        os.mkdir(d, 0o700)
+        self.start(capture_ts(os.path.join(d, "cap")))
+        self.exchange(1024, 1024)  # the writer starts with the first capture
+        wait_until(lambda: self.stat("files_opened") == 1, what="the first trace")
+        task = "/proc/%d/task" % self.st.pid
+        names = set()
+        for t in os.listdir(task):
+            with open(os.path.join(task, t, "comm")) as f:
+                names.add(f.read().strip())
+        self.assertIn("socktap-w0", names)
+        self.assertIn("socktap-capture", names)
+        self.assertEqual(self.st.stop(), 0)
+
     def test_disk_full_tap_length_delimited(self):
         mnt = os.path.join(self.tmp, "small")
         mount_tmpfs(self, mnt, "1m")
