@@ -56,6 +56,7 @@
 #include <linux/netfilter_ipv4.h>
 #include <linux/netfilter_ipv6/ip6_tables.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -79,7 +80,7 @@
 #include "transport/ts_registry.h"
 
 #define MIN_READ_CHUNK          (16u * 1024u)
-#define RETRY_US                1000 /* a blocked capture backlog drains ~1 MiB per ms on a slow disk */
+#define RETRY_US                1000 /* a held session without a helper's signal (session_resume_held) */
 #define CONNECT_BACKOFF_BASE_MS 1u   /* before the first retry; doubles per retry */
 #define CONNECT_BACKOFF_MAX_MS  500u /* a host that stays down: two connects a second */
 #define CONNECT_FAIL_LOG_PER_S  10u  /* upstream connect failures logged at info per worker */
@@ -151,6 +152,8 @@ struct session {
     struct timeval start_wall;  /* accepted at: the access log's %START_TIME% */
     struct timespec start_mono; /* and its %DURATION% */
     struct session *prev, *next;
+    /* in the worker's list of sessions a layer holds back (session_arm_retry), or NULL */
+    struct session *held_next, **held_pprev;
 };
 
 /* What an access log line shows that the relay does not keep anyway (access_format.h). */
@@ -261,14 +264,51 @@ static void conn_update_events(struct conn *c)
 
 static void session_retry_cb(evutil_socket_t fd, short what, void *arg);
 
-/* A layer blocked a direction for its own reasons (no fd event will come): look again soon. */
+/* The fallback timer of a held session: RETRY_US, or SOCKTAP_HELD_RETRY_MS from the
+ * environment (the tests make it long, so a held session that only the timer would resume
+ * shows as a stall). */
+static struct timeval retry_interval;
+
+static void retry_interval_init(void)
+{
+    const char *env = getenv("SOCKTAP_HELD_RETRY_MS");
+    unsigned long long ms = env && *env ? strtoull(env, NULL, 10) : 0;
+    if (ms)
+        retry_interval = (struct timeval){.tv_sec = (time_t)(ms / 1000),
+                                          .tv_usec = (suseconds_t)(ms % 1000 * 1000)};
+    else
+        retry_interval = (struct timeval){.tv_sec = 0, .tv_usec = RETRY_US};
+}
+
+static void session_held_unlink(struct session *s)
+{
+    if (!s->held_pprev)
+        return;
+    *s->held_pprev = s->held_next;
+    if (s->held_next)
+        s->held_next->held_pprev = s->held_pprev;
+    s->held_next = NULL;
+    s->held_pprev = NULL;
+}
+
+/* A layer blocked a direction for its own reasons (no fd event will come): look again when the
+ * layer's helper says there is room (session_resume_held), or on a short timer (a layer with
+ * no such signal, or a global bound). */
 static void session_arm_retry(struct session *s)
 {
-    static const struct timeval tv = {.tv_sec = 0, .tv_usec = RETRY_US};
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, retry_interval_init);
+    if (!s->held_pprev) {
+        s->held_next = s->w->held;
+        if (s->held_next)
+            s->held_next->held_pprev = &s->held_next;
+        s->w->held = s;
+        s->held_pprev = &s->w->held;
+    }
     if (!s->retry)
         s->retry = evtimer_new(s->w->base, session_retry_cb, s);
     if (s->retry && !evtimer_pending(s->retry, NULL))
-        evtimer_add(s->retry, &tv);
+        evtimer_add(s->retry, &retry_interval);
 }
 
 static void conn_fail(struct conn *c, struct ts_io_result r, const char *op)
@@ -487,6 +527,7 @@ static void session_free(struct session *s)
         listener_release(s->g, s->li);
     if (s->timer)
         event_free(s->timer);
+    session_held_unlink(s);
     if (s->retry)
         event_free(s->retry);
     if (s->max_duration)
@@ -696,6 +737,7 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
 static void session_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
+    session_held_unlink(s);
     for (int i = 0; i < 2; i++) {
         struct conn *c = &s->c[i];
         bool was_read_blocked = c->read_blocked;
@@ -1220,6 +1262,23 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr *
         session_start(s, NULL);
     }
     session_settle(s);
+}
+
+void session_resume_held(struct worker *w)
+{
+    /* taken as a whole first: a session retried here that is still held goes back on w->held,
+     * to wait for the next signal */
+    struct session *list = w->held;
+    w->held = NULL;
+    if (list)
+        list->held_pprev = &list;
+    while (list) {
+        struct session *s = list;
+        session_held_unlink(s);
+        if (s->retry)
+            event_del(s->retry);
+        session_retry_cb(-1, 0, s);
+    }
 }
 
 void session_close_all(struct worker *w)

@@ -105,6 +105,32 @@ static void worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(w->base, NULL);
 }
 
+/* A helper thread (the capture writer) made room for sessions a transport layer holds. */
+static void worker_room_cb(evutil_socket_t fd, short what, void *arg)
+{
+    uint64_t v;
+    ssize_t n = read(fd, &v, sizeof(v));
+    (void)n;
+    (void)what;
+    session_resume_held(arg);
+}
+
+/* *OUT: a persistent READ event on a new eventfd of W's base, calling CB (freed, with its fd,
+ * by server_free). */
+static int worker_efd_event(struct worker *w, event_callback_fn cb, struct event **out)
+{
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0)
+        return -errno;
+    *out = event_new(w->base, efd, EV_READ | EV_PERSIST, cb, w);
+    if (!*out) {
+        close(efd);
+        return -ENOMEM;
+    }
+    event_add(*out, NULL);
+    return 0;
+}
+
 static int worker_init(struct server *srv, struct worker *w, int index)
 {
     w->index = index;
@@ -127,16 +153,9 @@ static int worker_init(struct server *srv, struct worker *w, int index)
     int rc = listener_worker_init(w, session_accept);
     if (rc < 0)
         return rc; /* everything allocated so far is freed by server_free */
-    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (efd < 0)
-        return -errno;
-    w->ctl_ev = event_new(w->base, efd, EV_READ | EV_PERSIST, worker_ctl_cb, w);
-    if (!w->ctl_ev) {
-        close(efd);
-        return -ENOMEM;
-    }
-    event_add(w->ctl_ev, NULL);
-    return 0;
+    if ((rc = worker_efd_event(w, worker_ctl_cb, &w->ctl_ev)) < 0)
+        return rc;
+    return worker_efd_event(w, worker_room_cb, &w->room_ev);
 }
 
 int server_init(struct server *srv, struct socktap_config *cfg, int nworkers, unsigned drain_time_s)
@@ -192,7 +211,9 @@ static void *worker_main(void *arg)
     pthread_setname_np(pthread_self(), name);
     log_set_thread_worker(w->index);
     stats_bind_thread(w->index);
+    ts_registry_set_waker(event_get_fd(w->room_ev));
     event_base_dispatch(w->base);
+    ts_registry_set_waker(-1);
     __atomic_add_fetch(&w->srv->workers_done, 1, __ATOMIC_RELEASE);
     notify_fd(w->srv->main_efd);
     return NULL;
@@ -397,6 +418,11 @@ void server_free(struct server *srv)
         if (w->ctl_ev) {
             close(event_get_fd(w->ctl_ev));
             event_free(w->ctl_ev);
+        }
+        /* after ts_registry_shutdown (main): no helper thread writes to it any more */
+        if (w->room_ev) {
+            close(event_get_fd(w->room_ev));
+            event_free(w->room_ev);
         }
         event_base_free(w->base);
         /* a generation handed over and never taken (the worker stopped first); the

@@ -47,6 +47,9 @@ struct worker {
                       int peer_len); /* listener_accept_fn */
     struct event *ctl_ev;            /* wakes the worker for drain/stop/reload commands */
     struct session *sessions;        /* intrusive list of live sessions */
+    struct session *held;            /* those a transport layer holds back (session.c) */
+    struct event *room_ev; /* READ on an eventfd a layer's helper thread writes when a held
+                              session may move again (ts_registry_set_waker) */
     size_t nsessions;
     bool draining, stopping;
     uint64_t rng;

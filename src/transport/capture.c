@@ -14,7 +14,8 @@
  *
  * When the disk cannot keep up, this connection is slowed, not its capture cut: while the
  * file's backlog (queued + encoded, not yet written) is at its max_backlog, do_read and
- * do_write move nothing and answer `blocked`, and the connection retries on a short timer.
+ * do_write move nothing and answer `blocked`; the connection retries once the writer made room
+ * (capture_writer_set_waker), or on a short timer.
  * So a trace is always complete and memory stays bounded by max_backlog per connection; only
  * the connection whose capture is behind waits. (Rejected: dropping events once the backlog is
  * full — a capture tool that silently loses the middle of a transfer is not one users can
@@ -64,7 +65,8 @@ static struct ts_io_result capture_do_read(struct transport_socket *ts, struct e
     if (capture_gated(cs, &gate))
         return gate;
     if (capture_rec_active(cs->rec)) {
-        size_t room = capture_rec_room(cs->rec);
+        size_t room =
+            capture_rec_room_wait(cs->rec, max < CAPTURE_MIN_STEP ? max : CAPTURE_MIN_STEP);
         if (room < CAPTURE_MIN_STEP && room < max) {
             stats_inc(cs->cfg->stats.backpressure);
             return (struct ts_io_result){.action = TS_KEEP_OPEN, .blocked = true};
@@ -106,7 +108,7 @@ static struct ts_io_result capture_do_write(struct transport_socket *ts, struct 
         return ts_do_write(ts->inner, from, end_stream);
 
     size_t len = evbuffer_get_length(from);
-    if (len > capture_rec_room(cs->rec)) {
+    if (len > capture_rec_room_wait(cs->rec, len)) {
         stats_inc(cs->cfg->stats.backpressure);
         return (struct ts_io_result){.action = TS_KEEP_OPEN, .blocked = true};
     }
@@ -309,6 +311,7 @@ const struct ts_factory capture_socket_factory = {
     .start = capture_start,
     .set_capture = capture_set_enabled,
     .write_captures = capture_write_captures,
+    .set_waker = capture_writer_set_waker,
 };
 
 const struct ts_factory tap_socket_factory = {
@@ -325,6 +328,7 @@ const struct ts_factory tap_socket_factory = {
     .set_capture = capture_set_enabled,
     .write_captures = capture_write_captures,
     .admin_id = capture_admin_id,
+    .set_waker = capture_writer_set_waker,
 };
 
 void capture_register_factories(void)

@@ -25,7 +25,7 @@
 #include "transport/tap_feat.h"
 #include "transport/ts_registry.h"
 
-#define CAPTURE_DEFAULT_MAX_BACKLOG (8u * 1024u * 1024u)
+#define CAPTURE_DEFAULT_MAX_BACKLOG (1024u * 1024u) /* docs/capture.md "Backlog bound": measured */
 #define CAPTURE_CHUNK_BYTES         (256u * 1024u)
 
 extern const struct ts_factory capture_socket_factory;
@@ -73,7 +73,7 @@ struct capture_cfg {
     const char *kind;  /* "capture" or "tap": stats and log prefix */
     char *path_prefix; /* owned; NULL for a tap with the UDP sink (feat.udp), which has no file */
     struct trace_enc_cfg enc;
-    size_t max_backlog; /* socktap extension `socktap_max_backlog_bytes`, default 8 MiB */
+    size_t max_backlog; /* socktap extension `socktap_max_backlog_bytes`, default 1 MiB */
     struct capture_compress_cfg comp; /* socktap extension `socktap_compression`, default none */
     struct capture_limits limits;     /* socktap extension `socktap_limits`, default none */
     /* socktap extension `socktap_record_half_close`: a half-close that moved no bytes is

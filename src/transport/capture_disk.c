@@ -193,6 +193,7 @@ static void pool_drain(void)
 struct capture_wchain {
     int refs;         /* atomic */
     size_t backlog;   /* atomic: bytes queued over all pieces, not yet written */
+    int waiter;       /* atomic: a held connection's eventfd (capture_wchain_want_room), or -1 */
     bool first_done;  /* writer only: the first piece's create ran */
     size_t stem_len;  /* writer only: the first piece's name minus its extension; 0: failed */
     unsigned last_no; /* writer only: the latest piece's number (the first piece: 0) */
@@ -205,6 +206,7 @@ struct capture_wfile {
     uint64_t conn_id;
     size_t max_backlog;
     size_t backlog;      /* atomic: bytes queued, not yet written */
+    int waiter;          /* atomic: a held connection's eventfd (capture_wfile_want_room), or -1 */
     bool failed;         /* atomic: set by the writer */
     bool create_failed;  /* atomic: set by the writer (with failed) */
     bool created;        /* atomic: path is final (set by the writer once it is written) */
@@ -452,6 +454,19 @@ static void writer_create(struct capture_wfile *f)
     __atomic_store_n(&f->created, true, __ATOMIC_RELEASE);
 }
 
+/* Room was made in a backlog a connection waits on: wake its worker (once per wait). */
+static void writer_notify(int *waiter)
+{
+    if (__atomic_load_n(waiter, __ATOMIC_SEQ_CST) < 0)
+        return;
+    int efd = __atomic_exchange_n(waiter, -1, __ATOMIC_SEQ_CST);
+    if (efd >= 0) {
+        uint64_t one = 1;
+        ssize_t n = write(efd, &one, sizeof(one)); /* EAGAIN: the count is full, it is awake */
+        (void)n;
+    }
+}
+
 static void writer_run_job(struct wjob *job)
 {
     struct capture_wfile *f = job->file;
@@ -480,10 +495,15 @@ static void writer_run_job(struct wjob *job)
             if (!writer_compress(f, &out))
                 writer_write(f, out.iov_base, out.iov_len);
         }
-        __atomic_sub_fetch(&f->backlog, job->len, __ATOMIC_RELEASE);
+        /* sequentially consistent, as the waiter's store and re-check (capture_wfile_want_room):
+         * either we see its eventfd or it sees the room we made */
+        __atomic_sub_fetch(&f->backlog, job->len, __ATOMIC_SEQ_CST);
         if (f->chain)
-            __atomic_sub_fetch(&f->chain->backlog, job->len, __ATOMIC_RELEASE);
+            __atomic_sub_fetch(&f->chain->backlog, job->len, __ATOMIC_SEQ_CST);
         __atomic_sub_fetch(&g_held, job->len, __ATOMIC_RELAXED);
+        writer_notify(&f->waiter);
+        if (f->chain)
+            writer_notify(&f->chain->waiter);
         if (job->pooled)
             pool_put(job->data);
         else
@@ -539,6 +559,26 @@ static int writer_start_locked(void)
 
 /* Per thread: pushes made under capture_writer_defer_wake(true) that signalled no one yet. */
 static __thread bool t_defer_wake, t_unsignalled;
+/* Per thread: the eventfd the writer wakes when room is made for this thread's held
+ * connections (capture_writer_set_waker); -1: none, they wait for their retry timer. */
+static __thread int t_waker = -1;
+
+void capture_writer_set_waker(int efd)
+{
+    t_waker = efd;
+}
+
+void capture_wfile_want_room(struct capture_wfile *f)
+{
+    if (t_waker >= 0)
+        __atomic_store_n(&f->waiter, t_waker, __ATOMIC_SEQ_CST);
+}
+
+void capture_wchain_want_room(struct capture_wchain *c)
+{
+    if (t_waker >= 0)
+        __atomic_store_n(&c->waiter, t_waker, __ATOMIC_SEQ_CST);
+}
 
 /* Queues JOB. The writer is woken now unless this thread defers wake-ups and JOB is small (a
  * close, a flow's few events): bulk chunks still wake it at once, so the pipeline never waits
@@ -599,7 +639,7 @@ static int wfile_alloc(size_t path_size, uint64_t conn_id, size_t max_backlog,
         return rc;
     }
     *f = (struct capture_wfile){
-        .fd = -1, .conn_id = conn_id, .max_backlog = max_backlog, .stats = *stats};
+        .fd = -1, .conn_id = conn_id, .max_backlog = max_backlog, .waiter = -1, .stats = *stats};
     f->path_size = path_size;
     __atomic_add_fetch(&g_held, sizeof(*f) + path_size, __ATOMIC_RELAXED);
     f->path[0] = '\0';
@@ -641,6 +681,7 @@ int capture_wchain_new(const struct capture_wcreate *wc, struct capture_wchain *
     if (!c)
         return -ENOMEM;
     c->refs = 1;
+    c->waiter = -1;
     c->stem_size = size;
     *out = c;
     return 0;
@@ -654,7 +695,7 @@ void capture_wchain_release(struct capture_wchain *c)
 
 size_t capture_wchain_backlog(const struct capture_wchain *c)
 {
-    return __atomic_load_n(&c->backlog, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&c->backlog, __ATOMIC_SEQ_CST);
 }
 
 int capture_wfile_open_piece(const struct capture_wcreate *c, uint64_t conn_id, size_t max_backlog,
@@ -762,7 +803,7 @@ const char *capture_wfile_path(const struct capture_wfile *f)
 
 size_t capture_wfile_backlog(const struct capture_wfile *f)
 {
-    return __atomic_load_n(&f->backlog, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&f->backlog, __ATOMIC_SEQ_CST);
 }
 
 void capture_wfile_close(struct capture_wfile *f)

@@ -195,6 +195,19 @@ void capture_wfile_close(struct capture_wfile *f);
 /* True while the writer is past one of its global bounds. Any thread. */
 bool capture_writer_behind(void);
 
+/* Writer-driven resume of held connections. A worker registers an eventfd for its thread
+ * (capture_writer_set_waker; -1 unregisters); a connection of that thread whose backlog is full
+ * registers it on its file or chain (capture_wfile_want_room, capture_wchain_want_room, then
+ * re-reads the backlog: the writer's decrement and its look at the waiter are ordered against
+ * that store and re-read, so one of the two sees the other) and the writer writes 1 to the
+ * eventfd once it wrote a buffer of that file: the worker retries its held connections then,
+ * not on their timer. The eventfd must stay open until capture_writer_shutdown. Measured
+ * (iperf3 through one capturing worker into tmpfs): with a 1 ms retry timer, a backlog small
+ * enough for the writer's source to stay in cache idled the writer between retries. */
+void capture_writer_set_waker(int efd);
+void capture_wfile_want_room(struct capture_wfile *f) __attribute__((nonnull));
+void capture_wchain_want_room(struct capture_wchain *c) __attribute__((nonnull));
+
 /* Wake-up batching for the calling thread (a worker). Between capture_writer_defer_wake(true)
  * and (false), small jobs (a close, a flow's few events) are queued at once but do not wake the
  * writer; capture_writer_wake() then wakes it once if such a job is waiting, and returns whether

@@ -548,6 +548,20 @@ size_t capture_rec_room(const struct capture_rec *r)
     return used < r->cfg->max_backlog ? r->cfg->max_backlog - used : 0;
 }
 
+size_t capture_rec_room_wait(struct capture_rec *r, size_t need)
+{
+    size_t room = capture_rec_room(r);
+    if (room >= need)
+        return room;
+    if (r->chain)
+        capture_wchain_want_room(r->chain);
+    else if (r->file)
+        capture_wfile_want_room(r->file);
+    else
+        return room;
+    return capture_rec_room(r);
+}
+
 void capture_rec_event_range(struct capture_rec *r, enum trace_dir dir, struct evbuffer *buf,
                              size_t offset, size_t len, bool end_stream)
 {

@@ -77,6 +77,10 @@ void capture_rec_event_range(struct capture_rec *r, enum trace_dir dir, struct e
  * (capture_writer_behind); SIZE_MAX when nothing is pending or the recorder is inactive (one
  * event larger than max_backlog still goes through, alone). */
 size_t capture_rec_room(const struct capture_rec *r) __attribute__((nonnull));
+/* capture_rec_room, for a caller about to hold its connection back when it is below NEED: the
+ * calling thread's waker (capture_writer_set_waker) is then registered with the writer, which
+ * wakes it once it wrote some of this trace's backlog, and the room is read again. */
+size_t capture_rec_room_wait(struct capture_rec *r, size_t need) __attribute__((nonnull));
 
 /* Stops the capture at the last whole event handed to the writer, for reason WHY (borrowed,
  * logged): counted in truncated and events_dropped; the recorder is inactive afterwards. */

@@ -94,9 +94,9 @@ static void wire_rec_keylog(void *p, const char *line)
     }
 }
 
-static size_t wire_rec_room(const void *p)
+static size_t wire_rec_room(void *p, size_t need)
 {
-    return capture_rec_room(((const struct wire_rec *)p)->rec);
+    return capture_rec_room_wait(((struct wire_rec *)p)->rec, need);
 }
 
 static void wire_rec_free(void *p)

@@ -594,7 +594,7 @@ static bool tls_enter(struct tls_socket *s, struct ts_io_result *r)
 /* The wire trace's backlog is at its bound: wait (the relay retries) instead of moving bytes. */
 static bool tls_wire_full(const struct tls_socket *s, struct ts_io_result *r)
 {
-    if (!s->wire || tls_wire->rec_room(s->wire) >= TLS_WIRE_MIN_ROOM)
+    if (!s->wire || tls_wire->rec_room(s->wire, TLS_WIRE_MIN_ROOM) >= TLS_WIRE_MIN_ROOM)
         return false;
     *r = (struct ts_io_result){.action = TS_KEEP_OPEN, .blocked = true};
     return true;

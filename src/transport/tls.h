@@ -50,7 +50,9 @@ struct tls_wire_ops {
     void (*rec_open)(void *rec); /* once, before any byte */
     void (*rec_bytes)(void *rec, bool read, const void *buf, size_t len);
     void (*rec_keylog)(void *rec, const char *line); /* NUL-terminated, no '\n' */
-    size_t (*rec_room)(const void *rec);       /* bytes before the backlog bound; SIZE_MAX: none */
+    /* bytes before the backlog bound (SIZE_MAX: none); below NEED, the calling thread is woken
+     * when room is made (capture_rec_room_wait) */
+    size_t (*rec_room)(void *rec, size_t need);
     void (*rec_free)(void *rec);               /* ends the trace (closed event) and frees */
     struct live_hub *(*live)(const void *cfg); /* the live-viewer hub of CFG */
 };

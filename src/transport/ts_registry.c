@@ -51,6 +51,18 @@ void ts_registry_start(struct event_base *base)
     }
 }
 
+/* As ts_registry_start: kinds sharing one hook (capture and tap) are called once. */
+void ts_registry_set_waker(int efd)
+{
+    for (size_t i = 0; i < ts_nfactories; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i; j++)
+            seen |= ts_factories[j]->set_waker == ts_factories[i]->set_waker;
+        if (ts_factories[i]->set_waker && !seen)
+            ts_factories[i]->set_waker(efd);
+    }
+}
+
 int ts_registry_write_captures(FILE *out, size_t max_finished)
 {
     for (size_t i = 0; i < ts_nfactories; i++)

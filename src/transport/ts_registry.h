@@ -60,6 +60,11 @@ struct ts_factory {
     /* Optional: the `admin_config.config_id` of CFG (a tap that waits for the admin's POST
      * /tap), or NULL. Borrowed from CFG. */
     const char *(*admin_id)(const void *cfg);
+    /* Optional, per thread: EFD (an eventfd of the calling worker, open until shutdown; -1:
+     * none) is where the kind's helper threads signal that a socket of this thread which
+     * answered `blocked` may move again (capture: the writer made room in its backlog). The
+     * worker then retries its held connections at once, not on their timer. */
+    void (*set_waker)(int efd);
 };
 
 #define TS_REGISTRY_MAX 16
@@ -84,6 +89,9 @@ void ts_registry_shutdown(void);
 /* Runs every registered kind's start hook (once per distinct hook) on BASE, the main loop.
  * Called by the server after stats_freeze. */
 void ts_registry_start(struct event_base *base);
+/* Gives every kind's set_waker hook (once per distinct hook) the calling thread's EFD. Called
+ * by each worker at its start. */
+void ts_registry_set_waker(int efd);
 /* GET /captures: the first registered write_captures hook's output. -ENOENT when no kind has
  * one (capture compiled out). */
 int ts_registry_write_captures(FILE *out, size_t max_finished);

@@ -523,7 +523,7 @@ class CaptureTest(CaptureBase):
         prefix = os.path.join(big_dir, "big-%d" % os.getpid())
         self.addCleanup(lambda: [os.unlink(f) for f in glob.glob(prefix + "_*")])
         # A small ASan quarantine, so the sanitizer build measures socktap, not the quarantine.
-        # The default 8 MiB backlog bounds memory; when the disk falls behind, the connection
+        # The default 1 MiB backlog bounds memory; when the disk falls behind, the connection
         # is held back (backpressure), so the trace must be complete.
         st = self.start(up.port, listener_ts=capture_ts(prefix),
                         env={"ASAN_OPTIONS": "detect_leaks=1:quarantine_size_mb=16"})
@@ -551,6 +551,58 @@ class CaptureTest(CaptureBase):
         self.assertEqual(count[0], mb << 20)
         self.assertEqual(got.hexdigest(), sent.hexdigest())
         print("trace: all %d MiB captured, hash equal" % mb)
+
+    def test_held_connection_resumes_when_the_writer_makes_room(self):
+        """A connection held back by a full capture backlog moves again when the writer has
+        written some of it (the writer signals its worker), not on a timer: with the fallback
+        timer at 10 minutes, a transfer through a 256 KiB backlog in both directions, captured
+        on the listener and the cluster, must finish, and every byte must be in the traces."""
+        up_mb, down_mb = 48, 16
+        response = os.urandom(down_mb << 20)
+        up = Upstream(response=response, sink_hash=True)
+        extra = "%s  socktap_max_backlog_bytes: 262144\n"
+        st = self.start(up.port,
+                        listener_ts=capture_ts(os.path.join(self.tmp, "d"),
+                                               extra=extra % (" " * 8)),
+                        cluster_ts=capture_ts(os.path.join(self.tmp, "u"), indent=4,
+                                              extra=extra % (" " * 6)),
+                        env={"SOCKTAP_HELD_RETRY_MS": "600000"})
+        block = os.urandom(1 << 20)
+        sent, got = hashlib.sha256(), hashlib.sha256()
+        # a stall (a held connection nobody resumes) shows as this timeout
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as c:
+            for i in range(up_mb):
+                piece = i.to_bytes(8, "little") + block[8:]
+                sent.update(piece)
+                c.sendall(piece)
+            c.shutdown(socket.SHUT_WR)
+            n = 0
+            while True:
+                b = c.recv(1 << 20)
+                if not b:
+                    break
+                got.update(b)
+                n += len(b)
+        up.join(60)
+        self.assertEqual(up.count, up_mb << 20)
+        self.assertEqual(up.hash.hexdigest(), sent.hexdigest())
+        self.assertEqual(n, down_mb << 20)
+        self.assertEqual(got.hexdigest(), hashlib.sha256(response).hexdigest())
+        held = self.stat(st, "listener.127.0.0.1_%d.capture.backpressure" % self.port)
+        self.assertGreater(held, 0, "the backlog never filled: nothing was held")
+        self.assertEqual(st.stop(), 0)
+        for prefix, rd, wr in (("d", sent, hashlib.sha256(response)),
+                               ("u", hashlib.sha256(response), sent)):
+            h = {"read": hashlib.sha256(), "write": hashlib.sha256()}
+
+            def on_event(e, h=h):
+                h[e["dir"]].update(e["data"])
+
+            path = self.one_file(os.path.join(self.tmp, prefix + "_*.pb"))
+            parsed, size = stream_v2_events(path, on_event)
+            self.assertEqual(parsed, size)
+            self.assertEqual(h["read"].hexdigest(), rd.hexdigest(), path)
+            self.assertEqual(h["write"].hexdigest(), wr.hexdigest(), path)
 
     def test_kill_9_leaves_valid_prefix(self):
         up = Upstream(sink_hash=True)
