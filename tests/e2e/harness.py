@@ -7,6 +7,7 @@ group) when the test ends, pass or fail.
 import contextlib
 import hashlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,20 +34,39 @@ def tool(name):
 _given_ports = set()
 
 
+def _unassigned_ports():
+    """Ports outside the kernel's ephemeral range (ip_local_port_range): a port from that range,
+    free when we looked, can be taken by any outgoing connect before the program we hand it to
+    binds it (seen in CI with two suites at once: socktap's admin got "Address already in use")."""
+    lo, hi = 32768, 60999
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+    if lo - 1 >= 12000:
+        return 10000, lo - 1
+    return hi + 1, 65535
+
+
 def free_port(host="127.0.0.1"):
-    """A port nothing listens on now and that this process has not handed out before: two calls
-    in a row can otherwise get the same port back from the kernel (the first socket is closed),
-    and a listener and its admin then collide (seen in CI as "admin address ... is also listener
-    0's address")."""
+    """A port nothing listens on now, outside the ephemeral range (_unassigned_ports), and that
+    this process has not handed out before: two calls in a row could otherwise give the same
+    port, and a listener and its admin then collide (seen in CI as "admin address ... is also
+    listener 0's address"). Chosen at random, so test processes running at once rarely try the
+    same one; each is bound once to make sure it is free."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(100):
+    lo, hi = _unassigned_ports()
+    for _ in range(1000):
+        port = random.randint(lo, hi)
+        if port in _given_ports:
+            continue
         with socket.socket(fam, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in _given_ports:
-            _given_ports.add(port)
-            return port
-    raise RuntimeError("no fresh free port after 100 tries")
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
+    raise RuntimeError("no free port in %d-%d after 1000 tries" % (lo, hi))
 
 
 def wait_port(port, host="127.0.0.1", timeout=10.0, proc=None):
