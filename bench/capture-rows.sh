@@ -9,8 +9,13 @@
 #   capture cpu-s/GB <= relay cpu-s/GB + 1.2 x dd cpu-s/GB (same filesystem)
 #   bulk with capture >= 0.5x without on tmpfs; >= 0.9x dd's rate on the disk
 #   new conn/s with capture >= 0.85x without (plain and TLS); keep-alive >= 0.95x
+# Optional, from the environment (bench/run.sh sets them; "-" or unset: no such rows):
+#   CAP_TMPFS_TLS (TLS C rows into tmpfs), CAP_EXT4J / CAP_EXT4J_TLS (C rows into a journaled
+#   ext4) and CAP_EXT4J_DIR (a directory on it, for its file-create floor).
 set -euo pipefail
 plain=$1 tls=$2 tmpfs=$3 diskdir=$4 tmpfsdir=$5
+tmpfs_tls=${CAP_TMPFS_TLS:--} ext4j=${CAP_EXT4J:--} ext4j_tls=${CAP_EXT4J_TLS:--}
+ext4j_dir=${CAP_EXT4J_DIR:--}
 
 # col FILE NAME SCEN COLUMN -> median (TSV columns: 5 value, 11 cpu/unit, 15 hwm_kb, 18 cap_bytes)
 col() {
@@ -58,6 +63,8 @@ read -r dd_rate dd_cpu < <(dd_row "$diskdir" "$size")
 read -r ddt_rate ddt_cpu < <(dd_row "$tmpfsdir" "$size")
 read -r cr_us cr_cpu < <(create_row "$diskdir")
 read -r crt_us crt_cpu < <(create_row "$tmpfsdir")
+crj_us=NA crj_cpu=NA
+[[ $ext4j_dir == - ]] || read -r crj_us crj_cpu < <(create_row "$ext4j_dir")
 
 printf '\n== capture (issue 14): medians; cpu = socktap utime+stime per unit; dd of %s MB\n' "$((size / 1048576))"
 printf '%-28s %12s %12s %7s %10s %10s %8s\n' row plain capture ratio cpu_plain cpu_capt hwm_MB
@@ -76,10 +83,14 @@ line "B keep-alive req/s" "$plain" B socktap socktap-capture
 line "C new conn/s" "$plain" C socktap socktap-capture
 line "C new TLS conn/s" "$tls" C socktap-tls socktap-tls-capture
 line "C new conn/s (tmpfs)" "$tmpfs" C socktap socktap-capture
+line "C new TLS conn/s (tmpfs)" "$tmpfs_tls" C socktap-tls socktap-tls-capture
+line "C new conn/s (ext4+journal)" "$ext4j" C socktap socktap-capture
+line "C new TLS conn/s (ext4+jnl)" "$ext4j_tls" C socktap-tls socktap-tls-capture
 printf '%-28s %12s %12s %7s %10s %10s\n' "dd fdatasync (disk)" "$dd_rate" "" "" "$dd_cpu" ""
 printf '%-28s %12s %12s %7s %10s %10s\n' "dd (tmpfs)" "$ddt_rate" "" "" "$ddt_cpu" ""
 printf '%-28s %12s %12s %7s %10s %10s\n' "file create us (disk)" "$cr_us" "" "" "$cr_cpu" ""
 printf '%-28s %12s %12s %7s %10s %10s\n' "file create us (tmpfs)" "$crt_us" "" "" "$crt_cpu" ""
+printf '%-28s %12s %12s %7s %10s %10s\n' "file create us (ext4+jnl)" "$crj_us" "" "" "$crj_cpu" ""
 
 goal() { # goal LABEL VALUE LIMIT OP
   local ok
@@ -100,4 +111,7 @@ goal "A1 capture / dd fdatasync rate (disk)" "$(ratio "$(col "$plain" socktap-ca
 goal "C capture / plain" "$(ratio "$(col "$plain" socktap-capture C 5)" "$(col "$plain" socktap C 5)")" 0.85 ">="
 goal "C capture / plain (tmpfs)" "$(ratio "$(col "$tmpfs" socktap-capture C 5)" "$(col "$tmpfs" socktap C 5)")" 0.85 ">="
 goal "C TLS capture / plain" "$(ratio "$(col "$tls" socktap-tls-capture C 5)" "$(col "$tls" socktap-tls C 5)")" 0.85 ">="
+goal "C TLS capture / plain (tmpfs)" "$(ratio "$(col "$tmpfs_tls" socktap-tls-capture C 5)" "$(col "$tmpfs_tls" socktap-tls C 5)")" 0.85 ">="
+goal "C capture / plain (ext4+journal)" "$(ratio "$(col "$ext4j" socktap-capture C 5)" "$(col "$ext4j" socktap C 5)")" 0.85 ">="
+goal "C TLS capture / plain (ext4+journal)" "$(ratio "$(col "$ext4j_tls" socktap-tls-capture C 5)" "$(col "$ext4j_tls" socktap-tls C 5)")" 0.85 ">="
 goal "B capture / plain" "$(ratio "$(col "$plain" socktap-capture B 5)" "$(col "$plain" socktap B 5)")" 0.95 ">="
