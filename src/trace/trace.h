@@ -53,6 +53,9 @@ struct trace_event {
     bool end_stream;
     bool truncated;   /* v3 Body.truncated */
     uint64_t seq_num; /* v3 SocketEvent.seq_num as read (Envoy's streamed traces); 0: none */
+    /* trace_enc_event_split only (NULL elsewhere): the payload is not written; the encoder
+     * stores here the offset in its output where the payload's bytes belong */
+    size_t *payload_at;
 };
 
 /* The file extension Envoy uses for FORMAT (".pb", ".pb_text", ".pb_length_delimited", ".json").

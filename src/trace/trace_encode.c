@@ -149,6 +149,10 @@ static void put_conn(struct tbuf *b, const struct trace_conn *c, bool v2)
 
 static void put_iov(struct tbuf *b, const struct trace_event *ev)
 {
+    if (ev->payload_at) {
+        *ev->payload_at = b->len;
+        return;
+    }
     for (int i = 0; i < ev->iovcnt; i++) {
         memcpy(b->data + b->len, ev->iov[i].iov_base, ev->iov[i].iov_len);
         b->len += ev->iov[i].iov_len;
@@ -799,6 +803,34 @@ int trace_enc_event(struct trace_enc *enc, const struct trace_event *ev, struct 
     if (enc->cfg.format == TRACE_FMT_PROTO_TEXT)
         return txt_event(out, 0, "events", false, ev, NULL);
     return put_event_field(out, 0x12, false, ev, NULL); /* Trace.events = 2 */
+}
+
+size_t trace_enc_split_max(const struct trace_enc *enc, enum trace_dir dir)
+{
+    if (enc->v3_buffered || enc->cfg.min_streamed_sent || dir == TRACE_EV_CLOSED)
+        return 0;
+    if (enc->cfg.format != TRACE_FMT_PROTO_BINARY &&
+        !(is_v3(enc) && enc->cfg.format == TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED))
+        return 0;
+    if (!enc->cfg.cap_streamed)
+        return SIZE_MAX;
+    /* a longer body would be cut (cap_event): not written whole */
+    return dir == TRACE_EV_READ ? enc->cfg.max_buffered_rx : enc->cfg.max_buffered_tx;
+}
+
+int trace_enc_event_split(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out,
+                          size_t *payload_at)
+{
+    if (ev->len == 0 || ev->len > trace_enc_split_max(enc, ev->dir))
+        return -ENOTSUP;
+    struct trace_event e = *ev;
+    size_t before = out->len;
+    e.payload_at = payload_at;
+    *payload_at = SIZE_MAX;
+    int rc = trace_enc_event(enc, &e, out);
+    if (!rc && (*payload_at == SIZE_MAX || *payload_at < before))
+        rc = -EPROTO; /* cannot happen for the formats trace_enc_split_max accepts */
+    return rc;
 }
 
 /* Walks the held events, calling FN with each as a trace_event. */

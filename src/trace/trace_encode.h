@@ -53,6 +53,18 @@ int trace_enc_new(const struct trace_enc_cfg *cfg, const struct trace_conn *conn
 int trace_enc_begin(struct trace_enc *enc, struct tbuf *out);
 /* Appends one event (EV->iov is read, not kept). Returns 0 or -errno. */
 int trace_enc_event(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out);
+/* Zero-copy encoding (the capture socket's bulk reads, capture_rec.c): trace_enc_event for a
+ * read or write event whose payload the caller places itself. Appends to OUT the event's bytes
+ * without its payload (EV->iov is not read; EV->len is the payload's length) and sets
+ * *PAYLOAD_AT to the offset in OUT where the payload belongs: the bytes before it are the
+ * event's head, those after it its tail, and head + payload + tail is exactly what
+ * trace_enc_event would have appended. OUT must have room for the event with its payload (the
+ * sizes are reserved as usual). trace_enc_split_max says how long a payload of direction DIR
+ * may be (0: ENC's format cannot; a streamed tap's max_buffered_rx/tx, past which bodies are
+ * cut; else SIZE_MAX); a longer one, or none, is refused with -ENOTSUP. */
+size_t trace_enc_split_max(const struct trace_enc *enc, enum trace_dir dir);
+int trace_enc_event_split(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out,
+                          size_t *payload_at);
 /* Marks the trace read/write truncated (flags only added, never cleared), e.g. when converting
  * a trace that already says so. Only a v3 buffered trace can carry them; returns whether ENC
  * does. Call before trace_enc_end. */

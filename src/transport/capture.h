@@ -25,7 +25,8 @@
 #include "transport/tap_feat.h"
 #include "transport/ts_registry.h"
 
-#define CAPTURE_DEFAULT_MAX_BACKLOG (1024u * 1024u) /* docs/capture.md "Backlog bound": measured */
+/* the default backlog: measured in docs/capture.md, "Backlog bound" */
+#define CAPTURE_DEFAULT_MAX_BACKLOG (1024u * 1024u)
 #define CAPTURE_CHUNK_BYTES         (256u * 1024u)
 
 extern const struct ts_factory capture_socket_factory;

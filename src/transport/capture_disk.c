@@ -141,14 +141,19 @@ struct wjob {
     struct capture_wfile *file;
     void *data;
     size_t len;
-    bool pooled; /* DATA is CAPTURE_BUF_BYTES long: back to the pool once written */
+    bool pooled;               /* DATA is CAPTURE_BUF_BYTES long: back to the pool once written */
+    struct capture_flat *flat; /* DATA lies in FLAT: a reference, dropped once written */
 };
 
-static struct {
+struct buf_pool {
     pthread_mutex_t lock;
     void *bufs[CAPTURE_POOL_MAX];
     int n;
-} g_pool = {.lock = PTHREAD_MUTEX_INITIALIZER};
+};
+
+/* Encode buffers (capture_buf_take) and flat buffers (capture_flat_take), each their own size. */
+static struct buf_pool g_pool = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static struct buf_pool g_flat_pool = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* atomic: bytes held for the writer over all files (data queued, and each file's struct until
  * the writer frees it), for capture_writer_behind */
@@ -156,36 +161,74 @@ static size_t g_held;
 /* atomic: files made with capture_wfile_open* that the writer has not created yet */
 static size_t g_creates;
 
-int capture_buf_take(struct tbuf *b)
+/* A buffer of POOL, or a new one of SIZE bytes; NULL: no memory. */
+static void *pool_get(struct buf_pool *pool, size_t size)
 {
     void *p = NULL;
-    pthread_mutex_lock(&g_pool.lock);
-    if (g_pool.n > 0)
-        p = g_pool.bufs[--g_pool.n];
-    pthread_mutex_unlock(&g_pool.lock);
-    if (!p && !(p = malloc(CAPTURE_BUF_BYTES)))
+    pthread_mutex_lock(&pool->lock);
+    if (pool->n > 0)
+        p = pool->bufs[--pool->n];
+    pthread_mutex_unlock(&pool->lock);
+    return p ? p : malloc(size);
+}
+
+static void pool_put(struct buf_pool *pool, void *p)
+{
+    pthread_mutex_lock(&pool->lock);
+    if (pool->n < CAPTURE_POOL_MAX) {
+        pool->bufs[pool->n++] = p;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    free(p);
+}
+
+static void pool_drain(struct buf_pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    while (pool->n > 0)
+        free(pool->bufs[--pool->n]);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+int capture_buf_take(struct tbuf *b)
+{
+    void *p = pool_get(&g_pool, CAPTURE_BUF_BYTES);
+    if (!p)
         return -ENOMEM;
     *b = (struct tbuf){.data = p, .cap = CAPTURE_BUF_BYTES};
     return 0;
 }
 
-static void pool_put(void *p)
+struct capture_flat {
+    int refs; /* atomic */
+    uint8_t data[];
+};
+
+int capture_flat_take(struct capture_flat **out)
 {
-    pthread_mutex_lock(&g_pool.lock);
-    if (g_pool.n < CAPTURE_POOL_MAX) {
-        g_pool.bufs[g_pool.n++] = p;
-        p = NULL;
-    }
-    pthread_mutex_unlock(&g_pool.lock);
-    free(p);
+    struct capture_flat *b = pool_get(&g_flat_pool, sizeof(*b) + CAPTURE_BUF_BYTES);
+    if (!b)
+        return -ENOMEM;
+    b->refs = 1;
+    *out = b;
+    return 0;
 }
 
-static void pool_drain(void)
+uint8_t *capture_flat_data(struct capture_flat *b)
 {
-    pthread_mutex_lock(&g_pool.lock);
-    while (g_pool.n > 0)
-        free(g_pool.bufs[--g_pool.n]);
-    pthread_mutex_unlock(&g_pool.lock);
+    return b->data;
+}
+
+void capture_flat_ref(struct capture_flat *b)
+{
+    __atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAXED);
+}
+
+void capture_flat_unref(struct capture_flat *b)
+{
+    if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        pool_put(&g_flat_pool, b);
 }
 
 /* The pieces of one rotated trace (capture_wfile_open_piece): referenced by the recorder and
@@ -504,8 +547,10 @@ static void writer_run_job(struct wjob *job)
         writer_notify(&f->waiter);
         if (f->chain)
             writer_notify(&f->chain->waiter);
-        if (job->pooled)
-            pool_put(job->data);
+        if (job->flat)
+            capture_flat_unref(job->flat);
+        else if (job->pooled)
+            pool_put(&g_pool, job->data);
         else
             free(job->data);
     }
@@ -727,7 +772,10 @@ int capture_wfile_open_beside(struct capture_wfile *beside, const char *suffix, 
     return 0;
 }
 
-static int wfile_submit(struct capture_wfile *f, void *data, size_t len, bool pooled)
+/* Queues LEN bytes at DATA for F. DATA is owned (freed, or back to the pool when POOLED),
+ * or lies in FLAT, whose reference is the caller's to hand over. */
+static int wfile_submit(struct capture_wfile *f, void *data, size_t len, bool pooled,
+                        struct capture_flat *flat)
 {
     int rc = 0;
     struct wjob *job = NULL;
@@ -745,7 +793,8 @@ static int wfile_submit(struct capture_wfile *f, void *data, size_t len, bool po
         rc = -ENOMEM;
         goto err_free;
     }
-    *job = (struct wjob){.kind = WJOB_DATA, .file = f, .data = data, .len = len, .pooled = pooled};
+    *job = (struct wjob){
+        .kind = WJOB_DATA, .file = f, .data = data, .len = len, .pooled = pooled, .flat = flat};
     __atomic_add_fetch(&f->backlog, len, __ATOMIC_RELAXED);
     if (f->chain)
         __atomic_add_fetch(&f->chain->backlog, len, __ATOMIC_RELAXED);
@@ -754,8 +803,10 @@ static int wfile_submit(struct capture_wfile *f, void *data, size_t len, bool po
     return 0;
 
 err_free:
-    if (pooled)
-        pool_put(data);
+    if (flat)
+        capture_flat_unref(flat);
+    else if (pooled)
+        pool_put(&g_pool, data);
     else
         free(data);
     return rc;
@@ -763,7 +814,14 @@ err_free:
 
 int capture_wfile_submit(struct capture_wfile *f, void *data, size_t len)
 {
-    return wfile_submit(f, data, len, false);
+    return wfile_submit(f, data, len, false, NULL);
+}
+
+int capture_wfile_submit_flat(struct capture_wfile *f, struct capture_flat *b, const void *data,
+                              size_t len)
+{
+    capture_flat_ref(b);
+    return wfile_submit(f, (void *)data, len, false, b);
 }
 
 int capture_wfile_submit_buf(struct capture_wfile *f, struct tbuf *b)
@@ -772,7 +830,7 @@ int capture_wfile_submit_buf(struct capture_wfile *f, struct tbuf *b)
     void *data = b->data;
     size_t len = b->len;
     *b = (struct tbuf){0};
-    return wfile_submit(f, data, len, pooled);
+    return wfile_submit(f, data, len, pooled, NULL);
 }
 
 bool capture_wfile_failed(const struct capture_wfile *f)
@@ -866,6 +924,7 @@ void capture_writer_shutdown(void)
     g_writer.started = false;
     g_writer.stop = false;
     pthread_mutex_unlock(&g_writer.lock);
-    pool_drain();
+    pool_drain(&g_pool);
+    pool_drain(&g_flat_pool);
     capture_hook_shutdown(); /* nothing queues hooks once the writer is gone */
 }

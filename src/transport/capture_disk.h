@@ -165,6 +165,24 @@ int capture_buf_take(struct tbuf *b) __attribute__((warn_unused_result, nonnull)
 int capture_wfile_submit_buf(struct capture_wfile *f, struct tbuf *b)
     __attribute__((warn_unused_result, nonnull));
 
+/* Flat buffers: CAPTURE_BUF_BYTES of memory shared by reference count between a recorder that
+ * has the inner socket read payload straight into it (capture_rec_flat_begin), the relay that
+ * sends those bytes on to the peer from there (evbuffer references) and the writer (each event's
+ * encoded range, capture_wfile_submit_flat), so no user-space copy is made of bulk payload. The
+ * last reference dropped, on any thread, puts it back in a pool (at most CAPTURE_POOL_MAX kept,
+ * freed at capture_writer_shutdown). */
+struct capture_flat;
+/* *OUT: a flat buffer with one reference, the caller's. 0 or -ENOMEM. */
+int capture_flat_take(struct capture_flat **out) __attribute__((warn_unused_result, nonnull));
+uint8_t *capture_flat_data(struct capture_flat *b) __attribute__((nonnull));
+void capture_flat_ref(struct capture_flat *b) __attribute__((nonnull));
+/* Drops a reference; B may be NULL. Any thread. */
+void capture_flat_unref(struct capture_flat *b);
+/* As capture_wfile_submit for LEN bytes at DATA inside B: the writer takes its own reference to
+ * B (dropped once written, or at once on failure); the caller keeps its own. */
+int capture_wfile_submit_flat(struct capture_wfile *f, struct capture_flat *b, const void *data,
+                              size_t len) __attribute__((warn_unused_result, nonnull));
+
 /* True once a write to F failed, or its creation (the writer logged and counted it). */
 bool capture_wfile_failed(const struct capture_wfile *f);
 /* True once the writer failed to create F (counted in files_failed, not a write error), or

@@ -91,8 +91,12 @@ struct capture_rec {
     bool enc_buffered;    /* v3 buffered: bounded by max_buffered_rx/tx, not max_trace_bytes */
     bool await_create;    /* on_capture_failure reject: hold the traffic until the file exists */
     bool reject;          /* on_capture_failure reject and the trace could not be started */
-    bool udp;             /* the tap's UDP sink: each encoded message is sent, no file */
-    bool admin;           /* an admin_config tap: events go to the live hub only, no file */
+    /* zero-copy bulk reads (capture_rec_flat_begin): the flat buffer payload is read into and
+     * the bytes of it used so far; NULL when none */
+    struct capture_flat *flat;
+    size_t flat_used;
+    bool udp;   /* the tap's UDP sink: each encoded message is sent, no file */
+    bool admin; /* an admin_config tap: events go to the live hub only, no file */
 };
 
 /* Envoy's per-socket counters (tap_config_impl.cc pegReadWriteSubmitCounter and
@@ -322,6 +326,8 @@ static void capture_rec_end(struct capture_rec *r)
     if (defer && capture_writer_unsignalled())
         capture_tick_arm();
     capture_rot_unlink(r);
+    capture_flat_unref(r->flat);
+    r->flat = NULL;
 }
 
 /* Encodes the first KEEP bytes of EV's body, Body.truncated set, into R's buffer. */
@@ -527,6 +533,108 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
 err_drop:
     stats_inc(st->events_dropped);
     capture_rec_stop(r, "out of memory");
+}
+
+/* Around each payload read into a flat buffer: room for the event's head before it and its tail
+ * after it (a few dozen bytes; with the connection on every event, two addresses of at most 64
+ * characters more), so head + payload + tail is contiguous and written as it lies. */
+#define CAPTURE_FLAT_MARGIN 512u
+
+int capture_rec_flat_begin(struct capture_rec *r, size_t max, uint8_t **dst, size_t *room)
+{
+    const struct capture_cfg *cfg = r->cfg;
+    if (!r->capturing || !r->file || r->udp || r->admin || !r->bulk || !r->enc ||
+        cfg->limits.max_trace_bytes || trace_enc_split_max(r->enc, TRACE_EV_READ) < max ||
+        capture_wfile_failed(r->file) ||
+        (r->chain && r->piece_events && cfg->limits.rotate_ms &&
+         capture_now_ms() - r->piece_start_ms >= cfg->limits.rotate_ms))
+        return -ENOTSUP; /* capture_rec_event handles these (and ends a piece by age) */
+    if (r->flat && CAPTURE_BUF_BYTES - r->flat_used < 2 * CAPTURE_FLAT_MARGIN + max &&
+        CAPTURE_BUF_BYTES - r->flat_used < 2 * CAPTURE_FLAT_MARGIN + CAPTURE_CHUNK_BYTES / 4) {
+        capture_flat_unref(r->flat); /* the writer and the relay hold what they still use */
+        r->flat = NULL;
+    }
+    if (!r->flat) {
+        if (capture_flat_take(&r->flat))
+            return -ENOTSUP;
+        r->flat_used = 0;
+    }
+    size_t avail = CAPTURE_BUF_BYTES - r->flat_used - 2 * CAPTURE_FLAT_MARGIN;
+    *dst = capture_flat_data(r->flat) + r->flat_used + CAPTURE_FLAT_MARGIN;
+    *room = max < avail ? max : avail;
+    return 0;
+}
+
+static void capture_flat_release(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    capture_flat_unref(arg);
+}
+
+/* The encoded event around the N bytes at DST (R's flat buffer), handed to the writer as it
+ * lies. Returns 0 or -errno (R's capture is then stopped or was never eligible). */
+static int capture_flat_record(struct capture_rec *r, uint8_t *dst, size_t n)
+{
+    const struct capture_cfg *cfg = r->cfg;
+    /* what R's buffer holds goes first (the first hand-over also creates the file) */
+    if (r->buf.len > 0 || !r->handed_over) {
+        capture_flush(r);
+        if (!r->capturing)
+            return -EIO;
+    }
+    struct iovec iov = {.iov_base = dst, .iov_len = n};
+    struct trace_event ev = {.dir = TRACE_EV_READ, .iov = &iov, .iovcnt = 1, .len = n};
+    stamp_event(&ev);
+    if (live_hub_wanted(cfg->live))
+        live_hub_publish(cfg->live, &r->conn, &ev);
+    /* the event's head and tail are encoded at the start of the margin below DST (the sizes
+     * reserved include the payload: the view reaches past it), then moved beside the payload */
+    uint8_t *at = dst - CAPTURE_FLAT_MARGIN;
+    struct tbuf view = {.data = at, .len = 0, .cap = 2 * CAPTURE_FLAT_MARGIN + n};
+    size_t head;
+    int rc = trace_enc_event_split(r->enc, &ev, &view, &head);
+    if (rc || view.data != at || view.len > CAPTURE_FLAT_MARGIN) {
+        stats_inc(cfg->stats.events_dropped);
+        capture_rec_stop(r, rc == -ENOMEM ? "out of memory" : "cannot encode in place");
+        return rc ? rc : -EPROTO;
+    }
+    size_t tail = view.len - head;
+    memcpy(dst + n, at + head, tail);
+    memmove(dst - head, at, head);
+    uint8_t *start = dst - head;
+    size_t len = head + n + tail;
+    rc = capture_wfile_submit_flat(r->file, r->flat, start, len);
+    r->flat_used = (size_t)(dst + n + tail - capture_flat_data(r->flat));
+    if (rc) {
+        stats_inc(cfg->stats.events_dropped);
+        capture_rec_stop(r, rc == -ENOBUFS ? "the disk cannot keep up (backlog full)"
+                            : rc == -EIO   ? "write error"
+                                           : "out of memory");
+        return rc;
+    }
+    r->trace_bytes += len;
+    stats_inc(cfg->stats.events);
+    tap_submit_stat(r, TRACE_EV_READ);
+    r->piece_events++;
+    r->piece_bytes += len;
+    /* a flow that turned chatty goes back to batching its events in R's buffer */
+    r->bulk = n >= CAPTURE_CHUNK_BYTES / 16;
+    if (r->chain && cfg->limits.rotate_bytes && r->piece_bytes >= cfg->limits.rotate_bytes)
+        capture_piece_end(r); /* the next event starts the next piece */
+    return 0;
+}
+
+int capture_rec_flat_end(struct capture_rec *r, uint8_t *dst, size_t n, struct evbuffer *into)
+{
+    struct capture_flat *flat = r->flat;
+    capture_flat_ref(flat); /* for INTO, or until copied */
+    capture_flat_record(r, dst, n);
+    if (evbuffer_add_reference(into, dst, n, capture_flat_release, flat) == 0)
+        return 0;
+    int rc = evbuffer_add(into, dst, n) == 0 ? 0 : -ENOMEM;
+    capture_flat_unref(flat);
+    return rc;
 }
 
 size_t capture_rec_room(const struct capture_rec *r)
@@ -899,6 +1007,7 @@ void capture_rec_free(struct capture_rec *r)
     capture_rec_finish(r, false);
     trace_enc_free(r->enc);
     tbuf_free(&r->buf);
+    capture_flat_unref(r->flat);
     capture_tick_unlink(r);
     capture_rot_unlink(r);
     capture_wchain_release(r->chain);

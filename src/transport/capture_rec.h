@@ -72,6 +72,19 @@ void capture_rec_event(struct capture_rec *r, enum trace_dir dir, const struct i
 void capture_rec_event_range(struct capture_rec *r, enum trace_dir dir, struct evbuffer *buf,
                              size_t offset, size_t len, bool end_stream) __attribute__((nonnull));
 
+/* Zero-copy bulk reads (capture.c). While R records a bulk flow into a binary streamed trace
+ * (trace_enc_split_max; no max_trace_bytes), capture_rec_flat_begin gives *DST, where the
+ * inner socket may read up to *ROOM (<= MAX) bytes, in a flat buffer of R's (capture_disk.h);
+ * -ENOTSUP when the copying path must be used now. After the read, capture_rec_flat_end records
+ * the N > 0 bytes at DST as a read event, encoded around them in place and handed to the writer
+ * as they are, and appends them to INTO by reference (the relay sends them from there); if the
+ * capture stopped meanwhile they are still appended. Returns 0, or -ENOMEM when they could not
+ * be appended to INTO at all (the connection must close: the bytes were read). */
+int capture_rec_flat_begin(struct capture_rec *r, size_t max, uint8_t **dst, size_t *room)
+    __attribute__((nonnull));
+int capture_rec_flat_end(struct capture_rec *r, uint8_t *dst, size_t n, struct evbuffer *into)
+    __attribute__((nonnull));
+
 /* Bytes the connection may still move before the backlog (queued for the disk plus encoded
  * here) reaches max_backlog, 0 while the writer is behind its global bound
  * (capture_writer_behind); SIZE_MAX when nothing is pending or the recorder is inactive (one

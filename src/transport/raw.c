@@ -36,6 +36,20 @@ static struct ts_io_result raw_fail(struct raw_socket *rs, int err)
     return (struct ts_io_result){.action = TS_CLOSE, .err = -err};
 }
 
+/* After a read that returned < 0: true to retry it (EINTR); else *R is what to return: as it
+ * is when the socket is drained, TS_CLOSE with the bytes read so far on an error. */
+static bool raw_read_again(struct raw_socket *rs, struct ts_io_result *r)
+{
+    if (errno == EINTR)
+        return true;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        size_t bytes = r->bytes;
+        *r = raw_fail(rs, errno);
+        r->bytes = bytes;
+    }
+    return false;
+}
+
 static struct ts_io_result raw_do_read(struct transport_socket *ts, struct evbuffer *into,
                                        size_t max)
 {
@@ -61,14 +75,9 @@ static struct ts_io_result raw_do_read(struct transport_socket *ts, struct evbuf
         ssize_t got = readv(rs->fd, iov, n);
         if (got < 0) {
             evbuffer_commit_space(into, vec, 0);
-            if (errno == EINTR)
+            if (raw_read_again(rs, &r))
                 continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return r;
-            int err = errno;
-            struct ts_io_result f = raw_fail(rs, err);
-            f.bytes = r.bytes;
-            return f;
+            return r;
         }
         if (got == 0) {
             evbuffer_commit_space(into, vec, 0);
@@ -90,6 +99,30 @@ static struct ts_io_result raw_do_read(struct transport_socket *ts, struct evbuf
         }
         if (rs->read_size < RAW_READ_MAX)
             rs->read_size *= 2;
+    }
+    return r;
+}
+
+/* do_read into DST: read(2) until the socket is drained (a short read), MAX, or EOF. */
+static struct ts_io_result raw_read_flat(struct transport_socket *ts, void *dst, size_t max)
+{
+    struct raw_socket *rs = (struct raw_socket *)ts;
+    struct ts_io_result r = {.action = TS_KEEP_OPEN};
+    while (r.bytes < max) {
+        ssize_t got = read(rs->fd, (char *)dst + r.bytes, max - r.bytes);
+        if (got < 0) {
+            if (raw_read_again(rs, &r))
+                continue;
+            return r;
+        }
+        if (got == 0) {
+            r.end_stream = true;
+            return r;
+        }
+        size_t asked = max - r.bytes;
+        r.bytes += (size_t)got;
+        if ((size_t)got < asked)
+            break; /* drained the socket: the next readiness event brings more */
     }
     return r;
 }
@@ -158,6 +191,7 @@ static void raw_destroy(struct transport_socket *ts)
 static const struct transport_socket_ops raw_socket_ops = {
     .name = "raw_buffer",
     .do_read = raw_do_read,
+    .read_flat = raw_read_flat,
     .do_write = raw_do_write,
     .failure_reason = raw_failure_reason,
     .close = raw_close,

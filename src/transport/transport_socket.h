@@ -37,7 +37,8 @@ struct ts_io_result {
     int err;         /* with TS_CLOSE: -errno; -ECONNRESET when the peer reset */
     bool blocked;    /* KEEP_OPEN, nothing moved, and the fd is not the reason: a layer is
                         holding this direction back (capture backlog full). The connection stops
-                        polling that direction and retries on a short timer. */
+                        polling that direction and retries when the layer's helper signals room
+                        (ts_registry_set_waker), or on a short timer. */
 };
 
 enum ts_close_type {
@@ -72,6 +73,10 @@ struct transport_socket_ops {
     /* Reads at most MAX bytes into INTO (appended at the end). Reads until the fd would block,
      * MAX is reached, or EOF. */
     struct ts_io_result (*do_read)(struct transport_socket *ts, struct evbuffer *into, size_t max);
+    /* Optional: do_read into caller memory, DST of MAX bytes, instead of an evbuffer (a layer
+     * above that records the bytes reads them where its record will hold them: capture.c).
+     * The same result and stopping rules as do_read. */
+    struct ts_io_result (*read_flat)(struct transport_socket *ts, void *dst, size_t max);
     /* Writes from the front of FROM, draining what was written. When END_STREAM is true and
      * FROM has been fully written, ends the write half (shutdown(SHUT_WR), TLS close_notify);
      * bytes==0 with end_stream is a bare half-close. */
@@ -110,6 +115,14 @@ static inline struct ts_io_result ts_do_read(struct transport_socket *ts, struct
                                              size_t max)
 {
     return ts->ops->do_read(ts, into, max);
+}
+static inline bool ts_can_read_flat(const struct transport_socket *ts)
+{
+    return ts->ops->read_flat != NULL;
+}
+static inline struct ts_io_result ts_read_flat(struct transport_socket *ts, void *dst, size_t max)
+{
+    return ts->ops->read_flat(ts, dst, max);
 }
 static inline struct ts_io_result ts_do_write(struct transport_socket *ts, struct evbuffer *from,
                                               bool end_stream)

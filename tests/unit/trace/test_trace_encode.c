@@ -1,5 +1,6 @@
 /* Encoder tests: the streaming invariants checked against protoc itself (the reference
  * serializer), with the project's .proto files. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -334,6 +335,86 @@ static void test_format_extension(void **state)
     assert_string_equal(trace_format_extension(TRACE_FMT_JSON_BODY_AS_STRING), ".json");
 }
 
+/* trace_enc_event_split: head + payload + tail is byte for byte what trace_enc_event appends,
+ * for every format it accepts (with the v3 extras after the payload: the connection on every
+ * event, seq_num, end_stream, and a streamed tap whose bodies are not cut), and what it cannot
+ * split is refused (text, JSON, buffered, batched, a body a streamed tap cuts). */
+static void test_split_equals_whole(void **state)
+{
+    (void)state;
+    struct {
+        enum trace_schema schema;
+        enum trace_format fmt;
+        bool per_event, seq;
+    } cases[] = {
+        {TRACE_SCHEMA_V2_CAPTURE, TRACE_FMT_PROTO_BINARY, false, false},
+        {TRACE_SCHEMA_V3_TAP, TRACE_FMT_PROTO_BINARY, false, false},
+        {TRACE_SCHEMA_V3_TAP, TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED, false, false},
+        {TRACE_SCHEMA_V3_TAP, TRACE_FMT_PROTO_BINARY_LENGTH_DELIMITED, true, true},
+        {TRACE_SCHEMA_V3_TAP, TRACE_FMT_PROTO_BINARY, true, true},
+    };
+    uint32_t caps[] = {0, 0, 0, 0, 1u << 20}; /* the last: a streamed tap, bodies under its cap */
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        struct trace_enc_cfg cfg = {.schema = cases[c].schema,
+                                    .format = cases[c].fmt,
+                                    .streaming = true,
+                                    .conn_per_event = cases[c].per_event,
+                                    .seq_num = cases[c].seq,
+                                    .cap_streamed = caps[c] != 0,
+                                    .max_buffered_rx = caps[c],
+                                    .max_buffered_tx = caps[c]};
+        struct trace_enc *whole, *split;
+        assert_int_equal(trace_enc_new(&cfg, &conn, &whole), 0);
+        assert_int_equal(trace_enc_new(&cfg, &conn, &split), 0);
+        assert_true(trace_enc_split_max(split, TRACE_EV_READ) >= sizeof(payload));
+        for (int i = 0; i < 6; i++) {
+            struct trace_event ev = make_event(i);
+            if (ev.len == 0)
+                continue;
+            ev.end_stream = ev.dir == TRACE_EV_WRITE;
+            struct tbuf a = {0}, b = {0};
+            assert_int_equal(trace_enc_event(whole, &ev, &a), 0);
+            size_t at;
+            assert_int_equal(trace_enc_event_split(split, &ev, &b, &at), 0);
+            assert_int_equal(b.len + ev.len, a.len);
+            assert_true(at <= b.len);
+            assert_memory_equal(a.data, b.data, at);
+            assert_memory_equal(a.data + at, payload, ev.len);
+            assert_memory_equal(a.data + at + ev.len, b.data + at, b.len - at);
+            tbuf_free(&a);
+            tbuf_free(&b);
+        }
+        trace_enc_free(whole);
+        trace_enc_free(split);
+    }
+    struct trace_enc_cfg refused[] = {
+        {.schema = TRACE_SCHEMA_V2_CAPTURE, .format = TRACE_FMT_PROTO_TEXT},
+        {.schema = TRACE_SCHEMA_V3_TAP, .format = TRACE_FMT_JSON_BODY_AS_BYTES, .streaming = true},
+        {.schema = TRACE_SCHEMA_V3_TAP, .format = TRACE_FMT_PROTO_BINARY, .streaming = false},
+        {.schema = TRACE_SCHEMA_V3_TAP,
+         .format = TRACE_FMT_PROTO_BINARY,
+         .streaming = true,
+         .min_streamed_sent = 100},
+        {.schema = TRACE_SCHEMA_V3_TAP,
+         .format = TRACE_FMT_PROTO_BINARY,
+         .streaming = true,
+         .cap_streamed = true,
+         .max_buffered_rx = 10,
+         .max_buffered_tx = 10},
+    };
+    for (size_t c = 0; c < sizeof(refused) / sizeof(refused[0]); c++) {
+        struct trace_enc *enc;
+        assert_int_equal(trace_enc_new(&refused[c], &conn, &enc), 0);
+        struct trace_event ev = make_event(0);
+        assert_true(trace_enc_split_max(enc, ev.dir) < ev.len);
+        struct tbuf b = {0};
+        size_t at;
+        assert_int_equal(trace_enc_event_split(enc, &ev, &b, &at), -ENOTSUP);
+        tbuf_free(&b);
+        trace_enc_free(enc);
+    }
+}
+
 static int setup(void **state)
 {
     for (size_t i = 0; i < sizeof(payload); i++)
@@ -360,6 +441,7 @@ int main(void)
         cmocka_unit_test(test_v3_streamed_batches_match_protoc),
         cmocka_unit_test(test_v3_json_batch_layout),
         cmocka_unit_test(test_v3_forget_last_keeps_seq),
+        cmocka_unit_test(test_split_equals_whole),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
