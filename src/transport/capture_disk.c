@@ -149,6 +149,8 @@ struct buf_pool {
     pthread_mutex_t lock;
     void *bufs[CAPTURE_POOL_MAX];
     int n;
+    bool closed; /* drained at shutdown: buffers given back later are freed (a flat buffer the
+                    relay still referenced), until a buffer is taken again */
 };
 
 /* Encode buffers (capture_buf_take) and flat buffers (capture_flat_take), each their own size. */
@@ -166,6 +168,7 @@ static void *pool_get(struct buf_pool *pool, size_t size)
 {
     void *p = NULL;
     pthread_mutex_lock(&pool->lock);
+    pool->closed = false;
     if (pool->n > 0)
         p = pool->bufs[--pool->n];
     pthread_mutex_unlock(&pool->lock);
@@ -175,7 +178,7 @@ static void *pool_get(struct buf_pool *pool, size_t size)
 static void pool_put(struct buf_pool *pool, void *p)
 {
     pthread_mutex_lock(&pool->lock);
-    if (pool->n < CAPTURE_POOL_MAX) {
+    if (!pool->closed && pool->n < CAPTURE_POOL_MAX) {
         pool->bufs[pool->n++] = p;
         p = NULL;
     }
@@ -188,6 +191,7 @@ static void pool_drain(struct buf_pool *pool)
     pthread_mutex_lock(&pool->lock);
     while (pool->n > 0)
         free(pool->bufs[--pool->n]);
+    pool->closed = true;
     pthread_mutex_unlock(&pool->lock);
 }
 

@@ -302,6 +302,8 @@ void capture_rec_stop(struct capture_rec *r, const char *why)
     capture_wfile_close(r->file);
     r->file = NULL;
     capture_rot_unlink(r);
+    capture_flat_unref(r->flat); /* the writer and the relay hold what they still use */
+    r->flat = NULL;
 }
 
 /* Ends the trace: the closing bytes, the hand-over and the file's close. With a flush tick on
