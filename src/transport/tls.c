@@ -591,10 +591,17 @@ static bool tls_enter(struct tls_socket *s, struct ts_io_result *r)
     return s->handshake_done;
 }
 
+/* True when the wire trace's backlog has less than TLS_WIRE_MIN_ROOM left (the calling
+ * thread is then woken when the writer makes room). */
+static bool tls_wire_low(const struct tls_socket *s)
+{
+    return s->wire && tls_wire->rec_room(s->wire, TLS_WIRE_MIN_ROOM) < TLS_WIRE_MIN_ROOM;
+}
+
 /* The wire trace's backlog is at its bound: wait (the relay retries) instead of moving bytes. */
 static bool tls_wire_full(const struct tls_socket *s, struct ts_io_result *r)
 {
-    if (!s->wire || tls_wire->rec_room(s->wire, TLS_WIRE_MIN_ROOM) >= TLS_WIRE_MIN_ROOM)
+    if (!tls_wire_low(s))
         return false;
     *r = (struct ts_io_result){.action = TS_KEEP_OPEN, .blocked = true};
     return true;
@@ -611,7 +618,10 @@ static struct ts_io_result tls_do_read(struct transport_socket *ts, struct evbuf
         r.end_stream = true;
         return r;
     }
-    while (r.bytes < max) {
+    /* one record per turn, each recorded on the wire as it is read: stop while the wire trace
+     * still has room for the next (a loop over a full socket would overrun its backlog bound,
+     * and the trace would stop) */
+    while (r.bytes < max && !(r.bytes > 0 && tls_wire_low(s))) {
         size_t want = max - r.bytes < TLS_RECORD_MAX ? max - r.bytes : TLS_RECORD_MAX;
         struct evbuffer_iovec v;
         if (evbuffer_reserve_space(into, (ev_ssize_t)want, &v, 1) < 1) {
@@ -659,7 +669,8 @@ static struct ts_io_result tls_do_write(struct transport_socket *ts, struct evbu
     if (tls_wire_full(s, &r) || !tls_enter(s, &r))
         return r;
     size_t len;
-    while ((len = evbuffer_get_length(from)) > 0) {
+    /* as in tls_do_read: no more records once the wire trace is low on room */
+    while ((len = evbuffer_get_length(from)) > 0 && !(r.bytes > 0 && tls_wire_low(s))) {
         if (s->shutdown_sent) {
             s->failed = true;
             s->err = -EPIPE;

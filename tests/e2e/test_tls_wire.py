@@ -14,9 +14,10 @@ import test_tls as T  # noqa: E402
 from harness import free_port, wait_port  # noqa: E402
 
 
-def wire(prefix, fmt=None, comp=None):
-    return "socktap_wire_capture: {path_prefix: %s%s%s}, " % (
-        prefix, ", format: %s" % fmt if fmt else "", ", socktap_compression: %s" % comp if comp else "")
+def wire(prefix, fmt=None, comp=None, backlog=None):
+    return "socktap_wire_capture: {path_prefix: %s%s%s%s}, " % (
+        prefix, ", format: %s" % fmt if fmt else "", ", socktap_compression: %s" % comp if comp else "",
+        ", socktap_max_backlog_bytes: %d" % backlog if backlog else "")
 
 
 class TlsWireTest(T.TlsBase):
@@ -154,6 +155,29 @@ class TlsWireTest(T.TlsBase):
         self.assertIn(str(3 << 20), out)
         with open(os.path.join(self.tmp, "got.bin"), "rb") as a, open(os.path.join(self.tmp, "big.bin"), "rb") as b:
             self.assertEqual(a.read(), b.read())
+
+    def test_small_wire_backlog_holds_instead_of_stopping(self):
+        """A wire trace whose backlog is small holds the connection back instead of giving up:
+        one relay write of many TLS records used to record them all at once, past the bound, and
+        the trace stopped ("the disk cannot keep up"). With a 256 KiB backlog and an 8 MiB
+        download, the trace is whole: every record well-formed, both close_notify alerts, the
+        whole response, nothing truncated."""
+        cap = os.path.join(self.tmp, "wire")
+        with open(os.path.join(self.tmp, "big.bin"), "wb") as f:
+            f.write(os.urandom(8 << 20))
+        st, lp = self.start(T.listener_tls(self.pki, extra=wire(cap, "PROTO_BINARY", backlog=262144)))
+        r = self.curl(lp, "/big.bin", "-o", os.path.join(self.tmp, "got.bin"))
+        self.assertEqual(r.returncode, 0)
+        stats = st.stats()
+        truncated = [v for k, v in stats.items() if k.endswith("tls_wire.truncated")]
+        self.assertEqual(truncated, [0], {k: v for k, v in stats.items() if "tls_wire" in k})
+        self.assertEqual(st.stop(), 0)
+        trace, keys = self.one_trace(cap)
+        out = self.tshark(trace, lp, keys, "-Y", "_ws.malformed || tls.record.content_type == 21",
+                          "-T", "fields", "-e", "tls.alert_message.desc", "-e", "_ws.malformed")
+        self.assertEqual(sorted(out.split()), ["0", "0"], out)
+        out = self.tshark(trace, lp, keys, "-Y", "http.response", "-T", "fields", "-e", "http.content_length")
+        self.assertIn(str(8 << 20), out)
 
     def refused_upstream(self, san="server.test", ca="ca.pem", cert="other", tls13=False):
         up = self.s_server(cert=cert)
