@@ -805,6 +805,11 @@ int trace_enc_event(struct trace_enc *enc, const struct trace_event *ev, struct 
     return put_event_field(out, 0x12, false, ev, NULL); /* Trace.events = 2 */
 }
 
+size_t trace_enc_held_bytes(const struct trace_enc *enc)
+{
+    return enc->batch.len;
+}
+
 size_t trace_enc_split_max(const struct trace_enc *enc, enum trace_dir dir)
 {
     if (enc->v3_buffered || enc->cfg.min_streamed_sent || dir == TRACE_EV_CLOSED)

@@ -65,6 +65,9 @@ int trace_enc_event(struct trace_enc *enc, const struct trace_event *ev, struct 
 size_t trace_enc_split_max(const struct trace_enc *enc, enum trace_dir dir);
 int trace_enc_event_split(struct trace_enc *enc, const struct trace_event *ev, struct tbuf *out,
                           size_t *payload_at);
+/* Encoded bytes held for the next batch (min_streamed_sent): appended at once when the batch
+ * is complete. 0 without batching. */
+size_t trace_enc_held_bytes(const struct trace_enc *enc);
 /* Marks the trace read/write truncated (flags only added, never cleared), e.g. when converting
  * a trace that already says so. Only a v3 buffered trace can carry them; returns whether ENC
  * does. Call before trace_enc_end. */

@@ -376,6 +376,12 @@ static int parse_limits(struct ts_parse_ctx *ctx, const struct cfg_node *config,
  * and its prefix's account. Returns 0 or -ENOMEM. */
 static int capture_cfg_done(struct capture_cfg *cfg, const char *owner)
 {
+    /* A batched tap holds up to min_streamed_sent_bytes in its encoder, counted in the backlog
+     * (capture_rec_room): the bound must leave room for a whole batch and a read beside it, or
+     * a held batch alone would hold the connection for ever. */
+    size_t batch_room = 2 * (size_t)cfg->enc.min_streamed_sent + CAPTURE_CHUNK_BYTES;
+    if (cfg->enc.min_streamed_sent && cfg->max_backlog < batch_room)
+        cfg->max_backlog = batch_room;
     snprintf(cfg->ext, sizeof(cfg->ext), "%s%s", trace_format_extension(cfg->enc.format),
              capture_compress_suffix(cfg->comp.alg));
     capture_register_stats(cfg, owner);

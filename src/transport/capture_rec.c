@@ -649,7 +649,9 @@ size_t capture_rec_room(const struct capture_rec *r)
     size_t queued = r->chain  ? capture_wchain_backlog(r->chain)
                     : r->file ? capture_wfile_backlog(r->file)
                               : 0;
-    size_t pending = queued + r->buf.len;
+    /* a batch the encoder holds (min_streamed_sent) is handed over whole with the event that
+     * completes it: counted now, so that hand-over stays within the bound */
+    size_t pending = queued + r->buf.len + (r->enc ? trace_enc_held_bytes(r->enc) : 0);
     if (pending == 0)
         return SIZE_MAX;
     if (capture_writer_behind())

@@ -9,6 +9,7 @@ and the upstream exchanged, never from socktap's own output: the protobuf is par
 field numbers of envoy/data/tap/v3/{wrapper,transport,common}.proto."""
 import base64
 import glob
+import hashlib
 import json
 import os
 import socket
@@ -17,7 +18,7 @@ import sys
 
 import harness
 from harness import E2ETest, free_port, proxy_config
-from test_capture import FULL, Upstream, exchange, fields, parse_addr
+from test_capture import FULL, Upstream, exchange, fields, parse_addr, send_bulk
 from test_faults import wait_until
 
 MAX_U64 = (1 << 64) - 1
@@ -344,6 +345,33 @@ class TapFeatureTest(E2ETest):
         r = subprocess.run([harness.tool("capture2pcap"), path, pcap], capture_output=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertGreater(os.path.getsize(pcap), len(req) + 300)
+        self.assertEqual(st.stop(), 0)
+
+    def test_min_streamed_sent_bytes_bulk_is_held_not_cut(self):
+        """A batch is held in the encoder until min_streamed_sent_bytes, then handed over at
+        once: the backlog bound must count it, or a bulk flow's batch lands past the bound and
+        the trace stops ("the disk cannot keep up"). 16 MiB through 768 KiB batches and the
+        default backlog: the trace is whole and nothing is truncated."""
+        mb = 16
+        up = Upstream(sink_hash=True)
+        prefix = os.path.join(self.tmp, "mbulk")
+        ts = tap(6, file_sink(prefix, "PROTO_BINARY"),
+                 output_extra="max_buffered_rx_bytes: %d\nmax_buffered_tx_bytes: %d\n"
+                              "min_streamed_sent_bytes: 786432" % (FULL, FULL))
+        st = self.start(up.port, ts)
+        sent, _ = send_bulk(self.port, mb, st.pid)
+        up.join(120)
+        self.assertEqual(up.hash.hexdigest(), sent.hexdigest())
+        truncated = [v for k, v in st.stats().items() if k.endswith(".tap.truncated")]
+        self.assertEqual(truncated, [0])
+        path = self.one_trace(prefix)
+        msgs = self.streamed_messages(path)
+        got = hashlib.sha256()
+        for m in msgs:
+            for e in m[3]:
+                if e["dir"] == "read":
+                    got.update(e["data"])
+        self.assertEqual(got.hexdigest(), sent.hexdigest())
         self.assertEqual(st.stop(), 0)
 
     def test_min_streamed_sent_bytes_json(self):
