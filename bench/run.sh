@@ -107,7 +107,7 @@ CAP_TMPFS_TLS=$tmpfs_tls CAP_EXT4J=$ext4j CAP_EXT4J_TLS=$ext4j_tls CAP_EXT4J_DIR
   bash "$ROOT/bench/capture-rows.sh" "$plain" "$tls" "$tmpfs" "$WORKDIR/cap" "$tmpwork"
 rm -rf "$tmpwork"
 if [[ $ext4j_dir != - ]]; then
-  umount "$mnt" && rm -f "$img"
+  { umount "$mnt" && rm -f "$img"; } || echo "bench: could not unmount $mnt (image $img left)" >&2
 fi
 if [[ -z ${SKIP_CONVERT:-} ]]; then
   echo; echo "== capture2pcap conversion (1 GiB trace) beside Envoy's od | text2pcap way"
