@@ -73,9 +73,9 @@ static struct ts_io_result capture_do_read(struct transport_socket *ts, struct e
     if (capture_gated(cs, &gate))
         return gate;
     if (capture_rec_active(cs->rec)) {
-        size_t room =
-            capture_rec_room_wait(cs->rec, max < CAPTURE_MIN_STEP ? max : CAPTURE_MIN_STEP);
-        if (room < CAPTURE_MIN_STEP && room < max) {
+        size_t need = max < CAPTURE_MIN_STEP ? max : CAPTURE_MIN_STEP;
+        size_t room = capture_rec_room_wait(cs->rec, need);
+        if (room < need) {
             stats_inc(cs->cfg->stats.backpressure);
             return (struct ts_io_result){.action = TS_KEEP_OPEN, .blocked = true};
         }
