@@ -7,10 +7,11 @@
  *        streaming or buffered (bounded by max_buffered_rx/tx_bytes).
  * Stats (registered at parse time, per owner, Envoy-style):
  *   <owner>.<capture|tap>.{files_opened, files_failed, events, events_dropped, backpressure,
- * bytes_written, write_errors, truncated}, e.g. listener.127.0.0.1_10000.capture.files_opened,
- * and capture_finish.h's (rotation, finished_dir, on_finished); socktap_limits' budgets and
- * runtime control (capture_store.h, docs/capture.md): limit_trace_bytes, budget_skipped,
- * budget_stopped, budget_deleted, disabled_skipped, rejected, and the gauge enabled. */
+ * bytes_written, write_errors, truncated, reads_in_place}, e.g.
+ * listener.127.0.0.1_10000.capture.files_opened, and capture_finish.h's (rotation, finished_dir,
+ * on_finished); socktap_limits' budgets and runtime control (capture_store.h, docs/capture.md):
+ * limit_trace_bytes, budget_skipped, budget_stopped, budget_deleted, disabled_skipped, rejected,
+ * and the gauge enabled. */
 #ifndef SOCKTAP_TRANSPORT_CAPTURE_H
 #define SOCKTAP_TRANSPORT_CAPTURE_H
 
@@ -38,6 +39,7 @@ void capture_register_factories(void);
 struct capture_stats {
     stat_id files_opened, files_failed, events, events_dropped, bytes_written, write_errors,
         truncated, backpressure;
+    stat_id reads_in_place; /* events recorded by the zero-copy read (capture_rec_flat_begin) */
     stat_id limit_trace_bytes, budget_skipped, budget_stopped, budget_deleted, disabled_skipped,
         rejected;
     stat_id enabled; /* gauge, set on the main thread */

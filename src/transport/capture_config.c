@@ -62,6 +62,7 @@ static void capture_register_stats(struct capture_cfg *cfg, const char *owner)
     s->write_errors = stats_registerf(STAT_COUNTER, "%s.%s.write_errors", o, cfg->kind);
     s->truncated = stats_registerf(STAT_COUNTER, "%s.%s.truncated", o, cfg->kind);
     s->backpressure = stats_registerf(STAT_COUNTER, "%s.%s.backpressure", o, cfg->kind);
+    s->reads_in_place = stats_registerf(STAT_COUNTER, "%s.%s.reads_in_place", o, cfg->kind);
     s->limit_trace_bytes = stats_registerf(STAT_COUNTER, "%s.%s.limit_trace_bytes", o, cfg->kind);
     s->budget_skipped = stats_registerf(STAT_COUNTER, "%s.%s.budget_skipped", o, cfg->kind);
     s->budget_stopped = stats_registerf(STAT_COUNTER, "%s.%s.budget_stopped", o, cfg->kind);

@@ -551,8 +551,9 @@ int capture_rec_flat_begin(struct capture_rec *r, size_t max, uint8_t **dst, siz
         (r->chain && r->piece_events && cfg->limits.rotate_ms &&
          capture_now_ms() - r->piece_start_ms >= cfg->limits.rotate_ms))
         return -ENOTSUP; /* capture_rec_event handles these (and ends a piece by age) */
-    if (r->flat && CAPTURE_BUF_BYTES - r->flat_used < 2 * CAPTURE_FLAT_MARGIN + max &&
-        CAPTURE_BUF_BYTES - r->flat_used < 2 * CAPTURE_FLAT_MARGIN + CAPTURE_CHUNK_BYTES / 4) {
+    /* a buffer too full for this read, or for a quarter chunk (a smaller read is taken) */
+    size_t want = max < CAPTURE_CHUNK_BYTES / 4 ? max : CAPTURE_CHUNK_BYTES / 4;
+    if (r->flat && CAPTURE_BUF_BYTES - r->flat_used < 2 * CAPTURE_FLAT_MARGIN + want) {
         capture_flat_unref(r->flat); /* the writer and the relay hold what they still use */
         r->flat = NULL;
     }
@@ -617,6 +618,7 @@ static int capture_flat_record(struct capture_rec *r, uint8_t *dst, size_t n)
     }
     r->trace_bytes += len;
     stats_inc(cfg->stats.events);
+    stats_inc(cfg->stats.reads_in_place);
     tap_submit_stat(r, TRACE_EV_READ);
     r->piece_events++;
     r->piece_bytes += len;

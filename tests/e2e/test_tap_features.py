@@ -364,6 +364,9 @@ class TapFeatureTest(E2ETest):
         self.assertEqual(up.hash.hexdigest(), sent.hexdigest())
         truncated = [v for k, v in st.stats().items() if k.endswith(".tap.truncated")]
         self.assertEqual(truncated, [0])
+        # held batches cannot be written in place: this tap keeps the copying path
+        in_place = [v for k, v in st.stats().items() if k.endswith(".tap.reads_in_place")]
+        self.assertEqual(in_place, [0])
         path = self.one_trace(prefix)
         msgs = self.streamed_messages(path)
         got = hashlib.sha256()
